@@ -1,0 +1,70 @@
+"""trioudp: UDP servers, clients and a deterministic virtual network for Trio.
+
+Example::
+
+    import trio, trioudp
+
+    async def handler(datagram: trioudp.Datagram) -> None:
+        await datagram.reply(b"Hello, client!")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(trioudp.serve_udp, handler, 0)
+            async with trioudp.open_udp_client("127.0.0.1", server.port) as client:
+                print((await client.request(b"Hello, server!")).data)
+            await server.shutdown()
+
+    trio.run(main)
+"""
+
+from ._address import SocketAddress as SocketAddress
+from ._backoff import Backoff as Backoff
+from ._client import ClientStats as ClientStats
+from ._client import Match as Match
+from ._client import OnUnreachable as OnUnreachable
+from ._client import UDPClient as UDPClient
+from ._client import open_udp_client as open_udp_client
+from ._datagram import Datagram as Datagram
+from ._errors import BindError as BindError
+from ._errors import DatagramTooLarge as DatagramTooLarge
+from ._errors import InvalidAddress as InvalidAddress
+from ._errors import PeerUnreachable as PeerUnreachable
+from ._errors import RequestTimeout as RequestTimeout
+from ._errors import TrioUDPError as TrioUDPError
+from ._server import Overflow as Overflow
+from ._server import ServerStats as ServerStats
+from ._server import UDPServer as UDPServer
+from ._server import open_udp_sockets as open_udp_sockets
+from ._server import serve_udp as serve_udp
+from ._server import serve_udp_sockets as serve_udp_sockets
+from ._socket import SocketStats as SocketStats
+from ._socket import UDPSocket as UDPSocket
+from ._socket import open_udp_socket as open_udp_socket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "BindError",
+    "ClientStats",
+    "Datagram",
+    "DatagramTooLarge",
+    "InvalidAddress",
+    "Match",
+    "OnUnreachable",
+    "Overflow",
+    "PeerUnreachable",
+    "RequestTimeout",
+    "ServerStats",
+    "SocketAddress",
+    "SocketStats",
+    "TrioUDPError",
+    "UDPClient",
+    "UDPServer",
+    "UDPSocket",
+    "open_udp_client",
+    "open_udp_socket",
+    "open_udp_sockets",
+    "serve_udp",
+    "serve_udp_sockets",
+]

@@ -1,0 +1,167 @@
+"""Pure helpers for socket addresses: validation, families and payload limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import TypeAlias
+
+from ._errors import DatagramTooLarge, InvalidAddress
+
+#: A socket address as Python's socket module reports it: ``(host, port)`` for
+#: IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6.
+SocketAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
+
+#: Largest UDP payload over IPv4: 65,535 - 20 (IP header) - 8 (UDP header).
+MAX_IPV4_PAYLOAD = 65_507
+#: Largest UDP payload over IPv6 without jumbograms: 65,535 - 8 (UDP header).
+MAX_IPV6_PAYLOAD = 65_527
+
+
+def max_payload(family: int) -> int:
+    """Return the largest UDP payload a socket of ``family`` can send.
+
+    Example:
+        >>> max_payload(socket.AF_INET), max_payload(socket.AF_INET6)
+        (65507, 65527)
+    """
+    return MAX_IPV6_PAYLOAD if family == socket.AF_INET6 else MAX_IPV4_PAYLOAD
+
+
+def check_payload(data: object, limit: int) -> bytes | bytearray | memoryview:
+    """Check that ``data`` is a bytes-like payload of at most ``limit`` bytes.
+
+    Raises:
+        TypeError: ``data`` is not bytes, bytearray or memoryview.
+        DatagramTooLarge: it is longer than ``limit``.
+
+    Example:
+        >>> check_payload(b"hi", 10)
+        b'hi'
+        >>> check_payload("hi", 10)
+        Traceback (most recent call last):
+        ...
+        TypeError: a datagram's payload must be bytes, bytearray or memoryview, not str; encode text first, e.g. 'hi'.encode()
+    """
+    if type(data) is bytes or isinstance(data, (bytes, bytearray)):
+        size = len(data)
+    elif isinstance(data, memoryview):
+        size = data.nbytes
+    else:
+        hint = ""
+        if isinstance(data, str):
+            hint = f"; encode text first, e.g. {data[:20]!r}.encode()"
+        msg = (
+            "a datagram's payload must be bytes, bytearray or memoryview,"
+            f" not {type(data).__name__}{hint}"
+        )
+        raise TypeError(msg)
+    if size > limit:
+        raise DatagramTooLarge(size, limit)
+    return data
+
+
+def check_port(port: object, *, address: object = None) -> int:
+    """Return ``port`` if it is an int in 0..65535, else raise InvalidAddress.
+
+    Example:
+        >>> check_port(53)
+        53
+        >>> check_port(70000)
+        Traceback (most recent call last):
+        ...
+        trioudp._errors.InvalidAddress: invalid address 70000: port must be in 0..65535, not 70000
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidAddress(
+            port if address is None else address,
+            f"port must be in 0..65535, not {port!r}",
+        )
+    return port
+
+
+def check_address(address: object) -> tuple[str, int]:
+    """Check the shape of a ``(host, port, ...)`` tuple; return ``(host, port)``.
+
+    The host may be a name or a numeric address; it is not resolved here.
+
+    Example:
+        >>> check_address(("127.0.0.1", 9))
+        ('127.0.0.1', 9)
+        >>> check_address("127.0.0.1:9")
+        Traceback (most recent call last):
+        ...
+        trioudp._errors.InvalidAddress: invalid address '127.0.0.1:9': expected a (host, port) tuple, not str
+    """
+    if not isinstance(address, tuple) or len(address) not in (2, 4):
+        raise InvalidAddress(
+            address,
+            f"expected a (host, port) tuple, not {type(address).__name__}"
+            if not isinstance(address, tuple)
+            else f"expected (host, port) or (host, port, flowinfo, scope_id),"
+            f" not {len(address)} items",
+        )
+    host, port = address[0], address[1]
+    if not isinstance(host, str) or not host:
+        raise InvalidAddress(address, f"host must be a non-empty str, not {host!r}")
+    return host, check_port(port, address=address)
+
+
+def numeric_family(host: str) -> int | None:
+    """Return ``AF_INET``/``AF_INET6`` if ``host`` is a numeric address, else None.
+
+    Example:
+        >>> numeric_family("::1") == socket.AF_INET6
+        True
+        >>> numeric_family("localhost") is None
+        True
+    """
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    return socket.AF_INET if ip.version == 4 else socket.AF_INET6
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether ``host`` is a numeric loopback address (IPv4-mapped included).
+
+    Example:
+        >>> is_loopback("127.0.0.5"), is_loopback("::1"), is_loopback("10.0.0.1")
+        (True, True, False)
+        >>> is_loopback("::ffff:127.0.0.1")
+        True
+    """
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def parse_host_port(text: str, *, default_port: int | None = None) -> tuple[str, int]:
+    """Parse ``host:port``, ``[v6]:port`` or a bare host (with ``default_port``).
+
+    Example:
+        >>> parse_host_port("127.0.0.1:53")
+        ('127.0.0.1', 53)
+        >>> parse_host_port("[::1]:53")
+        ('::1', 53)
+        >>> parse_host_port("example.test", default_port=7)
+        ('example.test', 7)
+    """
+    host, sep, port_text = text.rpartition(":")
+    if text.startswith("[") and "]" in text:
+        host, _, rest = text[1:].partition("]")
+        sep, port_text = (":", rest[1:]) if rest.startswith(":") else ("", "")
+    elif not sep or ":" in host:
+        host, port_text = text, ""
+    if not port_text:
+        if default_port is None:
+            raise InvalidAddress(text, "expected host:port")
+        return host, default_port
+    if not port_text.isdigit():
+        raise InvalidAddress(text, f"port must be a number, not {port_text!r}")
+    return host, check_port(int(port_text), address=text)

@@ -1,0 +1,72 @@
+"""The Datagram value: one received UDP datagram and where it came from."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._address import SocketAddress
+    from ._socket import UDPSocket
+
+__all__ = ["Datagram"]
+
+
+@attrs.frozen(kw_only=True)
+class Datagram:
+    """One received UDP datagram.
+
+    Datagrams come from :meth:`UDPSocket.receive`, from iterating a
+    :class:`UDPSocket`, and are handed to :func:`serve_udp` handlers. They are
+    immutable values; :meth:`reply` answers from the socket the datagram
+    arrived on.
+
+    Attributes:
+        data: the payload (possibly empty: a zero-length datagram is valid).
+        peer: the sender's address, as the kernel reported it.
+        local: the address of the socket that received it. For a socket bound
+            to a wildcard address (``0.0.0.0`` or ``::``) this is that
+            wildcard address.
+        received_at: when it was taken from the socket, on the Trio clock
+            (:func:`trio.current_time`).
+
+    Example:
+        >>> d = Datagram(data=b"hi", peer=("127.0.0.1", 4000),
+        ...              local=("127.0.0.1", 12345), received_at=0.0)
+        >>> d.data, d.peer
+        (b'hi', ('127.0.0.1', 4000))
+    """
+
+    data: bytes
+    peer: SocketAddress
+    local: SocketAddress
+    received_at: float
+    _origin: UDPSocket | None = attrs.field(
+        default=None, eq=False, repr=False, alias="origin"
+    )
+
+    async def reply(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` back to :attr:`peer` from the socket this came in on.
+
+        It is a cancel point; on a real socket it returns without a trip
+        through the scheduler when the kernel accepts the datagram at once.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            DatagramTooLarge: ``data`` does not fit in one datagram.
+            trio.ClosedResourceError: the socket has been closed.
+            RuntimeError: this datagram was built by hand, not received.
+
+        Example::
+
+            async def handler(datagram: trioudp.Datagram) -> None:
+                await datagram.reply(b"Hello, client!")
+        """
+        if self._origin is None:
+            msg = (
+                "this Datagram was not received from a socket, so it has"
+                " nowhere to reply from; use UDPSocket.send_to instead"
+            )
+            raise RuntimeError(msg)
+        await self._origin._reply(data, self.peer)

@@ -1,0 +1,172 @@
+"""Every exception trioudp raises on its own account.
+
+The root is :class:`TrioUDPError`. Each leaf also derives from the builtin
+exception a caller would naturally catch (``ValueError``, ``OSError``,
+``TimeoutError``, ``ConnectionError``), so existing ``except`` clauses keep
+working. Resource state reuses Trio's vocabulary
+(:class:`trio.ClosedResourceError`, :class:`trio.BusyResourceError`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = [
+    "BindError",
+    "DatagramTooLarge",
+    "InvalidAddress",
+    "PeerUnreachable",
+    "RequestTimeout",
+    "TrioUDPError",
+]
+
+
+class TrioUDPError(Exception):
+    """Base class of all trioudp errors.
+
+    Example:
+        >>> issubclass(RequestTimeout, TrioUDPError)
+        True
+    """
+
+
+class DatagramTooLarge(TrioUDPError, ValueError):
+    """A payload is larger than a single UDP datagram (or a configured limit).
+
+    Raised before anything reaches the kernel.
+
+    Attributes:
+        size: the payload's length in bytes.
+        limit: the largest payload allowed there.
+
+    Example:
+        >>> str(DatagramTooLarge(70000, 65507))
+        'payload of 70000 bytes is larger than the limit of 65507 bytes; split it or use a stream protocol'
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"payload of {size} bytes is larger than the limit of {limit} bytes;"
+            " split it or use a stream protocol"
+        )
+
+
+class InvalidAddress(TrioUDPError, ValueError):
+    """An address is malformed, of the wrong family, or cannot be resolved.
+
+    Attributes:
+        address: the address as given.
+        reason: what is wrong with it.
+
+    Example:
+        >>> str(InvalidAddress(("x", -1), "port must be in 0..65535, not -1"))
+        "invalid address ('x', -1): port must be in 0..65535, not -1"
+    """
+
+    def __init__(self, address: object, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(f"invalid address {address!r}: {reason}")
+
+
+class BindError(TrioUDPError, OSError):
+    """Binding a UDP socket failed (port in use, permission denied, ...).
+
+    It is an :class:`OSError` with the original ``errno``.
+
+    Attributes:
+        host: the host the socket was to bind.
+        port: the port it was to bind.
+        cause: the underlying :class:`OSError`.
+
+    Example:
+        >>> import errno
+        >>> err = BindError("127.0.0.1", 53, OSError(errno.EACCES, "Permission denied"))
+        >>> err.errno == errno.EACCES
+        True
+    """
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        self.host = host
+        self.port = port
+        self.cause = cause
+        hint = _BIND_HINTS.get(cause.errno or 0, "")
+        strerror = cause.strerror or str(cause)
+        message = f"cannot bind UDP socket to {host!r} port {port}: {strerror}{hint}"
+        super().__init__(cause.errno, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.host, self.port, self.cause))
+
+
+_BIND_HINTS = {
+    getattr(os, "EADDRINUSE", 98): (
+        " (another socket already uses it; pick another port, or 0 for any free one)"
+    ),
+    getattr(os, "EACCES", 13): (
+        " (ports below 1024 need privileges; use a port of 1024 or above)"
+    ),
+    getattr(os, "EADDRNOTAVAIL", 99): (
+        " (that address does not belong to this host; use one of its own"
+        " addresses, or 0.0.0.0 / :: for all)"
+    ),
+}
+
+
+class RequestTimeout(TrioUDPError, TimeoutError):
+    """A request got no reply after every attempt its retry schedule allowed.
+
+    Attributes:
+        peer: the address the request was sent to.
+        attempts: how many times it was sent.
+        elapsed: seconds from the first send to giving up, on the Trio clock.
+
+    Example:
+        >>> str(RequestTimeout(("127.0.0.1", 9), 3, 7.0))
+        "no reply from ('127.0.0.1', 9) after 3 attempts in 7.000 s; is the server running?"
+    """
+
+    def __init__(self, peer: object, attempts: int, elapsed: float) -> None:
+        self.peer = peer
+        self.attempts = attempts
+        self.elapsed = elapsed
+        super().__init__(
+            f"no reply from {peer!r} after {attempts} attempts in {elapsed:.3f} s;"
+            " is the server running?"
+        )
+
+
+class PeerUnreachable(TrioUDPError, ConnectionError):
+    """The peer's host reported that nothing listens there (ICMP unreachable).
+
+    Attributes:
+        peer: the address that could not be reached.
+        cause: the :class:`OSError` the kernel reported.
+
+    Example:
+        >>> import errno
+        >>> err = PeerUnreachable(("127.0.0.1", 9), ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"))
+        >>> "nothing is listening" in str(err)
+        True
+    """
+
+    def __init__(self, peer: object, cause: OSError) -> None:
+        self.peer = peer
+        self.cause = cause
+        super().__init__(
+            cause.errno,
+            f"{peer!r} is unreachable: {cause.strerror or cause}"
+            " (nothing is listening there, or the network refused the datagram)",
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.peer, self.cause))

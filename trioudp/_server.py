@@ -1,0 +1,538 @@
+"""serve_udp and UDPServer: datagram handlers under a nursery, bounded and counted.
+
+Shape of a running server::
+
+    serve_udp_sockets (the task nursery.start runs)
+    └── nursery
+        ├── intake scope: one receive loop per socket
+        │     socket --batch--> bounded deque (overflow dropped and counted)
+        └── worker scope: up to max_in_flight worker tasks, spawned on demand
+              each pops a datagram and awaits handler(datagram) inline
+
+Why workers and not a task per datagram: spawning a Trio task costs more than
+most handlers do. A worker that finds the queue non-empty wakes (or spawns) at
+most one more worker, so a handler that never blocks is served by one task
+with no per-datagram scheduling, while blocking handlers still fan out to
+``max_in_flight`` tasks. Intake and workers each pass a schedule point at least
+every ``batch_size`` datagrams, so other tasks keep running under a flood.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import socket as stdlib_socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, final
+
+import attrs
+import trio
+
+from ._datagram import Datagram
+from ._socket import UDPSocket, bind_udp_socket
+
+if TYPE_CHECKING:
+    from ._address import SocketAddress
+
+__all__ = ["Overflow", "ServerStats", "UDPServer", "serve_udp", "serve_udp_sockets"]
+
+logger = logging.getLogger("trioudp")
+
+#: What a handler is: an async function of one Datagram. Its result is ignored.
+Handler = Callable[[Datagram], Awaitable[object]]
+
+DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_QUEUE_SIZE = 256
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_GRACE = 5.0
+
+
+class Overflow(enum.Enum):
+    """Which datagram to drop when the server's queue is full.
+
+    Example:
+        >>> Overflow("drop_oldest") is Overflow.DROP_OLDEST
+        True
+    """
+
+    #: Drop the datagram that just arrived (keeps the oldest work).
+    DROP_NEWEST = "drop_newest"
+    #: Drop the datagram that waited longest (keeps the freshest work).
+    DROP_OLDEST = "drop_oldest"
+
+
+@attrs.frozen(kw_only=True)
+class ServerStats:
+    """A snapshot of a :class:`UDPServer`'s counters.
+
+    Every datagram received is, at any moment, exactly one of: handled,
+    a handler error, a handler timeout, dropped for a reason, in flight, or
+    queued; ``received == handled + handler_errors + handler_timeouts +
+    dropped_queue_full + dropped_shutdown + in_flight + queued``.
+    Oversize datagrams are dropped before they count as received.
+
+    Attributes:
+        received: datagrams taken from the sockets.
+        handled: handler calls that returned normally.
+        replied: replies sent with :meth:`Datagram.reply`.
+        handler_errors: handler calls that raised (each one is logged).
+        handler_timeouts: handler calls cut off by ``handler_timeout``.
+        dropped_queue_full: datagrams dropped because the queue was full.
+        dropped_oversize: datagrams over ``max_datagram_size``.
+        dropped_shutdown: queued or in-flight datagrams abandoned by shutdown.
+        in_flight: handler calls running now.
+        queued: datagrams waiting for a free handler.
+        workers: worker tasks alive now.
+        receive_errors: per-datagram receive errors (ICMP and such), by errno.
+        send_errors: per-datagram reply errors, by errno.
+
+    Example:
+        >>> ServerStats().dropped
+        0
+    """
+
+    received: int = 0
+    handled: int = 0
+    replied: int = 0
+    handler_errors: int = 0
+    handler_timeouts: int = 0
+    dropped_queue_full: int = 0
+    dropped_oversize: int = 0
+    dropped_shutdown: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    workers: int = 0
+    receive_errors: dict[str, int] = attrs.field(factory=dict)
+    send_errors: dict[str, int] = attrs.field(factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        """All datagrams dropped, whatever the reason."""
+        return self.dropped_queue_full + self.dropped_oversize + self.dropped_shutdown
+
+
+def _check_settings(
+    max_in_flight: int, queue_size: int, batch_size: int, handler_timeout: float | None
+) -> None:
+    for name, value, low in (
+        ("max_in_flight", max_in_flight, 1),
+        ("queue_size", queue_size, 0),
+        ("batch_size", batch_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            msg = f"{name} must be an int >= {low}, not {value!r}"
+            raise ValueError(msg)
+    if handler_timeout is not None and not handler_timeout > 0:
+        msg = f"handler_timeout must be a positive number of seconds or None, not {handler_timeout!r}"
+        raise ValueError(msg)
+
+
+def _merge_counts(tables: Sequence[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for table in tables:
+        for name, count in table.items():
+            merged[name] = merged.get(name, 0) + count
+    return merged
+
+
+@final
+class UDPServer:
+    """A running UDP server, as returned by ``nursery.start(serve_udp, ...)``.
+
+    Not constructed directly: :func:`serve_udp` and :func:`serve_udp_sockets`
+    make one and report it through ``task_status``.
+
+    Example::
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(trioudp.serve_udp, handler, 0)
+            print(server.addresses, server.stats.received)
+            await server.shutdown(grace=1.0)
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        sockets: Sequence[UDPSocket],
+        *,
+        max_in_flight: int,
+        queue_size: int,
+        overflow: Overflow,
+        handler_timeout: float | None,
+        batch_size: int,
+    ) -> None:
+        self._handler = handler
+        self._sockets = tuple(sockets)
+        self._max_in_flight = max_in_flight
+        self._capacity = max_in_flight + queue_size
+        self._overflow = overflow
+        self._handler_timeout = handler_timeout
+        self._batch_size = batch_size
+        self._queue: deque[Datagram] = deque()
+        self._parked = trio.lowlevel.ParkingLot()
+        self._worker_nursery: trio.Nursery | None = None
+        self._intake_scope = trio.CancelScope()
+        self._worker_scope = trio.CancelScope()
+        self._stopped = trio.Event()
+        self._stopping = False
+        self._waking = False
+        self._workers = 0
+        self._in_flight = 0
+        self._handled = 0
+        self._handler_errors = 0
+        self._handler_timeouts = 0
+        self._dropped_queue_full = 0
+        self._dropped_shutdown = 0
+
+    @property
+    def sockets(self) -> tuple[UDPSocket, ...]:
+        """The sockets this server receives on."""
+        return self._sockets
+
+    @property
+    def addresses(self) -> list[SocketAddress]:
+        """The local address of each socket, e.g. ``[("0.0.0.0", 12345)]``."""
+        return [sock.local_address for sock in self._sockets if not sock.closed]
+
+    @property
+    def port(self) -> int:
+        """The port of the first socket (all share it when ``serve_udp`` bound them)."""
+        return self._sockets[0].local_address[1]
+
+    @property
+    def stats(self) -> ServerStats:
+        """A snapshot of the counters; see :class:`ServerStats`."""
+        socket_stats = [sock.stats for sock in self._sockets]
+        return ServerStats(
+            received=sum(s.received for s in socket_stats),
+            handled=self._handled,
+            replied=sum(s.replied for s in socket_stats),
+            handler_errors=self._handler_errors,
+            handler_timeouts=self._handler_timeouts,
+            dropped_queue_full=self._dropped_queue_full,
+            dropped_oversize=sum(s.dropped_oversize for s in socket_stats),
+            dropped_shutdown=self._dropped_shutdown,
+            in_flight=self._in_flight,
+            queued=len(self._queue),
+            workers=self._workers,
+            receive_errors=_merge_counts([s.receive_errors for s in socket_stats]),
+            send_errors=_merge_counts([s.send_errors for s in socket_stats]),
+        )
+
+    @property
+    def stopping(self) -> bool:
+        """Whether shutdown has begun."""
+        return self._stopping
+
+    def begin_shutdown(self, grace: float = DEFAULT_GRACE) -> None:
+        """Start a graceful shutdown without waiting for it (safe from a handler).
+
+        Receiving stops at once; queued and in-flight datagrams are handled
+        for up to ``grace`` seconds; then the remaining handlers are
+        cancelled and counted in ``dropped_shutdown``. Calling it again can
+        only shorten the grace period.
+        """
+        if grace < 0 or math.isnan(grace):
+            msg = f"grace must be >= 0 seconds, not {grace!r}"
+            raise ValueError(msg)
+        self._stopping = True
+        self._intake_scope.cancel()
+        deadline = trio.current_time() + grace
+        self._worker_scope.deadline = min(self._worker_scope.deadline, deadline)
+        self._cancel_workers_if_idle()
+
+    async def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop gracefully and wait until the server has stopped.
+
+        See :meth:`begin_shutdown`. When it returns, every worker task has
+        finished and every socket is closed. Called from one of this server's
+        own handlers it waits for that handler too, so the full ``grace``
+        passes; use :meth:`begin_shutdown` there instead.
+
+        Example::
+
+            await server.shutdown(grace=2.0)
+            assert server.stats.in_flight == 0
+        """
+        self.begin_shutdown(grace)
+        await self._stopped.wait()
+
+    def _cancel_workers_if_idle(self) -> None:
+        if self._stopping and not self._queue and not self._in_flight:
+            self._worker_scope.cancel()
+
+    # ---- running ---------------------------------------------------------
+
+    async def _serve(
+        self, task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._run_workers)
+                nursery.start_soon(self._run_intake)
+                task_status.started(self)
+        finally:
+            self._dropped_shutdown += len(self._queue)
+            self._queue.clear()
+            for sock in self._sockets:
+                sock.close()
+            self._stopped.set()
+
+    async def _run_intake(self) -> None:
+        with self._intake_scope:
+            async with trio.open_nursery() as nursery:
+                for sock in self._sockets:
+                    nursery.start_soon(self._intake, sock)
+        # Every socket was closed under us: wind down as a shutdown would.
+        if not self._stopping:
+            self.begin_shutdown()
+
+    async def _intake(self, sock: UDPSocket) -> None:
+        batch_size = self._batch_size
+        while True:
+            try:
+                batch = await sock._receive_batch(batch_size)
+            except trio.ClosedResourceError:
+                return
+            if batch:
+                self._enqueue(batch)
+
+    def _enqueue(self, batch: list[Datagram]) -> None:
+        queue = self._queue
+        capacity = self._capacity
+        for datagram in batch:
+            if len(queue) + self._in_flight >= capacity:
+                self._dropped_queue_full += 1
+                if self._overflow is Overflow.DROP_NEWEST or not queue:
+                    continue
+                queue.popleft()
+            queue.append(datagram)
+        if queue and not self._waking:
+            self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        if self._parked.statistics().tasks_waiting:
+            self._waking = True
+            self._parked.unpark()
+        elif self._workers < self._max_in_flight and self._worker_nursery is not None:
+            self._waking = True
+            self._workers += 1
+            self._worker_nursery.start_soon(self._worker)
+
+    async def _run_workers(self, task_status: trio.TaskStatus[None]) -> None:
+        with self._worker_scope:
+            async with trio.open_nursery() as nursery:
+                self._worker_nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        since_checkpoint = 0
+        try:
+            self._waking = False
+            while True:
+                if not queue:
+                    await self._parked.park()
+                    self._waking = False
+                    continue
+                datagram = queue.popleft()
+                if queue and not self._waking:
+                    self._wake_worker()
+                self._in_flight += 1
+                try:
+                    await self._handle(datagram)
+                except trio.Cancelled:
+                    self._dropped_shutdown += 1
+                    raise
+                finally:
+                    self._in_flight -= 1
+                self._cancel_workers_if_idle()
+                since_checkpoint += 1
+                if since_checkpoint >= self._batch_size:
+                    since_checkpoint = 0
+                    await trio.lowlevel.checkpoint()
+        finally:
+            self._workers -= 1
+            self._waking = False
+
+    async def _handle(self, datagram: Datagram) -> None:
+        try:
+            if self._handler_timeout is None:
+                await self._handler(datagram)
+            else:
+                with trio.move_on_after(self._handler_timeout) as scope:
+                    await self._handler(datagram)
+                if scope.cancelled_caught:
+                    self._handler_timeouts += 1
+                    return
+        except Exception:
+            self._handler_errors += 1
+            logger.exception(
+                "UDP handler %r failed on a datagram from %r; the server goes on",
+                getattr(self._handler, "__qualname__", self._handler),
+                datagram.peer,
+            )
+        else:
+            self._handled += 1
+
+    def __repr__(self) -> str:
+        return f"<trioudp.UDPServer on {self.addresses!r}>"
+
+
+async def serve_udp_sockets(
+    handler: Handler,
+    sockets: Sequence[UDPSocket],
+    *,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    overflow: Overflow | str = Overflow.DROP_NEWEST,
+    handler_timeout: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve datagrams arriving on already-open sockets; never returns normally
+    until the server is shut down.
+
+    The lower layer of :func:`serve_udp`, for sockets you opened yourself
+    (with options of your own, or from a socket-activation manager).
+
+    Args:
+        handler: ``async def handler(datagram)``, called once per datagram.
+        sockets: the sockets to serve; the server takes ownership and closes
+            them when it stops.
+        max_in_flight: most handler calls running at once.
+        queue_size: datagrams allowed to wait for a free handler; beyond
+            ``max_in_flight + queue_size`` pending, datagrams are dropped and
+            counted (``stats.dropped_queue_full``). Memory for payloads is thus
+            bounded by ``(max_in_flight + queue_size) * max_datagram_size``.
+        overflow: ``"drop_newest"`` (default) or ``"drop_oldest"``.
+        handler_timeout: seconds a handler may run before it is cancelled and
+            counted in ``stats.handler_timeouts``; None for no limit.
+        batch_size: most datagrams taken per scheduling round; bounds how long
+            other tasks wait under a flood.
+        task_status: reports the :class:`UDPServer` once receiving has begun.
+
+    Error handling:
+        A handler's exception is logged on the ``trioudp`` logger with its
+        traceback and counted; the server goes on. Per-datagram network
+        errors (ICMP unreachable and the like) are counted, never fatal.
+
+    Resource handling:
+        Cancelling the surrounding scope stops everything at once; sockets
+        are closed and no task is left behind. :meth:`UDPServer.shutdown`
+        stops gracefully.
+
+    Example::
+
+        async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+            server = await nursery.start(trioudp.serve_udp_sockets, handler, [sock])
+    """
+    _check_settings(max_in_flight, queue_size, batch_size, handler_timeout)
+    if not sockets:
+        msg = "serve_udp_sockets needs at least one socket"
+        raise ValueError(msg)
+    server = UDPServer(
+        handler,
+        sockets,
+        max_in_flight=max_in_flight,
+        queue_size=queue_size,
+        overflow=Overflow(overflow),
+        handler_timeout=handler_timeout,
+        batch_size=batch_size,
+    )
+    await server._serve(task_status)
+
+
+async def open_udp_sockets(
+    port: int, host: str | None = None, *, max_datagram_size: int | None = None
+) -> list[UDPSocket]:
+    """Bind the sockets :func:`serve_udp` serves: one for ``host``, or for
+    ``host=None`` one IPv4 and (where the host has IPv6) one IPv6 wildcard
+    socket on the same port.
+
+    The caller owns the returned sockets.
+
+    Example::
+
+        sockets = await trioudp.open_udp_sockets(0)
+        print([s.local_address for s in sockets])
+    """
+    families = (
+        [0] if host is not None else [stdlib_socket.AF_INET, stdlib_socket.AF_INET6]
+    )
+    sockets: list[UDPSocket] = []
+    try:
+        for family in families:
+            bind_port = sockets[0].local_address[1] if sockets else port
+            try:
+                sock = await bind_udp_socket(
+                    host, bind_port, family=family, max_datagram_size=max_datagram_size
+                )
+            except OSError as exc:
+                if sockets and family == stdlib_socket.AF_INET6:
+                    # No IPv6 here (or the port is taken on IPv6 only): serve IPv4.
+                    logger.info("not serving IPv6 on port %d: %s", bind_port, exc)
+                    continue
+                raise
+            sockets.append(sock)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+async def serve_udp(
+    handler: Handler,
+    port: int,
+    *,
+    host: str | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    overflow: Overflow | str = Overflow.DROP_NEWEST,
+    handler_timeout: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_datagram_size: int | None = None,
+    task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve UDP on ``port``, calling ``handler(datagram)`` for each datagram.
+
+    Follows :func:`trio.serve_tcp`: ``server = await nursery.start(serve_udp,
+    handler, port)`` binds, starts receiving, and hands back the
+    :class:`UDPServer`. It runs until cancelled or shut down.
+
+    Args:
+        handler: ``async def handler(datagram: Datagram)``.
+        port: the port to bind; 0 picks a free one (see ``server.port``).
+        host: the address to bind; None binds all addresses, IPv4 and IPv6.
+        max_datagram_size: larger datagrams are dropped and counted.
+        max_in_flight, queue_size, overflow, handler_timeout, batch_size:
+            see :func:`serve_udp_sockets`.
+        task_status: reports the :class:`UDPServer`.
+
+    Raises:
+        BindError: a socket could not be bound (port in use, ...).
+
+    Example::
+
+        async def handler(datagram: trioudp.Datagram) -> None:
+            await datagram.reply(b"Hello, client!")
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(trioudp.serve_udp, handler, 12345)
+    """
+    _check_settings(max_in_flight, queue_size, batch_size, handler_timeout)
+    sockets = await open_udp_sockets(port, host, max_datagram_size=max_datagram_size)
+    await serve_udp_sockets(
+        handler,
+        sockets,
+        max_in_flight=max_in_flight,
+        queue_size=queue_size,
+        overflow=overflow,
+        handler_timeout=handler_timeout,
+        batch_size=batch_size,
+        task_status=task_status,
+    )

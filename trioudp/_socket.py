@@ -1,0 +1,589 @@
+"""UDPSocket: a datagram socket over ``trio.socket`` with a batched fast path.
+
+Every socket is created with :func:`trio.socket.socket`, so a custom socket
+factory such as :class:`trioudp.testing.VirtualNetwork` intercepts it. On a
+real kernel socket, a non-blocking twin of the file descriptor lets the server
+drain many datagrams per trip through Trio's scheduler and send replies
+without one; any other socket object takes the plain ``trio.socket`` path.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as stdlib_socket
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, final
+
+import attrs
+import trio
+
+from ._address import (
+    SocketAddress,
+    check_address,
+    check_payload,
+    check_port,
+    max_payload,
+    numeric_family,
+)
+from ._datagram import Datagram
+from ._errors import BindError, InvalidAddress
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+__all__ = ["SocketStats", "UDPSocket", "open_udp_socket"]
+
+logger = logging.getLogger("trioudp")
+
+#: Errors that concern one datagram (often an ICMP message about an earlier
+#: one), not the socket: a server counts them and carries on.
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNREFUSED",
+        "ECONNRESET",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "EHOSTDOWN",
+        "ENETDOWN",
+        "EMSGSIZE",
+        "ENOBUFS",
+        "ENOMEM",
+        "EPERM",
+        "EACCES",
+        "ETIMEDOUT",
+        "EPROTO",
+        "EINTR",
+    )
+    if hasattr(errno, name)
+)
+
+#: ICMP-reported errors that Linux hands to the next send on the socket, which
+#: then does not transmit: the send is worth repeating once.
+_PENDING_ICMP_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+
+
+@attrs.frozen(kw_only=True)
+class SocketStats:
+    """A snapshot of a :class:`UDPSocket`'s counters.
+
+    Attributes:
+        received: datagrams received and handed on.
+        sent: datagrams sent (replies included).
+        replied: datagrams sent through :meth:`Datagram.reply`.
+        dropped_oversize: datagrams received larger than the socket's
+            ``max_datagram_size``, discarded without being handed on.
+        receive_errors: per-datagram errors while receiving, by errno name.
+        send_errors: per-datagram errors while replying, by errno name.
+
+    Example:
+        >>> SocketStats().received
+        0
+    """
+
+    received: int = 0
+    sent: int = 0
+    replied: int = 0
+    dropped_oversize: int = 0
+    receive_errors: dict[str, int] = attrs.field(factory=dict)
+    send_errors: dict[str, int] = attrs.field(factory=dict)
+
+
+def _stdlib_twin(sock: trio.socket.SocketType) -> stdlib_socket.socket | None:
+    """A non-blocking stdlib socket on a duplicate of ``sock``'s descriptor.
+
+    Returns None for socket objects without a kernel descriptor (virtual ones).
+    """
+    try:
+        fd = sock.fileno()
+    except (NotImplementedError, OSError, ValueError):
+        return None
+    if not isinstance(fd, int) or fd < 0:
+        return None
+    twin = stdlib_socket.socket(sock.family, sock.type, sock.proto, os.dup(fd))
+    twin.setblocking(False)
+    return twin
+
+
+def _errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+@final
+class UDPSocket:
+    """A UDP socket for Trio: send, receive and reply with datagrams.
+
+    Usually made by :func:`open_udp_socket`; wrapping an existing
+    ``trio.socket`` UDP socket is also fine and hands its ownership over.
+    ``async for datagram in sock`` receives until the socket is closed.
+
+    Args:
+        trio_socket: an ``AF_INET``/``AF_INET6``, ``SOCK_DGRAM`` trio socket.
+        max_datagram_size: received datagrams larger than this are dropped and
+            counted (``stats.dropped_oversize``), never handed on truncated.
+            Default: the largest UDP payload of the socket's family.
+
+    Resource handling:
+        The socket is closed by :meth:`close`/:meth:`aclose` or when its
+        ``async with`` block ends. Operations on a closed socket raise
+        :class:`trio.ClosedResourceError`.
+
+    Example::
+
+        async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+            await sock.send_to(b"ping", ("127.0.0.1", 9999))
+    """
+
+    def __init__(
+        self,
+        trio_socket: trio.socket.SocketType,
+        *,
+        max_datagram_size: int | None = None,
+    ) -> None:
+        if trio_socket.type != stdlib_socket.SOCK_DGRAM or trio_socket.family not in (
+            stdlib_socket.AF_INET,
+            stdlib_socket.AF_INET6,
+        ):
+            msg = (
+                "UDPSocket needs an AF_INET or AF_INET6 SOCK_DGRAM socket, not"
+                f" family={trio_socket.family!r} type={trio_socket.type!r}"
+            )
+            raise ValueError(msg)
+        limit = max_payload(trio_socket.family)
+        if max_datagram_size is None:
+            max_datagram_size = limit
+        elif not 0 <= max_datagram_size <= limit:
+            msg = f"max_datagram_size must be in 0..{limit}, not {max_datagram_size!r}"
+            raise ValueError(msg)
+        self._sock = trio_socket
+        self._fast = _stdlib_twin(trio_socket)
+        self._max_payload = limit
+        self._max_datagram_size = max_datagram_size
+        # One byte more than the limit tells an oversize datagram apart.
+        self._bufsize = max_datagram_size + 1
+        self._local: SocketAddress | None = None
+        self._closed = False
+        self._received = 0
+        self._sent = 0
+        self._replied = 0
+        self._dropped_oversize = 0
+        self._receive_errors: dict[str, int] = {}
+        self._send_errors: dict[str, int] = {}
+
+    # ---- state -----------------------------------------------------------
+
+    @property
+    def trio_socket(self) -> trio.socket.SocketType:
+        """The underlying ``trio.socket`` object (for socket options)."""
+        return self._sock
+
+    @property
+    def family(self) -> int:
+        """``socket.AF_INET`` or ``socket.AF_INET6``."""
+        return int(self._sock.family)
+
+    @property
+    def is_fast(self) -> bool:
+        """Whether the batched real-socket fast path is in use."""
+        return self._fast is not None
+
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest datagram this socket hands on (see the constructor)."""
+        return self._max_datagram_size
+
+    @property
+    def local_address(self) -> SocketAddress:
+        """The address the socket is bound to (``getsockname()``)."""
+        self._check_open()
+        address: SocketAddress = self._sock.getsockname()
+        return address
+
+    @property
+    def peer_address(self) -> SocketAddress | None:
+        """The connected peer, or None if the socket is not connected."""
+        self._check_open()
+        try:
+            address: SocketAddress = self._sock.getpeername()
+        except OSError:
+            return None
+        return address
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    @property
+    def stats(self) -> SocketStats:
+        """A snapshot of this socket's counters."""
+        return SocketStats(
+            received=self._received,
+            sent=self._sent,
+            replied=self._replied,
+            dropped_oversize=self._dropped_oversize,
+            receive_errors=dict(self._receive_errors),
+            send_errors=dict(self._send_errors),
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = "this UDPSocket has been closed"
+            raise trio.ClosedResourceError(msg)
+
+    def close(self) -> None:
+        """Close the socket; waiting receivers get ClosedResourceError. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._fast is not None:
+            self._fast.close()
+        self._sock.close()
+
+    async def aclose(self) -> None:
+        """Close the socket (a checkpoint, like every Trio ``aclose``)."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- addresses -------------------------------------------------------
+
+    async def bind(self, address: tuple[str, int]) -> None:
+        """Bind to ``(host, port)``; failures raise :class:`BindError`."""
+        self._check_open()
+        host, port = check_address(address)
+        try:
+            await self._sock.bind(await self._resolve((host, port), passive=True))
+        except OSError as exc:
+            raise BindError(host, port, exc) from exc
+
+    async def connect(self, address: tuple[str, int]) -> None:
+        """Connect to a peer: only its datagrams are received afterwards,
+        :meth:`send` goes to it, and ICMP errors about it surface as
+        :class:`ConnectionRefusedError` on the next operation.
+        """
+        self._check_open()
+        await self._sock.connect(await self._resolve(address))
+
+    async def _resolve(
+        self, address: object, *, passive: bool = False
+    ) -> SocketAddress:
+        """Turn ``(host, port)`` into a numeric sockaddr of this socket's family."""
+        host, port = check_address(address)
+        family = numeric_family(host)
+        if family is not None:
+            if family == self.family:
+                return (host, port) if len(address) == 2 else address  # type: ignore[arg-type, return-value]
+            if (
+                family == stdlib_socket.AF_INET
+                and self.family == stdlib_socket.AF_INET6
+            ):
+                return (f"::ffff:{host}", port)
+            raise InvalidAddress(address, "an IPv4 socket cannot reach an IPv6 address")
+        try:
+            infos = await trio.socket.getaddrinfo(
+                host,
+                port,
+                self.family,
+                stdlib_socket.SOCK_DGRAM,
+                0,
+                stdlib_socket.AI_PASSIVE if passive else 0,
+            )
+        except stdlib_socket.gaierror as exc:
+            raise InvalidAddress(address, f"cannot resolve {host!r}: {exc}") from exc
+        if not infos:
+            raise InvalidAddress(address, f"{host!r} has no address of this family")
+        resolved: SocketAddress = infos[0][4]  # type: ignore[assignment]
+        return resolved
+
+    # ---- sending ---------------------------------------------------------
+
+    async def send_to(
+        self, data: bytes | bytearray | memoryview, address: tuple[str, int]
+    ) -> None:
+        """Send one datagram to ``address`` (``(host, port)``; names are resolved).
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            DatagramTooLarge: ``data`` is longer than one UDP datagram.
+            InvalidAddress: ``address`` is malformed or cannot be resolved.
+            trio.ClosedResourceError: the socket is closed.
+            OSError: the kernel refused the datagram.
+
+        Example::
+
+            await sock.send_to(b"Hello, server!", ("127.0.0.1", 12345))
+        """
+        self._check_open()
+        check_payload(data, self._max_payload)
+        await self._send(data, await self._resolve(address))
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one datagram to the connected peer (see :meth:`connect`)."""
+        self._check_open()
+        check_payload(data, self._max_payload)
+        await self._send(data, None)
+
+    async def _send(
+        self, data: bytes | bytearray | memoryview, address: SocketAddress | None
+    ) -> None:
+        fast = self._fast
+        if fast is None:
+            if address is None:
+                await self._sock.send(data)
+            else:
+                await self._sock.sendto(data, address)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                self._check_open()
+                try:
+                    if address is None:
+                        fast.send(data)
+                    else:
+                        fast.sendto(data, address)
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._sock)
+        self._sent += 1
+
+    async def _reply(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> None:
+        """Send a reply; per-datagram network errors are counted, not raised."""
+        self._check_open()
+        check_payload(data, self._max_payload)
+        for attempt in range(2):
+            try:
+                await self._send(data, peer)
+            except OSError as exc:
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    raise
+                self._count_error(self._send_errors, exc, peer)
+                if attempt or exc.errno not in _PENDING_ICMP_ERRNOS:
+                    return
+            else:
+                self._replied += 1
+                return
+
+    def _count_error(self, table: dict[str, int], exc: OSError, peer: object) -> None:
+        name = _errno_name(exc)
+        count = table[name] = table.get(name, 0) + 1
+        # Powers of two keep a flood of ICMP errors from flooding the log.
+        if count & (count - 1) == 0:
+            logger.debug(
+                "UDP %s on %r (peer %r), seen %d times", name, self, peer, count
+            )
+
+    # ---- receiving -------------------------------------------------------
+
+    def _local_for_datagrams(self) -> SocketAddress:
+        local = self._local
+        if local is None:
+            local = self._sock.getsockname()
+            if local[1] != 0:
+                self._local = local
+        return local
+
+    async def receive(self) -> Datagram:
+        """Wait for the next datagram and return it.
+
+        Datagrams over :attr:`max_datagram_size` are dropped and counted, and
+        the wait goes on.
+
+        Raises:
+            trio.ClosedResourceError: the socket is, or gets, closed.
+            ConnectionRefusedError: on a connected socket, the peer's host
+                reported that nothing listens on its port.
+
+        Example::
+
+            datagram = await sock.receive()
+            print(datagram.data, "from", datagram.peer)
+        """
+        while True:
+            self._check_open()
+            try:
+                data, peer = await self._sock.recvfrom(self._bufsize)
+            except OSError as exc:
+                if self._closed or exc.errno == errno.EBADF:
+                    msg = "this UDPSocket was closed while receiving"
+                    raise trio.ClosedResourceError(msg) from exc
+                raise
+            datagram = self._accept(data, peer, trio.current_time())
+            if datagram is not None:
+                return datagram
+
+    def _accept(self, data: bytes, peer: SocketAddress, now: float) -> Datagram | None:
+        if len(data) >= self._bufsize:
+            self._dropped_oversize += 1
+            return None
+        self._received += 1
+        return Datagram(
+            data=data,
+            peer=peer,
+            local=self._local_for_datagrams(),
+            received_at=now,
+            origin=self,
+        )
+
+    async def _receive_batch(self, limit: int) -> list[Datagram]:
+        """Wait until the socket is readable, then take up to ``limit`` datagrams.
+
+        One trip through the scheduler per batch on the fast path. Per-datagram
+        network errors are counted and skipped. The result may be empty.
+        """
+        fast = self._fast
+        if fast is None:
+            try:
+                return [await self.receive()]
+            except OSError as exc:
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    raise
+                self._count_error(self._receive_errors, exc, None)
+                return []
+        self._check_open()
+        await trio.lowlevel.wait_readable(self._sock)
+        now = trio.current_time()
+        batch: list[Datagram] = []
+        recvfrom: Callable[[int], tuple[bytes, SocketAddress]] = fast.recvfrom
+        accept = self._accept
+        bufsize = self._bufsize
+        for _ in range(limit):
+            try:
+                data, peer = recvfrom(bufsize)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if self._closed:
+                    break
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    raise
+                self._count_error(self._receive_errors, exc, None)
+                continue
+            datagram = accept(data, peer, now)
+            if datagram is not None:
+                batch.append(datagram)
+        return batch
+
+    def __aiter__(self) -> AsyncIterator[Datagram]:
+        return self
+
+    async def __anext__(self) -> Datagram:
+        try:
+            return await self.receive()
+        except trio.ClosedResourceError:
+            raise StopAsyncIteration from None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else repr(self._local or "unbound")
+        return f"<trioudp.UDPSocket {state}>"
+
+
+@asynccontextmanager
+async def open_udp_socket(
+    host: str | None = None,
+    port: int = 0,
+    *,
+    family: int = 0,
+    reuse_port: bool = False,
+    max_datagram_size: int | None = None,
+) -> AsyncIterator[UDPSocket]:
+    """Open a UDP socket bound to ``(host, port)`` and close it afterwards.
+
+    Args:
+        host: the address (or name) to bind; None binds every address of the
+            family (``0.0.0.0``, or ``::`` for ``AF_INET6``).
+        port: the port; 0 picks a free one (see ``sock.local_address``).
+        family: ``socket.AF_INET`` or ``AF_INET6``; by default it follows
+            ``host`` (IPv4 when ``host`` is None). IPv6 sockets are IPv6-only.
+        reuse_port: set ``SO_REUSEPORT`` so several sockets can share the port.
+        max_datagram_size: see :class:`UDPSocket`.
+
+    Raises:
+        BindError: the bind failed; it names host, port and the cause.
+        InvalidAddress: ``host`` or ``port`` is malformed or cannot be resolved.
+
+    Example::
+
+        async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+            print("listening on", sock.local_address)
+            datagram = await sock.receive()
+            await datagram.reply(b"got it")
+    """
+    sock = await bind_udp_socket(
+        host,
+        port,
+        family=family,
+        reuse_port=reuse_port,
+        max_datagram_size=max_datagram_size,
+    )
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+async def bind_udp_socket(
+    host: str | None = None,
+    port: int = 0,
+    *,
+    family: int = 0,
+    reuse_port: bool = False,
+    max_datagram_size: int | None = None,
+) -> UDPSocket:
+    """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket."""
+    check_port(port)
+    if family not in (0, stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
+        msg = f"family must be AF_INET or AF_INET6, not {family!r}"
+        raise ValueError(msg)
+    if host is None:
+        family = family or stdlib_socket.AF_INET
+        host = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
+    elif not family:
+        family = numeric_family(host) or await _family_of_name(host, port)
+    sock = UDPSocket(
+        trio.socket.socket(family, stdlib_socket.SOCK_DGRAM),
+        max_datagram_size=max_datagram_size,
+    )
+    try:
+        if family == stdlib_socket.AF_INET6:
+            sock.trio_socket.setsockopt(
+                stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1
+            )
+        if reuse_port:
+            sock.trio_socket.setsockopt(
+                stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1
+            )
+        await sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _family_of_name(host: str, port: int) -> int:
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, port, 0, stdlib_socket.SOCK_DGRAM, 0, stdlib_socket.AI_PASSIVE
+        )
+    except stdlib_socket.gaierror as exc:
+        raise InvalidAddress((host, port), f"cannot resolve {host!r}: {exc}") from exc
+    return int(infos[0][0])
