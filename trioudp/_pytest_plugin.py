@@ -1,1 +1,123 @@
-"""pytest plugin placeholder replaced below."""
+"""pytest plugin: virtual-network fixtures for any project that installs trioudp.
+
+Registered through the ``pytest11`` entry point, so it is active wherever
+trioudp is installed. It needs pytest-trio (``trio_mode = true``, or tests
+marked ``@pytest.mark.trio``).
+
+Fixtures:
+    virtual_network: a :class:`~trioudp.testing.VirtualNetwork`, installed
+        for the test, seeded from the test's id (or ``--trioudp-seed``).
+    udp_echo_server: the ``(host, port)`` of an echo server on it.
+
+Marker:
+    ``@pytest.mark.virtual_network(latency=..., loss=..., autojump=True)``
+    gives the test a virtual network with those link settings and, unless
+    ``autojump=False``, runs it under pytest-trio's ``autojump_clock``.
+
+Example::
+
+    @pytest.mark.virtual_network(loss=0.2, latency=0.05)
+    async def test_survives_loss(virtual_network, udp_echo_server):
+        async with trioudp.open_udp_client(*udp_echo_server, attempts=8) as client:
+            assert (await client.request(b"hi")).data == b"hi"
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from ._datagram import Datagram
+from ._server import serve_udp
+from .testing import VirtualNetwork
+
+_SEED_KEY = pytest.StashKey[int]()
+_MARKER = "virtual_network"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trioudp")
+    group.addoption(
+        "--trioudp-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed every virtual_network fixture with N (to rerun a failure exactly)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(**settings, autojump=True): run on a trioudp VirtualNetwork with"
+        " these link settings, under the autojump clock unless autojump=False",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marker = item.get_closest_marker(_MARKER)
+        if marker is None or not isinstance(item, pytest.Function):
+            continue
+        wanted = ["virtual_network"]
+        if marker.kwargs.get("autojump", True):
+            wanted.insert(0, "autojump_clock")
+        for name in wanted:
+            if name not in item.fixturenames:
+                item.fixturenames.append(name)
+
+
+def seed_for(nodeid: str, override: int | None = None) -> int:
+    """The seed a test gets: ``override`` if given, else a hash of its id.
+
+    Example:
+        >>> seed_for("tests/test_x.py::test_y") == seed_for("tests/test_x.py::test_y")
+        True
+    """
+    return override if override is not None else zlib.crc32(nodeid.encode())
+
+
+@pytest.fixture
+async def virtual_network(request: pytest.FixtureRequest) -> AsyncIterator[VirtualNetwork]:
+    """A VirtualNetwork installed for this test; its seed is reported on failure."""
+    seed = seed_for(request.node.nodeid, request.config.getoption("--trioudp-seed"))
+    request.node.stash[_SEED_KEY] = seed
+    marker = request.node.get_closest_marker(_MARKER)
+    settings: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    settings.pop("autojump", None)
+    net = VirtualNetwork(seed, **settings)
+    with net.install():
+        yield net
+
+
+async def _echo(datagram: Datagram) -> None:
+    await datagram.reply(datagram.data)
+
+
+@pytest.fixture
+async def udp_echo_server(
+    virtual_network: VirtualNetwork, nursery: trio.Nursery
+) -> tuple[str, int]:
+    """``(host, port)`` of an echo server running on the virtual network."""
+    server = await nursery.start(functools.partial(serve_udp, _echo, 0, host="127.0.0.1"))
+    return ("127.0.0.1", server.port)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    seed = item.stash.get(_SEED_KEY, None)
+    if seed is not None and report.failed:
+        report.sections.append(
+            (
+                "trioudp",
+                f"virtual network seed: {seed}; rerun exactly with:"
+                f" pytest {item.nodeid!r} --trioudp-seed {seed}",
+            )
+        )
+    return report

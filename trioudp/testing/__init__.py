@@ -1,0 +1,36 @@
+"""Deterministic UDP testing: a virtual network for unmodified Trio code.
+
+Example::
+
+    from trioudp.testing import VirtualNetwork
+
+    async def test_retries(autojump_clock):
+        net = VirtualNetwork(seed=7, latency=0.05, loss=0.2)
+        with net.install():
+            ...  # any trio.socket UDP code, trioudp's or not
+        assert net.stats.dropped["loss"] > 0
+"""
+
+from ._links import Fate as Fate
+from ._links import LinkPolicy as LinkPolicy
+from ._links import plan_fate as plan_fate
+from ._network import Host as Host
+from ._network import NetworkStats as NetworkStats
+from ._network import TraceEvent as TraceEvent
+from ._network import VirtualNetwork as VirtualNetwork
+from ._pcap import ip_udp_packet as ip_udp_packet
+from ._pcap import write_pcap as write_pcap
+from ._vsocket import VirtualSocket as VirtualSocket
+
+__all__ = [
+    "Fate",
+    "Host",
+    "LinkPolicy",
+    "NetworkStats",
+    "TraceEvent",
+    "VirtualNetwork",
+    "VirtualSocket",
+    "ip_udp_packet",
+    "plan_fate",
+    "write_pcap",
+]

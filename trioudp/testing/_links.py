@@ -1,0 +1,130 @@
+"""Link behaviour: what happens to one datagram on its way. Pure; no I/O, no Trio."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import random
+
+__all__ = ["Fate", "LinkPolicy", "plan_fate"]
+
+
+def _probability(
+    instance: object, attribute: attrs.Attribute[float], value: float
+) -> None:
+    if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+        msg = f"{attribute.name} must be a probability in [0, 1], not {value!r}"
+        raise ValueError(msg)
+
+
+def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        msg = f"{attribute.name} must be a number of seconds >= 0, not {value!r}"
+        raise ValueError(msg)
+
+
+def _optional_seconds(
+    instance: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None:
+        _seconds(instance, attribute, value)  # type: ignore[arg-type]
+
+
+def _optional_mtu(
+    instance: object, attribute: attrs.Attribute[int | None], value: int | None
+) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 68
+    ):
+        msg = f"mtu must be an int >= 68 (the IPv4 minimum) or None, not {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class LinkPolicy:
+    """How a link treats datagrams. All randomness comes from the network's seed.
+
+    Args:
+        latency: one-way delay in seconds.
+        jitter: extra delay drawn uniformly from ``[0, jitter]`` per datagram.
+        loss: probability that a datagram is dropped.
+        duplicate: probability that a datagram is delivered twice.
+        reorder: probability that a datagram is held back by ``reorder_delay``
+            so that later ones overtake it.
+        reorder_delay: the hold-back; default ``latency + jitter + 1 ms``.
+        mtu: largest IP packet (payload plus 28 bytes of IPv4 or 48 of IPv6
+            headers); larger datagrams are dropped. None: no limit.
+
+    Example:
+        >>> LinkPolicy(latency=0.05, loss=0.1).evolve(loss=0.0)
+        LinkPolicy(latency=0.05, jitter=0.0, loss=0.0, duplicate=0.0, reorder=0.0, reorder_delay=None, mtu=None)
+    """
+
+    latency: float = attrs.field(default=0.0, validator=_seconds)
+    jitter: float = attrs.field(default=0.0, validator=_seconds)
+    loss: float = attrs.field(default=0.0, validator=_probability)
+    duplicate: float = attrs.field(default=0.0, validator=_probability)
+    reorder: float = attrs.field(default=0.0, validator=_probability)
+    reorder_delay: float | None = attrs.field(default=None, validator=_optional_seconds)
+    mtu: int | None = attrs.field(default=None, validator=_optional_mtu)
+
+    def evolve(self, **changes: float | None) -> LinkPolicy:
+        """A copy with some settings changed (validated like the constructor)."""
+        return attrs.evolve(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def is_instant(self) -> bool:
+        """Whether every datagram is delivered at once, exactly once."""
+        return self == _INSTANT
+
+
+_INSTANT = LinkPolicy()
+
+
+@attrs.frozen
+class Fate:
+    """What :func:`plan_fate` decided: a drop reason, or one delay per copy.
+
+    Example:
+        >>> Fate(drop="loss").delays
+        ()
+    """
+
+    drop: str | None = None
+    delays: tuple[float, ...] = ()
+
+
+def plan_fate(policy: LinkPolicy, packet_size: int, rng: random.Random) -> Fate:
+    """Decide a datagram's fate on a link with ``policy``.
+
+    ``packet_size`` is the IP packet's size (headers included). Draws from
+    ``rng`` only for the settings that are in use, in a fixed order, so the
+    same seed and the same sends give the same fates.
+
+    Example:
+        >>> plan_fate(LinkPolicy(latency=0.01), 100, random.Random(0))
+        Fate(drop=None, delays=(0.01,))
+        >>> plan_fate(LinkPolicy(mtu=576), 1000, random.Random(0)).drop
+        'mtu'
+    """
+    if policy.mtu is not None and packet_size > policy.mtu:
+        return Fate(drop="mtu")
+    if policy.loss and rng.random() < policy.loss:
+        return Fate(drop="loss")
+    copies = 2 if policy.duplicate and rng.random() < policy.duplicate else 1
+    delays = []
+    for _ in range(copies):
+        delay = policy.latency
+        if policy.jitter:
+            delay += rng.uniform(0, policy.jitter)
+        if policy.reorder and rng.random() < policy.reorder:
+            hold_back = policy.reorder_delay
+            if hold_back is None:
+                hold_back = policy.latency + policy.jitter + 0.001
+            delay += hold_back
+        delays.append(delay)
+    return Fate(delays=tuple(delays))

@@ -1,0 +1,869 @@
+"""VirtualNetwork: an in-memory UDP network for Trio programs, exact and seeded.
+
+Model. The network is a set of hosts, each owning some IP addresses; the
+default host ``localhost`` owns ``127.0.0.1`` and ``::1``. A socket bound to
+a specific address lives on the host that owns it; a socket bound to a
+wildcard (or never bound) lives on its *home* host: ``localhost``, or the host
+named by :meth:`VirtualNetwork.on_host` where the socket was created.
+
+Time. Datagrams travel on the Trio clock. A datagram with no delay is
+delivered inside ``sendto``; delayed ones wait in a heap that one Trio
+system task (started on first need) delivers at their due time, so under
+``MockClock(autojump_threshold=0)`` a test with seconds of latency takes
+milliseconds. One ``random.Random(seed)`` drives every random choice.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import errno
+import heapq
+import ipaddress
+import math
+import os
+import random
+import socket as stdlib_socket
+import zlib
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import TYPE_CHECKING, final
+
+import attrs
+import trio
+
+from ._links import LinkPolicy, plan_fate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from trio._socket import _GetAddrInfoEntry
+
+    from ._vsocket import VirtualSocket
+
+__all__ = ["Host", "NetworkStats", "TraceEvent", "VirtualNetwork"]
+
+#: (ip, port) with the IP in canonical text form.
+Endpoint = tuple[str, int]
+
+_IP_HEADER: dict[int, int] = {stdlib_socket.AF_INET: 20, stdlib_socket.AF_INET6: 40}
+_UDP_HEADER = 8
+_EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+
+
+def oserror(code: int, detail: str = "") -> OSError:
+    """An OSError like the kernel's: errno, strerror, and optional detail."""
+    message = os.strerror(code) + (f" ({detail})" if detail else "")
+    return OSError(code, message)
+
+
+@lru_cache(maxsize=4096)
+def canonical_ip(text: str) -> tuple[str, int] | None:
+    """``(canonical text, family)`` of a numeric IP, or None if it is not one."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    family = stdlib_socket.AF_INET if ip.version == 4 else stdlib_socket.AF_INET6
+    return ip.compressed, family
+
+
+def unmapped(ip: str) -> str | None:
+    """The IPv4 address inside an IPv4-mapped IPv6 address, else None."""
+    if ":" not in ip:
+        return None
+    mapped = ipaddress.IPv6Address(ip).ipv4_mapped
+    return None if mapped is None else str(mapped)
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class Host:
+    """A host on a :class:`VirtualNetwork`: a name, addresses and DNS names.
+
+    Made by :meth:`VirtualNetwork.add_host`.
+
+    Example::
+
+        db = net.add_host("10.0.0.2", names=["db.test"])
+        assert db.addresses == ("10.0.0.2",)
+    """
+
+    name: str
+    addresses: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    def address_of(self, family: int) -> str | None:
+        """This host's first address of ``family``, or None."""
+        for ip in self.addresses:
+            parsed = canonical_ip(ip)
+            if parsed is not None and parsed[1] == family:
+                return ip
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} {list(self.addresses)}>"
+
+
+@attrs.frozen(kw_only=True)
+class TraceEvent:
+    """One thing that happened on the network, at a virtual time.
+
+    Kinds: ``send``, ``deliver``, ``drop`` (with a ``reason``: ``loss``,
+    ``partition``, ``mtu``, ``rcvbuf``, ``port_unreachable``, ``no_route``,
+    ``filtered``, ``closed``, ``uninstalled``), ``duplicate``, ``hold``,
+    ``release`` and ``icmp`` (an unreachable report on its way back).
+    ``str(event)`` is one stable line; equal traces print equal text.
+
+    Example:
+        >>> e = TraceEvent(time=0.5, kind="send", packet=1, src=("127.0.0.1", 1),
+        ...                dst=("127.0.0.1", 2), size=3)
+        >>> str(e)
+        '0.500000000 send      #1 127.0.0.1:1 > 127.0.0.1:2 3B'
+    """
+
+    time: float
+    kind: str
+    packet: int
+    src: Endpoint
+    dst: Endpoint
+    size: int
+    reason: str | None = None
+    payload: bytes = attrs.field(default=b"", repr=False, eq=False)
+
+    def __str__(self) -> str:
+        reason = f" {self.reason}" if self.reason else ""
+        return (
+            f"{self.time:.9f} {self.kind:<9} #{self.packet}"
+            f" {_show(self.src)} > {_show(self.dst)} {self.size}B{reason}"
+        )
+
+
+def _show(endpoint: Endpoint) -> str:
+    ip, port = endpoint
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+@attrs.frozen(kw_only=True)
+class NetworkStats:
+    """Counters of a :class:`VirtualNetwork`.
+
+    Example:
+        >>> NetworkStats().dropped_total
+        0
+    """
+
+    sent: int = 0
+    delivered: int = 0
+    duplicated: int = 0
+    held: int = 0
+    dropped: dict[str, int] = attrs.field(factory=dict)
+
+    @property
+    def dropped_total(self) -> int:
+        """Datagrams dropped, whatever the reason."""
+        return sum(self.dropped.values())
+
+
+@attrs.define(eq=False, slots=True)
+class Packet:
+    """A datagram on the virtual wire (internal)."""
+
+    id: int
+    family: int
+    src: Endpoint
+    dst: Endpoint
+    payload: bytes
+    sender: VirtualSocket | None
+
+
+class _Factory(trio.abc.SocketFactory):
+    def __init__(self, net: VirtualNetwork) -> None:
+        self._net = net
+
+    def socket(
+        self,
+        family: stdlib_socket.AddressFamily | int = stdlib_socket.AF_INET,
+        type: stdlib_socket.SocketKind | int = stdlib_socket.SOCK_STREAM,  # noqa: A002
+        proto: int = 0,
+    ) -> trio.socket.SocketType:
+        return self._net._new_socket(family, type, proto)
+
+
+class _Resolver(trio.abc.HostnameResolver):
+    def __init__(self, net: VirtualNetwork) -> None:
+        self._net = net
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,  # noqa: A002
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[_GetAddrInfoEntry]:
+        await trio.lowlevel.checkpoint()
+        # trio types entries per family with Literal tags; ours are built dynamically.
+        return self._net.getaddrinfo(host, port, family, type, proto, flags)  # type: ignore[return-value]
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        await trio.lowlevel.checkpoint()
+        return self._net.getnameinfo(sockaddr, flags)
+
+
+@final
+class VirtualNetwork:
+    """A seeded, in-memory UDP network that unmodified Trio code runs on.
+
+    Args:
+        seed: seeds the one ``random.Random`` behind every random choice.
+        latency, jitter, loss, duplicate, reorder, mtu: the default
+            :class:`LinkPolicy` of every link (see there).
+        record: keep :attr:`trace` (and payloads for :meth:`write_pcap`).
+
+    Use it inside ``trio.run`` with :meth:`install`; every
+    ``trio.socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` is then virtual.
+
+    Example::
+
+        net = VirtualNetwork(seed=1, latency=0.05, loss=0.2)
+        with net.install():
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(trioudp.serve_udp, handler, 0)
+                ...
+        print(net.stats.dropped)
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        mtu: int | None = None,
+        record: bool = True,
+    ) -> None:
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._policy = LinkPolicy(
+            latency=latency,
+            jitter=jitter,
+            loss=loss,
+            duplicate=duplicate,
+            reorder=reorder,
+            mtu=mtu,
+        )
+        self._links: dict[frozenset[Host], LinkPolicy] = {}
+        self._hosts: list[Host] = []
+        self._host_by_ip: dict[str, Host] = {}
+        self._host_by_name: dict[str, Host] = {}
+        self.localhost = self.add_host(
+            ["127.0.0.1", "::1"], names=["localhost"], name="localhost"
+        )
+        self._home: contextvars.ContextVar[Host | None] = contextvars.ContextVar(
+            f"trioudp-home-{id(self)}", default=None
+        )
+        self._bound: dict[Endpoint, list[VirtualSocket]] = {}
+        self._wild: dict[tuple[Host, int, int], list[VirtualSocket]] = {}
+        self._next_port: dict[int, int] = {
+            stdlib_socket.AF_INET: _EPHEMERAL_PORTS.start,
+            stdlib_socket.AF_INET6: _EPHEMERAL_PORTS.start,
+        }
+        self._partitions: set[frozenset[Host]] = set()
+        self._holds: set[frozenset[Host]] = set()
+        self._hold_all = False
+        self._held: list[Packet] = []
+        self._record = record
+        self._trace: list[TraceEvent] = []
+        self._packets = 0
+        self._sent = 0
+        self._delivered = 0
+        self._duplicated = 0
+        self._held_count = 0
+        self._dropped: dict[str, int] = {}
+        self._wire: list[tuple[float, int, Packet, int]] = []
+        self._wire_seq = 0
+        self._wire_scope: trio.CancelScope | None = None
+        self._wire_task_scope: trio.CancelScope | None = None
+        self._installed = False
+
+    # ---- installing -------------------------------------------------------
+
+    @contextmanager
+    def install(self) -> Iterator[VirtualNetwork]:
+        """Route ``trio.socket`` UDP sockets and name lookups through this network.
+
+        Must be called inside ``trio.run``; restores the previous socket
+        factory and resolver on exit. Datagrams still in flight then are
+        dropped (reason ``uninstalled``).
+
+        Raises:
+            RuntimeError: it is installed already.
+        """
+        if self._installed:
+            msg = "this VirtualNetwork is installed already"
+            raise RuntimeError(msg)
+        old_factory = trio.socket.set_custom_socket_factory(_Factory(self))
+        old_resolver = trio.socket.set_custom_hostname_resolver(_Resolver(self))
+        self._installed = True
+        try:
+            yield self
+        finally:
+            trio.socket.set_custom_socket_factory(old_factory)
+            trio.socket.set_custom_hostname_resolver(old_resolver)
+            self._installed = False
+            wire_task_scope, self._wire_task_scope = self._wire_task_scope, None
+            self._wire_scope = None
+            if wire_task_scope is not None:
+                wire_task_scope.cancel()
+            for _, _, packet, _ in self._wire:
+                self._drop(packet, "uninstalled")
+            self._wire.clear()
+
+    def _new_socket(
+        self, family: int, type_: int, proto: int
+    ) -> trio.socket.SocketType:
+        from ._vsocket import VirtualSocket
+
+        if family not in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
+            msg = f"VirtualNetwork only makes AF_INET and AF_INET6 sockets, not family={family!r}"
+            raise OSError(errno.EAFNOSUPPORT, msg)
+        if (
+            type_
+            & ~(
+                getattr(stdlib_socket, "SOCK_NONBLOCK", 0)
+                | getattr(stdlib_socket, "SOCK_CLOEXEC", 0)
+            )
+            != stdlib_socket.SOCK_DGRAM
+        ):
+            msg = f"VirtualNetwork only makes UDP (SOCK_DGRAM) sockets, not type={type_!r}; TCP is not simulated"
+            raise OSError(errno.EPROTONOSUPPORT, msg)
+        if proto not in (0, stdlib_socket.IPPROTO_UDP):
+            msg = f"VirtualNetwork only makes UDP sockets, not proto={proto!r}"
+            raise OSError(errno.EPROTONOSUPPORT, msg)
+        return VirtualSocket._create(self, family, self._home.get() or self.localhost)
+
+    # ---- hosts and names --------------------------------------------------
+
+    def add_host(
+        self,
+        addresses: str | Iterable[str],
+        *,
+        names: Iterable[str] = (),
+        name: str | None = None,
+    ) -> Host:
+        """Add a host owning ``addresses``, found by ``names`` in name lookups.
+
+        Example::
+
+            net.add_host("10.0.0.2", names=["db.test"])
+            net.add_host(["10.0.0.3", "fd00::3"])
+        """
+        ips: list[str] = []
+        for address in [addresses] if isinstance(addresses, str) else addresses:
+            parsed = canonical_ip(address)
+            if parsed is None:
+                msg = f"host addresses must be numeric IPs, not {address!r}"
+                raise ValueError(msg)
+            if parsed[0] in self._host_by_ip:
+                msg = f"{address} belongs to {self._host_by_ip[parsed[0]]!r} already"
+                raise ValueError(msg)
+            ips.append(parsed[0])
+        if not ips:
+            msg = "a host needs at least one address"
+            raise ValueError(msg)
+        host = Host(
+            name=name or ips[0],
+            addresses=tuple(ips),
+            names=tuple(n.lower() for n in names),
+        )
+        for lookup_name in host.names:
+            if lookup_name in self._host_by_name:
+                msg = f"the name {lookup_name!r} belongs to {self._host_by_name[lookup_name]!r} already"
+                raise ValueError(msg)
+        self._hosts.append(host)
+        self._host_by_ip.update(dict.fromkeys(ips, host))
+        self._host_by_name.update(dict.fromkeys(host.names, host))
+        return host
+
+    def host(self, address_or_name: str | Host) -> Host:
+        """The host owning an address, or known by a name.
+
+        Raises:
+            KeyError: no host has it.
+        """
+        if isinstance(address_or_name, Host):
+            return address_or_name
+        parsed = canonical_ip(address_or_name)
+        found = (
+            self._host_by_ip.get(parsed[0])
+            if parsed
+            else self._host_by_name.get(address_or_name.lower())
+        )
+        if found is None:
+            msg = f"no host on this network has the address or name {address_or_name!r}"
+            raise KeyError(msg)
+        return found
+
+    @contextmanager
+    def on_host(self, host: str | Host) -> Iterator[Host]:
+        """Make ``host`` the home of sockets created in this block (and in
+        tasks started from it): their wildcard binds and source addresses
+        are that host's.
+
+        Example::
+
+            with net.on_host("10.0.0.2"):
+                nursery.start_soon(run_client)   # its sockets live on 10.0.0.2
+        """
+        found = self.host(host)
+        token = self._home.set(found)
+        try:
+            yield found
+        finally:
+            self._home.reset(token)
+
+    def getaddrinfo(
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,  # noqa: A002
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[
+        tuple[
+            stdlib_socket.AddressFamily,
+            stdlib_socket.SocketKind,
+            int,
+            str,
+            tuple[str, int] | tuple[str, int, int, int],
+        ]
+    ]:
+        """Resolve like :func:`socket.getaddrinfo`, from this network's hosts.
+
+        Raises:
+            socket.gaierror: the name is unknown here (``EAI_NONAME``).
+        """
+        if isinstance(host, bytes):
+            host = host.decode("ascii")
+        if isinstance(port, bytes):
+            port = port.decode("ascii")
+        try:
+            port_number = int(port or 0)
+        except ValueError as exc:
+            raise stdlib_socket.gaierror(
+                stdlib_socket.EAI_SERVICE, f"unknown service {port!r}"
+            ) from exc
+        if host is None:
+            passive = flags & stdlib_socket.AI_PASSIVE
+            ips = ["::", "0.0.0.0"] if passive else ["::1", "127.0.0.1"]
+        elif canonical_ip(host):
+            ips = [host]
+        else:
+            known = self._host_by_name.get(host.lower().rstrip("."))
+            if known is None:
+                raise stdlib_socket.gaierror(
+                    stdlib_socket.EAI_NONAME,
+                    f"{host!r} is not a name on this VirtualNetwork",
+                )
+            ips = list(known.addresses)
+        results = []
+        for ip in ips:
+            parsed = canonical_ip(ip)
+            assert parsed is not None
+            ip_family = parsed[1]
+            if family and ip_family != family:
+                continue
+            sockaddr: tuple[str, int] | tuple[str, int, int, int] = (
+                (ip, port_number, 0, 0)
+                if ip_family == stdlib_socket.AF_INET6
+                else (ip, port_number)
+            )
+            results.append(
+                (
+                    stdlib_socket.AddressFamily(ip_family),
+                    stdlib_socket.SocketKind(type or stdlib_socket.SOCK_DGRAM),
+                    proto or stdlib_socket.IPPROTO_UDP,
+                    "",
+                    sockaddr,
+                )
+            )
+        if not results:
+            raise stdlib_socket.gaierror(
+                stdlib_socket.EAI_ADDRFAMILY,
+                f"{host!r} has no address of family {family!r}",
+            )
+        return results
+
+    def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        """Reverse-resolve like :func:`socket.getnameinfo`, from this network's hosts."""
+        ip, port = sockaddr[0], sockaddr[1]
+        parsed = canonical_ip(ip)
+        host = self._host_by_ip.get(parsed[0]) if parsed else None
+        if host is None or not host.names or flags & stdlib_socket.NI_NUMERICHOST:
+            if flags & stdlib_socket.NI_NAMEREQD:
+                raise stdlib_socket.gaierror(
+                    stdlib_socket.EAI_NONAME, f"no name for {ip}"
+                )
+            return ip, str(port)
+        return host.names[0], str(port)
+
+    # ---- link behaviour ---------------------------------------------------
+
+    @property
+    def policy(self) -> LinkPolicy:
+        """The default :class:`LinkPolicy` of every link."""
+        return self._policy
+
+    def configure(self, **settings: float | None) -> None:
+        """Change default link settings while the network runs.
+
+        Example::
+
+            net.configure(loss=0.3, latency=0.02)
+        """
+        self._policy = self._policy.evolve(**settings)
+
+    def set_link(self, a: str | Host, b: str | Host, **settings: float | None) -> None:
+        """Give the link between hosts ``a`` and ``b`` (both ways) its own policy,
+        starting from the default one. ``a`` may equal ``b``.
+
+        Example::
+
+            net.set_link("10.0.0.1", "10.0.0.2", latency=0.1, loss=0.05)
+        """
+        self._links[frozenset((self.host(a), self.host(b)))] = self._policy.evolve(
+            **settings
+        )
+
+    def link(self, a: str | Host, b: str | Host) -> LinkPolicy:
+        """The policy in force between hosts ``a`` and ``b``."""
+        return self._links.get(frozenset((self.host(a), self.host(b))), self._policy)
+
+    def partition(self, a: str | Host, b: str | Host) -> None:
+        """Drop every datagram between hosts ``a`` and ``b`` (both ways) until :meth:`heal`."""
+        self._partitions.add(frozenset((self.host(a), self.host(b))))
+
+    def heal(self, a: str | Host | None = None, b: str | Host | None = None) -> None:
+        """End the partition between ``a`` and ``b``, or every partition."""
+        if a is None or b is None:
+            self._partitions.clear()
+        else:
+            self._partitions.discard(frozenset((self.host(a), self.host(b))))
+
+    def hold(self, a: str | Host | None = None, b: str | Host | None = None) -> None:
+        """Keep datagrams between ``a`` and ``b`` (or all) on the wire until :meth:`release`."""
+        if a is None or b is None:
+            self._hold_all = True
+        else:
+            self._holds.add(frozenset((self.host(a), self.host(b))))
+
+    def release(self, a: str | Host | None = None, b: str | Host | None = None) -> None:
+        """Stop holding (between ``a`` and ``b``, or everywhere) and send the held
+        datagrams on, each with its link's delay counted from now."""
+        if a is None or b is None:
+            self._hold_all = False
+            self._holds.clear()
+        else:
+            self._holds.discard(frozenset((self.host(a), self.host(b))))
+        still_held = []
+        for packet in self._held:
+            pair = self._pair(packet)
+            if pair is not None and self._is_held(pair):
+                still_held.append(packet)
+            else:
+                self._record_event("release", packet)
+                self._route(packet, pair)
+        self._held = still_held
+
+    @property
+    def held(self) -> int:
+        """How many datagrams are held now."""
+        return len(self._held)
+
+    # ---- observing --------------------------------------------------------
+
+    @property
+    def trace(self) -> list[TraceEvent]:
+        """Every event so far, in order (empty when ``record=False``)."""
+        return list(self._trace)
+
+    def trace_text(self) -> str:
+        """The trace as text, one event a line; same seed and program, same text."""
+        return "".join(f"{event}\n" for event in self._trace)
+
+    @property
+    def stats(self) -> NetworkStats:
+        """A snapshot of the counters."""
+        return NetworkStats(
+            sent=self._sent,
+            delivered=self._delivered,
+            duplicated=self._duplicated,
+            held=self._held_count,
+            dropped=dict(self._dropped),
+        )
+
+    def write_pcap(self, path: str | os.PathLike[str]) -> int:
+        """Write every datagram sent so far as a pcap capture; returns the count.
+
+        ``tcpdump -r`` and Wireshark read it; IP and UDP headers are
+        synthesised, timestamps are virtual.
+        """
+        from ._pcap import write_pcap
+
+        sends = [event for event in self._trace if event.kind in ("send", "duplicate")]
+        with open(path, "wb") as file:
+            return write_pcap(file, sends)
+
+    # ---- sockets' side ----------------------------------------------------
+
+    def _ports_in_use(self, host: Host, family: int, port: int) -> list[VirtualSocket]:
+        users = list(self._wild.get((host, family, port), ()))
+        for ip in host.addresses:
+            parsed = canonical_ip(ip)
+            if parsed is not None and parsed[1] == family:
+                users.extend(self._bound.get((ip, port), ()))
+        return users
+
+    def _bind(self, sock: VirtualSocket, ip: str | None, port: int) -> Endpoint:
+        """Register a binding; ``ip`` None is the wildcard. Returns (ip, port)."""
+        family = sock.family
+        if ip is None:
+            host = sock._home
+        else:
+            found = self._host_by_ip.get(ip)
+            if found is None:
+                raise oserror(
+                    errno.EADDRNOTAVAIL, f"no host on this VirtualNetwork has {ip}"
+                )
+            host = found
+        if port == 0:
+            port = self._free_port(host, family)
+        else:
+            users = (
+                self._ports_in_use(host, family, port)
+                if ip is None
+                else [
+                    *self._bound.get((ip, port), ()),
+                    *self._wild.get((host, family, port), ()),
+                ]
+            )
+            if any(not (sock._shares_port and other._shares_port) for other in users):
+                raise oserror(errno.EADDRINUSE, f"port {port} is taken on {host.name}")
+        if ip is None:
+            self._wild.setdefault((host, family, port), []).append(sock)
+            return ("::" if family == stdlib_socket.AF_INET6 else "0.0.0.0", port)
+        self._bound.setdefault((ip, port), []).append(sock)
+        return (ip, port)
+
+    def _free_port(self, host: Host, family: int) -> int:
+        start = self._next_port[family]
+        size = len(_EPHEMERAL_PORTS)
+        for step in range(size):
+            port = (
+                _EPHEMERAL_PORTS.start + (start - _EPHEMERAL_PORTS.start + step) % size
+            )
+            if not self._ports_in_use(host, family, port):
+                self._next_port[family] = (
+                    port + 1
+                    if port + 1 < _EPHEMERAL_PORTS.stop
+                    else _EPHEMERAL_PORTS.start
+                )
+                return port
+        raise oserror(errno.EADDRINUSE, "no ephemeral port is free")
+
+    def _unbind(self, sock: VirtualSocket) -> None:
+        binding = sock._binding
+        if binding is None:
+            return
+        ip, port = binding
+        table: dict[object, list[VirtualSocket]]
+        key: object
+        if sock._wildcard:
+            table, key = self._wild, (sock._host, sock.family, port)  # type: ignore[assignment]
+        else:
+            table, key = self._bound, (ip, port)  # type: ignore[assignment]
+        users = table.get(key, [])
+        if sock in users:
+            users.remove(sock)
+        if not users:
+            table.pop(key, None)
+
+    def _source_for(self, sock: VirtualSocket, dst_ip: str, family: int) -> str:
+        """The source address the "kernel" picks for ``sock`` sending to ``dst_ip``."""
+        binding = sock._binding
+        if binding is not None and not sock._wildcard:
+            return binding[0]
+        if ipaddress.ip_address(dst_ip).is_loopback:
+            return "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
+        source = sock._host.address_of(family)
+        if source is None:
+            raise oserror(
+                errno.ENETUNREACH, f"{sock._host.name} has no address of that family"
+            )
+        return source
+
+    def _send(
+        self, sock: VirtualSocket, payload: bytes, dst: Endpoint, family: int
+    ) -> None:
+        """Put a datagram on the wire (``dst`` canonical, of ``family``)."""
+        assert sock._binding is not None
+        src = (self._source_for(sock, dst[0], family), sock._binding[1])
+        self._packets += 1
+        packet = Packet(self._packets, family, src, dst, payload, sock)
+        self._sent += 1
+        self._record_event("send", packet)
+        pair = self._pair(packet)
+        if pair is None:
+            self._drop(packet, "no_route")
+        elif pair in self._partitions:
+            self._drop(packet, "partition")
+        elif self._is_held(pair):
+            self._held.append(packet)
+            self._held_count += 1
+            self._record_event("hold", packet)
+        else:
+            self._route(packet, pair)
+
+    def _pair(self, packet: Packet) -> frozenset[Host] | None:
+        src_host = self._host_by_ip.get(packet.src[0])
+        dst_host = self._host_by_ip.get(packet.dst[0])
+        if src_host is None or dst_host is None:
+            return None
+        return frozenset((src_host, dst_host))
+
+    def _is_held(self, pair: frozenset[Host]) -> bool:
+        return self._hold_all or pair in self._holds
+
+    def _route(self, packet: Packet, pair: frozenset[Host] | None) -> None:
+        policy = (
+            self._links.get(pair, self._policy) if pair is not None else self._policy
+        )
+        if policy.is_instant:
+            self._arrive(packet)
+            return
+        size = len(packet.payload) + _UDP_HEADER + _IP_HEADER[packet.family]
+        fate = plan_fate(policy, size, self._rng)
+        if fate.drop is not None:
+            self._drop(packet, fate.drop)
+            return
+        for copy, delay in enumerate(fate.delays):
+            if copy:
+                self._duplicated += 1
+                self._record_event("duplicate", packet)
+            if delay <= 0:
+                self._arrive(packet)
+            else:
+                self._schedule(trio.current_time() + delay, packet, 0)
+
+    def _arrive(self, packet: Packet) -> None:
+        receiver = self._lookup(packet)
+        if receiver is None:
+            self._drop(packet, "port_unreachable")
+            self._report_unreachable(packet)
+            return
+        reason = receiver._accept(packet)
+        if reason is not None:
+            self._drop(packet, reason)
+            return
+        self._delivered += 1
+        self._record_event("deliver", packet)
+
+    def _lookup(self, packet: Packet) -> VirtualSocket | None:
+        ip, port = packet.dst
+        candidates = self._bound.get((ip, port))
+        if not candidates:
+            host = self._host_by_ip.get(ip)
+            if host is None:
+                return None
+            candidates = self._wild.get((host, packet.family, port))
+            if not candidates and packet.family == stdlib_socket.AF_INET:
+                dual = self._wild.get((host, stdlib_socket.AF_INET6, port), [])
+                candidates = [sock for sock in dual if not sock._v6only]
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        # SO_REUSEPORT: spread by a stable hash of the source, as Linux does.
+        key = f"{packet.src[0]}:{packet.src[1]}".encode()
+        return candidates[zlib.crc32(key) % len(candidates)]
+
+    def _report_unreachable(self, packet: Packet) -> None:
+        """ICMP port unreachable: Linux reports it to connected sockets only."""
+        sender = packet.sender
+        if sender is None or sender._closed or sender._peer != packet.dst:
+            return
+        self._record_event("icmp", packet)
+        pair = self._pair(packet)
+        policy = (
+            self._links.get(pair, self._policy) if pair is not None else self._policy
+        )
+        if policy.latency <= 0:
+            sender._set_error(errno.ECONNREFUSED)
+        else:
+            self._schedule(trio.current_time() + policy.latency, packet, 1)
+
+    def _drop(self, packet: Packet, reason: str) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        self._record_event("drop", packet, reason)
+
+    def _record_event(
+        self, kind: str, packet: Packet, reason: str | None = None
+    ) -> None:
+        if self._record:
+            self._trace.append(
+                TraceEvent(
+                    time=trio.current_time(),
+                    kind=kind,
+                    packet=packet.id,
+                    src=packet.src,
+                    dst=packet.dst,
+                    size=len(packet.payload),
+                    reason=reason,
+                    payload=packet.payload,
+                )
+            )
+
+    # ---- the wire: delayed deliveries --------------------------------------
+
+    def _schedule(self, when: float, packet: Packet, kind: int) -> None:
+        self._wire_seq += 1
+        heapq.heappush(self._wire, (when, self._wire_seq, packet, kind))
+        if self._wire_task_scope is None:
+            self._wire_task_scope = trio.CancelScope()
+            trio.lowlevel.spawn_system_task(
+                self._run_wire,
+                self._wire_task_scope,
+                name="trioudp VirtualNetwork wire",
+            )
+        elif self._wire_scope is not None and when < self._wire_scope.deadline:
+            self._wire_scope.deadline = when
+
+    async def _run_wire(self, task_scope: trio.CancelScope) -> None:
+        wire = self._wire
+        with task_scope:
+            while True:
+                with trio.CancelScope(
+                    deadline=wire[0][0] if wire else math.inf
+                ) as scope:
+                    self._wire_scope = scope
+                    await trio.sleep_forever()
+                self._wire_scope = None
+                now = trio.current_time()
+                while wire and wire[0][0] <= now:
+                    _, _, packet, kind = heapq.heappop(wire)
+                    if kind == 0:
+                        self._arrive(packet)
+                    elif packet.sender is not None and not packet.sender._closed:
+                        packet.sender._set_error(errno.ECONNREFUSED)
+        if self._wire_task_scope is task_scope:
+            self._wire_task_scope = None
+            self._wire_scope = None
