@@ -30,6 +30,12 @@ class TrioUDPError(Exception):
         True
     """
 
+    #: The constructor's arguments, so that errors survive pickling.
+    _init_args: tuple[Any, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._init_args)
+
 
 class DatagramTooLarge(TrioUDPError, ValueError):
     """A payload is larger than a single UDP datagram (or a configured limit).
@@ -46,6 +52,7 @@ class DatagramTooLarge(TrioUDPError, ValueError):
     """
 
     def __init__(self, size: int, limit: int) -> None:
+        self._init_args = (size, limit)
         self.size = size
         self.limit = limit
         super().__init__(
@@ -67,6 +74,7 @@ class InvalidAddress(TrioUDPError, ValueError):
     """
 
     def __init__(self, address: object, reason: str) -> None:
+        self._init_args = (address, reason)
         self.address = address
         self.reason = reason
         super().__init__(f"invalid address {address!r}: {reason}")
@@ -90,6 +98,7 @@ class BindError(TrioUDPError, OSError):
     """
 
     def __init__(self, host: str, port: int, cause: OSError) -> None:
+        self._init_args = (host, port, cause)
         self.host = host
         self.port = port
         self.cause = cause
@@ -101,8 +110,7 @@ class BindError(TrioUDPError, OSError):
     def __str__(self) -> str:
         return str(self.strerror)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.host, self.port, self.cause))
+    __reduce__ = TrioUDPError.__reduce__
 
 
 _BIND_HINTS = {
@@ -133,6 +141,7 @@ class RequestTimeout(TrioUDPError, TimeoutError):
     """
 
     def __init__(self, peer: object, attempts: int, elapsed: float) -> None:
+        self._init_args = (peer, attempts, elapsed)
         self.peer = peer
         self.attempts = attempts
         self.elapsed = elapsed
@@ -157,6 +166,7 @@ class PeerUnreachable(TrioUDPError, ConnectionError):
     """
 
     def __init__(self, peer: object, cause: OSError) -> None:
+        self._init_args = (peer, cause)
         self.peer = peer
         self.cause = cause
         super().__init__(
@@ -168,5 +178,4 @@ class PeerUnreachable(TrioUDPError, ConnectionError):
     def __str__(self) -> str:
         return str(self.strerror)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.peer, self.cause))
+    __reduce__ = TrioUDPError.__reduce__

@@ -333,32 +333,31 @@ class UDPSocket:
         """
         self._check_open()
         check_payload(data, self._max_payload)
-        await self._send(data, await self._resolve(address))
+        address = await self._resolve(address)
+        await self._sock.sendto(data, address)
+        self._sent += 1
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one datagram to the connected peer (see :meth:`connect`)."""
         self._check_open()
         check_payload(data, self._max_payload)
-        await self._send(data, None)
+        await self._sock.send(data)
+        self._sent += 1
 
-    async def _send(
-        self, data: bytes | bytearray | memoryview, address: SocketAddress | None
+    async def _send_reply(
+        self, data: bytes | bytearray | memoryview, address: SocketAddress
     ) -> None:
+        """Send without a schedule point when the kernel takes the datagram at
+        once (the server's workers provide the schedule points)."""
         fast = self._fast
         if fast is None:
-            if address is None:
-                await self._sock.send(data)
-            else:
-                await self._sock.sendto(data, address)
+            await self._sock.sendto(data, address)
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
             while True:
                 self._check_open()
                 try:
-                    if address is None:
-                        fast.send(data)
-                    else:
-                        fast.sendto(data, address)
+                    fast.sendto(data, address)
                     break
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(self._sock)
@@ -372,7 +371,7 @@ class UDPSocket:
         check_payload(data, self._max_payload)
         for attempt in range(2):
             try:
-                await self._send(data, peer)
+                await self._send_reply(data, peer)
             except OSError as exc:
                 if exc.errno not in TRANSIENT_ERRNOS:
                     raise

@@ -1,0 +1,40 @@
+"""The socket tutorial's UDP server, with trioudp.
+
+Prints each datagram, answers "Hello, client!", and stops on "exit" (from
+this machine only). Run:  python examples/hello_server.py [--port 12345]
+"""
+
+import argparse
+import ipaddress
+import functools
+
+import trio
+
+import trioudp
+
+
+async def main(host: str, port: int) -> None:
+    done = trio.Event()
+
+    async def handler(datagram: trioudp.Datagram) -> None:
+        message = datagram.data.decode("utf-8", "backslashreplace")
+        print(f"Received {message} from {datagram.peer[:2]}", flush=True)
+        if message.strip().lower() == "exit" and ipaddress.ip_address(datagram.peer[0]).is_loopback:
+            done.set()
+        else:
+            await datagram.reply(b"Hello, client!")
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(trioudp.serve_udp, handler, port, host=host))
+        print(f"Server is listening on {host}:{server.port}", flush=True)
+        await done.wait()
+        print("Server exiting...", flush=True)
+        await server.shutdown(grace=1.0)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=12345)
+    args = parser.parse_args()
+    trio.run(main, args.host, args.port)
