@@ -177,7 +177,6 @@ class UDPServer:
         self._worker_scope = trio.CancelScope()
         self._stopped = trio.Event()
         self._stopping = False
-        self._waking = False
         self._workers = 0
         self._in_flight = 0
         self._handled = 0
@@ -300,6 +299,10 @@ class UDPServer:
                 self._enqueue(batch)
 
     def _enqueue(self, batch: list[Datagram]) -> None:
+        if self._stopping:
+            # Received in the same round that shutdown began.
+            self._dropped_shutdown += len(batch)
+            return
         queue = self._queue
         capacity = self._capacity
         for datagram in batch:
@@ -309,15 +312,18 @@ class UDPServer:
                     continue
                 queue.popleft()
             queue.append(datagram)
-        if queue and not self._waking:
+        if queue and not self._ready_workers():
             self._wake_worker()
 
+    def _ready_workers(self) -> int:
+        """Workers that will take the next queued datagram: neither parked nor
+        inside a handler (running, at a checkpoint, or woken and about to run)."""
+        return self._workers - len(self._parked) - self._in_flight
+
     def _wake_worker(self) -> None:
-        if self._parked.statistics().tasks_waiting:
-            self._waking = True
+        if self._parked:
             self._parked.unpark()
         elif self._workers < self._max_in_flight and self._worker_nursery is not None:
-            self._waking = True
             self._workers += 1
             self._worker_nursery.start_soon(self._worker)
 
@@ -331,17 +337,21 @@ class UDPServer:
     async def _worker(self) -> None:
         queue = self._queue
         since_checkpoint = 0
+        # A worker woken because a handler seemed to block goes back to sleep if
+        # another worker turned out to be free: one worker serves handlers that
+        # never block, so a scheduling round handles at most batch_size of them.
+        woken = True
         try:
-            self._waking = False
             while True:
-                if not queue:
+                if not queue or (woken and self._ready_workers() > 1):
                     await self._parked.park()
-                    self._waking = False
+                    woken = True
                     continue
+                woken = False
                 datagram = queue.popleft()
-                if queue and not self._waking:
-                    self._wake_worker()
                 self._in_flight += 1
+                if queue and not self._ready_workers():
+                    self._wake_worker()
                 try:
                     await self._handle(datagram)
                 except trio.Cancelled:
@@ -356,7 +366,6 @@ class UDPServer:
                     await trio.lowlevel.checkpoint()
         finally:
             self._workers -= 1
-            self._waking = False
 
     async def _handle(self, datagram: Datagram) -> None:
         try:
