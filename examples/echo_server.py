@@ -17,7 +17,9 @@ async def echo(datagram: trioudp.Datagram) -> None:
 
 async def main(host: str, port: int) -> None:
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(functools.partial(trioudp.serve_udp, echo, port, host=host))
+        server = await nursery.start(
+            functools.partial(trioudp.serve_udp, echo, port, host=host)
+        )
         print(f"Echo server is listening on {host}:{server.port}", flush=True)
 
 

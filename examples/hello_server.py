@@ -19,13 +19,18 @@ async def main(host: str, port: int) -> None:
     async def handler(datagram: trioudp.Datagram) -> None:
         message = datagram.data.decode("utf-8", "backslashreplace")
         print(f"Received {message} from {datagram.peer[:2]}", flush=True)
-        if message.strip().lower() == "exit" and ipaddress.ip_address(datagram.peer[0]).is_loopback:
+        if (
+            message.strip().lower() == "exit"
+            and ipaddress.ip_address(datagram.peer[0]).is_loopback
+        ):
             done.set()
         else:
             await datagram.reply(b"Hello, client!")
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(functools.partial(trioudp.serve_udp, handler, port, host=host))
+        server = await nursery.start(
+            functools.partial(trioudp.serve_udp, handler, port, host=host)
+        )
         print(f"Server is listening on {host}:{server.port}", flush=True)
         await done.wait()
         print("Server exiting...", flush=True)

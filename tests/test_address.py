@@ -26,7 +26,9 @@ def test_payload_accepts_bytes_like(data):
     assert check_payload(data, 10) is data
 
 
-@pytest.mark.parametrize(("value", "name"), [("text", "str"), (5, "int"), (None, "NoneType")])
+@pytest.mark.parametrize(
+    ("value", "name"), [("text", "str"), (5, "int"), (None, "NoneType")]
+)
 def test_payload_rejects_non_bytes_naming_the_type(value, name):
     with pytest.raises(TypeError, match=f"not {name}"):
         check_payload(value, 10)
@@ -84,8 +86,16 @@ def test_numeric_family():
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("::ffff:127.0.0.1", True),
-     ("10.0.0.1", False), ("::ffff:10.0.0.1", False), ("localhost", False), ("2001:db8::1", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("localhost", False),
+        ("2001:db8::1", False),
+    ],
 )
 def test_is_loopback(host, expected):
     assert is_loopback(host) is expected
@@ -93,8 +103,13 @@ def test_is_loopback(host, expected):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1.2.3.4:5", ("1.2.3.4", 5)), ("[::1]:53", ("::1", 53)), ("::1", ("::1", 7)),
-     ("[::1]", ("::1", 7)), ("host.test", ("host.test", 7))],
+    [
+        ("1.2.3.4:5", ("1.2.3.4", 5)),
+        ("[::1]:53", ("::1", 53)),
+        ("::1", ("::1", 7)),
+        ("[::1]", ("::1", 7)),
+        ("host.test", ("host.test", 7)),
+    ],
 )
 def test_parse_host_port(text, expected):
     assert parse_host_port(text, default_port=7) == expected

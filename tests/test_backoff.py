@@ -10,18 +10,32 @@ from trioudp import Backoff
 
 def test_defaults_follow_rfc_6298_and_8085():
     backoff = Backoff()
-    assert (backoff.initial, backoff.multiplier, backoff.maximum, backoff.jitter) == (1.0, 2.0, 60.0, 0.1)
+    assert (backoff.initial, backoff.multiplier, backoff.maximum, backoff.jitter) == (
+        1.0,
+        2.0,
+        60.0,
+        0.1,
+    )
     assert [backoff.base(i) for i in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
 
 
 def test_no_jitter_is_exact():
-    assert Backoff(initial=0.5, jitter=0.0).timeouts(4, random.Random()) == [0.5, 1.0, 2.0, 4.0]
+    assert Backoff(initial=0.5, jitter=0.0).timeouts(4, random.Random()) == [
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+    ]
 
 
 def test_same_seed_same_schedule():
     backoff = Backoff()
-    assert backoff.timeouts(5, random.Random(3)) == backoff.timeouts(5, random.Random(3))
-    assert backoff.timeouts(5, random.Random(3)) != backoff.timeouts(5, random.Random(4))
+    assert backoff.timeouts(5, random.Random(3)) == backoff.timeouts(
+        5, random.Random(3)
+    )
+    assert backoff.timeouts(5, random.Random(3)) != backoff.timeouts(
+        5, random.Random(4)
+    )
 
 
 def test_huge_attempt_numbers_do_not_overflow():
@@ -64,8 +78,12 @@ def test_within_fits_the_budget_exactly():
     attempts=st.integers(1, 30),
     seed=st.integers(0, 2**32),
 )
-def test_every_schedule_stays_within_its_worst_case(initial, multiplier, maximum, jitter, attempts, seed):
-    backoff = Backoff(initial=initial, multiplier=multiplier, maximum=maximum, jitter=jitter)
+def test_every_schedule_stays_within_its_worst_case(
+    initial, multiplier, maximum, jitter, attempts, seed
+):
+    backoff = Backoff(
+        initial=initial, multiplier=multiplier, maximum=maximum, jitter=jitter
+    )
     waits = backoff.timeouts(attempts, random.Random(seed))
     assert len(waits) == attempts
     for i, wait in enumerate(waits):

@@ -5,7 +5,12 @@ from trioudp import Datagram
 
 
 def make(**changes):
-    fields = {"data": b"hi", "peer": ("127.0.0.1", 1), "local": ("127.0.0.1", 2), "received_at": 0.0}
+    fields = {
+        "data": b"hi",
+        "peer": ("127.0.0.1", 1),
+        "local": ("127.0.0.1", 2),
+        "received_at": 0.0,
+    }
     return Datagram(**{**fields, **changes})
 
 
@@ -31,7 +36,10 @@ async def test_reply_without_a_socket_explains():
 async def test_reply_goes_back_to_the_peer(virtual_network):
     import trioudp
 
-    async with trioudp.open_udp_socket("127.0.0.1", 0) as server, trioudp.open_udp_socket("127.0.0.1", 0) as client:
+    async with (
+        trioudp.open_udp_socket("127.0.0.1", 0) as server,
+        trioudp.open_udp_socket("127.0.0.1", 0) as client,
+    ):
         await client.send_to(b"ping", server.local_address)
         request = await server.receive()
         assert request.peer == client.local_address

@@ -19,9 +19,17 @@ from trioudp import (
     [
         (DatagramTooLarge(2, 1), ValueError),
         (InvalidAddress("x", "bad"), ValueError),
-        (BindError("h", 1, OSError(errno.EADDRINUSE, "Address already in use")), OSError),
+        (
+            BindError("h", 1, OSError(errno.EADDRINUSE, "Address already in use")),
+            OSError,
+        ),
         (RequestTimeout(("h", 1), 3, 7.0), TimeoutError),
-        (PeerUnreachable(("h", 1), ConnectionRefusedError(errno.ECONNREFUSED, "refused")), ConnectionError),
+        (
+            PeerUnreachable(
+                ("h", 1), ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+            ),
+            ConnectionError,
+        ),
     ],
 )
 def test_every_error_is_a_trioudp_error_and_a_builtin(error, builtin):

@@ -20,8 +20,13 @@ async def echo(datagram: trioudp.Datagram) -> None:
 def accounted(stats: ServerStats) -> int:
     """Every received datagram's current outcome, summed."""
     return (
-        stats.handled + stats.handler_errors + stats.handler_timeouts + stats.dropped_queue_full
-        + stats.dropped_shutdown + stats.in_flight + stats.queued
+        stats.handled
+        + stats.handler_errors
+        + stats.handler_timeouts
+        + stats.dropped_queue_full
+        + stats.dropped_shutdown
+        + stats.in_flight
+        + stats.queued
     )
 
 
@@ -55,7 +60,9 @@ async def test_host_none_serves_ipv4_and_ipv6_on_one_port(nursery):
             assert (await client.request(b"x")).data == b"x"
 
 
-async def test_handler_errors_are_logged_counted_and_survived(virtual_network, nursery, caplog):
+async def test_handler_errors_are_logged_counted_and_survived(
+    virtual_network, nursery, caplog
+):
     async def fragile(datagram):
         if datagram.data == b"boom":
             raise ValueError("bad request")
@@ -68,13 +75,17 @@ async def test_handler_errors_are_logged_counted_and_survived(virtual_network, n
     await trio.testing.wait_all_tasks_blocked()
     assert server.stats.handler_errors == 1
     assert server.stats.handled == 1
-    [record] = [r for r in caplog.records if r.name == "trioudp" and r.levelno == logging.ERROR]
+    [record] = [
+        r for r in caplog.records if r.name == "trioudp" and r.levelno == logging.ERROR
+    ]
     assert "failed on a datagram" in record.getMessage()
     assert record.exc_info is not None
     assert record.exc_info[0] is ValueError
 
 
-async def test_datagrams_beyond_max_in_flight_are_dropped_and_counted(virtual_network, nursery):
+async def test_datagrams_beyond_max_in_flight_are_dropped_and_counted(
+    virtual_network, nursery
+):
     gate = trio.Event()
     seen = []
 
@@ -99,7 +110,10 @@ async def test_datagrams_beyond_max_in_flight_are_dropped_and_counted(virtual_ne
 
 @pytest.mark.parametrize(
     ("overflow", "handled", "dropped"),
-    [(Overflow.DROP_NEWEST, [b"0", b"1", b"2"], 2), ("drop_oldest", [b"0", b"3", b"4"], 2)],
+    [
+        (Overflow.DROP_NEWEST, [b"0", b"1", b"2"], 2),
+        ("drop_oldest", [b"0", b"3", b"4"], 2),
+    ],
 )
 async def test_overflow_policies_drop_exactly_the_expected_datagrams(
     virtual_network, nursery, overflow, handled, dropped
@@ -111,7 +125,9 @@ async def test_overflow_policies_drop_exactly_the_expected_datagrams(
         await gate.wait()
         seen.append(datagram.data)
 
-    server = await start(nursery, slow, max_in_flight=1, queue_size=2, overflow=overflow)
+    server = await start(
+        nursery, slow, max_in_flight=1, queue_size=2, overflow=overflow
+    )
     async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
         for i in range(5):
             await client.send_to(b"%d" % i, ("127.0.0.1", server.port))
@@ -123,7 +139,9 @@ async def test_overflow_policies_drop_exactly_the_expected_datagrams(
     assert accounted(server.stats) == 5
 
 
-async def test_graceful_shutdown_lets_handlers_finish_within_grace(virtual_network, autojump_clock, nursery):
+async def test_graceful_shutdown_lets_handlers_finish_within_grace(
+    virtual_network, autojump_clock, nursery
+):
     async def slow_echo(datagram):
         await trio.sleep(1.0)
         await datagram.reply(datagram.data)
@@ -145,7 +163,9 @@ async def test_graceful_shutdown_lets_handlers_finish_within_grace(virtual_netwo
     assert all(sock.closed for sock in server.sockets)
 
 
-async def test_graceful_shutdown_cancels_handlers_beyond_grace(virtual_network, autojump_clock, nursery):
+async def test_graceful_shutdown_cancels_handlers_beyond_grace(
+    virtual_network, autojump_clock, nursery
+):
     finished = []
 
     async def too_slow(datagram):
@@ -166,7 +186,9 @@ async def test_graceful_shutdown_cancels_handlers_beyond_grace(virtual_network, 
     assert accounted(stats) == 4
 
 
-async def test_shutdown_stops_receiving_at_once(virtual_network, autojump_clock, nursery):
+async def test_shutdown_stops_receiving_at_once(
+    virtual_network, autojump_clock, nursery
+):
     server = await start(nursery, echo)
     port = server.port
     await server.shutdown(grace=0)
@@ -277,10 +299,14 @@ async def test_serve_udp_sockets_needs_a_socket():
 async def test_bind_failure_raises_before_started(nursery):
     server = await start(nursery, echo)
     with pytest.raises(trioudp.BindError):
-        await nursery.start(functools.partial(serve_udp, echo, server.port, host="127.0.0.1"))
+        await nursery.start(
+            functools.partial(serve_udp, echo, server.port, host="127.0.0.1")
+        )
 
 
-async def test_datagrams_received_as_shutdown_begins_are_counted(virtual_network, nursery):
+async def test_datagrams_received_as_shutdown_begins_are_counted(
+    virtual_network, nursery
+):
     server = await start(nursery, echo)
     async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
         await client.send_to(b"x", ("127.0.0.1", server.port))

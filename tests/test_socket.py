@@ -6,13 +6,22 @@ import trio
 import trio.testing
 
 import trioudp
-from trioudp import BindError, DatagramTooLarge, InvalidAddress, UDPSocket, open_udp_socket
+from trioudp import (
+    BindError,
+    DatagramTooLarge,
+    InvalidAddress,
+    UDPSocket,
+    open_udp_socket,
+)
 
 from .conftest import open_fds, requires_ipv6
 
 
 async def test_round_trip_on_loopback():
-    async with open_udp_socket("127.0.0.1", 0) as a, open_udp_socket("127.0.0.1", 0) as b:
+    async with (
+        open_udp_socket("127.0.0.1", 0) as a,
+        open_udp_socket("127.0.0.1", 0) as b,
+    ):
         assert a.is_fast
         assert a.local_address[0] == "127.0.0.1"
         assert a.local_address[1] > 0
@@ -36,13 +45,19 @@ async def test_round_trip_on_ipv6_loopback():
 
 
 async def test_zero_length_datagram_is_a_datagram():
-    async with open_udp_socket("127.0.0.1", 0) as a, open_udp_socket("127.0.0.1", 0) as b:
+    async with (
+        open_udp_socket("127.0.0.1", 0) as a,
+        open_udp_socket("127.0.0.1", 0) as b,
+    ):
         await a.send_to(b"", b.local_address)
         assert (await b.receive()).data == b""
 
 
 async def test_largest_ipv4_datagram_fits_and_one_more_byte_does_not():
-    async with open_udp_socket("127.0.0.1", 0) as a, open_udp_socket("127.0.0.1", 0) as b:
+    async with (
+        open_udp_socket("127.0.0.1", 0) as a,
+        open_udp_socket("127.0.0.1", 0) as b,
+    ):
         await a.send_to(b"x" * 65_507, b.local_address)
         assert len((await b.receive()).data) == 65_507
         with pytest.raises(DatagramTooLarge) as info:
@@ -69,7 +84,11 @@ async def test_non_bytes_payload_is_a_type_error_naming_the_type():
 
 @pytest.mark.parametrize(
     ("address", "fragment"),
-    [("127.0.0.1:9", "tuple"), (("127.0.0.1", 99999), "port must be"), (("::1", 9), "IPv4 socket")],
+    [
+        ("127.0.0.1:9", "tuple"),
+        (("127.0.0.1", 99999), "port must be"),
+        (("::1", 9), "IPv4 socket"),
+    ],
 )
 async def test_malformed_addresses_are_rejected_before_sending(address, fragment):
     async with open_udp_socket("127.0.0.1", 0) as a:
@@ -122,7 +141,10 @@ async def test_max_datagram_size_is_checked():
 
 
 async def test_oversize_datagrams_are_dropped_and_counted_never_truncated():
-    async with open_udp_socket("127.0.0.1", 0, max_datagram_size=100) as b, open_udp_socket("127.0.0.1", 0) as a:
+    async with (
+        open_udp_socket("127.0.0.1", 0, max_datagram_size=100) as b,
+        open_udp_socket("127.0.0.1", 0) as a,
+    ):
         await a.send_to(b"x" * 101, b.local_address)
         await a.send_to(b"y" * 100, b.local_address)
         datagram = await b.receive()
@@ -180,7 +202,10 @@ async def test_async_iteration_ends_when_the_socket_closes():
 
 
 async def test_connected_socket_send_and_peer():
-    async with open_udp_socket("127.0.0.1", 0) as server, open_udp_socket("127.0.0.1", 0) as client:
+    async with (
+        open_udp_socket("127.0.0.1", 0) as server,
+        open_udp_socket("127.0.0.1", 0) as client,
+    ):
         assert client.peer_address is None
         await client.connect(server.local_address)
         assert client.peer_address == server.local_address

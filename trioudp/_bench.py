@@ -121,8 +121,12 @@ async def bench_command(args: argparse.Namespace) -> int:
         duration=args.duration,
         lost_after=args.lost_after,
     )
-    for _label, _fraction in (("p50", 0.5), ("p99", 0.99)):
-        pass
+    print(f"requests sent   {result.sent}")
+    print(f"replies         {result.replies}")
+    print(f"lost            {result.lost}")
+    print(f"rate            {result.rate:,.0f} replies/s")
+    for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+        print(f"latency {label}     {result.percentile(fraction) * 1e6:,.0f} us")
     return 0 if result.replies else 1
 
 

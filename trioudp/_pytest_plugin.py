@@ -83,7 +83,9 @@ def seed_for(nodeid: str, override: int | None = None) -> int:
 
 
 @pytest.fixture
-async def virtual_network(request: pytest.FixtureRequest) -> AsyncIterator[VirtualNetwork]:
+async def virtual_network(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[VirtualNetwork]:
     """A VirtualNetwork installed for this test; its seed is reported on failure."""
     seed = seed_for(request.node.nodeid, request.config.getoption("--trioudp-seed"))
     request.node.stash[_SEED_KEY] = seed
@@ -104,7 +106,9 @@ async def udp_echo_server(
     virtual_network: VirtualNetwork, nursery: trio.Nursery
 ) -> tuple[str, int]:
     """``(host, port)`` of an echo server running on the virtual network."""
-    server = await nursery.start(functools.partial(serve_udp, _echo, 0, host="127.0.0.1"))
+    server = await nursery.start(
+        functools.partial(serve_udp, _echo, 0, host="127.0.0.1")
+    )
     return ("127.0.0.1", server.port)
 
 

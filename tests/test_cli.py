@@ -1,0 +1,326 @@
+import argparse
+import functools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import trio
+import trio.testing
+
+import trioudp
+from trioudp import _cli
+
+from .conftest import ROOT
+
+INTEROP = ROOT / "tests" / "interop"
+TIMEOUT = 30
+
+
+def spawn(*args):
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def run(*args, timeout=TIMEOUT):
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def banner_port(process):
+    line = process.stdout.readline()
+    match = re.search(r"listening on [\d.:]+:(\d+)$", line.strip(), re.IGNORECASE)
+    assert match, (
+        f"unexpected banner {line!r}; stderr: {process.stderr.read() if process.poll() is not None else ''}"
+    )
+    return int(match.group(1))
+
+
+def finish(process):
+    out, err = process.communicate(timeout=TIMEOUT)
+    return process.returncode, out, err
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["send"], ["demo"], ["echo"], ["listen"], ["bench"]]
+)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        _cli.main([*command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: trioudp" in out
+    if not command:
+        assert "Exit codes" in out
+
+
+def test_bad_usage_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        _cli.main(["send", "--port", "70000"])
+    assert info.value.code == 2
+    assert "port must be in 0..65535" in capsys.readouterr().err
+
+
+def test_demo_prints_the_whole_exchange():
+    result = run("-m", "trioudp", "demo")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"Server is listening on 127\.0\.0\.1:\d+", lines[0])
+    assert re.fullmatch(
+        r"Received Hello, server! from \('127\.0\.0\.1', \d+\)", lines[1]
+    )
+    assert lines[2] == "Received Hello, client! from server"
+    assert re.fullmatch(r"Received exit from \('127\.0\.0\.1', \d+\)", lines[3])
+    assert lines[4] == "Server exiting..."
+    assert len(lines) == 5
+
+
+def test_serve_and_send_end_to_end():
+    server = spawn("-m", "trioudp", "serve", "--host", "127.0.0.1", "--port", "0")
+    port = banner_port(server)
+    client = run("-m", "trioudp", "send", "--port", str(port))
+    assert client.returncode == 0, client.stderr
+    assert client.stdout == "Received Hello, client! from server\n"
+    code, out, _ = finish(server)
+    assert code == 0
+    assert re.fullmatch(
+        r"Received Hello, server! from \('127\.0\.0\.1', \d+\)\nReceived exit from \('127\.0\.0\.1', \d+\)\nServer exiting\.\.\.\n",
+        out,
+    )
+
+
+def test_trioudp_send_against_the_tutorials_stdlib_server():
+    server = spawn(str(INTEROP / "tutorial_server.py"), "0")
+    port = banner_port(server)
+    client = run("-m", "trioudp", "send", "--port", str(port), "--timeout", "5")
+    assert client.returncode == 0, client.stderr
+    assert client.stdout == "Received Hello, client! from server\n"
+    code, out, _ = finish(server)
+    assert code == 0
+    assert "Received Hello, server! from ('127.0.0.1'" in out
+    assert out.endswith(
+        "Received exit from ('127.0.0.1', %s)\nServer exiting...\n"
+        % out.split(", ")[-1].split(")")[0]
+    )
+
+
+def test_the_tutorials_stdlib_client_against_trioudp_serve():
+    server = spawn("-m", "trioudp", "serve", "--host", "127.0.0.1", "--port", "0")
+    port = banner_port(server)
+    client = run(str(INTEROP / "tutorial_client.py"), str(port))
+    assert client.returncode == 0, client.stderr
+    assert client.stdout == "Received Hello, client! from server\n"
+    code, out, _ = finish(server)
+    assert code == 0
+    assert out.endswith("Server exiting...\n")
+
+
+def test_send_to_a_silent_peer_fails_within_its_budget():
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = run(
+            "-m",
+            "trioudp",
+            "send",
+            "--port",
+            str(port),
+            "--timeout",
+            "1.0",
+            "--retries",
+            "2",
+        )
+        elapsed = time.monotonic() - started
+        assert silent.recv(100) == b"Hello, server!"
+    assert result.returncode == 1
+    assert f"no reply from ('127.0.0.1', {port}) after 3 attempts" in result.stderr
+    assert result.stdout == ""
+    assert 1.0 <= elapsed < 10
+
+
+def test_send_to_a_closed_port_fails_at_once():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run("-m", "trioudp", "send", "--port", str(port), "--timeout", "20")
+    assert result.returncode == 1
+    assert f"('127.0.0.1', {port}) is unreachable" in result.stderr
+
+
+def test_serve_bind_failure_exits_1_with_a_clear_message():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = run(
+            "-m", "trioudp", "serve", "--host", "127.0.0.1", "--port", str(port)
+        )
+    assert result.returncode == 1
+    assert f"cannot bind UDP socket to '127.0.0.1' port {port}" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_serve_gracefully(signum):
+    server = spawn("-m", "trioudp", "echo", "--port", "0")
+    port = banner_port(server)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(10)
+        probe.sendto(b"ping", ("127.0.0.1", port))
+        assert probe.recv(100) == b"ping"
+    server.send_signal(signum)
+    code, _, err = finish(server)
+    assert code == 0
+    assert f"Received {signal.Signals(signum).name}, shutting down" in err
+
+
+def test_listen_prints_datagrams():
+    server = spawn("-m", "trioudp", "listen", "--port", "0")
+    port = banner_port(server)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.sendto(b"look\xff", ("127.0.0.1", port))
+    line = server.stdout.readline()
+    server.send_signal(signal.SIGTERM)
+    assert finish(server)[0] == 0
+    assert re.fullmatch(r"\('127\.0\.0\.1', \d+\) 5 bytes: look\\xff\n", line)
+
+
+def test_bench_measures_an_echo_server():
+    server = spawn("-m", "trioudp", "echo", "--port", "0")
+    port = banner_port(server)
+    try:
+        result = run(
+            "-m",
+            "trioudp",
+            "bench",
+            "--port",
+            str(port),
+            "--duration",
+            "0.5",
+            "--concurrency",
+            "4",
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        finish(server)
+    assert result.returncode == 0, result.stderr
+    replies = int(re.search(r"replies\s+(\d+)", result.stdout).group(1))
+    assert replies > 0
+    assert "latency p50" in result.stdout
+
+
+async def hello_server(net_task_status=None, **kwargs):
+    handler = functools.partial(_cli.hello_handler, **kwargs)
+    return handler
+
+
+async def start_hello(nursery, *, allow_remote_exit=False, host="0.0.0.0"):
+    return await nursery.start(
+        functools.partial(
+            _cli._serve_until_exit,
+            functools.partial(_cli.hello_handler, allow_remote_exit=allow_remote_exit),
+            host,
+            12345,
+            "Server is listening on {host}:{port}",
+            on_exit="Server exiting...",
+            watch_signals=False,
+        )
+    )
+
+
+async def test_serve_survives_bytes_that_are_not_utf8(virtual_network, nursery, capsys):
+    server = await start_hello(nursery)
+    async with trioudp.open_udp_client("127.0.0.1", 12345) as client:
+        reply = await client.request(b"\xff\xfe not text \xc3")
+        assert reply.data == b"Hello, client!"
+        assert (await client.request(b"still there?")).data == b"Hello, client!"
+    out = capsys.readouterr().out
+    assert "Server is listening on 0.0.0.0:12345\n" in out
+    assert "Received \\xff\\xfe not text \\xc3 from ('127.0.0.1'" in out
+    await server.shutdown()
+
+
+async def test_remote_exit_is_refused(virtual_network, nursery, capsys):
+    server_host = virtual_network.add_host("192.0.2.10")
+    virtual_network.add_host("192.0.2.20")
+    with virtual_network.on_host(server_host):
+        server = await start_hello(nursery)
+    async with trioudp.open_udp_client(
+        "192.0.2.10", 12345, local_address=("192.0.2.20", 0)
+    ) as remote:
+        await remote.send(b"exit")
+        assert (await remote.request(b"still serving?")).data == b"Hello, client!"
+    assert not server.stopping
+    captured = capsys.readouterr()
+    assert "Refusing 'exit' from non-loopback peer ('192.0.2.20'" in captured.err
+    assert "--allow-remote-exit" in captured.err
+    assert "Server exiting..." not in captured.out
+    await server.shutdown()
+
+
+async def test_remote_exit_allowed_when_asked(virtual_network, nursery, capsys):
+    server_host = virtual_network.add_host("192.0.2.10")
+    virtual_network.add_host("192.0.2.20")
+    with virtual_network.on_host(server_host):
+        server = await start_hello(nursery, allow_remote_exit=True)
+    async with trioudp.open_udp_client(
+        "192.0.2.10", 12345, local_address=("192.0.2.20", 0)
+    ) as remote:
+        await remote.send(b"EXIT")
+    with trio.fail_after(5):
+        await server._stopped.wait()
+    assert "Server exiting..." in capsys.readouterr().out
+
+
+async def test_send_command_in_process(virtual_network, nursery, capsys):
+    await start_hello(nursery)
+    args = argparse.Namespace(
+        host="localhost",
+        port=12345,
+        message="hi there",
+        timeout=1.0,
+        retries=0,
+        no_exit=True,
+    )
+    assert await _cli.send_command(args) == 0
+    assert capsys.readouterr().out.endswith("Received Hello, client! from server\n")
+
+
+def test_main_reports_errors_inside_exception_groups(monkeypatch, capsys):
+    async def failing(args):
+        async with trio.open_nursery():
+            raise trioudp.RequestTimeout(("127.0.0.1", 1), 1, 0.5)
+
+    monkeypatch.setattr(_cli, "demo_command", failing)
+    assert _cli.main(["demo"]) == 1
+    assert "trioudp demo: error: no reply from" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_console_script_agree():
+    result = run("-m", "trioudp", "--help")
+    assert result.returncode == 0
+    script = os.path.join(os.path.dirname(sys.executable), "trioudp")
+    if os.path.exists(script):
+        direct = subprocess.run(
+            [script, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=TIMEOUT,
+        )
+        assert direct.stdout == result.stdout

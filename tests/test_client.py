@@ -1,0 +1,294 @@
+import functools
+import random
+
+import pytest
+import trio
+import trio.testing
+
+import trioudp
+from trioudp import Backoff, PeerUnreachable, RequestTimeout, open_udp_client, serve_udp
+
+from .conftest import open_fds
+
+
+async def echo(datagram: trioudp.Datagram) -> None:
+    await datagram.reply(datagram.data)
+
+
+async def start_echo(nursery, handler=echo):
+    return await nursery.start(
+        functools.partial(serve_udp, handler, 0, host="127.0.0.1")
+    )
+
+
+def by_id(data: bytes) -> bytes:
+    return data[:4]
+
+
+async def test_request_gets_the_reply(virtual_network, nursery):
+    server = await start_echo(nursery)
+    async with open_udp_client("127.0.0.1", server.port) as client:
+        reply = await client.request(b"Hello, server!")
+        assert reply.data == b"Hello, server!"
+        assert reply.peer == client.peer
+        assert client.stats == trioudp.ClientStats(sent=1, received=1, replies=1)
+
+
+async def test_retransmissions_happen_exactly_on_schedule(
+    virtual_network, autojump_clock
+):
+    virtual_network.configure(loss=1.0)
+    backoff = Backoff(initial=0.5, multiplier=2.0, jitter=0.25)
+    expected = backoff.timeouts(4, random.Random(42))
+    async with open_udp_client(
+        "127.0.0.1", 9, attempts=4, backoff=backoff, rng=random.Random(42)
+    ) as client:
+        start = trio.current_time()
+        with pytest.raises(RequestTimeout) as info:
+            await client.request(b"anyone?")
+    sends = [
+        event.time - start for event in virtual_network.trace if event.kind == "send"
+    ]
+    assert sends == pytest.approx(
+        [0.0, expected[0], sum(expected[:2]), sum(expected[:3])], abs=1e-9
+    )
+    assert info.value.attempts == 4
+    assert info.value.elapsed == pytest.approx(sum(expected), abs=1e-9)
+    assert info.value.elapsed <= backoff.worst_case(4)
+    assert info.value.peer == ("127.0.0.1", 9)
+    assert isinstance(info.value, TimeoutError)
+    assert client.stats.timeouts == 1
+    assert client.stats.retransmitted == 3
+
+
+async def test_default_budget_is_documented_and_computable(
+    virtual_network, autojump_clock
+):
+    virtual_network.configure(loss=1.0)
+    async with open_udp_client("127.0.0.1", 9, rng=random.Random(0)) as client:
+        assert client.budget() == pytest.approx(7.7)
+        start = trio.current_time()
+        with pytest.raises(RequestTimeout):
+            await client.request(b"x")
+        assert trio.current_time() - start <= client.budget()
+
+
+async def test_caller_deadline_wins(virtual_network, autojump_clock):
+    virtual_network.configure(loss=1.0)
+    async with open_udp_client("127.0.0.1", 9) as client:
+        start = trio.current_time()
+        with trio.move_on_after(0.25):
+            await client.request(b"x")
+        assert trio.current_time() - start == 0.25
+
+
+async def test_thousand_concurrent_matched_requests_under_loss_duplication_reordering(
+    virtual_network, autojump_clock, nursery
+):
+    virtual_network.configure(
+        loss=0.3, duplicate=0.3, reorder=0.3, latency=0.01, jitter=0.02
+    )
+    server = await start_echo(nursery)
+    answers = {}
+    failures = []
+    async with open_udp_client(
+        "127.0.0.1",
+        server.port,
+        match=by_id,
+        attempts=6,
+        backoff=Backoff(initial=0.1),
+        rng=random.Random(1),
+    ) as client:
+
+        async def one(i):
+            payload = i.to_bytes(4, "big") + b"payload-%d" % i
+            try:
+                reply = await client.request(payload)
+            except RequestTimeout:
+                failures.append(i)
+            else:
+                answers[i] = reply.data
+
+        async with trio.open_nursery() as requests:
+            for i in range(1000):
+                requests.start_soon(one, i)
+    assert len(answers) + len(failures) == 1000
+    for i, data in answers.items():
+        assert data == i.to_bytes(4, "big") + b"payload-%d" % i
+    stats = client.stats
+    assert stats.replies == len(answers)
+    assert stats.timeouts == len(failures)
+    assert stats.received == stats.replies + stats.discarded
+    assert stats.discarded > 0
+    assert len(answers) > 990
+
+
+async def test_unmatched_requests_take_turns(virtual_network, autojump_clock, nursery):
+    async def slow_echo(datagram):
+        await trio.sleep(1)
+        await datagram.reply(datagram.data)
+
+    server = await start_echo(nursery, slow_echo)
+    results = []
+    async with open_udp_client(
+        "127.0.0.1", server.port, backoff=Backoff(initial=5)
+    ) as client:
+
+        async def ask(data):
+            results.append(((await client.request(data)).data, trio.current_time()))
+
+        start = trio.current_time()
+        async with trio.open_nursery() as requests:
+            requests.start_soon(ask, b"a")
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(ask, b"b")
+    assert [data for data, _ in results] == [b"a", b"b"]
+    assert [when - start for _, when in results] == [1.0, 2.0]
+
+
+async def test_late_replies_are_discarded_and_counted(
+    virtual_network, autojump_clock, nursery
+):
+    async def late_echo(datagram):
+        await trio.sleep(2)
+        await datagram.reply(datagram.data)
+
+    server = await start_echo(nursery, late_echo)
+    async with open_udp_client(
+        "127.0.0.1",
+        server.port,
+        match=by_id,
+        attempts=1,
+        backoff=Backoff(initial=1, jitter=0),
+    ) as client:
+        with pytest.raises(RequestTimeout):
+            await client.request(b"0001late")
+        virtual_network.configure(latency=0)
+        reply_task_result = []
+
+        async def ask():
+            reply_task_result.append(
+                await client.request(b"0002", backoff=Backoff(initial=5, jitter=0))
+            )
+
+        await ask()
+        assert reply_task_result[0].data == b"0002"
+        assert client.stats.discarded == 1
+
+
+async def test_duplicate_replies_never_reach_another_request(virtual_network, nursery):
+    virtual_network.configure(duplicate=1.0)
+    server = await start_echo(nursery)
+    async with open_udp_client("127.0.0.1", server.port, match=by_id) as client:
+        for i in range(20):
+            payload = i.to_bytes(4, "big")
+            assert (await client.request(payload)).data == payload
+        await client.request(b"last")
+        assert client.stats.discarded >= 20
+
+
+async def test_same_id_twice_is_busy(virtual_network, autojump_clock):
+    virtual_network.configure(loss=1.0)
+    async with open_udp_client("127.0.0.1", 9, match=by_id) as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(client.request, b"SAME-1"))
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError, match="already waiting"):
+                await client.request(b"SAME-2")
+            nursery.cancel_scope.cancel()
+
+
+async def test_match_without_id_is_a_value_error(virtual_network):
+    async with open_udp_client(
+        "127.0.0.1", 9, match=lambda data: data[10:11] or None
+    ) as client:
+        with pytest.raises(ValueError, match="found no id"):
+            await client.request(b"short")
+
+
+async def test_refused_port_fails_fast_on_real_loopback():
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as gone:
+        port = gone.local_address[1]
+    async with open_udp_client("127.0.0.1", port) as client:
+        start = trio.current_time()
+        with pytest.raises(PeerUnreachable) as info:
+            await client.request(b"hello?")
+        elapsed = trio.current_time() - start
+    assert elapsed < 0.5 < client.budget()
+    assert isinstance(info.value, ConnectionError)
+    assert info.value.peer == ("127.0.0.1", port)
+
+
+async def test_refused_port_on_the_virtual_network(virtual_network, autojump_clock):
+    virtual_network.configure(latency=0.01)
+    async with open_udp_client("127.0.0.1", 9) as client:
+        start = trio.current_time()
+        with pytest.raises(PeerUnreachable):
+            await client.request(b"hello?")
+        assert trio.current_time() - start == pytest.approx(0.02)
+
+
+async def test_retry_policy_keeps_trying_until_the_server_comes_up(
+    virtual_network, autojump_clock, nursery
+):
+    async def late_server():
+        await trio.sleep(2.5)
+        await nursery.start(functools.partial(serve_udp, echo, 7000, host="127.0.0.1"))
+
+    nursery.start_soon(late_server)
+    async with open_udp_client(
+        "127.0.0.1", 7000, attempts=5, on_unreachable="retry", backoff=Backoff(jitter=0)
+    ) as client:
+        reply = await client.request(b"eventually")
+    assert reply.data == b"eventually"
+    assert trio.current_time() == 3.0
+    assert client.stats.unreachable >= 2
+
+
+async def test_send_receive_and_iterate(virtual_network, nursery):
+    server = await start_echo(nursery)
+    async with open_udp_client("127.0.0.1", server.port) as client:
+        await client.send(b"one")
+        assert (await client.receive()).data == b"one"
+        await client.send(b"two")
+        async for datagram in client:
+            assert datagram.data == b"two"
+            client.close()
+    assert client.stats.sent == 2
+
+
+async def test_client_resolves_names_and_binds_local_address(virtual_network, nursery):
+    virtual_network.add_host("10.0.0.1", names=["server.test"])
+    virtual_network.add_host("10.0.0.2")
+    server = await nursery.start(
+        functools.partial(serve_udp, echo, 53, host="server.test")
+    )
+    async with open_udp_client(
+        "server.test", server.port, local_address=("10.0.0.2", 4000)
+    ) as client:
+        reply = await client.request(b"q")
+        assert reply.peer == ("10.0.0.1", 53)
+        assert client.socket.local_address == ("10.0.0.2", 4000)
+
+
+async def test_client_closes_its_socket():
+    before = open_fds()
+    for _ in range(100):
+        async with open_udp_client("127.0.0.1", 9):
+            pass
+    assert open_fds() == before
+
+
+async def test_bad_arguments(virtual_network):
+    with pytest.raises(ValueError, match="attempts must be an int >= 1"):
+        async with open_udp_client("127.0.0.1", 9, attempts=0):
+            pass  # pragma: no cover
+    with pytest.raises(trioudp.InvalidAddress):
+        async with open_udp_client("127.0.0.1", 70000):
+            pass  # pragma: no cover
+    with pytest.raises(ValueError, match="drop"):
+        async with open_udp_client("127.0.0.1", 9, on_unreachable="drop"):
+            pass  # pragma: no cover
+    async with open_udp_client("127.0.0.1", 9) as client:
+        with pytest.raises(TypeError, match="not str"):
+            await client.request("text")
