@@ -1,10 +1,12 @@
 """A UDP echo server: every datagram goes back to its sender unchanged.
 
-Run:  python examples/echo_server.py [--port 12345]   (Ctrl-C stops it)
+Ctrl-C (SIGINT) or SIGTERM stops it gracefully: replies in progress finish.
+Run:  python examples/echo_server.py [--port 12345]
 """
 
 import argparse
 import functools
+import signal
 
 import trio
 
@@ -16,11 +18,16 @@ async def echo(datagram: trioudp.Datagram) -> None:
 
 
 async def main(host: str, port: int) -> None:
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(trioudp.serve_udp, echo, port, host=host)
-        )
-        print(f"Echo server is listening on {host}:{server.port}", flush=True)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(trioudp.serve_udp, echo, port, host=host)
+            )
+            print(f"Echo server is listening on {host}:{server.port}", flush=True)
+            async for _ in signals:
+                await server.shutdown(grace=1.0)
+                print(f"Stopped after {server.stats.handled} datagrams", flush=True)
+                return
 
 
 if __name__ == "__main__":
@@ -28,7 +35,4 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=12345)
     args = parser.parse_args()
-    try:
-        trio.run(main, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
+    trio.run(main, args.host, args.port)

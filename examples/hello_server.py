@@ -5,8 +5,8 @@ this machine only). Run:  python examples/hello_server.py [--port 12345]
 """
 
 import argparse
-import ipaddress
 import functools
+import ipaddress
 
 import trio
 

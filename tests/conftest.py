@@ -31,3 +31,9 @@ requires_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback here
 
 def python_command(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+pytest_plugins = ["pytester"]
+
+# Standalone stdlib scripts that the interop tests run as programs.
+collect_ignore = ["interop"]

@@ -189,13 +189,15 @@ async def test_duplicate_replies_never_reach_another_request(virtual_network, nu
 
 async def test_same_id_twice_is_busy(virtual_network, autojump_clock):
     virtual_network.configure(loss=1.0)
-    async with open_udp_client("127.0.0.1", 9, match=by_id) as client:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(client.request, b"SAME-1"))
-            await trio.testing.wait_all_tasks_blocked()
-            with pytest.raises(trio.BusyResourceError, match="already waiting"):
-                await client.request(b"SAME-2")
-            nursery.cancel_scope.cancel()
+    async with (
+        open_udp_client("127.0.0.1", 9, match=by_id) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(functools.partial(client.request, b"SAME-1"))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError, match="already waiting"):
+            await client.request(b"SAME-2")
+        nursery.cancel_scope.cancel()
 
 
 async def test_match_without_id_is_a_value_error(virtual_network):

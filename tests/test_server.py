@@ -1,4 +1,5 @@
 import functools
+import itertools
 import logging
 import socket
 
@@ -8,7 +9,6 @@ import trio.testing
 
 import trioudp
 from trioudp import Overflow, ServerStats, serve_udp, serve_udp_sockets
-from trioudp.testing import VirtualNetwork
 
 from .conftest import open_fds, requires_ipv6
 
@@ -342,7 +342,7 @@ async def test_fairness_under_a_flood_on_the_fast_path(nursery):
             while server.stats.handled < target:
                 handled_at_tick.append(server.stats.handled)
                 await trio.lowlevel.checkpoint()
-        gaps = [b - a for a, b in zip(handled_at_tick, handled_at_tick[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(handled_at_tick)]
         assert max(gaps) <= 2 * batch
         for i in range(150):
             sender.sendto(b"%d" % i, ("127.0.0.1", server.port))

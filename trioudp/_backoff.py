@@ -53,6 +53,7 @@ class Backoff:
         jitter: the relative spread, in [0, 1).
 
     Example:
+        >>> import random
         >>> b = Backoff(initial=1.0, multiplier=2.0, jitter=0.0)
         >>> b.timeouts(3, random.Random(0))
         [1.0, 2.0, 4.0]
@@ -102,9 +103,10 @@ class Backoff:
         """The waits of ``attempts`` attempts, jitter drawn from ``rng``.
 
         Example:
+            >>> import random
             >>> waits = Backoff().timeouts(3, random.Random(1))
             >>> [round(w, 3) for w in waits]
-            [0.927, 2.069, 4.061]
+            [0.927, 2.139, 4.211]
         """
         check_attempts(attempts)
         spread = self.jitter

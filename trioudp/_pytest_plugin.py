@@ -11,8 +11,9 @@ Fixtures:
 
 Marker:
     ``@pytest.mark.virtual_network(latency=..., loss=..., autojump=True)``
-    gives the test a virtual network with those link settings and, unless
-    ``autojump=False``, runs it under pytest-trio's ``autojump_clock``.
+    sets the link settings of the test's ``virtual_network`` fixture and,
+    unless ``autojump=False``, runs the test under
+    ``MockClock(autojump_threshold=0)`` (as pytest-trio's ``autojump_clock``).
 
 Example::
 
@@ -26,15 +27,19 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+import trio.testing
 
-from ._datagram import Datagram
 from ._server import serve_udp
 from .testing import VirtualNetwork
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+
+    from ._datagram import Datagram
 
 _SEED_KEY = pytest.StashKey[int]()
 _MARKER = "virtual_network"
@@ -59,17 +64,27 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _run_with_autojump(
+    fn: Callable[[], Awaitable[object]],
+    *,
+    clock: trio.abc.Clock | None = None,
+    instruments: Sequence[trio.abc.Instrument] = (),
+) -> object:
+    """``trio.run`` on an autojumping MockClock, unless the test brings a clock."""
+    return trio.run(
+        fn,
+        clock=clock or trio.testing.MockClock(autojump_threshold=0),
+        instruments=instruments,
+    )
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         marker = item.get_closest_marker(_MARKER)
-        if marker is None or not isinstance(item, pytest.Function):
-            continue
-        wanted = ["virtual_network"]
-        if marker.kwargs.get("autojump", True):
-            wanted.insert(0, "autojump_clock")
-        for name in wanted:
-            if name not in item.fixturenames:
-                item.fixturenames.append(name)
+        if marker is not None and marker.kwargs.get("autojump", True):
+            # pytest-trio takes the first "trio" marker's run function.
+            item.add_marker(pytest.mark.trio(run=_run_with_autojump), append=False)
 
 
 def seed_for(nodeid: str, override: int | None = None) -> int:
@@ -113,7 +128,9 @@ async def udp_echo_server(
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     seed = item.stash.get(_SEED_KEY, None)
     if seed is not None and report.failed:

@@ -333,8 +333,7 @@ class UDPSocket:
         """
         self._check_open()
         check_payload(data, self._max_payload)
-        address = await self._resolve(address)
-        await self._sock.sendto(data, address)
+        await self._sock.sendto(data, await self._resolve(address))
         self._sent += 1
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:

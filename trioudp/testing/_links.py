@@ -106,6 +106,7 @@ def plan_fate(policy: LinkPolicy, packet_size: int, rng: random.Random) -> Fate:
     same seed and the same sends give the same fates.
 
     Example:
+        >>> import random
         >>> plan_fate(LinkPolicy(latency=0.01), 100, random.Random(0))
         Fate(drop=None, delays=(0.01,))
         >>> plan_fate(LinkPolicy(mtu=576), 1000, random.Random(0)).drop

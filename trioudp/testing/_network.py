@@ -270,15 +270,13 @@ class VirtualNetwork:
         )
         self._bound: dict[Endpoint, list[VirtualSocket]] = {}
         self._wild: dict[tuple[Host, int, int], list[VirtualSocket]] = {}
-        self._next_port: dict[int, int] = {
-            stdlib_socket.AF_INET: _EPHEMERAL_PORTS.start,
-            stdlib_socket.AF_INET6: _EPHEMERAL_PORTS.start,
-        }
+        self._next_port = _EPHEMERAL_PORTS.start
         self._partitions: set[frozenset[Host]] = set()
         self._holds: set[frozenset[Host]] = set()
         self._hold_all = False
         self._held: list[Packet] = []
         self._record = record
+        self._epoch: float | None = None
         self._trace: list[TraceEvent] = []
         self._packets = 0
         self._sent = 0
@@ -311,6 +309,8 @@ class VirtualNetwork:
         old_factory = trio.socket.set_custom_socket_factory(_Factory(self))
         old_resolver = trio.socket.set_custom_hostname_resolver(_Resolver(self))
         self._installed = True
+        if self._epoch is None:
+            self._epoch = trio.current_time()
         try:
             yield self
         finally:
@@ -591,6 +591,11 @@ class VirtualNetwork:
 
     # ---- observing --------------------------------------------------------
 
+    def now(self) -> float:
+        """Seconds on the Trio clock since this network was first installed
+        (the time base of :attr:`trace`)."""
+        return trio.current_time() - (self._epoch or 0.0)
+
     @property
     def trace(self) -> list[TraceEvent]:
         """Every event so far, in order (empty when ``record=False``)."""
@@ -625,12 +630,25 @@ class VirtualNetwork:
 
     # ---- sockets' side ----------------------------------------------------
 
-    def _ports_in_use(self, host: Host, family: int, port: int) -> list[VirtualSocket]:
+    def _users(
+        self, host: Host, family: int, port: int, ip: str | None, *, dual: bool
+    ) -> list[VirtualSocket]:
+        """Sockets a bind of ``ip`` (None: wildcard) on ``port`` would clash with.
+
+        ``dual``: the binding socket is an IPv6 wildcard that also takes IPv4.
+        """
         users = list(self._wild.get((host, family, port), ()))
-        for ip in host.addresses:
-            parsed = canonical_ip(ip)
+        for address in host.addresses if ip is None else (ip,):
+            parsed = canonical_ip(address)
             if parsed is not None and parsed[1] == family:
-                users.extend(self._bound.get((ip, port), ()))
+                users.extend(self._bound.get((address, port), ()))
+        if family == stdlib_socket.AF_INET6 and dual:
+            users.extend(
+                self._users(host, stdlib_socket.AF_INET, port, None, dual=False)
+            )
+        elif family == stdlib_socket.AF_INET:
+            six = self._wild.get((host, stdlib_socket.AF_INET6, port), ())
+            users.extend(sock for sock in six if not sock._v6only)
         return users
 
     def _bind(self, sock: VirtualSocket, ip: str | None, port: int) -> Endpoint:
@@ -646,16 +664,10 @@ class VirtualNetwork:
                 )
             host = found
         if port == 0:
-            port = self._free_port(host, family)
+            port = self._free_port(host)
         else:
-            users = (
-                self._ports_in_use(host, family, port)
-                if ip is None
-                else [
-                    *self._bound.get((ip, port), ()),
-                    *self._wild.get((host, family, port), ()),
-                ]
-            )
+            dual = ip is None and not sock._v6only
+            users = self._users(host, family, port, ip, dual=dual)
             if any(not (sock._shares_port and other._shares_port) for other in users):
                 raise oserror(errno.EADDRINUSE, f"port {port} is taken on {host.name}")
         if ip is None:
@@ -664,19 +676,17 @@ class VirtualNetwork:
         self._bound.setdefault((ip, port), []).append(sock)
         return (ip, port)
 
-    def _free_port(self, host: Host, family: int) -> int:
-        start = self._next_port[family]
+    def _free_port(self, host: Host) -> int:
+        """The next ephemeral port that no socket of ``host`` uses, in any family."""
         size = len(_EPHEMERAL_PORTS)
         for step in range(size):
-            port = (
-                _EPHEMERAL_PORTS.start + (start - _EPHEMERAL_PORTS.start + step) % size
-            )
-            if not self._ports_in_use(host, family, port):
-                self._next_port[family] = (
-                    port + 1
-                    if port + 1 < _EPHEMERAL_PORTS.stop
-                    else _EPHEMERAL_PORTS.start
-                )
+            offset = (self._next_port - _EPHEMERAL_PORTS.start + step) % size
+            port = _EPHEMERAL_PORTS.start + offset
+            if not any(
+                self._users(host, family, port, None, dual=True)
+                for family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6)
+            ):
+                self._next_port = _EPHEMERAL_PORTS.start + (offset + 1) % size
                 return port
         raise oserror(errno.EADDRINUSE, "no ephemeral port is free")
 
@@ -821,7 +831,7 @@ class VirtualNetwork:
         if self._record:
             self._trace.append(
                 TraceEvent(
-                    time=trio.current_time(),
+                    time=self.now(),
                     kind=kind,
                     packet=packet.id,
                     src=packet.src,
