@@ -100,7 +100,7 @@ async def test_datagrams_beyond_max_in_flight_are_dropped_and_counted(
         await trio.testing.wait_all_tasks_blocked()
         stats = server.stats
         assert (stats.received, stats.in_flight, stats.dropped_queue_full) == (5, 2, 3)
-        assert stats.workers == 2
+        assert stats.tasks == 3
         assert accounted(stats) == stats.received
         gate.set()
         await trio.testing.wait_all_tasks_blocked()
@@ -182,7 +182,7 @@ async def test_graceful_shutdown_cancels_handlers_beyond_grace(
     assert trio.current_time() - start_time == 2.0
     assert finished == []
     stats = server.stats
-    assert (stats.dropped_shutdown, stats.in_flight, stats.workers) == (4, 0, 0)
+    assert (stats.dropped_shutdown, stats.in_flight, stats.tasks) == (4, 0, 0)
     assert accounted(stats) == 4
 
 

@@ -3,25 +3,29 @@
 Shape of a running server::
 
     serve_udp_sockets (the task nursery.start runs)
-    └── nursery
-        ├── intake scope: one receive loop per socket
-        │     socket --batch--> bounded deque (overflow dropped and counted)
-        └── worker scope: up to max_in_flight worker tasks, spawned on demand
-              each pops a datagram and awaits handler(datagram) inline
+    └── cancel scope (its deadline ends a shutdown's grace period)
+        └── nursery
+            ├── one receiver task per socket: waits until the socket is
+            │   readable, takes up to batch_size datagrams into a bounded
+            │   queue (overflow dropped and counted), then runs the handlers
+            │   eagerly, in its own task
+            └── one task per handler that suspended
 
-Why workers and not a task per datagram: spawning a Trio task costs more than
-most handlers do. A worker that finds the queue non-empty wakes (or spawns) at
-most one more worker, so a handler that never blocks is served by one task
-with no per-datagram scheduling, while blocking handlers still fan out to
-``max_in_flight`` tasks. Intake and workers each pass a schedule point at least
-every ``batch_size`` datagrams, so other tasks keep running under a flood.
+Why eager handlers: spawning a Trio task, or handing a datagram to another
+task, costs more than most handlers do. The receiver steps each handler
+synchronously (``_eager.start``); a handler that never suspends, like an echo
+whose reply the kernel takes at once, finishes there, so a batch costs one
+trip through Trio's scheduler. When a handler does suspend, the receiver task
+keeps it (it simply awaits the rest) and a new receiver task takes over the
+socket: blocking handlers fan out up to ``max_in_flight``, and nothing moves
+between tasks. A receiver passes a schedule point at least every
+``batch_size`` datagrams, so other tasks keep running under a flood.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import math
 import socket as stdlib_socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 import trio
 
+from . import _eager as eager
 from ._datagram import Datagram
 from ._socket import UDPSocket, bind_udp_socket
 
@@ -84,7 +89,8 @@ class ServerStats:
         dropped_shutdown: queued or in-flight datagrams abandoned by shutdown.
         in_flight: handler calls running now.
         queued: datagrams waiting for a free handler.
-        workers: worker tasks alive now.
+        tasks: tasks the server runs now: one receiver per socket, plus one
+            per handler that is waiting on something.
         receive_errors: per-datagram receive errors (ICMP and such), by errno.
         send_errors: per-datagram reply errors, by errno.
 
@@ -103,7 +109,7 @@ class ServerStats:
     dropped_shutdown: int = 0
     in_flight: int = 0
     queued: int = 0
-    workers: int = 0
+    tasks: int = 0
     receive_errors: dict[str, int] = attrs.field(factory=dict)
     send_errors: dict[str, int] = attrs.field(factory=dict)
 
@@ -171,13 +177,16 @@ class UDPServer:
         self._handler_timeout = handler_timeout
         self._batch_size = batch_size
         self._queue: deque[Datagram] = deque()
-        self._parked = trio.lowlevel.ParkingLot()
-        self._worker_nursery: trio.Nursery | None = None
-        self._intake_scope = trio.CancelScope()
-        self._worker_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        # Everything the server runs lives under this scope; its deadline is
+        # the end of a shutdown's grace period.
+        self._scope = trio.CancelScope()
+        # The scopes of receivers waiting for datagrams now.
+        self._waits: set[trio.CancelScope] = set()
         self._stopped = trio.Event()
         self._stopping = False
-        self._workers = 0
+        self._intakes = 0
+        self._tasks = 0
         self._in_flight = 0
         self._handled = 0
         self._handler_errors = 0
@@ -215,7 +224,7 @@ class UDPServer:
             dropped_shutdown=self._dropped_shutdown,
             in_flight=self._in_flight,
             queued=len(self._queue),
-            workers=self._workers,
+            tasks=self._tasks,
             receive_errors=_merge_counts([s.receive_errors for s in socket_stats]),
             send_errors=_merge_counts([s.send_errors for s in socket_stats]),
         )
@@ -233,22 +242,22 @@ class UDPServer:
         cancelled and counted in ``dropped_shutdown``. Calling it again can
         only shorten the grace period.
         """
-        if grace < 0 or math.isnan(grace):
+        if not grace >= 0:
             msg = f"grace must be >= 0 seconds, not {grace!r}"
             raise ValueError(msg)
         self._stopping = True
-        self._intake_scope.cancel()
+        for wait in self._waits:
+            wait.cancel()
         deadline = trio.current_time() + grace
-        self._worker_scope.deadline = min(self._worker_scope.deadline, deadline)
-        self._cancel_workers_if_idle()
+        self._scope.deadline = min(self._scope.deadline, deadline)
 
     async def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop gracefully and wait until the server has stopped.
 
-        See :meth:`begin_shutdown`. When it returns, every worker task has
-        finished and every socket is closed. Called from one of this server's
-        own handlers it waits for that handler too, so the full ``grace``
-        passes; use :meth:`begin_shutdown` there instead.
+        See :meth:`begin_shutdown`. When it returns, every task of the server
+        has finished and every socket is closed. Called from one of this
+        server's own handlers it waits for that handler too, so the full
+        ``grace`` passes; use :meth:`begin_shutdown` there instead.
 
         Example::
 
@@ -258,20 +267,19 @@ class UDPServer:
         self.begin_shutdown(grace)
         await self._stopped.wait()
 
-    def _cancel_workers_if_idle(self) -> None:
-        if self._stopping and not self._queue and not self._in_flight:
-            self._worker_scope.cancel()
-
     # ---- running ---------------------------------------------------------
 
     async def _serve(
         self, task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._run_workers)
-                nursery.start_soon(self._run_intake)
-                task_status.started(self)
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    for sock in self._sockets:
+                        self._intakes += 1
+                        self._spawn(self._intake, sock)
+                    task_status.started(self)
         finally:
             self._dropped_shutdown += len(self._queue)
             self._queue.clear()
@@ -279,30 +287,50 @@ class UDPServer:
                 sock.close()
             self._stopped.set()
 
-    async def _run_intake(self) -> None:
-        with self._intake_scope:
-            async with trio.open_nursery() as nursery:
-                for sock in self._sockets:
-                    nursery.start_soon(self._intake, sock)
-        # Every socket was closed under us: wind down as a shutdown would.
-        if not self._stopping:
-            self.begin_shutdown()
+    def _spawn(
+        self, task: Callable[[UDPSocket], Awaitable[None]], sock: UDPSocket
+    ) -> None:
+        assert self._nursery is not None
+        self._tasks += 1
+        self._nursery.start_soon(task, sock)
 
     async def _intake(self, sock: UDPSocket) -> None:
-        batch_size = self._batch_size
-        while True:
-            try:
-                batch = await sock._receive_batch(batch_size)
-            except trio.ClosedResourceError:
-                return
-            if batch:
-                self._enqueue(batch)
+        """Receive on ``sock`` and handle what arrives, until a handler blocks:
+        then a new intake task takes the socket over and this one finishes
+        that handler, then helps with the queue."""
+        still_intake = True
+        try:
+            # Cancelled by begin_shutdown only while waiting for datagrams,
+            # never while a handler runs in this task.
+            with trio.CancelScope() as waiting:
+                while not self._stopping:
+                    still_intake = await self._serve_queue(sock)
+                    if not still_intake:
+                        break
+                    self._waits.add(waiting)
+                    try:
+                        batch = await sock._receive_batch(self._batch_size)
+                    except trio.ClosedResourceError:
+                        break
+                    finally:
+                        self._waits.discard(waiting)
+                    self._enqueue(batch)
+            if still_intake:
+                still_intake = False
+                self._intake_ended()
+            await self._serve_queue(None)
+        finally:
+            self._tasks -= 1
+            if still_intake:  # pragma: no cover  (only when cancelled outright)
+                self._intakes -= 1
+
+    def _intake_ended(self) -> None:
+        self._intakes -= 1
+        if not self._intakes and not self._stopping:
+            # Every socket was closed under us: wind down as a shutdown would.
+            self.begin_shutdown()
 
     def _enqueue(self, batch: list[Datagram]) -> None:
-        if self._stopping:
-            # Received in the same round that shutdown began.
-            self._dropped_shutdown += len(batch)
-            return
         queue = self._queue
         capacity = self._capacity
         for datagram in batch:
@@ -312,60 +340,35 @@ class UDPServer:
                     continue
                 queue.popleft()
             queue.append(datagram)
-        if queue and not self._ready_workers():
-            self._wake_worker()
 
-    def _ready_workers(self) -> int:
-        """Workers that will take the next queued datagram: neither parked nor
-        inside a handler (running, at a checkpoint, or woken and about to run)."""
-        return self._workers - len(self._parked) - self._in_flight
+    async def _serve_queue(self, intake: UDPSocket | None) -> bool:
+        """Handle queued datagrams while handler slots are free.
 
-    def _wake_worker(self) -> None:
-        if self._parked:
-            self._parked.unpark()
-        elif self._workers < self._max_in_flight and self._worker_nursery is not None:
-            self._workers += 1
-            self._worker_nursery.start_soon(self._worker)
-
-    async def _run_workers(self, task_status: trio.TaskStatus[None]) -> None:
-        with self._worker_scope:
-            async with trio.open_nursery() as nursery:
-                self._worker_nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-
-    async def _worker(self) -> None:
+        Each handler runs eagerly in this task; if one suspends and this task
+        is ``intake``'s receiver, a new task takes over receiving. Returns
+        whether this task is still the receiver.
+        """
         queue = self._queue
         since_checkpoint = 0
-        # A worker woken because a handler seemed to block goes back to sleep if
-        # another worker turned out to be free: one worker serves handlers that
-        # never block, so a scheduling round handles at most batch_size of them.
-        woken = True
-        try:
-            while True:
-                if not queue or (woken and self._ready_workers() > 1):
-                    await self._parked.park()
-                    woken = True
-                    continue
-                woken = False
-                datagram = queue.popleft()
-                self._in_flight += 1
-                if queue and not self._ready_workers():
-                    self._wake_worker()
-                try:
-                    await self._handle(datagram)
-                except trio.Cancelled:
-                    self._dropped_shutdown += 1
-                    raise
-                finally:
-                    self._in_flight -= 1
-                self._cancel_workers_if_idle()
-                since_checkpoint += 1
-                if since_checkpoint >= self._batch_size:
-                    since_checkpoint = 0
-                    await trio.lowlevel.checkpoint()
-        finally:
-            self._workers -= 1
+        while queue and self._in_flight < self._max_in_flight:
+            self._in_flight += 1
+            suspended = eager.start(self._handle(queue.popleft()))
+            if suspended is not None:
+                if intake is not None:
+                    self._hand_over(intake)
+                    intake = None
+                await eager.finish(suspended)
+            since_checkpoint += 1
+            if since_checkpoint >= self._batch_size and queue:
+                since_checkpoint = 0
+                await trio.lowlevel.checkpoint()
+        return intake is not None
+
+    def _hand_over(self, sock: UDPSocket) -> None:
+        if self._stopping:
+            self._intake_ended()
+        else:
+            self._spawn(self._intake, sock)
 
     async def _handle(self, datagram: Datagram) -> None:
         try:
@@ -377,6 +380,9 @@ class UDPServer:
                 if scope.cancelled_caught:
                     self._handler_timeouts += 1
                     return
+        except trio.Cancelled:
+            self._dropped_shutdown += 1
+            raise
         except Exception:
             self._handler_errors += 1
             logger.exception(
@@ -386,6 +392,8 @@ class UDPServer:
             )
         else:
             self._handled += 1
+        finally:
+            self._in_flight -= 1
 
     def __repr__(self) -> str:
         return f"<trioudp.UDPServer on {self.addresses!r}>"
