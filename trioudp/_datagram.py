@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from ._address import SocketAddress
     from ._socket import UDPSocket
 
@@ -46,7 +48,7 @@ class Datagram:
         default=None, eq=False, repr=False, alias="origin"
     )
 
-    async def reply(self, data: bytes | bytearray | memoryview) -> None:
+    def reply(self, data: bytes | bytearray | memoryview) -> Coroutine[Any, Any, None]:
         """Send ``data`` back to :attr:`peer` from the socket this came in on.
 
         It is a cancel point; on a real socket it returns without a trip
@@ -56,7 +58,8 @@ class Datagram:
             TypeError: ``data`` is not bytes-like.
             DatagramTooLarge: ``data`` does not fit in one datagram.
             trio.ClosedResourceError: the socket has been closed.
-            RuntimeError: this datagram was built by hand, not received.
+            RuntimeError: this datagram was built by hand, not received
+                (raised when ``reply`` is called).
 
         Example::
 
@@ -69,4 +72,5 @@ class Datagram:
                 " nowhere to reply from; use UDPSocket.send_to instead"
             )
             raise RuntimeError(msg)
-        await self._origin._reply(data, self.peer)
+        # Returning the socket's coroutine saves a layer on the hot path.
+        return self._origin._reply(data, self.peer)

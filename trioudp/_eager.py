@@ -13,17 +13,18 @@ import types
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Generator
+    from collections.abc import Awaitable, Generator
 
 __all__ = ["Suspended", "finish", "start"]
 
-#: A coroutine that has suspended once, with the value it yielded to the
-#: event loop (a Trio trap) that still has to be passed on.
-Suspended: TypeAlias = "tuple[Coroutine[Any, Any, None], object]"
+#: An awaitable's iterator (``awaitable.__await__()``) that has suspended
+#: once, with the value it yielded to the event loop (a Trio trap) that still
+#: has to be passed on.
+Suspended: TypeAlias = "tuple[Generator[Any, Any, Any], object]"
 
 
-def start(coro: Coroutine[Any, Any, None]) -> Suspended | None:
-    """Step ``coro`` until it finishes (return None) or first suspends.
+def start(awaitable: Awaitable[object]) -> Suspended | None:
+    """Step ``awaitable`` until it finishes (return None) or first suspends.
 
     Exceptions it raises before suspending propagate.
 
@@ -33,6 +34,7 @@ def start(coro: Coroutine[Any, Any, None]) -> Suspended | None:
         >>> start(quick()) is None
         True
     """
+    coro = awaitable.__await__()
     try:
         yielded = coro.send(None)
     except StopIteration:

@@ -309,12 +309,20 @@ class UDPServer:
                         break
                     self._waits.add(waiting)
                     try:
-                        batch = await sock._receive_batch(self._batch_size)
+                        if sock.is_fast:
+                            await sock._wait_readable()
+                        else:
+                            datagram = await sock._receive_counted()
                     except trio.ClosedResourceError:
                         break
                     finally:
                         self._waits.discard(waiting)
-                    self._enqueue(batch)
+                    if sock.is_fast:
+                        still_intake = await self._take_ready(sock)
+                        if not still_intake:
+                            break
+                    elif datagram is not None:
+                        self._enqueue(datagram)
             if still_intake:
                 still_intake = False
                 self._intake_ended()
@@ -330,16 +338,35 @@ class UDPServer:
             # Every socket was closed under us: wind down as a shutdown would.
             self.begin_shutdown()
 
-    def _enqueue(self, batch: list[Datagram]) -> None:
+    def _enqueue(self, datagram: Datagram) -> None:
         queue = self._queue
-        capacity = self._capacity
-        for datagram in batch:
-            if len(queue) + self._in_flight >= capacity:
-                self._dropped_queue_full += 1
-                if self._overflow is Overflow.DROP_NEWEST or not queue:
-                    continue
-                queue.popleft()
-            queue.append(datagram)
+        if len(queue) + self._in_flight >= self._capacity:
+            self._dropped_queue_full += 1
+            if self._overflow is Overflow.DROP_NEWEST or not queue:
+                return
+            queue.popleft()
+        queue.append(datagram)
+
+    async def _take_ready(self, sock: UDPSocket) -> bool:
+        """Fast path: take up to ``batch_size`` datagrams the kernel holds,
+        handling each as it comes so replies leave at once (clients pipeline).
+        Returns whether this task is still the receiver."""
+        receive_nowait = sock._receive_nowait
+        queue = self._queue
+        now = trio.current_time()
+        for _ in range(self._batch_size):
+            datagram = receive_nowait(now)
+            if datagram is None:
+                break
+            if queue or self._in_flight >= self._max_in_flight:
+                self._enqueue(datagram)
+                continue
+            rest = self._start(datagram)
+            if rest is not None:
+                self._hand_over(sock)
+                await rest
+                return False
+        return True
 
     async def _serve_queue(self, intake: UDPSocket | None) -> bool:
         """Handle queued datagrams while handler slots are free.
@@ -351,18 +378,61 @@ class UDPServer:
         queue = self._queue
         since_checkpoint = 0
         while queue and self._in_flight < self._max_in_flight:
-            self._in_flight += 1
-            suspended = eager.start(self._handle(queue.popleft()))
-            if suspended is not None:
+            rest = self._start(queue.popleft())
+            if rest is not None:
                 if intake is not None:
                     self._hand_over(intake)
                     intake = None
-                await eager.finish(suspended)
+                await rest
             since_checkpoint += 1
             if since_checkpoint >= self._batch_size and queue:
                 since_checkpoint = 0
                 await trio.lowlevel.checkpoint()
         return intake is not None
+
+    def _start(self, datagram: Datagram) -> Awaitable[None] | None:
+        """Run the handler eagerly until it finishes (None) or suspends (then
+        the awaitable rest of it, accounting included)."""
+        self._in_flight += 1
+        if self._handler_timeout is not None:
+            suspended = eager.start(self._handle(datagram))
+            return None if suspended is None else eager.finish(suspended)
+        coro = self._handler(datagram).__await__()
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            self._handled += 1
+        except Exception:
+            self._handler_failed(datagram)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+        else:
+            return self._finish(datagram, (coro, yielded))
+        self._in_flight -= 1
+        return None
+
+    async def _finish(self, datagram: Datagram, suspended: eager.Suspended) -> None:
+        """The rest of a handler that suspended, with its accounting."""
+        try:
+            await eager.finish(suspended)
+        except trio.Cancelled:
+            self._dropped_shutdown += 1
+            raise
+        except Exception:
+            self._handler_failed(datagram)
+        else:
+            self._handled += 1
+        finally:
+            self._in_flight -= 1
+
+    def _handler_failed(self, datagram: Datagram) -> None:
+        self._handler_errors += 1
+        logger.exception(
+            "UDP handler %r failed on a datagram from %r; the server goes on",
+            getattr(self._handler, "__qualname__", self._handler),
+            datagram.peer,
+        )
 
     def _hand_over(self, sock: UDPSocket) -> None:
         if self._stopping:
@@ -371,27 +441,21 @@ class UDPServer:
             self._spawn(self._intake, sock)
 
     async def _handle(self, datagram: Datagram) -> None:
+        """The handler under ``handler_timeout``, with its accounting."""
+        assert self._handler_timeout is not None
         try:
-            if self._handler_timeout is None:
+            with trio.move_on_after(self._handler_timeout) as scope:
                 await self._handler(datagram)
-            else:
-                with trio.move_on_after(self._handler_timeout) as scope:
-                    await self._handler(datagram)
-                if scope.cancelled_caught:
-                    self._handler_timeouts += 1
-                    return
         except trio.Cancelled:
             self._dropped_shutdown += 1
             raise
         except Exception:
-            self._handler_errors += 1
-            logger.exception(
-                "UDP handler %r failed on a datagram from %r; the server goes on",
-                getattr(self._handler, "__qualname__", self._handler),
-                datagram.peer,
-            )
+            self._handler_failed(datagram)
         else:
-            self._handled += 1
+            if scope.cancelled_caught:
+                self._handler_timeouts += 1
+            else:
+                self._handled += 1
         finally:
             self._in_flight -= 1
 

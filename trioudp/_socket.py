@@ -31,7 +31,7 @@ from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
     from types import TracebackType
 
     from typing_extensions import Self
@@ -343,34 +343,37 @@ class UDPSocket:
         await self._sock.send(data)
         self._sent += 1
 
-    async def _send_reply(
-        self, data: bytes | bytearray | memoryview, address: SocketAddress
-    ) -> None:
-        """Send without a schedule point when the kernel takes the datagram at
-        once (the server's workers provide the schedule points)."""
-        fast = self._fast
-        if fast is None:
-            await self._sock.sendto(data, address)
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            while True:
-                self._check_open()
-                try:
-                    fast.sendto(data, address)
-                    break
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self._sock)
-        self._sent += 1
-
     async def _reply(
         self, data: bytes | bytearray | memoryview, peer: SocketAddress
     ) -> None:
-        """Send a reply; per-datagram network errors are counted, not raised."""
-        self._check_open()
-        check_payload(data, self._max_payload)
+        """Send a reply; per-datagram network errors are counted, not raised.
+
+        On a real socket a reply the kernel takes at once needs no trip
+        through the scheduler (the server provides the schedule points).
+        """
+        if self._closed:
+            self._check_open()
+        if type(data) is not bytes or len(data) > self._max_payload:
+            check_payload(data, self._max_payload)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        fast = self._fast
+        if fast is not None:
+            try:
+                fast.sendto(data, peer)
+            except OSError:
+                pass  # full buffer or an ICMP report: the careful path below
+            else:
+                self._sent += 1
+                self._replied += 1
+                return
+        await self._reply_carefully(data, peer)
+
+    async def _reply_carefully(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> None:
         for attempt in range(2):
             try:
-                await self._send_reply(data, peer)
+                await self._send_waiting(data, peer)
             except OSError as exc:
                 if exc.errno not in TRANSIENT_ERRNOS:
                     raise
@@ -380,6 +383,23 @@ class UDPSocket:
             else:
                 self._replied += 1
                 return
+
+    async def _send_waiting(
+        self, data: bytes | bytearray | memoryview, address: SocketAddress
+    ) -> None:
+        """Send, waiting for buffer space if need be."""
+        fast = self._fast
+        if fast is None:
+            await self._sock.sendto(data, address)
+        else:
+            while True:
+                self._check_open()
+                try:
+                    fast.sendto(data, address)
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._sock)
+        self._sent += 1
 
     def _count_error(self, table: dict[str, int], exc: OSError, peer: object) -> None:
         name = _errno_name(exc)
@@ -442,44 +462,54 @@ class UDPSocket:
             origin=self,
         )
 
-    async def _receive_batch(self, limit: int) -> list[Datagram]:
-        """Wait until the socket is readable, then take up to ``limit`` datagrams.
+    async def _receive_counted(self) -> Datagram | None:
+        """:meth:`receive`, but a per-datagram network error (an ICMP report)
+        is counted and returns None instead of raising."""
+        try:
+            return await self.receive()
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ERRNOS:
+                raise
+            self._count_error(self._receive_errors, exc, None)
+            return None
 
-        One trip through the scheduler per batch on the fast path. Per-datagram
-        network errors are counted and skipped. The result may be empty.
-        """
-        fast = self._fast
-        if fast is None:
-            try:
-                return [await self.receive()]
-            except OSError as exc:
-                if exc.errno not in TRANSIENT_ERRNOS:
-                    raise
-                self._count_error(self._receive_errors, exc, None)
-                return []
+    async def _wait_readable(self) -> None:
+        """Fast path only: wait until a datagram (or an error) is queued."""
         self._check_open()
         await trio.lowlevel.wait_readable(self._sock)
-        now = trio.current_time()
-        batch: list[Datagram] = []
-        recvfrom: Callable[[int], tuple[bytes, SocketAddress]] = fast.recvfrom
-        accept = self._accept
+
+    def _receive_nowait(self, now: float) -> Datagram | None:
+        """Fast path only: the next queued datagram, or None if there is none.
+
+        ``now`` is its ``received_at`` (one clock reading serves a batch).
+        Oversize datagrams and per-datagram network errors are counted and
+        skipped.
+        """
+        fast = self._fast
+        assert fast is not None
         bufsize = self._bufsize
-        for _ in range(limit):
+        while True:
             try:
-                data, peer = recvfrom(bufsize)
+                data, peer = fast.recvfrom(bufsize)
             except BlockingIOError:
-                break
+                return None
             except OSError as exc:
                 if self._closed:
-                    break
+                    return None
                 if exc.errno not in TRANSIENT_ERRNOS:
                     raise
                 self._count_error(self._receive_errors, exc, None)
                 continue
-            datagram = accept(data, peer, now)
-            if datagram is not None:
-                batch.append(datagram)
-        return batch
+            if len(data) < bufsize:
+                self._received += 1
+                return Datagram(
+                    data=data,
+                    peer=peer,
+                    local=self._local or self._local_for_datagrams(),
+                    received_at=now,
+                    origin=self,
+                )
+            self._dropped_oversize += 1
 
     def __aiter__(self) -> AsyncIterator[Datagram]:
         return self
