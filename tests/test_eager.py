@@ -28,7 +28,7 @@ async def test_a_suspended_coroutine_finishes_in_the_same_task():
 
     async def slow():
         tasks.append(trio.lowlevel.current_task())
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         tasks.append(trio.lowlevel.current_task())
         return None
 
@@ -51,7 +51,7 @@ async def test_cancellation_and_errors_pass_through_finish(autojump_clock):
     assert trio.current_time() == 1
 
     async def fails_later():
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         raise KeyError("late")
 
     with pytest.raises(KeyError, match="late"):
