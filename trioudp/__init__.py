@@ -31,6 +31,10 @@ from ._errors import InvalidAddress as InvalidAddress
 from ._errors import PeerUnreachable as PeerUnreachable
 from ._errors import RequestTimeout as RequestTimeout
 from ._errors import TrioUDPError as TrioUDPError
+from ._limits import AccessList as AccessList
+from ._limits import AmplificationGuard as AmplificationGuard
+from ._limits import RateLimit as RateLimit
+from ._limits import RateLimiter as RateLimiter
 from ._server import Overflow as Overflow
 from ._server import ServerStats as ServerStats
 from ._server import UDPServer as UDPServer
@@ -44,6 +48,8 @@ from ._socket import open_udp_socket as open_udp_socket
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessList",
+    "AmplificationGuard",
     "Backoff",
     "BindError",
     "ClientStats",
@@ -54,6 +60,8 @@ __all__ = [
     "OnUnreachable",
     "Overflow",
     "PeerUnreachable",
+    "RateLimit",
+    "RateLimiter",
     "RequestTimeout",
     "ServerStats",
     "SocketAddress",

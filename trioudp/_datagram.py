@@ -48,6 +48,21 @@ class Datagram:
         default=None, eq=False, repr=False, alias="origin"
     )
 
+    def validate_peer(self) -> None:
+        """Lift the server's amplification limit for :attr:`peer`.
+
+        Call it once the handler knows the peer is real (it echoed a cookie,
+        presented a token, completed a handshake). A no-op without a guard.
+
+        Example::
+
+            if valid_cookie(datagram.data):
+                datagram.validate_peer()
+        """
+        origin = self._origin
+        if origin is not None and origin._guard is not None:
+            origin._guard.validate((self.peer[0], self.peer[1]))
+
     def reply(self, data: bytes | bytearray | memoryview) -> Coroutine[Any, Any, None]:
         """Send ``data`` back to :attr:`peer` from the socket this came in on.
 

@@ -36,6 +36,7 @@ import trio
 
 from . import _eager as eager
 from ._datagram import Datagram
+from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
 from ._socket import UDPSocket, bind_udp_socket
 
 if TYPE_CHECKING:
@@ -74,8 +75,7 @@ class ServerStats:
 
     Every datagram received is, at any moment, exactly one of: handled,
     a handler error, a handler timeout, dropped for a reason, in flight, or
-    queued; ``received == handled + handler_errors + handler_timeouts +
-    dropped_queue_full + dropped_shutdown + in_flight + queued``.
+    queued; see :attr:`accounted`, which always equals ``received``.
     Oversize datagrams are dropped before they count as received.
 
     Attributes:
@@ -87,6 +87,16 @@ class ServerStats:
         dropped_queue_full: datagrams dropped because the queue was full.
         dropped_oversize: datagrams over ``max_datagram_size``.
         dropped_shutdown: queued or in-flight datagrams abandoned by shutdown.
+        dropped_rate_limited: datagrams over the source prefix's rate limit.
+        dropped_denied: datagrams from sources the access list refuses.
+        dropped_port_zero: datagrams from source port 0 (never answered: a
+            reply there is always spoofed traffic's).
+        dropped_amplification: replies withheld by the amplification guard
+            (replies, not received datagrams).
+        rate_limited_logged: datagrams over the limit in ``log_only`` mode
+            (counted, handled anyway).
+        kernel_drops: datagrams the kernel dropped because the receive
+            buffer was full (Linux, real sockets; None where unknown).
         in_flight: handler calls running now.
         queued: datagrams waiting for a free handler.
         tasks: tasks the server runs now: one receiver per socket, plus one
@@ -107,6 +117,12 @@ class ServerStats:
     dropped_queue_full: int = 0
     dropped_oversize: int = 0
     dropped_shutdown: int = 0
+    dropped_rate_limited: int = 0
+    dropped_denied: int = 0
+    dropped_port_zero: int = 0
+    dropped_amplification: int = 0
+    rate_limited_logged: int = 0
+    kernel_drops: int | None = None
     in_flight: int = 0
     queued: int = 0
     tasks: int = 0
@@ -115,8 +131,28 @@ class ServerStats:
 
     @property
     def dropped(self) -> int:
-        """All datagrams dropped, whatever the reason."""
-        return self.dropped_queue_full + self.dropped_oversize + self.dropped_shutdown
+        """Received datagrams dropped, whatever the reason (oversize included)."""
+        return (
+            self.dropped_queue_full
+            + self.dropped_oversize
+            + self.dropped_shutdown
+            + self.dropped_rate_limited
+            + self.dropped_denied
+            + self.dropped_port_zero
+        )
+
+    @property
+    def accounted(self) -> int:
+        """The sum of every received datagram's outcome so far; equals ``received``."""
+        return (
+            self.handled
+            + self.handler_errors
+            + self.handler_timeouts
+            + self.dropped
+            - self.dropped_oversize
+            + self.in_flight
+            + self.queued
+        )
 
 
 def _check_settings(
@@ -133,6 +169,11 @@ def _check_settings(
     if handler_timeout is not None and not handler_timeout > 0:
         msg = f"handler_timeout must be a positive number of seconds or None, not {handler_timeout!r}"
         raise ValueError(msg)
+
+
+def _sum_known(counts: Sequence[int | None]) -> int | None:
+    known = [count for count in counts if count is not None]
+    return sum(known) if known else None
 
 
 def _merge_counts(tables: Sequence[dict[str, int]]) -> dict[str, int]:
@@ -168,6 +209,9 @@ class UDPServer:
         overflow: Overflow,
         handler_timeout: float | None,
         batch_size: int,
+        rate_limit: RateLimit | None = None,
+        amplification_factor: float | None = None,
+        access: AccessList | None = None,
     ) -> None:
         self._handler = handler
         self._sockets = tuple(sockets)
@@ -193,6 +237,22 @@ class UDPServer:
         self._handler_timeouts = 0
         self._dropped_queue_full = 0
         self._dropped_shutdown = 0
+        self._dropped_rate_limited = 0
+        self._dropped_denied = 0
+        self._dropped_port_zero = 0
+        self._rate_limited_logged = 0
+        self._limiter = None if rate_limit is None else RateLimiter(rate_limit)
+        self._access = access
+        guard = (
+            None
+            if amplification_factor is None
+            else AmplificationGuard(amplification_factor)
+        )
+        for sock in self._sockets:
+            sock._guard = guard
+        self._screening = (
+            self._limiter is not None or access is not None or guard is not None
+        )
 
     @property
     def sockets(self) -> tuple[UDPSocket, ...]:
@@ -222,6 +282,12 @@ class UDPServer:
             dropped_queue_full=self._dropped_queue_full,
             dropped_oversize=sum(s.dropped_oversize for s in socket_stats),
             dropped_shutdown=self._dropped_shutdown,
+            dropped_rate_limited=self._dropped_rate_limited,
+            dropped_denied=self._dropped_denied,
+            dropped_port_zero=self._dropped_port_zero,
+            dropped_amplification=sum(s.dropped_amplification for s in socket_stats),
+            rate_limited_logged=self._rate_limited_logged,
+            kernel_drops=_sum_known([sock.kernel_drops() for sock in self._sockets]),
             in_flight=self._in_flight,
             queued=len(self._queue),
             tasks=self._tasks,
@@ -321,7 +387,7 @@ class UDPServer:
                         still_intake = await self._take_ready(sock)
                         if not still_intake:
                             break
-                    elif datagram is not None:
+                    elif datagram is not None and self._admit(datagram):
                         self._enqueue(datagram)
             if still_intake:
                 still_intake = False
@@ -337,6 +403,32 @@ class UDPServer:
         if not self._intakes and not self._stopping:
             # Every socket was closed under us: wind down as a shutdown would.
             self.begin_shutdown()
+
+    def _admit(self, datagram: Datagram) -> bool:
+        """Screen a datagram before any handler sees it; count what is refused."""
+        ip, port = datagram.peer[0], datagram.peer[1]
+        if not port:
+            self._dropped_port_zero += 1
+            return False
+        if self._access is not None and not self._access.admits(ip):
+            self._dropped_denied += 1
+            return False
+        limiter = self._limiter
+        if limiter is not None and not limiter.allow(ip, datagram.received_at):
+            if not limiter.policy.log_only:
+                self._dropped_rate_limited += 1
+                return False
+            self._rate_limited_logged += 1
+            if self._rate_limited_logged & (self._rate_limited_logged - 1) == 0:
+                logger.warning(
+                    "rate limit exceeded by %s (log_only: handled anyway), %d times",
+                    ip,
+                    self._rate_limited_logged,
+                )
+        guard = datagram._origin._guard if datagram._origin is not None else None
+        if guard is not None:
+            guard.on_receive((ip, port), len(datagram.data))
+        return True
 
     def _enqueue(self, datagram: Datagram) -> None:
         queue = self._queue
@@ -358,6 +450,8 @@ class UDPServer:
             datagram = receive_nowait(now)
             if datagram is None:
                 break
+            if (self._screening or not datagram.peer[1]) and not self._admit(datagram):
+                continue
             if queue or self._in_flight >= self._max_in_flight:
                 self._enqueue(datagram)
                 continue
@@ -472,6 +566,9 @@ async def serve_udp_sockets(
     overflow: Overflow | str = Overflow.DROP_NEWEST,
     handler_timeout: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    rate_limit: RateLimit | None = None,
+    amplification_factor: float | None = None,
+    access: AccessList | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve datagrams arriving on already-open sockets; never returns normally
@@ -494,7 +591,15 @@ async def serve_udp_sockets(
             counted in ``stats.handler_timeouts``; None for no limit.
         batch_size: most datagrams taken per scheduling round; bounds how long
             other tasks wait under a flood.
+        rate_limit: a per-source-prefix :class:`RateLimit`; None for none.
+        amplification_factor: replies to a peer not yet validated
+            (:meth:`Datagram.validate_peer`) may total at most this many times
+            the bytes received from it (3 is QUIC's rule); None for no limit.
+        access: an :class:`AccessList` of networks allowed and denied.
         task_status: reports the :class:`UDPServer` once receiving has begun.
+
+    Datagrams from source port 0 are always dropped and counted: no real
+    client sends from it, and answering it only serves reflection attacks.
 
     Error handling:
         A handler's exception is logged on the ``trioudp`` logger with its
@@ -523,12 +628,19 @@ async def serve_udp_sockets(
         overflow=Overflow(overflow),
         handler_timeout=handler_timeout,
         batch_size=batch_size,
+        rate_limit=rate_limit,
+        amplification_factor=amplification_factor,
+        access=access,
     )
     await server._serve(task_status)
 
 
 async def open_udp_sockets(
-    port: int, host: str | None = None, *, max_datagram_size: int | None = None
+    port: int,
+    host: str | None = None,
+    *,
+    max_datagram_size: int | None = None,
+    receive_buffer: int | None = None,
 ) -> list[UDPSocket]:
     """Bind the sockets :func:`serve_udp` serves: one for ``host``, or for
     ``host=None`` one IPv4 and (where the host has IPv6) one IPv6 wildcard
@@ -550,7 +662,11 @@ async def open_udp_sockets(
             bind_port = sockets[0].local_address[1] if sockets else port
             try:
                 sock = await bind_udp_socket(
-                    host, bind_port, family=family, max_datagram_size=max_datagram_size
+                    host,
+                    bind_port,
+                    family=family,
+                    max_datagram_size=max_datagram_size,
+                    receive_buffer=receive_buffer,
                 )
             except OSError as exc:
                 if sockets and family == stdlib_socket.AF_INET6:
@@ -577,6 +693,10 @@ async def serve_udp(
     handler_timeout: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_datagram_size: int | None = None,
+    receive_buffer: int | None = None,
+    rate_limit: RateLimit | None = None,
+    amplification_factor: float | None = None,
+    access: AccessList | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve UDP on ``port``, calling ``handler(datagram)`` for each datagram.
@@ -590,8 +710,11 @@ async def serve_udp(
         port: the port to bind; 0 picks a free one (see ``server.port``).
         host: the address to bind; None binds all addresses, IPv4 and IPv6.
         max_datagram_size: larger datagrams are dropped and counted.
-        max_in_flight, queue_size, overflow, handler_timeout, batch_size:
-            see :func:`serve_udp_sockets`.
+        receive_buffer: bytes of kernel receive buffer to ask for
+            (``SO_RCVBUF``); a warning is logged if the kernel grants less.
+        max_in_flight, queue_size, overflow, handler_timeout, batch_size,
+            rate_limit, amplification_factor, access: see
+            :func:`serve_udp_sockets`.
         task_status: reports the :class:`UDPServer`.
 
     Raises:
@@ -606,7 +729,9 @@ async def serve_udp(
             server = await nursery.start(trioudp.serve_udp, handler, 12345)
     """
     _check_settings(max_in_flight, queue_size, batch_size, handler_timeout)
-    sockets = await open_udp_sockets(port, host, max_datagram_size=max_datagram_size)
+    sockets = await open_udp_sockets(
+        port, host, max_datagram_size=max_datagram_size, receive_buffer=receive_buffer
+    )
     await serve_udp_sockets(
         handler,
         sockets,
@@ -615,5 +740,8 @@ async def serve_udp(
         overflow=overflow,
         handler_timeout=handler_timeout,
         batch_size=batch_size,
+        rate_limit=rate_limit,
+        amplification_factor=amplification_factor,
+        access=access,
         task_status=task_status,
     )

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._limits import AmplificationGuard
+
 __all__ = ["SocketStats", "UDPSocket", "open_udp_socket"]
 
 logger = logging.getLogger("trioudp")
@@ -80,6 +82,8 @@ class SocketStats:
         replied: datagrams sent through :meth:`Datagram.reply`.
         dropped_oversize: datagrams received larger than the socket's
             ``max_datagram_size``, discarded without being handed on.
+        dropped_amplification: replies withheld by a server's amplification
+            guard.
         receive_errors: per-datagram errors while receiving, by errno name.
         send_errors: per-datagram errors while replying, by errno name.
 
@@ -92,6 +96,7 @@ class SocketStats:
     sent: int = 0
     replied: int = 0
     dropped_oversize: int = 0
+    dropped_amplification: int = 0
     receive_errors: dict[str, int] = attrs.field(factory=dict)
     send_errors: dict[str, int] = attrs.field(factory=dict)
 
@@ -176,6 +181,9 @@ class UDPSocket:
         self._dropped_oversize = 0
         self._receive_errors: dict[str, int] = {}
         self._send_errors: dict[str, int] = {}
+        self._dropped_amplification = 0
+        # Set by a server that limits amplification (see serve_udp_sockets).
+        self._guard: AmplificationGuard | None = None
 
     # ---- state -----------------------------------------------------------
 
@@ -229,9 +237,30 @@ class UDPSocket:
             sent=self._sent,
             replied=self._replied,
             dropped_oversize=self._dropped_oversize,
+            dropped_amplification=self._dropped_amplification,
             receive_errors=dict(self._receive_errors),
             send_errors=dict(self._send_errors),
         )
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped for this socket (receive buffer full).
+
+        Read from ``/proc/net/udp`` and ``/proc/net/udp6`` on Linux; None on
+        other systems and for virtual sockets.
+        """
+        if self._fast is None or self._closed:
+            return None
+        try:
+            inode = str(os.fstat(self._fast.fileno()).st_ino)
+            for table in ("/proc/net/udp", "/proc/net/udp6"):
+                with open(table) as lines:
+                    for line in lines:
+                        fields = line.split()
+                        if len(fields) > 12 and fields[9] == inode:
+                            return int(fields[-1])
+        except OSError:
+            return None
+        return None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -356,6 +385,12 @@ class UDPSocket:
         if type(data) is not bytes or len(data) > self._max_payload:
             check_payload(data, self._max_payload)
         await trio.lowlevel.checkpoint_if_cancelled()
+        guard = self._guard
+        if guard is not None and not guard.may_send(
+            (peer[0], peer[1]), len(memoryview(data))
+        ):
+            self._dropped_amplification += 1
+            return
         fast = self._fast
         if fast is not None:
             try:
@@ -533,6 +568,7 @@ async def open_udp_socket(
     family: int = 0,
     reuse_port: bool = False,
     max_datagram_size: int | None = None,
+    receive_buffer: int | None = None,
 ) -> AsyncIterator[UDPSocket]:
     """Open a UDP socket bound to ``(host, port)`` and close it afterwards.
 
@@ -544,6 +580,8 @@ async def open_udp_socket(
             ``host`` (IPv4 when ``host`` is None). IPv6 sockets are IPv6-only.
         reuse_port: set ``SO_REUSEPORT`` so several sockets can share the port.
         max_datagram_size: see :class:`UDPSocket`.
+        receive_buffer: bytes of kernel receive buffer to ask for
+            (``SO_RCVBUF``); a warning is logged if the kernel grants less.
 
     Raises:
         BindError: the bind failed; it names host, port and the cause.
@@ -562,6 +600,7 @@ async def open_udp_socket(
         family=family,
         reuse_port=reuse_port,
         max_datagram_size=max_datagram_size,
+        receive_buffer=receive_buffer,
     )
     try:
         yield sock
@@ -576,6 +615,7 @@ async def bind_udp_socket(
     family: int = 0,
     reuse_port: bool = False,
     max_datagram_size: int | None = None,
+    receive_buffer: int | None = None,
 ) -> UDPSocket:
     """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket."""
     check_port(port)
@@ -600,11 +640,34 @@ async def bind_udp_socket(
             sock.trio_socket.setsockopt(
                 stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1
             )
+        if receive_buffer is not None:
+            _request_receive_buffer(sock.trio_socket, receive_buffer)
         await sock.bind((host, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _request_receive_buffer(sock: trio.socket.SocketType, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer; warn if the kernel grants less.
+
+    Linux doubles the request for its bookkeeping and caps it at
+    ``net.core.rmem_max``; the doubled value is what ``getsockopt`` reports.
+    """
+    if size < 1:
+        msg = f"receive_buffer must be a positive number of bytes, not {size!r}"
+        raise ValueError(msg)
+    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF)
+    if granted < size:
+        logger.warning(
+            "asked for a %d-byte UDP receive buffer, the kernel granted %d;"
+            " raise net.core.rmem_max (sysctl) to get more",
+            size,
+            granted,
+        )
+    return int(granted)
 
 
 async def _family_of_name(host: str, port: int) -> int:

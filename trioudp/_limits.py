@@ -1,0 +1,234 @@
+"""Protection for servers: rate limits, an amplification guard, allow and deny lists.
+
+Pure: no I/O, no Trio; the clock is passed in. Every table has a fixed size,
+so a flood of spoofed sources cannot exhaust memory: the least recently
+seen entry makes room for a new one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["AccessList", "AmplificationGuard", "RateLimit", "RateLimiter", "prefix_key"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def prefix_key(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> tuple[int, int]:
+    """``(family, network number)`` of ``ip`` cut to its prefix.
+
+    IPv4-mapped IPv6 addresses count as IPv4.
+
+    Example:
+        >>> prefix_key("192.0.2.77", 24, 56) == prefix_key("192.0.2.1", 24, 56)
+        True
+        >>> prefix_key("2001:db8::1", 24, 56) == prefix_key("2001:db8:0:ff::9", 24, 56)
+        True
+    """
+    if ":" not in ip:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big") >> (
+            32 - ipv4_prefix
+        )
+    packed = socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":
+        return 4, int.from_bytes(packed[12:], "big") >> (32 - ipv4_prefix)
+    return 6, int.from_bytes(packed, "big") >> (128 - ipv6_prefix)
+
+
+def _networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+
+
+def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
+    address = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """Settings of a per-source token-bucket rate limit.
+
+    Sources are grouped by address prefix (``/24`` for IPv4 and ``/56`` for
+    IPv6 by default, as DNS Response Rate Limiting does), so that one host
+    cannot dodge the limit by rotating through its neighbours' addresses.
+
+    Args:
+        rate: datagrams per second each prefix may send, on average.
+        burst: how many it may send at once (the bucket's size).
+        ipv4_prefix, ipv6_prefix: the prefix lengths that group sources.
+        table_size: most prefixes tracked at once (memory is bounded by it).
+        log_only: count and log what would be dropped, but drop nothing.
+        exempt: networks never limited (e.g. ``["127.0.0.0/8", "::1/128"]``).
+
+    Example:
+        >>> RateLimit(rate=100, burst=200).ipv4_prefix
+        24
+    """
+
+    rate: float = attrs.field()
+    burst: float = attrs.field()
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    table_size: int = 65_536
+    log_only: bool = False
+    exempt: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
+
+    @rate.validator
+    def _check_rate(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            msg = (
+                f"rate must be a positive number of datagrams per second, not {value!r}"
+            )
+            raise ValueError(msg)
+
+    @burst.validator
+    def _check_burst(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if not (
+            isinstance(value, (int, float)) and math.isfinite(value) and value >= 1
+        ):
+            msg = f"burst must be a number >= 1, not {value!r}"
+            raise ValueError(msg)
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.ipv4_prefix <= 32 or not 0 < self.ipv6_prefix <= 128:
+            msg = f"prefixes must be in 1..32 and 1..128, not /{self.ipv4_prefix} and /{self.ipv6_prefix}"
+            raise ValueError(msg)
+        if self.table_size < 1:
+            msg = f"table_size must be >= 1, not {self.table_size!r}"
+            raise ValueError(msg)
+
+
+class RateLimiter:
+    """Token buckets per source prefix, in a table of fixed size.
+
+    Example:
+        >>> limiter = RateLimiter(RateLimit(rate=1, burst=2))
+        >>> [limiter.allow("192.0.2.1", now=0.0) for _ in range(3)]
+        [True, True, False]
+        >>> limiter.allow("192.0.2.200", now=1.0)  # same /24, one token refilled
+        True
+    """
+
+    def __init__(self, policy: RateLimit) -> None:
+        self.policy = policy
+        # key -> (tokens, time of last update)
+        self._buckets: OrderedDict[tuple[int, int], tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, ip: str, now: float) -> bool:
+        """Take a token for a datagram from ``ip`` at time ``now``; False if none is left."""
+        policy = self.policy
+        if policy.exempt and _in_networks(ip, policy.exempt):
+            return True
+        key = prefix_key(ip, policy.ipv4_prefix, policy.ipv6_prefix)
+        buckets = self._buckets
+        entry = buckets.get(key)
+        if entry is None:
+            tokens = policy.burst
+            if len(buckets) >= policy.table_size:
+                buckets.popitem(last=False)
+        else:
+            tokens, last = entry
+            tokens = min(policy.burst, tokens + (now - last) * policy.rate)
+            buckets.move_to_end(key)
+        allowed = tokens >= 1
+        buckets[key] = (tokens - 1 if allowed else tokens, now)
+        return allowed
+
+
+class AmplificationGuard:
+    """Limits the bytes sent to a peer not yet validated to ``factor`` times
+    the bytes received from it (QUIC's rule, RFC 9000 section 8, k = 3).
+
+    A spoofed source cannot then turn the server into a reflector that
+    multiplies its traffic. Validating a peer (the handler knows it answered a
+    challenge, or holds a token) lifts the limit for it.
+
+    Example:
+        >>> guard = AmplificationGuard(factor=3)
+        >>> guard.on_receive(("192.0.2.1", 5000), 10)
+        >>> guard.may_send(("192.0.2.1", 5000), 30), guard.may_send(("192.0.2.1", 5000), 1)
+        (True, False)
+        >>> guard.validate(("192.0.2.1", 5000))
+        >>> guard.may_send(("192.0.2.1", 5000), 10_000)
+        True
+    """
+
+    def __init__(self, factor: float = 3.0, table_size: int = 65_536) -> None:
+        if not (math.isfinite(factor) and factor >= 1):
+            msg = f"factor must be a number >= 1, not {factor!r}"
+            raise ValueError(msg)
+        if table_size < 1:
+            msg = f"table_size must be >= 1, not {table_size!r}"
+            raise ValueError(msg)
+        self.factor = factor
+        self.table_size = table_size
+        # peer -> [bytes received, bytes sent, validated]
+        self._peers: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def _entry(self, peer: tuple[str, int]) -> list[int]:
+        peers = self._peers
+        entry = peers.get(peer)
+        if entry is None:
+            if len(peers) >= self.table_size:
+                peers.popitem(last=False)
+            entry = peers[peer] = [0, 0, 0]
+        else:
+            peers.move_to_end(peer)
+        return entry
+
+    def on_receive(self, peer: tuple[str, int], size: int) -> None:
+        """Count ``size`` bytes received from ``peer`` (a UDP header's worth
+        at least, so that empty datagrams earn a little credit too)."""
+        self._entry(peer)[0] += max(size, 8)
+
+    def may_send(self, peer: tuple[str, int], size: int) -> bool:
+        """Whether ``size`` more bytes may go to ``peer``; if so, count them."""
+        entry = self._entry(peer)
+        if not entry[2] and entry[1] + size > self.factor * entry[0]:
+            return False
+        entry[1] += size
+        return True
+
+    def validate(self, peer: tuple[str, int]) -> None:
+        """Lift the limit for ``peer``."""
+        self._entry(peer)[2] = 1
+
+
+@attrs.frozen
+class AccessList:
+    """Networks allowed and denied, checked before any handler runs.
+
+    A source is admitted if it is in ``allow`` (or ``allow`` is empty) and
+    not in ``deny``.
+
+    Example:
+        >>> acl = AccessList(allow=["10.0.0.0/8"], deny=["10.6.6.0/24"])
+        >>> acl.admits("10.1.2.3"), acl.admits("10.6.6.6"), acl.admits("192.0.2.1")
+        (True, False, False)
+    """
+
+    allow: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
+    deny: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
+
+    def admits(self, ip: str) -> bool:
+        """Whether datagrams from ``ip`` may reach the handler."""
+        if self.allow and not _in_networks(ip, self.allow):
+            return False
+        return not (self.deny and _in_networks(ip, self.deny))
