@@ -1,0 +1,117 @@
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioudp import AccessList, AmplificationGuard, RateLimit, RateLimiter
+from trioudp._limits import prefix_key
+
+
+def test_prefixes_group_neighbours():
+    assert prefix_key("192.0.2.1", 24, 56) == prefix_key("192.0.2.254", 24, 56)
+    assert prefix_key("192.0.2.1", 24, 56) != prefix_key("192.0.3.1", 24, 56)
+    assert prefix_key("2001:db8:0:1::1", 24, 56) == prefix_key(
+        "2001:db8:0:ff::2", 24, 56
+    )
+    assert prefix_key("2001:db8:0:100::1", 24, 56) != prefix_key("2001:db8::1", 24, 56)
+    assert prefix_key("::ffff:192.0.2.9", 24, 56) == prefix_key("192.0.2.1", 24, 56)
+
+
+def test_token_bucket_exact():
+    limiter = RateLimiter(RateLimit(rate=10, burst=5))
+    assert [limiter.allow("198.51.100.1", 0.0) for _ in range(7)] == [True] * 5 + [
+        False
+    ] * 2
+    assert limiter.allow("198.51.100.1", 0.05) is False  # half a token
+    assert limiter.allow("198.51.100.1", 0.1) is True  # one token refilled
+    assert (
+        limiter.allow("203.0.113.1", 0.1) is True
+    )  # another prefix has its own bucket
+
+
+def test_exempt_networks_are_never_limited():
+    limiter = RateLimiter(RateLimit(rate=1, burst=1, exempt=["127.0.0.0/8"]))
+    assert all(limiter.allow("127.0.0.1", 0.0) for _ in range(100))
+    assert len(limiter) == 0
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=300))
+def test_table_size_is_a_hard_bound(addresses):
+    limiter = RateLimiter(RateLimit(rate=1, burst=1, table_size=16, ipv4_prefix=32))
+    for i, number in enumerate(addresses):
+        limiter.allow(str(ipaddress.IPv4Address(number)), float(i))
+        assert len(limiter) <= 16
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"rate": 0, "burst": 1}, "rate must be"),
+        ({"rate": 1, "burst": 0.5}, "burst must be"),
+        ({"rate": 1, "burst": 1, "ipv4_prefix": 33}, "prefixes must be"),
+        ({"rate": 1, "burst": 1, "table_size": 0}, "table_size"),
+    ],
+)
+def test_bad_rate_limits(settings, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        RateLimit(**settings)
+
+
+def test_amplification_guard_allows_k_times_what_was_received():
+    guard = AmplificationGuard(factor=3)
+    peer = ("192.0.2.1", 4000)
+    guard.on_receive(peer, 100)
+    assert guard.may_send(peer, 200)
+    assert guard.may_send(peer, 100)
+    assert not guard.may_send(peer, 1)
+    guard.on_receive(peer, 1)  # counts as a UDP header's 8 bytes: 24 more may go
+    assert not guard.may_send(peer, 25)
+    assert guard.may_send(peer, 24)
+    guard.validate(peer)
+    assert guard.may_send(peer, 10**9)
+
+
+def test_unknown_peers_get_nothing_and_empty_datagrams_a_little():
+    guard = AmplificationGuard()
+    assert not guard.may_send(("192.0.2.9", 1), 1)
+    guard.on_receive(("192.0.2.9", 1), 0)
+    assert guard.may_send(("192.0.2.9", 1), 24)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 50), st.integers(0, 5000), st.integers(0, 5000)),
+        max_size=200,
+    )
+)
+def test_guard_never_lets_more_than_k_times_through(events):
+    guard = AmplificationGuard(factor=3, table_size=1000)
+    received: dict[int, int] = {}
+    sent: dict[int, int] = {}
+    for peer_number, size_in, size_out in events:
+        peer = ("192.0.2.1", peer_number)
+        guard.on_receive(peer, size_in)
+        received[peer_number] = received.get(peer_number, 0) + max(size_in, 8)
+        if guard.may_send(peer, size_out):
+            sent[peer_number] = sent.get(peer_number, 0) + size_out
+        assert sent.get(peer_number, 0) <= 3 * received[peer_number]
+    assert len(guard) <= 1000
+
+
+def test_bad_guard_settings():
+    with pytest.raises(ValueError, match="factor must be"):
+        AmplificationGuard(factor=0.5)
+    with pytest.raises(ValueError, match="table_size"):
+        AmplificationGuard(table_size=0)
+
+
+def test_access_lists():
+    acl = AccessList(allow=["10.0.0.0/8", "2001:db8::/32"], deny=["10.6.0.0/16"])
+    assert acl.admits("10.1.1.1")
+    assert acl.admits("2001:db8::5")
+    assert acl.admits("::ffff:10.1.1.1")
+    assert not acl.admits("10.6.1.1")
+    assert not acl.admits("192.0.2.1")
+    assert AccessList(deny=["192.0.2.0/24"]).admits("198.51.100.1")
+    assert AccessList().admits("192.0.2.1")
