@@ -12,6 +12,17 @@ import trio
 
 import trioudp
 
+# Exposed to the network, a UDP server needs these: at most 50 datagrams a
+# second from each /24 (bursts of 100; this machine exempt), and replies of
+# at most 3 times the bytes a peer sent, so spoofed sources cannot use the
+# server to flood someone else.
+PROTECTION = {
+    "rate_limit": trioudp.RateLimit(
+        rate=50, burst=100, exempt=["127.0.0.0/8", "::1/128"]
+    ),
+    "amplification_factor": 3,
+}
+
 
 async def echo(datagram: trioudp.Datagram) -> None:
     await datagram.reply(datagram.data)
@@ -21,7 +32,9 @@ async def main(host: str, port: int) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
-                functools.partial(trioudp.serve_udp, echo, port, host=host)
+                functools.partial(
+                    trioudp.serve_udp, echo, port, host=host, **PROTECTION
+                )
             )
             print(f"Echo server is listening on {host}:{server.port}", flush=True)
             async for _ in signals:

@@ -12,6 +12,17 @@ import trio
 
 import trioudp
 
+# Exposed to the network, a UDP server needs these: at most 50 datagrams a
+# second from each /24 (bursts of 100; this machine exempt), and replies of
+# at most 3 times the bytes a peer sent, so spoofed sources cannot use the
+# server to flood someone else.
+PROTECTION = {
+    "rate_limit": trioudp.RateLimit(
+        rate=50, burst=100, exempt=["127.0.0.0/8", "::1/128"]
+    ),
+    "amplification_factor": 3,
+}
+
 
 async def main(host: str, port: int) -> None:
     done = trio.Event()
@@ -29,7 +40,7 @@ async def main(host: str, port: int) -> None:
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            functools.partial(trioudp.serve_udp, handler, port, host=host)
+            functools.partial(trioudp.serve_udp, handler, port, host=host, **PROTECTION)
         )
         print(f"Server is listening on {host}:{server.port}", flush=True)
         await done.wait()

@@ -323,3 +323,45 @@ def test_python_dash_m_and_console_script_agree():
             timeout=TIMEOUT,
         )
         assert direct.stdout == result.stdout
+
+
+def test_serve_turns_protection_on_by_default_and_echo_does_not():
+    parser = _cli.build_parser()
+    serve = _cli.Protection.from_args(parser.parse_args(["serve"]))
+    assert serve.amplification_factor == 3
+    assert (serve.rate_limit.rate, serve.rate_limit.burst) == (50, 100)
+    assert serve.rate_limit.exempt
+    echo = _cli.Protection.from_args(parser.parse_args(["echo"]))
+    assert echo == _cli.Protection()
+    off = _cli.Protection.from_args(
+        parser.parse_args(["serve", "--rate-limit", "0", "--amplification-factor", "0"])
+    )
+    assert off == _cli.Protection()
+
+
+async def test_serve_rate_limits_a_remote_flood(
+    virtual_network, autojump_clock, nursery, capsys
+):
+    server_host = virtual_network.add_host("192.0.2.10")
+    virtual_network.add_host("192.0.2.20")
+    protection = _cli.Protection.from_args(_cli.build_parser().parse_args(["serve"]))
+    with virtual_network.on_host(server_host):
+        server = await nursery.start(
+            functools.partial(
+                _cli._serve_until_exit,
+                functools.partial(_cli.hello_handler, allow_remote_exit=False),
+                "0.0.0.0",
+                12345,
+                "Server is listening on {host}:{port}",
+                watch_signals=False,
+                protection=protection,
+            )
+        )
+    async with trioudp.open_udp_socket("192.0.2.20", 0) as remote:
+        for _ in range(300):
+            await remote.send_to(b"Hello, server!", ("192.0.2.10", 12345))
+    await trio.testing.wait_all_tasks_blocked()
+    stats = server.stats
+    assert (stats.handled, stats.dropped_rate_limited, stats.replied) == (100, 200, 100)
+    capsys.readouterr()
+    await server.shutdown()

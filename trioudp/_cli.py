@@ -13,12 +13,14 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from ._address import is_loopback
 from ._backoff import Backoff
 from ._client import open_udp_client
 from ._errors import TrioUDPError
+from ._limits import RateLimit
 from ._server import UDPServer, open_udp_sockets, serve_udp_sockets
 
 if TYPE_CHECKING:
@@ -91,16 +93,24 @@ async def _serve_until_exit(
     *,
     on_exit: str | None = None,
     watch_signals: bool = True,
+    protection: Protection | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve with the handler ``handler_for(exit_requested)`` builds, until
     the handler or a signal sets ``exit_requested``; then stop gracefully.
     """
     exit_requested = trio.Event()
+    protection = protection or Protection()
     sockets = await open_udp_sockets(port, host)
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
-            functools.partial(serve_udp_sockets, handler_for(exit_requested), sockets)
+            functools.partial(
+                serve_udp_sockets,
+                handler_for(exit_requested),
+                sockets,
+                rate_limit=protection.rate_limit,
+                amplification_factor=protection.amplification_factor,
+            )
         )
         print(banner.format(host=host, port=server.port), flush=True)
         if watch_signals:
@@ -113,6 +123,27 @@ async def _serve_until_exit(
         nursery.cancel_scope.cancel()
 
 
+@attrs.frozen
+class Protection:
+    """The protection settings of a CLI server (none by default)."""
+
+    rate_limit: RateLimit | None = None
+    amplification_factor: float | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Protection:
+        """Settings from ``--rate-limit`` and ``--amplification-factor`` (0 = off)."""
+        rate_limit = None
+        if args.rate_limit > 0:
+            rate_limit = RateLimit(
+                rate=args.rate_limit,
+                burst=max(1.0, 2 * args.rate_limit),
+                exempt=["127.0.0.0/8", "::1/128"],
+            )
+        factor = args.amplification_factor or None
+        return cls(rate_limit=rate_limit, amplification_factor=factor)
+
+
 async def serve_command(args: argparse.Namespace) -> int:
     """``trioudp serve``: the tutorial's server."""
     await _serve_until_exit(
@@ -121,6 +152,7 @@ async def serve_command(args: argparse.Namespace) -> int:
         args.port,
         "Server is listening on {host}:{port}",
         on_exit="Server exiting...",
+        protection=Protection.from_args(args),
     )
     return EXIT_OK
 
@@ -147,7 +179,11 @@ def _listen_handler(
 async def echo_command(args: argparse.Namespace) -> int:
     """``trioudp echo``: answer every datagram with its own bytes."""
     await _serve_until_exit(
-        _echo_handler, args.host, args.port, "Echo server is listening on {host}:{port}"
+        _echo_handler,
+        args.host,
+        args.port,
+        "Echo server is listening on {host}:{port}",
+        protection=Protection.from_args(args),
     )
     return EXIT_OK
 
@@ -239,6 +275,14 @@ def _port(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        msg = f"must be >= 0, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -258,6 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log debug messages"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def protection_options(
+        sub: argparse.ArgumentParser, *, rate: float, factor: float
+    ) -> None:
+        sub.add_argument(
+            "--rate-limit",
+            type=_non_negative_float,
+            default=rate,
+            metavar="N",
+            help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
+            f" bursts of 2N, loopback exempt; 0 = no limit (default {rate:g})",
+        )
+        sub.add_argument(
+            "--amplification-factor",
+            type=_non_negative_float,
+            default=factor,
+            metavar="K",
+            help="reply to each peer with at most K times the bytes it sent"
+            f" (QUIC's anti-amplification rule); 0 = no limit (default {factor:g})",
+        )
 
     def server_parser(
         name: str, help_text: str, default_host: str
@@ -286,10 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept 'exit' from any peer (by default only from loopback)",
     )
+    protection_options(serve, rate=50, factor=3)
     serve.set_defaults(func=serve_command)
-    server_parser(
+    echo = server_parser(
         "echo", "Echo server: answer each datagram with its own bytes.", "127.0.0.1"
-    ).set_defaults(func=echo_command)
+    )
+    protection_options(echo, rate=0, factor=0)
+    echo.set_defaults(func=echo_command)
     server_parser(
         "listen", "Print each datagram received; answer nothing.", "127.0.0.1"
     ).set_defaults(func=listen_command)
