@@ -182,6 +182,7 @@ class UDPSocket:
         self._receive_errors: dict[str, int] = {}
         self._send_errors: dict[str, int] = {}
         self._dropped_amplification = 0
+        self._kernel_drops_at_close: int | None = None
         # Set by a server that limits amplification (see serve_udp_sockets).
         self._guard: AmplificationGuard | None = None
 
@@ -248,7 +249,9 @@ class UDPSocket:
         Read from ``/proc/net/udp`` and ``/proc/net/udp6`` on Linux; None on
         other systems and for virtual sockets.
         """
-        if self._fast is None or self._closed:
+        if self._closed:
+            return self._kernel_drops_at_close
+        if self._fast is None:
             return None
         try:
             inode = str(os.fstat(self._fast.fileno()).st_ino)
@@ -271,6 +274,7 @@ class UDPSocket:
         """Close the socket; waiting receivers get ClosedResourceError. Idempotent."""
         if self._closed:
             return
+        self._kernel_drops_at_close = self.kernel_drops()
         self._closed = True
         if self._fast is not None:
             self._fast.close()
