@@ -37,7 +37,8 @@ def rss_kib(pid: int) -> int:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    msg = "no VmRSS line in /proc/PID/status"
+    raise RuntimeError(msg)
 
 
 async def serve(max_in_flight: int, queue_size: int) -> None:
