@@ -62,9 +62,13 @@ async def measure(handlers: int) -> None:
             await trio.testing.wait_all_tasks_blocked()
         await server.shutdown()
     print(f"RSS of the process before the server   {before_server / 1024:.1f} MiB")
-    print(f"RSS with an idle server                {idle / 1024:.1f} MiB (+{idle - before_server} KiB)")
+    print(
+        f"RSS with an idle server                {idle / 1024:.1f} MiB (+{idle - before_server} KiB)"
+    )
     print(f"RSS with {in_flight:,} handlers in flight    {busy / 1024:.1f} MiB")
-    print(f"bytes per in-flight handler            {(busy - idle) * 1024 / max(in_flight, 1):,.0f}")
+    print(
+        f"bytes per in-flight handler            {(busy - idle) * 1024 / max(in_flight, 1):,.0f}"
+    )
 
 
 def main() -> None:

@@ -129,3 +129,32 @@ def test_payload_check_is_exact(data, limit):
     else:
         with pytest.raises(DatagramTooLarge):
             check_payload(data, limit)
+
+
+@given(st.text(max_size=80))
+def test_parse_host_port_never_crashes_on_text(text):
+    try:
+        host, port = parse_host_port(text, default_port=9)
+    except InvalidAddress:
+        return
+    assert 0 <= port <= 65535
+    assert isinstance(host, str)
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.integers(),
+        st.text(),
+        st.binary(),
+        st.tuples(st.text(), st.integers()),
+    )
+)
+def test_check_address_only_accepts_host_port_tuples(value):
+    try:
+        host, port = check_address(value)
+    except InvalidAddress:
+        return
+    assert isinstance(value, tuple)
+    assert host
+    assert 0 <= port <= 65535

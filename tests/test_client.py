@@ -294,3 +294,11 @@ async def test_bad_arguments(virtual_network):
     async with open_udp_client("127.0.0.1", 9) as client:
         with pytest.raises(TypeError, match="not str"):
             await client.request("text")
+
+
+async def test_zero_attempts_is_an_error_not_the_default(virtual_network):
+    async with open_udp_client("127.0.0.1", 9) as client:
+        with pytest.raises(ValueError, match="attempts must be an int >= 1"):
+            await client.request(b"x", attempts=0)
+        with pytest.raises(ValueError, match="attempts must be an int >= 1"):
+            client.budget(attempts=0)

@@ -21,13 +21,15 @@ import trio
 from ._address import SocketAddress, check_address, check_payload, numeric_family
 from ._backoff import Backoff, check_attempts
 from ._errors import PeerUnreachable, RequestTimeout
-from ._socket import TRANSIENT_ERRNOS, UDPSocket, _family_of_name, open_udp_socket
+from ._socket import (
+    TRANSIENT_ERRNOS,
+    DatagramEndpoint,
+    UDPSocket,
+    _family_of_name,
+    open_udp_socket,
+)
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
-    from typing_extensions import Self
-
     from ._datagram import Datagram
 
 __all__ = ["ClientStats", "Match", "OnUnreachable", "UDPClient", "open_udp_client"]
@@ -104,7 +106,7 @@ class _Waiter:
 
 
 @final
-class UDPClient:
+class UDPClient(DatagramEndpoint):
     """Sends requests to one peer and waits for their replies, retransmitting.
 
     Made by :func:`open_udp_client`. Several tasks may call :meth:`request`
@@ -182,7 +184,9 @@ class UDPClient:
 
             client.budget()  # 7.7 with the defaults: (1 + 2 + 4) * 1.1
         """
-        return (backoff or self._backoff).worst_case(attempts or self._attempts)
+        return (backoff or self._backoff).worst_case(
+            self._attempts if attempts is None else attempts
+        )
 
     # ---- plain datagrams -------------------------------------------------
 
@@ -203,15 +207,6 @@ class UDPClient:
         datagram = await self._sock.receive()
         self._received += 1
         return datagram
-
-    def __aiter__(self) -> AsyncIterator[Datagram]:
-        return self
-
-    async def __anext__(self) -> Datagram:
-        try:
-            return await self.receive()
-        except trio.ClosedResourceError:
-            raise StopAsyncIteration from None
 
     # ---- requests --------------------------------------------------------
 
@@ -250,7 +245,7 @@ class UDPClient:
                 print(reply.data)
         """
         check_payload(data, self._sock._max_payload)
-        attempts = attempts or self._attempts
+        attempts = self._attempts if attempts is None else attempts
         timeouts = (backoff or self._backoff).timeouts(attempts, self._rng)
         match = match or self._match
         if match is None:
@@ -369,17 +364,6 @@ class UDPClient:
     async def aclose(self) -> None:
         """Close the client's socket (a checkpoint)."""
         await self._sock.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<trioudp.UDPClient to {self._peer!r}>"

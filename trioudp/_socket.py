@@ -9,10 +9,12 @@ without one; any other socket object takes the plain ``trio.socket`` path.
 
 from __future__ import annotations
 
+import abc
 import errno
 import logging
 import os
 import socket as stdlib_socket
+import sys
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 
@@ -64,6 +66,10 @@ TRANSIENT_ERRNOS = frozenset(
     )
     if hasattr(errno, name)
 )
+
+#: How long a reply that has begun may wait for buffer space once its
+#: handler has been cancelled.
+REPLY_SHIELD_SECONDS = 0.5
 
 #: ICMP-reported errors that Linux hands to the next send on the socket, which
 #: then does not transmit: the send is worth repeating once.
@@ -121,8 +127,41 @@ def _errno_name(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, str(exc.errno))
 
 
+class DatagramEndpoint(abc.ABC):
+    """What sockets and clients share: ``async with`` closes them, and
+    ``async for`` receives until they are closed."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close; idempotent."""
+
+    @abc.abstractmethod
+    async def receive(self) -> Datagram:
+        """The next datagram."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Datagram]:
+        return self
+
+    async def __anext__(self) -> Datagram:
+        try:
+            return await self.receive()
+        except trio.ClosedResourceError:
+            raise StopAsyncIteration from None
+
+
 @final
-class UDPSocket:
+class UDPSocket(DatagramEndpoint):
     """A UDP socket for Trio: send, receive and reply with datagrams.
 
     Usually made by :func:`open_udp_socket`; wrapping an existing
@@ -285,17 +324,6 @@ class UDPSocket:
         self.close()
         await trio.lowlevel.checkpoint()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # ---- addresses -------------------------------------------------------
 
     async def bind(self, address: tuple[str, int]) -> None:
@@ -408,6 +436,15 @@ class UDPSocket:
         await self._reply_carefully(data, peer)
 
     async def _reply_carefully(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> None:
+        # A reply that has started goes out even if the handler is cancelled
+        # now (a shutdown's grace ran out), unless the socket stays unwritable.
+        with trio.CancelScope(shield=True) as shield:
+            shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
+            await self._reply_with_retry(data, peer)
+
+    async def _reply_with_retry(
         self, data: bytes | bytearray | memoryview, peer: SocketAddress
     ) -> None:
         for attempt in range(2):
@@ -550,15 +587,6 @@ class UDPSocket:
                 )
             self._dropped_oversize += 1
 
-    def __aiter__(self) -> AsyncIterator[Datagram]:
-        return self
-
-    async def __anext__(self) -> Datagram:
-        try:
-            return await self.receive()
-        except trio.ClosedResourceError:
-            raise StopAsyncIteration from None
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._local or "unbound")
         return f"<trioudp.UDPSocket {state}>"
@@ -643,6 +671,13 @@ async def bind_udp_socket(
         if reuse_port:
             sock.trio_socket.setsockopt(
                 stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1
+            )
+        if sys.platform == "win32" and sock.is_fast:  # pragma: no cover
+            # Windows reports ICMP port unreachable as WSAECONNRESET on the
+            # next receive of an unconnected socket; a server must not care.
+            sock.trio_socket.ioctl(  # type: ignore[attr-defined]
+                stdlib_socket.SIO_UDP_CONNRESET,  # type: ignore[attr-defined]
+                False,
             )
         if receive_buffer is not None:
             _request_receive_buffer(sock.trio_socket, receive_buffer)

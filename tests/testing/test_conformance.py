@@ -186,10 +186,9 @@ async def test_rcvbuf_is_doubled_and_bounds_the_queue(network):
         for _ in range(50):
             await a.sendto(b"x" * 1000, b.getsockname())
         received = 0
-        with trio.move_on_after(0.2):
-            while True:
-                await b.recv(2000)
-                received += 1
+        while b.is_readable():  # loopback delivery is done when sendto returns
+            await b.recv(2000)
+            received += 1
         assert 1 <= received < 50
 
 

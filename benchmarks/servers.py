@@ -1,0 +1,70 @@
+"""Reference UDP echo servers for benchmarks/echo.py (each binds 127.0.0.1:--port).
+
+Kinds: trio_naive (one recvfrom/sendto loop on trio.socket), asyncio and
+uvloop (DatagramProtocol), stdlib (a blocking loop). trioudp itself is
+measured as ``python -m trioudp echo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+from typing import cast
+
+import trio
+
+
+async def trio_naive(port: int) -> None:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", port))
+    while True:
+        data, address = await sock.recvfrom(65536)
+        await sock.sendto(data, address)
+
+
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast("asyncio.DatagramTransport", transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)
+
+
+async def asyncio_echo(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", port))
+    await asyncio.Event().wait()
+
+
+def stdlib_echo(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", port))
+        while True:
+            data, address = sock.recvfrom(65536)
+            sock.sendto(data, address)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["trio_naive", "asyncio", "uvloop", "stdlib"])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    try:
+        if args.kind == "trio_naive":
+            trio.run(trio_naive, args.port)
+        elif args.kind == "asyncio":
+            asyncio.run(asyncio_echo(args.port))
+        elif args.kind == "uvloop":
+            import uvloop
+
+            uvloop.run(asyncio_echo(args.port))
+        else:
+            stdlib_echo(args.port)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

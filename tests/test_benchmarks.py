@@ -1,0 +1,62 @@
+"""The benchmark scripts keep working: each runs here on a small workload."""
+
+import re
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def run(name, *args):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_flood_reconciles_every_datagram():
+    out = run("flood.py", "--datagrams", "20000", "--senders", "2")
+    assert "still answering       True" in out
+    assert re.search(
+        r"unaccounted \(sent - received - kernel drops\)\s+0$", out, re.MULTILINE
+    )
+    assert re.search(r"unaccounted \(received - outcomes\)\s+0$", out, re.MULTILINE)
+
+
+def test_memory_reports_bytes_per_handler():
+    out = run("memory.py", "--handlers", "200")
+    assert "RSS with 200 handlers in flight" in out
+    assert re.search(r"bytes per in-flight handler\s+[\d,]+", out)
+
+
+def test_virtual_network_versus_fakenet():
+    out = run("virtual_network.py", "--datagrams", "2000", "--rounds", "1")
+    assert re.search(r"VirtualNetwork / FakeNet = \d+\.\d\d", out)
+
+
+def test_echo_benchmark_runs_side_by_side(tmp_path):
+    out = run(
+        "echo.py",
+        "--only",
+        "c,trio_naive,trioudp",
+        "--scenarios",
+        "throughput",
+        "--duration",
+        "0.5",
+        "--build-dir",
+        str(tmp_path),
+    )
+    rows = {
+        line.split("|")[2].strip(): line
+        for line in out.splitlines()
+        if line.startswith("| throughput")
+    }
+    assert set(rows) == {"c", "trio_naive", "trioudp"}
+    assert "| 1.00 |" in rows["trio_naive"]
