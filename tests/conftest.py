@@ -37,3 +37,17 @@ pytest_plugins = ["pytester"]
 
 # Standalone stdlib scripts that the interop tests run as programs.
 collect_ignore = ["interop"]
+
+
+def count_tasks() -> int:
+    """Every task alive in this Trio run (walks the task tree from its root)."""
+    import trio
+
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(
+            walk(child)
+            for nursery in task.child_nurseries
+            for child in nursery.child_tasks
+        )
+
+    return walk(trio.lowlevel.current_root_task())

@@ -10,7 +10,7 @@ import trio.testing
 import trioudp
 from trioudp import Overflow, ServerStats, serve_udp, serve_udp_sockets
 
-from .conftest import open_fds, requires_ipv6
+from .conftest import count_tasks, open_fds, requires_ipv6
 
 
 async def echo(datagram: trioudp.Datagram) -> None:
@@ -172,6 +172,7 @@ async def test_graceful_shutdown_cancels_handlers_beyond_grace(
         await trio.sleep(10.0)
         finished.append(datagram.data)  # pragma: no cover
 
+    tasks_at_start = count_tasks()
     server = await start(nursery, too_slow)
     async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
         for i in range(4):
@@ -183,6 +184,7 @@ async def test_graceful_shutdown_cancels_handlers_beyond_grace(
     assert finished == []
     stats = server.stats
     assert (stats.dropped_shutdown, stats.in_flight, stats.tasks) == (4, 0, 0)
+    assert count_tasks() == tasks_at_start
     assert accounted(stats) == 4
 
 
@@ -228,22 +230,24 @@ async def test_cancelling_the_enclosing_scope_stops_everything(nursery):
     assert open_fds() == before
 
 
-async def test_start_and_cancel_cycles_leave_no_fd_or_task():
+async def test_ten_thousand_start_and_cancel_cycles_leave_no_fd_or_task():
     before = open_fds()
-    tasks_before = len(trio.lowlevel.current_root_task().child_nurseries)
-    for _ in range(1000):
-        async with trio.open_nursery() as nursery:
-            await start(nursery, echo)
-            nursery.cancel_scope.cancel()
-    assert open_fds() == before
-    assert len(trio.lowlevel.current_root_task().child_nurseries) == tasks_before
-
-
-async def test_ten_thousand_virtual_start_cancel_cycles(virtual_network):
+    tasks_before = count_tasks()
     for _ in range(10_000):
         async with trio.open_nursery() as nursery:
             await start(nursery, echo)
             nursery.cancel_scope.cancel()
+    assert open_fds() == before
+    assert count_tasks() == tasks_before
+
+
+async def test_ten_thousand_virtual_start_cancel_cycles(virtual_network):
+    tasks_before = count_tasks()
+    for _ in range(10_000):
+        async with trio.open_nursery() as nursery:
+            await start(nursery, echo)
+            nursery.cancel_scope.cancel()
+    assert count_tasks() == tasks_before
     assert virtual_network._bound == {}
     assert virtual_network._wild == {}
 

@@ -226,7 +226,7 @@ async def test_connected_socket_reports_icmp_refusal():
 
 async def test_open_close_cycles_leave_no_file_descriptor():
     before = open_fds()
-    for _ in range(200):
+    for _ in range(10_000):
         async with open_udp_socket("127.0.0.1", 0) as sock:
             await sock.send_to(b"x", sock.local_address)
     assert open_fds() == before
