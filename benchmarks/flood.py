@@ -25,20 +25,11 @@ import time
 
 import attrs
 import trio
+from _proc import rss_kib
 
 import trioudp
 
 HANDLER_SECONDS = 0.01
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, in KiB (Linux)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    msg = "no VmRSS line in /proc/PID/status"
-    raise RuntimeError(msg)
 
 
 async def serve(max_in_flight: int, queue_size: int) -> None:

@@ -13,17 +13,9 @@ import socket
 
 import trio
 import trio.testing
+from _proc import rss_kib
 
 import trioudp
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    msg = "no VmRSS line in /proc/self/status"
-    raise RuntimeError(msg)
 
 
 async def measure(handlers: int) -> None:

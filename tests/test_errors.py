@@ -4,6 +4,7 @@ import pickle
 import pytest
 
 import trioudp
+import trioudp.testing
 from trioudp import (
     BindError,
     DatagramTooLarge,
@@ -64,11 +65,14 @@ def test_peer_unreachable_keeps_errno():
     assert error.cause is cause
 
 
-def test_public_names_are_exported_and_documented():
-    for name in trioudp.__all__:
-        obj = getattr(trioudp, name)
-        if name in ("SocketAddress", "Match"):
+@pytest.mark.parametrize("module", [trioudp, trioudp.testing])
+def test_public_names_are_exported_and_documented(module):
+    # Type aliases carry their documentation (with an example) in comments.
+    aliases = {"SocketAddress", "Match"}
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if name in aliases:
             continue
         assert obj.__doc__, f"{name} has no docstring"
         assert "xample" in obj.__doc__, f"{name}'s docstring has no example"
-    assert sorted(trioudp.__all__) == trioudp.__all__
+    assert sorted(module.__all__) == module.__all__

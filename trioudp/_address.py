@@ -9,7 +9,8 @@ from typing import TypeAlias
 from ._errors import DatagramTooLarge, InvalidAddress
 
 #: A socket address as Python's socket module reports it: ``(host, port)`` for
-#: IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6.
+#: IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6; for example
+#: ``("127.0.0.1", 12345)`` or ``("::1", 12345, 0, 0)``.
 SocketAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 
 #: Largest UDP payload over IPv4: 65,535 - 20 (IP header) - 8 (UDP header).

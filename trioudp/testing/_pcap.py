@@ -76,7 +76,16 @@ def ip_udp_packet(
 def write_pcap(file: BinaryIO, events: Iterable[TraceEvent]) -> int:
     """Write one pcap record per event (its virtual time, addresses, payload).
 
-    Returns how many records were written.
+    Returns how many records were written. :meth:`VirtualNetwork.write_pcap`
+    is the usual way in.
+
+    Example:
+        >>> import io
+        >>> from trioudp.testing import TraceEvent
+        >>> event = TraceEvent(time=0.0, kind="send", packet=1, src=("127.0.0.1", 1),
+        ...                    dst=("127.0.0.1", 2), size=2, payload=b"hi")
+        >>> write_pcap(io.BytesIO(), [event])
+        1
     """
     file.write(
         struct.pack(

@@ -57,6 +57,16 @@ class VirtualSocket(trio.socket.SocketType):
     """A UDP socket on a :class:`VirtualNetwork`, made by ``trio.socket.socket()``
     while the network is installed. It mirrors a Linux UDP socket; what it does
     not support raises an error that names it.
+
+    ``rcvbuf_errors`` counts datagrams dropped because its receive queue was
+    full (Linux's ``RcvbufErrors``).
+
+    Example::
+
+        with VirtualNetwork().install():
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            assert isinstance(sock, VirtualSocket)
+            await sock.bind(("127.0.0.1", 0))
     """
 
     def __init__(self, net: VirtualNetwork, family: int, home: Host) -> None:
