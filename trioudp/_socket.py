@@ -12,9 +12,11 @@ from __future__ import annotations
 import abc
 import errno
 import logging
+import math
 import os
 import socket as stdlib_socket
 import sys
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 
@@ -66,6 +68,9 @@ TRANSIENT_ERRNOS = frozenset(
     )
     if hasattr(errno, name)
 )
+
+#: Seconds a reading of the kernel's drop counter is reused.
+KERNEL_DROPS_REFRESH = 0.1
 
 #: How long a reply that has begun may wait for buffer space once its
 #: handler has been cancelled.
@@ -121,6 +126,21 @@ def _stdlib_twin(sock: trio.socket.SocketType) -> stdlib_socket.socket | None:
     twin = stdlib_socket.socket(sock.family, sock.type, sock.proto, os.dup(fd))
     twin.setblocking(False)
     return twin
+
+
+def _read_kernel_drops(sock: stdlib_socket.socket) -> int | None:
+    """The ``drops`` column of this socket's line in /proc/net/udp{,6}."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            with open(table) as lines:
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        return int(fields[-1])
+    except OSError:
+        return None
+    return None
 
 
 def _errno_name(exc: OSError) -> str:
@@ -222,6 +242,8 @@ class UDPSocket(DatagramEndpoint):
         self._send_errors: dict[str, int] = {}
         self._dropped_amplification = 0
         self._kernel_drops_at_close: int | None = None
+        self._kernel_drops: int | None = None
+        self._kernel_drops_read_at = -math.inf
         # Set by a server that limits amplification (see serve_udp_sockets).
         self._guard: AmplificationGuard | None = None
 
@@ -285,24 +307,19 @@ class UDPSocket(DatagramEndpoint):
     def kernel_drops(self) -> int | None:
         """Datagrams the kernel dropped for this socket (receive buffer full).
 
-        Read from ``/proc/net/udp`` and ``/proc/net/udp6`` on Linux; None on
-        other systems and for virtual sockets.
+        Read from ``/proc/net/udp`` and ``/proc/net/udp6`` on Linux (at most
+        every ``KERNEL_DROPS_REFRESH`` seconds: the tables can be long); None
+        on other systems and for virtual sockets.
         """
         if self._closed:
             return self._kernel_drops_at_close
         if self._fast is None:
             return None
-        try:
-            inode = str(os.fstat(self._fast.fileno()).st_ino)
-            for table in ("/proc/net/udp", "/proc/net/udp6"):
-                with open(table) as lines:
-                    for line in lines:
-                        fields = line.split()
-                        if len(fields) > 12 and fields[9] == inode:
-                            return int(fields[-1])
-        except OSError:
-            return None
-        return None
+        now = time.monotonic()
+        if now - self._kernel_drops_read_at >= KERNEL_DROPS_REFRESH:
+            self._kernel_drops_read_at = now
+            self._kernel_drops = _read_kernel_drops(self._fast)
+        return self._kernel_drops
 
     def _check_open(self) -> None:
         if self._closed:
@@ -313,6 +330,7 @@ class UDPSocket(DatagramEndpoint):
         """Close the socket; waiting receivers get ClosedResourceError. Idempotent."""
         if self._closed:
             return
+        self._kernel_drops_read_at = -math.inf  # a fresh reading, to keep
         self._kernel_drops_at_close = self.kernel_drops()
         self._closed = True
         if self._fast is not None:
