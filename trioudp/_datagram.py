@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
     from ._address import SocketAddress
     from ._socket import UDPSocket
@@ -47,6 +47,26 @@ class Datagram:
     _origin: UDPSocket | None = attrs.field(
         default=None, eq=False, repr=False, alias="origin"
     )
+
+    @classmethod
+    def _received(
+        cls,
+        data: bytes,
+        peer: SocketAddress,
+        local: SocketAddress,
+        received_at: float,
+        origin: UDPSocket,
+    ) -> Datagram:
+        """Construct on the receive hot path: the fields go straight into their
+        slots, which takes half the time of the frozen ``__init__`` (no
+        validators or converters are skipped: there are none)."""
+        datagram = _new(cls)
+        _set_data(datagram, data)
+        _set_peer(datagram, peer)
+        _set_local(datagram, local)
+        _set_received_at(datagram, received_at)
+        _set_origin(datagram, origin)
+        return datagram
 
     def validate_peer(self) -> None:
         """Lift the server's amplification limit for :attr:`peer`.
@@ -89,3 +109,15 @@ class Datagram:
             raise RuntimeError(msg)
         # Returning the socket's coroutine saves a layer on the hot path.
         return self._origin._reply(data, self.peer)
+
+
+def _slot_setter(name: str) -> Callable[[Datagram, object], None]:
+    return cast("Callable[[Datagram, object], None]", getattr(Datagram, name).__set__)
+
+
+_new = object.__new__
+_set_data = _slot_setter("data")
+_set_peer = _slot_setter("peer")
+_set_local = _slot_setter("local")
+_set_received_at = _slot_setter("received_at")
+_set_origin = _slot_setter("_origin")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import socket as stdlib_socket
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, final
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["Overflow", "ServerStats", "UDPServer", "serve_udp", "serve_udp_sockets"]
 
 logger = logging.getLogger("trioudp")
+
+_Coroutine = types.CoroutineType
 
 #: What a handler is: an async function of one Datagram. Its result is ignored.
 Handler = Callable[[Datagram], Awaitable[object]]
@@ -491,7 +494,9 @@ class UDPServer:
         if self._handler_timeout is not None:
             suspended = eager.start(self._handle(datagram))
             return None if suspended is None else eager.finish(suspended)
-        coro = self._handler(datagram).__await__()
+        awaitable = self._handler(datagram)
+        # A coroutine steps directly; other awaitables through their iterator.
+        coro = awaitable if type(awaitable) is _Coroutine else awaitable.__await__()
         try:
             yielded = coro.send(None)
         except StopIteration:
@@ -502,7 +507,7 @@ class UDPServer:
             self._in_flight -= 1
             raise
         else:
-            return self._finish(datagram, (coro, yielded))
+            return self._finish(datagram, (coro, yielded))  # type: ignore[arg-type]
         self._in_flight -= 1
         return None
 

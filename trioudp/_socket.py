@@ -596,12 +596,8 @@ class UDPSocket(DatagramEndpoint):
                 continue
             if len(data) < bufsize:
                 self._received += 1
-                return Datagram(
-                    data=data,
-                    peer=peer,
-                    local=self._local or self._local_for_datagrams(),
-                    received_at=now,
-                    origin=self,
+                return Datagram._received(
+                    data, peer, self._local or self._local_for_datagrams(), now, self
                 )
             self._dropped_oversize += 1
 
