@@ -356,6 +356,7 @@ class UDPServer:
             self._dropped_shutdown += len(self._queue)
             self._queue.clear()
             for sock in self._sockets:
+                sock._keep_kernel_drops()
                 sock.close()
             self._stopped.set()
 

@@ -321,6 +321,12 @@ class UDPSocket(DatagramEndpoint):
             self._kernel_drops = _read_kernel_drops(self._fast)
         return self._kernel_drops
 
+    def _keep_kernel_drops(self) -> None:
+        """Take a fresh reading of :meth:`kernel_drops` to report after closing
+        (reading /proc costs a little, so only servers ask for it)."""
+        self._kernel_drops_read_at = -math.inf
+        self._kernel_drops_at_close = self.kernel_drops()
+
     def _check_open(self) -> None:
         if self._closed:
             msg = "this UDPSocket has been closed"
@@ -330,8 +336,6 @@ class UDPSocket(DatagramEndpoint):
         """Close the socket; waiting receivers get ClosedResourceError. Idempotent."""
         if self._closed:
             return
-        self._kernel_drops_read_at = -math.inf  # a fresh reading, to keep
-        self._kernel_drops_at_close = self.kernel_drops()
         self._closed = True
         if self._fast is not None:
             self._fast.close()
