@@ -354,3 +354,29 @@ async def test_fairness_under_a_flood_on_the_fast_path(nursery):
         handled_before = server.stats.handled
         await server.shutdown(grace=0)
         assert server.stats.handled - handled_before <= batch
+
+
+async def test_a_handler_that_is_not_async_is_counted_and_explained(
+    virtual_network, nursery, caplog
+):
+    def not_async(datagram):
+        return None
+
+    server = await start(nursery, not_async)
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
+        await client.send_to(b"x", ("127.0.0.1", server.port))
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.stats.handler_errors == 1
+    assert "__await__" in caplog.text
+
+
+async def test_a_handler_must_be_callable(virtual_network, nursery):
+    with pytest.raises(TypeError, match="handler must be an async function"):
+        await start(nursery, "not a function")
+
+
+async def test_serve_udp_sockets_closes_the_sockets_it_refuses(virtual_network):
+    sock = await trioudp._socket.bind_udp_socket("127.0.0.1", 0)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        await serve_udp_sockets(echo, [sock], max_in_flight=0)
+    assert sock.closed

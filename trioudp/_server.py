@@ -162,8 +162,15 @@ class ServerStats:
 
 
 def _check_settings(
-    max_in_flight: int, queue_size: int, batch_size: int, handler_timeout: float | None
+    handler: Handler,
+    max_in_flight: int,
+    queue_size: int,
+    batch_size: int,
+    handler_timeout: float | None,
 ) -> None:
+    if not callable(handler):
+        msg = f"handler must be an async function of one Datagram, not {handler!r}"
+        raise TypeError(msg)
     for name, value, low in (
         ("max_in_flight", max_in_flight, 1),
         ("queue_size", queue_size, 0),
@@ -508,17 +515,19 @@ class UDPServer:
         if self._handler_timeout is not None:
             suspended = eager.start(self._handle(datagram))
             return None if suspended is None else eager.finish(suspended)
-        awaitable = self._handler(datagram)
-        # A coroutine steps directly; other awaitables through their iterator.
-        coro = awaitable if type(awaitable) is _Coroutine else awaitable.__await__()
         try:
+            awaitable = self._handler(datagram)
+            # A coroutine steps directly; other awaitables through their iterator.
+            coro = awaitable if type(awaitable) is _Coroutine else awaitable.__await__()
             yielded = coro.send(None)
         except StopIteration:
             self._handled += 1
         except Exception:
             self._handler_failed(datagram)
-        except BaseException:
+        except BaseException as exc:
             self._in_flight -= 1
+            if isinstance(exc, trio.Cancelled):
+                self._dropped_shutdown += 1
             raise
         else:
             return self._finish(datagram, (coro, yielded))  # type: ignore[arg-type]
@@ -635,10 +644,15 @@ async def serve_udp_sockets(
         async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
             server = await nursery.start(trioudp.serve_udp_sockets, handler, [sock])
     """
-    _check_settings(max_in_flight, queue_size, batch_size, handler_timeout)
     if not sockets:
         msg = "serve_udp_sockets needs at least one socket"
         raise ValueError(msg)
+    try:
+        _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
+    except BaseException:
+        for sock in sockets:  # they are ours now
+            sock.close()
+        raise
     server = UDPServer(
         handler,
         sockets,
@@ -747,7 +761,7 @@ async def serve_udp(
         async with trio.open_nursery() as nursery:
             server = await nursery.start(trioudp.serve_udp, handler, 12345)
     """
-    _check_settings(max_in_flight, queue_size, batch_size, handler_timeout)
+    _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
     sockets = await open_udp_sockets(
         port, host, max_datagram_size=max_datagram_size, receive_buffer=receive_buffer
     )
