@@ -223,12 +223,9 @@ def test_bench_measures_an_echo_server():
     assert "latency p50" in result.stdout
 
 
-async def hello_server(net_task_status=None, **kwargs):
-    handler = functools.partial(_cli.hello_handler, **kwargs)
-    return handler
-
-
-async def start_hello(nursery, *, allow_remote_exit=False, host="0.0.0.0"):
+async def start_hello(
+    nursery, *, allow_remote_exit=False, host="0.0.0.0", protection=None
+):
     return await nursery.start(
         functools.partial(
             _cli._serve_until_exit,
@@ -238,6 +235,7 @@ async def start_hello(nursery, *, allow_remote_exit=False, host="0.0.0.0"):
             "Server is listening on {host}:{port}",
             on_exit="Server exiting...",
             watch_signals=False,
+            protection=protection,
         )
     )
 
@@ -346,17 +344,7 @@ async def test_serve_rate_limits_a_remote_flood(
     virtual_network.add_host("192.0.2.20")
     protection = _cli.Protection.from_args(_cli.build_parser().parse_args(["serve"]))
     with virtual_network.on_host(server_host):
-        server = await nursery.start(
-            functools.partial(
-                _cli._serve_until_exit,
-                functools.partial(_cli.hello_handler, allow_remote_exit=False),
-                "0.0.0.0",
-                12345,
-                "Server is listening on {host}:{port}",
-                watch_signals=False,
-                protection=protection,
-            )
-        )
+        server = await start_hello(nursery, protection=protection)
     async with trioudp.open_udp_socket("192.0.2.20", 0) as remote:
         for _ in range(300):
             await remote.send_to(b"Hello, server!", ("192.0.2.10", 12345))
