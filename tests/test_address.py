@@ -12,7 +12,6 @@ from trioudp._address import (
     is_loopback,
     max_payload,
     numeric_family,
-    parse_host_port,
 )
 
 
@@ -101,27 +100,6 @@ def test_is_loopback(host, expected):
     assert is_loopback(host) is expected
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1.2.3.4:5", ("1.2.3.4", 5)),
-        ("[::1]:53", ("::1", 53)),
-        ("::1", ("::1", 7)),
-        ("[::1]", ("::1", 7)),
-        ("host.test", ("host.test", 7)),
-    ],
-)
-def test_parse_host_port(text, expected):
-    assert parse_host_port(text, default_port=7) == expected
-
-
-def test_parse_host_port_errors():
-    with pytest.raises(InvalidAddress, match="expected host:port"):
-        parse_host_port("host.test")
-    with pytest.raises(InvalidAddress, match="must be a number"):
-        parse_host_port("host.test:http")
-
-
 @given(st.binary(max_size=2048), st.integers(min_value=0, max_value=2048))
 def test_payload_check_is_exact(data, limit):
     if len(data) <= limit:
@@ -129,16 +107,6 @@ def test_payload_check_is_exact(data, limit):
     else:
         with pytest.raises(DatagramTooLarge):
             check_payload(data, limit)
-
-
-@given(st.text(max_size=80))
-def test_parse_host_port_never_crashes_on_text(text):
-    try:
-        host, port = parse_host_port(text, default_port=9)
-    except InvalidAddress:
-        return
-    assert 0 <= port <= 65535
-    assert isinstance(host, str)
 
 
 @given(

@@ -140,29 +140,3 @@ def is_loopback(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
-
-
-def parse_host_port(text: str, *, default_port: int | None = None) -> tuple[str, int]:
-    """Parse ``host:port``, ``[v6]:port`` or a bare host (with ``default_port``).
-
-    Example:
-        >>> parse_host_port("127.0.0.1:53")
-        ('127.0.0.1', 53)
-        >>> parse_host_port("[::1]:53")
-        ('::1', 53)
-        >>> parse_host_port("example.test", default_port=7)
-        ('example.test', 7)
-    """
-    host, sep, port_text = text.rpartition(":")
-    if text.startswith("[") and "]" in text:
-        host, _, rest = text[1:].partition("]")
-        sep, port_text = (":", rest[1:]) if rest.startswith(":") else ("", "")
-    elif not sep or ":" in host:
-        host, port_text = text, ""
-    if not port_text:
-        if default_port is None:
-            raise InvalidAddress(text, "expected host:port")
-        return host, default_port
-    if not port_text.isdigit():
-        raise InvalidAddress(text, f"port must be a number, not {port_text!r}")
-    return host, check_port(int(port_text), address=text)

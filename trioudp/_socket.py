@@ -548,16 +548,13 @@ class UDPSocket(DatagramEndpoint):
                 return datagram
 
     def _accept(self, data: bytes, peer: SocketAddress, now: float) -> Datagram | None:
+        """A received datagram, counted; None (counted too) if it is oversize."""
         if len(data) >= self._bufsize:
             self._dropped_oversize += 1
             return None
         self._received += 1
-        return Datagram(
-            data=data,
-            peer=peer,
-            local=self._local_for_datagrams(),
-            received_at=now,
-            origin=self,
+        return Datagram._received(
+            data, peer, self._local or self._local_for_datagrams(), now, self
         )
 
     async def _receive_counted(self) -> Datagram | None:
@@ -585,10 +582,9 @@ class UDPSocket(DatagramEndpoint):
         """
         fast = self._fast
         assert fast is not None
-        bufsize = self._bufsize
         while True:
             try:
-                data, peer = fast.recvfrom(bufsize)
+                data, peer = fast.recvfrom(self._bufsize)
             except BlockingIOError:
                 return None
             except OSError as exc:
@@ -598,12 +594,9 @@ class UDPSocket(DatagramEndpoint):
                     raise
                 self._count_error(self._receive_errors, exc, None)
                 continue
-            if len(data) < bufsize:
-                self._received += 1
-                return Datagram._received(
-                    data, peer, self._local or self._local_for_datagrams(), now, self
-                )
-            self._dropped_oversize += 1
+            datagram = self._accept(data, peer, now)
+            if datagram is not None:
+                return datagram
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._local or "unbound")
