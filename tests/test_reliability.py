@@ -287,3 +287,38 @@ def test_any_payload_size_round_trips_through_the_parsers(data):
     from trioudp._address import check_payload
 
     assert check_payload(data, 65_507) == data
+
+
+async def test_an_icmp_report_on_a_fast_reply_is_counted_and_the_reply_sent_again(
+    nursery,
+):
+    import socket
+
+    server = await nursery.start(
+        functools.partial(serve_udp, echo, 0, host="127.0.0.1")
+    )
+    sock = server.sockets[0]
+    real = sock._fast
+
+    class ReportsOnce:
+        reported = False
+
+        def sendto(self, data, peer):
+            if not self.reported:
+                self.reported = True
+                raise OSError(errno.EHOSTUNREACH, "No route to host")
+            return real.sendto(data, peer)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    sock._fast = ReportsOnce()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(5)
+        client.sendto(b"ping", ("127.0.0.1", server.port))
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.recv(100) == b"ping"
+    sock._fast = real
+    stats = server.stats
+    assert stats.send_errors == {"EHOSTUNREACH": 1}
+    assert stats.replied == 1

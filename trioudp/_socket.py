@@ -445,42 +445,43 @@ class UDPSocket(DatagramEndpoint):
         ):
             self._dropped_amplification += 1
             return
+        tries = 2
         fast = self._fast
         if fast is not None:
             try:
                 fast.sendto(data, peer)
-            except OSError:
-                pass  # full buffer or an ICMP report: the careful path below
+            except BlockingIOError:
+                pass  # the buffer is full: wait for room below
+            except OSError as exc:
+                if not self._worth_repeating(exc, peer):
+                    return
+                tries = 1
             else:
                 self._sent += 1
                 self._replied += 1
                 return
-        await self._reply_carefully(data, peer)
-
-    async def _reply_carefully(
-        self, data: bytes | bytearray | memoryview, peer: SocketAddress
-    ) -> None:
         # A reply that has started goes out even if the handler is cancelled
         # now (a shutdown's grace ran out), unless the socket stays unwritable.
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
-            await self._reply_with_retry(data, peer)
-
-    async def _reply_with_retry(
-        self, data: bytes | bytearray | memoryview, peer: SocketAddress
-    ) -> None:
-        for attempt in range(2):
-            try:
-                await self._send_waiting(data, peer)
-            except OSError as exc:
-                if exc.errno not in TRANSIENT_ERRNOS:
-                    raise
-                self._count_error(self._send_errors, exc, peer)
-                if attempt or exc.errno not in _PENDING_ICMP_ERRNOS:
+            for _ in range(tries):
+                try:
+                    await self._send_waiting(data, peer)
+                except OSError as exc:
+                    if not self._worth_repeating(exc, peer):
+                        return
+                else:
+                    self._replied += 1
                     return
-            else:
-                self._replied += 1
-                return
+
+    def _worth_repeating(self, exc: OSError, peer: SocketAddress) -> bool:
+        """Count a per-datagram send error and tell whether the datagram is
+        worth sending again (an ICMP report about an earlier one stopped it);
+        raise any other error."""
+        if exc.errno not in TRANSIENT_ERRNOS:
+            raise exc
+        self._count_error(self._send_errors, exc, peer)
+        return exc.errno in _PENDING_ICMP_ERRNOS
 
     async def _send_waiting(
         self, data: bytes | bytearray | memoryview, address: SocketAddress
