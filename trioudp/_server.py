@@ -513,8 +513,10 @@ class UDPServer:
         the awaitable rest of it, accounting included)."""
         self._in_flight += 1
         if self._handler_timeout is not None:
-            suspended = eager.start(self._handle(datagram))
-            return None if suspended is None else eager.finish(suspended)
+            timed = eager.start(
+                self._accounted(datagram, lambda: self._handler(datagram))
+            )
+            return None if timed is None else eager.finish(timed)
         try:
             awaitable = self._handler(datagram)
             # A coroutine steps directly; other awaitables through their iterator.
@@ -530,23 +532,10 @@ class UDPServer:
                 self._dropped_shutdown += 1
             raise
         else:
-            return self._finish(datagram, (coro, yielded))  # type: ignore[arg-type]
+            rest: eager.Suspended = (coro, yielded)  # type: ignore[assignment]
+            return self._accounted(datagram, lambda: eager.finish(rest))
         self._in_flight -= 1
         return None
-
-    async def _finish(self, datagram: Datagram, suspended: eager.Suspended) -> None:
-        """The rest of a handler that suspended, with its accounting."""
-        try:
-            await eager.finish(suspended)
-        except trio.Cancelled:
-            self._dropped_shutdown += 1
-            raise
-        except Exception:
-            self._handler_failed(datagram)
-        else:
-            self._handled += 1
-        finally:
-            self._in_flight -= 1
 
     def _handler_failed(self, datagram: Datagram) -> None:
         self._handler_errors += 1
@@ -562,22 +551,27 @@ class UDPServer:
         else:
             self._spawn(self._intake, sock)
 
-    async def _handle(self, datagram: Datagram) -> None:
-        """The handler under ``handler_timeout``, with its accounting."""
-        assert self._handler_timeout is not None
+    async def _accounted(
+        self, datagram: Datagram, handling: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Await ``handling()`` (the handler, or the rest of one that
+        suspended) under ``handler_timeout``, and count how it ended."""
         try:
-            with trio.move_on_after(self._handler_timeout) as scope:
-                await self._handler(datagram)
+            if self._handler_timeout is None:
+                await handling()
+            else:
+                with trio.move_on_after(self._handler_timeout) as scope:
+                    await handling()
+                if scope.cancelled_caught:
+                    self._handler_timeouts += 1
+                    return
         except trio.Cancelled:
             self._dropped_shutdown += 1
             raise
         except Exception:
             self._handler_failed(datagram)
         else:
-            if scope.cancelled_caught:
-                self._handler_timeouts += 1
-            else:
-                self._handled += 1
+            self._handled += 1
         finally:
             self._in_flight -= 1
 
