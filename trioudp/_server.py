@@ -465,26 +465,82 @@ class UDPServer:
         """Fast path: take up to ``batch_size`` datagrams the kernel holds,
         handling each as it comes so replies leave at once (clients pipeline).
         Returns how many it took, or -1 if a handler suspended and another
-        task now receives."""
-        receive_nowait = sock._receive_nowait
+        task now receives.
+
+        This loop runs once per datagram under load, so it is flat: the
+        socket's receive path (``UDPSocket._accept``) and the handler's first
+        step (``_start``) are written out here, because each function call
+        per datagram measurably costs throughput (``_start`` alone ~15%).
+        """
+        assert sock._fast is not None
+        recvfrom = sock._fast.recvfrom
+        bufsize = sock._bufsize
+        local = sock._local or sock._local_for_datagrams()
+        make_datagram = Datagram._received
+        handler = self._handler
+        timed = self._handler_timeout is not None
         queue = self._queue
+        limit = self._batch_size
         now = trio.current_time()
         taken = 0
-        for taken in range(self._batch_size):
-            datagram = receive_nowait(now)
-            if datagram is None:
-                return taken
-            if (self._screening or not datagram.peer[1]) and not self._admit(datagram):
-                continue
-            if queue or self._in_flight >= self._max_in_flight:
-                self._enqueue(datagram)
-                continue
-            rest = self._start(datagram)
-            if rest is not None:
-                self._hand_over(sock)
-                await rest
-                return -1
-        return taken + 1
+        batching = False
+        try:
+            while taken < limit:
+                try:
+                    data, peer = recvfrom(bufsize)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if not sock._receive_failed(exc):
+                        break
+                    continue
+                taken += 1
+                if len(data) >= bufsize:
+                    sock._dropped_oversize += 1
+                    continue
+                sock._received += 1
+                datagram = make_datagram(data, peer, local, now, sock)
+                if (self._screening or not peer[1]) and not self._admit(datagram):
+                    continue
+                if queue or self._in_flight >= self._max_in_flight:
+                    self._enqueue(datagram)
+                    continue
+                if timed:
+                    rest = self._start(datagram)
+                else:
+                    self._in_flight += 1
+                    try:
+                        awaitable = handler(datagram)
+                        coro = (
+                            awaitable
+                            if type(awaitable) is _Coroutine
+                            else awaitable.__await__()
+                        )
+                        yielded = coro.send(None)
+                    except StopIteration:
+                        self._in_flight -= 1
+                        self._handled += 1
+                        rest = None
+                    except BaseException as exc:
+                        self._handler_raised(datagram, exc)
+                        rest = None
+                    else:
+                        rest = self._rest_of(datagram, coro, yielded)
+                if rest is not None:
+                    await sock._end_reply_batch()
+                    self._hand_over(sock)
+                    await rest
+                    return -1
+                if not batching:
+                    # The first reply has left at once: under light traffic
+                    # it is the only one, and holding it would add latency.
+                    batching = True
+                    sock._begin_reply_batch()
+        except BaseException:
+            sock._abandon_reply_batch()
+            raise
+        await sock._end_reply_batch()
+        return taken
 
     async def _serve_queue(self, intake: UDPSocket | None) -> bool:
         """Handle queued datagrams while handler slots are free.
@@ -523,19 +579,31 @@ class UDPServer:
             coro = awaitable if type(awaitable) is _Coroutine else awaitable.__await__()
             yielded = coro.send(None)
         except StopIteration:
-            self._handled += 1
-        except Exception:
-            self._handler_failed(datagram)
-        except BaseException as exc:
             self._in_flight -= 1
-            if isinstance(exc, trio.Cancelled):
-                self._dropped_shutdown += 1
-            raise
-        else:
-            rest: eager.Suspended = (coro, yielded)  # type: ignore[assignment]
-            return self._accounted(datagram, lambda: eager.finish(rest))
+            self._handled += 1
+            return None
+        except BaseException as exc:
+            self._handler_raised(datagram, exc)
+            return None
+        return self._rest_of(datagram, coro, yielded)
+
+    def _handler_raised(self, datagram: Datagram, exc: BaseException) -> None:
+        """Account for a handler that raised before suspending; re-raise what
+        is not an Exception (Cancelled, KeyboardInterrupt)."""
         self._in_flight -= 1
-        return None
+        if isinstance(exc, Exception):
+            self._handler_failed(datagram)
+            return
+        if isinstance(exc, trio.Cancelled):
+            self._dropped_shutdown += 1
+        raise exc
+
+    def _rest_of(
+        self, datagram: Datagram, coro: object, yielded: object
+    ) -> Awaitable[None]:
+        """The rest of a handler that suspended, accounting included."""
+        rest: eager.Suspended = (coro, yielded)  # type: ignore[assignment]
+        return self._accounted(datagram, lambda: eager.finish(rest))
 
     def _handler_failed(self, datagram: Datagram) -> None:
         self._handler_errors += 1

@@ -33,6 +33,7 @@ from ._address import (
 )
 from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
+from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -246,6 +247,10 @@ class UDPSocket(DatagramEndpoint):
         self._kernel_drops_read_at = -math.inf
         # Set by a server that limits amplification (see serve_udp_sockets).
         self._guard: AmplificationGuard | None = None
+        # Replies collected while a server handles a batch of datagrams (see
+        # _begin_reply_batch); None when replies go out one by one.
+        self._replies: SendBatch | None = None
+        self._reply_batch: SendBatch | None = None
 
     # ---- state -----------------------------------------------------------
 
@@ -336,6 +341,7 @@ class UDPSocket(DatagramEndpoint):
         """Close the socket; waiting receivers get ClosedResourceError. Idempotent."""
         if self._closed:
             return
+        self._abandon_reply_batch()
         self._closed = True
         if self._fast is not None:
             self._fast.close()
@@ -438,13 +444,40 @@ class UDPSocket(DatagramEndpoint):
             self._check_open()
         if type(data) is not bytes or len(data) > self._max_payload:
             check_payload(data, self._max_payload)
-        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            # A cancel point at a third of the cost of awaiting
+            # checkpoint_if_cancelled(): read Trio's cancel status (it has no
+            # public accessor; should it move, every reply takes the full
+            # cancel point below). A pending KeyboardInterrupt waits for the
+            # next full checkpoint.
+            calm = (
+                trio.lowlevel.current_task()._cancel_status.effectively_cancelled
+                is False
+            )
+        except AttributeError:
+            calm = False
+        if not calm:
+            await trio.lowlevel.checkpoint_if_cancelled()
         guard = self._guard
         if guard is not None and not guard.may_send(
             (peer[0], peer[1]), len(memoryview(data))
         ):
             self._dropped_amplification += 1
             return
+        replies = self._replies
+        if replies is not None:
+            # A server is handling a batch: collect small replies to send
+            # them together; send anything else on its own, after them.
+            if len(data) <= MAX_BATCHED_SIZE and isinstance(data, (bytes, bytearray)):
+                try:
+                    if replies.add(data, peer) or (
+                        self._send_replies_now(replies) and replies.add(data, peer)
+                    ):
+                        return
+                except ValueError:
+                    pass  # an address the batch cannot encode
+            if replies.peers:
+                self._send_replies_now(replies)
         tries = 2
         fast = self._fast
         if fast is not None:
@@ -473,6 +506,92 @@ class UDPSocket(DatagramEndpoint):
                 else:
                     self._replied += 1
                     return
+
+    # ---- batched replies (fast path) ------------------------------------
+
+    def _begin_reply_batch(self) -> None:
+        """Collect :meth:`_reply` datagrams until :meth:`_end_reply_batch`, to
+        send them with one system call. A no-op without ``sendmmsg``."""
+        if self._fast is None or self._closed or not sendmmsg_available():
+            return
+        if self._reply_batch is None:
+            self._reply_batch = SendBatch(self.family)
+        self._replies = self._reply_batch
+
+    async def _end_reply_batch(self) -> None:
+        """Stop collecting and send what was collected; not a schedule point
+        unless the send buffer is full. Then it waits for room (at most
+        ``REPLY_SHIELD_SECONDS``, even if cancelled: these replies have
+        begun) and counts what still did not fit as ``EAGAIN`` send errors."""
+        replies = self._replies
+        self._replies = None  # replies from other tasks meanwhile go on their own
+        if replies is None or self._send_replies_now(replies):
+            return
+        with trio.CancelScope(shield=True) as shield:
+            shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
+            while not self._closed and not self._send_replies_now(replies):
+                await trio.lowlevel.wait_writable(self._sock)
+        self._drop_held(replies)
+
+    def _abandon_reply_batch(self) -> None:
+        """Stop collecting at once: send what the kernel takes now and count
+        the rest as ``EAGAIN`` send errors."""
+        replies = self._replies
+        if replies is None:
+            return
+        self._replies = None
+        if not self._closed:
+            self._send_replies_now(replies)
+        self._drop_held(replies)
+
+    def _drop_held(self, replies: SendBatch) -> None:
+        """Count the replies a batch still holds as ``EAGAIN`` send errors
+        (the send buffer stayed full) and forget them."""
+        if len(replies):
+            self._send_errors["EAGAIN"] = self._send_errors.get("EAGAIN", 0) + len(
+                replies
+            )
+            logger.warning(
+                "%d UDP replies dropped on %r: the send buffer stayed full",
+                len(replies),
+                self,
+            )
+            replies.clear()
+
+    def _send_replies_now(self, replies: SendBatch) -> bool:
+        """Send the collected replies that the kernel takes now; count errors.
+
+        Returns whether none is left (False: the send buffer is full).
+        """
+        fast = self._fast
+        assert fast is not None
+        repeated = -1
+        while len(replies):
+            index = replies.next_index
+            try:
+                if len(replies) == 1:
+                    fast.sendto(replies.payload(index), replies.peers[index])
+                    replies.skip()
+                    sent = 1
+                else:
+                    sent = replies.send(fast.fileno())
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                peer = replies.peers[index]
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    # Not about one datagram; a handler would have seen it
+                    # raised, but it has returned: log it rather than lose it.
+                    logger.error("UDP reply to %r failed on %r: %s", peer, self, exc)
+                    self._count_error(self._send_errors, exc, peer)
+                    replies.skip()
+                elif not self._worth_repeating(exc, peer) or repeated == index:
+                    replies.skip()
+                repeated = index
+                continue
+            self._sent += sent
+            self._replied += sent
+        return True
 
     def _worth_repeating(self, exc: OSError, peer: SocketAddress) -> bool:
         """Count a per-datagram send error and tell whether the datagram is
@@ -574,30 +693,16 @@ class UDPSocket(DatagramEndpoint):
         self._check_open()
         await trio.lowlevel.wait_readable(self._sock)
 
-    def _receive_nowait(self, now: float) -> Datagram | None:
-        """Fast path only: the next queued datagram, or None if there is none.
-
-        ``now`` is its ``received_at`` (one clock reading serves a batch).
-        Oversize datagrams and per-datagram network errors are counted and
-        skipped.
-        """
-        fast = self._fast
-        assert fast is not None
-        while True:
-            try:
-                data, peer = fast.recvfrom(self._bufsize)
-            except BlockingIOError:
-                return None
-            except OSError as exc:
-                if self._closed:
-                    return None
-                if exc.errno not in TRANSIENT_ERRNOS:
-                    raise
-                self._count_error(self._receive_errors, exc, None)
-                continue
-            datagram = self._accept(data, peer, now)
-            if datagram is not None:
-                return datagram
+    def _receive_failed(self, exc: OSError) -> bool:
+        """Fast path only: a non-blocking receive raised ``exc``. Count a
+        per-datagram network error and return True (receive on); return False
+        if the socket has been closed; raise anything else."""
+        if self._closed:
+            return False
+        if exc.errno not in TRANSIENT_ERRNOS:
+            raise exc
+        self._count_error(self._receive_errors, exc, None)
+        return True
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._local or "unbound")
