@@ -345,3 +345,31 @@ async def test_reply_stays_a_cancel_point_if_trio_internals_change(monkeypatch):
                 monkeypatch.setattr(trio.lowlevel, "current_task", real_current_task)
         assert scope.cancelled_caught
         assert sock.stats.replied == 0
+
+
+async def test_slow_handlers_do_not_hold_replies_back_for_long(
+    nursery, monkeypatch, mock_clock
+):
+    """Held replies leave once the batch has run for REPLY_DELAY (checked
+    every 8 datagrams), not only when the batch ends."""
+    from trioudp._server import REPLY_DELAY
+
+    calls = []
+    real = _mmsg._sendmmsg
+
+    def counting(fd, headers, count, flags):
+        calls.append(count)
+        return real(fd, headers, count, flags)
+
+    async def slow_echo(datagram: trioudp.Datagram) -> None:
+        mock_clock.jump(REPLY_DELAY * 0.3)  # a handler busy for 0.3 ms
+        await datagram.reply(datagram.data)
+
+    monkeypatch.setattr(_mmsg, "_sendmmsg", counting)
+    server = await serve(nursery, slow_echo)
+    payloads = [b"%d" % i for i in range(20)]
+    with flood(server, payloads) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        assert receive_all(client, 20) == payloads
+    # 1 at once, then 7 and 8 when 8 datagrams took 2.4 ms, the last 4 at the end.
+    assert calls == [7, 8, 4]

@@ -105,6 +105,23 @@ class SendBatch:
         sent = batch.send(sock.fileno())  # 2, or fewer: see send()
     """
 
+    __slots__ = (
+        "_family",
+        "_first",
+        "_header_ints",
+        "_headers",
+        "_headers_address",
+        "_iovec_words",
+        "_iovecs",
+        "_names",
+        "_names_cache",
+        "_names_view",
+        "_payload",
+        "_payload_view",
+        "_slot_names",
+        "peers",
+    )
+
     def __init__(self, family: int) -> None:
         self._family = family
         self._payload = ctypes.create_string_buffer(_BUFFER_BYTES)
@@ -142,24 +159,34 @@ class SendBatch:
 
         Raises ValueError if ``peer`` cannot be encoded (nothing is added).
         """
-        index = len(self.peers)
+        peers = self.peers
+        index = len(peers)
         if index >= MAX_MESSAGES:
             return False
         name = self._names_cache.get(peer)
         if name is None:
-            if len(self._names_cache) >= _NAME_CACHE_SIZE:
-                self._names_cache.clear()
-            name = self._names_cache[peer] = encode_sockaddr(self._family, peer)
+            name = self._encode(peer)
         if self._slot_names[index] is not name:
-            self._slot_names[index] = name
-            slot = index * _SOCKADDR_BYTES
-            self._names_view[slot : slot + len(name)] = name
-            self._header_ints[16 * index + 2] = len(name)  # msg_namelen
+            self._set_name(index, name)
+        size = len(data)
         start = index * MAX_BATCHED_SIZE
-        self._payload_view[start : start + len(data)] = data
-        self._iovec_words[2 * index + 1] = len(data)
-        self.peers.append(peer)
+        self._payload_view[start : start + size] = data
+        self._iovec_words[2 * index + 1] = size
+        peers.append(peer)
         return True
+
+    def _encode(self, peer: SocketAddress) -> bytes:
+        cache = self._names_cache
+        if len(cache) >= _NAME_CACHE_SIZE:
+            cache.clear()
+        name = cache[peer] = encode_sockaddr(self._family, peer)
+        return name
+
+    def _set_name(self, index: int, name: bytes) -> None:
+        self._slot_names[index] = name
+        slot = index * _SOCKADDR_BYTES
+        self._names_view[slot : slot + len(name)] = name
+        self._header_ints[16 * index + 2] = len(name)  # msg_namelen
 
     def payload(self, index: int) -> memoryview:
         """The bytes of datagram ``index`` (for sending it on its own)."""

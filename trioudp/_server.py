@@ -56,6 +56,11 @@ DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_QUEUE_SIZE = 256
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_GRACE = 5.0
+#: Longest a reply is held back to leave with its batch's others (seconds;
+#: checked every ``_CLOCK_EVERY`` datagrams). An echo handles a batch of 64 in
+#: well under this; handlers that take longer have their replies sent sooner.
+REPLY_DELAY = 0.001
+_CLOCK_EVERY = 8
 #: A receiver that took fewer datagrams than this in its last batch polls
 #: once more before it sleeps (see ``UDPServer._intake``).
 _LIGHT_LOAD = 2
@@ -484,6 +489,7 @@ class UDPServer:
         now = trio.current_time()
         taken = 0
         batching = False
+        held_since = now
         try:
             while taken < limit:
                 try:
@@ -536,11 +542,24 @@ class UDPServer:
                     # it is the only one, and holding it would add latency.
                     batching = True
                     sock._begin_reply_batch()
+                elif not taken % _CLOCK_EVERY:
+                    held_since = self._bound_reply_delay(sock, held_since)
         except BaseException:
             sock._abandon_reply_batch()
             raise
         await sock._end_reply_batch()
         return taken
+
+    @staticmethod
+    def _bound_reply_delay(sock: UDPSocket, held_since: float) -> float:
+        """Send the replies a batch holds if it has run for ``REPLY_DELAY``
+        (slow handlers must not hold the first replies back for long);
+        returns when the replies now held began to wait."""
+        now = trio.current_time()
+        if now - held_since < REPLY_DELAY:
+            return held_since
+        sock._send_held_replies()
+        return now
 
     async def _serve_queue(self, intake: UDPSocket | None) -> bool:
         """Handle queued datagrams while handler slots are free.

@@ -533,6 +533,13 @@ class UDPSocket(DatagramEndpoint):
                 await trio.lowlevel.wait_writable(self._sock)
         self._drop_held(replies)
 
+    def _send_held_replies(self) -> None:
+        """Send the replies collected so far (those the kernel takes now) and
+        go on collecting."""
+        replies = self._replies
+        if replies is not None and replies.peers:
+            self._send_replies_now(replies)
+
     def _abandon_reply_batch(self) -> None:
         """Stop collecting at once: send what the kernel takes now and count
         the rest as ``EAGAIN`` send errors."""
