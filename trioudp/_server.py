@@ -473,7 +473,7 @@ class UDPServer:
         task now receives.
 
         This loop runs once per datagram under load, so it is flat: the
-        socket's receive path (``UDPSocket._accept``) and the handler's first
+        socket's ``_receive_nowait`` and the handler's first
         step (``_start``) are written out here, because each function call
         per datagram measurably costs throughput (``_start`` alone ~15%).
         """

@@ -432,6 +432,24 @@ class UDPSocket(DatagramEndpoint):
         await self._sock.send(data)
         self._sent += 1
 
+    async def _send_soon(self, data: bytes | bytearray | memoryview) -> None:
+        """:meth:`send` for a caller that passes a schedule point right after
+        (a client about to wait for its reply): a cancel point, and on a real
+        socket a datagram the kernel takes at once needs no trip through the
+        scheduler."""
+        fast = self._fast
+        if fast is None or self._closed:
+            await self.send(data)
+            return
+        check_payload(data, self._max_payload)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            fast.send(data)
+        except BlockingIOError:
+            await self.send(data)  # waits for room
+        else:
+            self._sent += 1
+
     async def _reply(
         self, data: bytes | bytearray | memoryview, peer: SocketAddress
     ) -> None:
@@ -699,6 +717,25 @@ class UDPSocket(DatagramEndpoint):
         """Fast path only: wait until a datagram (or an error) is queued."""
         self._check_open()
         await trio.lowlevel.wait_readable(self._sock)
+
+    def _receive_nowait(self, now: float) -> Datagram | None:
+        """Fast path only: a queued datagram, or None if there is none.
+
+        ``now`` is its ``received_at``. Oversize datagrams are counted and
+        skipped; errors are raised as :meth:`receive` raises them. (A
+        server's receive loop has this written out inline.)
+        """
+        fast = self._fast
+        assert fast is not None
+        while True:
+            self._check_open()
+            try:
+                data, peer = fast.recvfrom(self._bufsize)
+            except BlockingIOError:
+                return None
+            datagram = self._accept(data, peer, now)
+            if datagram is not None:
+                return datagram
 
     def _receive_failed(self, exc: OSError) -> bool:
         """Fast path only: a non-blocking receive raised ``exc``. Count a
