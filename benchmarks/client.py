@@ -25,18 +25,15 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
+from echo import build, free_port, pinned, wait_until_echoing
 
 import trioudp
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from echo import build, free_port, pinned, wait_until_echoing  # noqa: E402
 
 PAYLOAD = 64
 
@@ -93,10 +90,8 @@ def clients(concurrency: list[int]) -> dict[str, Client]:
         ),
     }
     for tasks in concurrency:
-        table[f"request x{tasks}"] = (
-            lambda port, seconds, latencies, tasks=tasks: requests(
-                port, seconds, latencies, tasks
-            )
+        table[f"request x{tasks}"] = lambda port, seconds, latencies, tasks=tasks: (
+            requests(port, seconds, latencies, tasks)
         )
     return table
 

@@ -60,3 +60,22 @@ def test_echo_benchmark_runs_side_by_side(tmp_path):
     }
     assert set(rows) == {"c", "trio_naive", "trioudp"}
     assert "| 1.00 |" in rows["trio_naive"]
+
+
+def test_client_benchmark_runs_side_by_side(tmp_path):
+    out = run(
+        "client.py",
+        "--duration",
+        "0.3",
+        "--concurrency",
+        "8",
+        "--build-dir",
+        str(tmp_path),
+    )
+    rates = {
+        line.split("|")[1].strip(): float(line.split("|")[2].replace(",", ""))
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| client")
+    }
+    assert set(rates) == {"trio_naive", "request", "request x8"}
+    assert all(rate > 0 for rate in rates.values())

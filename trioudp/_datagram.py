@@ -88,6 +88,11 @@ class Datagram:
 
         It is a cancel point; on a real socket it returns without a trip
         through the scheduler when the kernel accepts the datagram at once.
+        Inside a server on Linux, a small reply (up to 2 KiB) may instead be
+        collected and sent with the other replies of the batch the server is
+        handling, in one system call, at most ``REPLY_DELAY`` (1 ms) or one
+        batch later; ``data`` is copied, so its buffer may be reused at once.
+        Per-datagram send errors are counted in ``stats.send_errors`` either way.
 
         Raises:
             TypeError: ``data`` is not bytes-like.
