@@ -40,6 +40,27 @@ def pair():
         yield sender, receiver
 
 
+def wrap_sendmmsg(monkeypatch, errors=(), most=None):
+    """Replace the C sendmmsg with a wrapper that records each call's message
+    count and fails the first calls with ``errors`` (errno values) before
+    passing the rest on, sending at most ``most`` messages per call if given.
+    Returns the list of recorded counts."""
+    real = _mmsg._sendmmsg
+    calls = []
+    failures = iter(errors)
+
+    def wrapper(fd, headers, count, flags):
+        calls.append(count)
+        code = next(failures, None)
+        if code is not None:
+            ctypes.set_errno(code)
+            return -1
+        return real(fd, headers, count if most is None else min(count, most), flags)
+
+    monkeypatch.setattr(_mmsg, "_sendmmsg", wrapper)
+    return calls
+
+
 def test_sockaddr_encoding_matches_the_c_layout():
     v4 = encode_sockaddr(socket.AF_INET, ("10.1.2.3", 0x1234))
     assert len(v4) == 16
@@ -69,14 +90,7 @@ def test_addresses_it_cannot_encode_are_value_errors(family, address):
 
 def test_a_batch_sends_every_datagram_in_order_with_one_call(pair, monkeypatch):
     sender, receiver = pair
-    calls = []
-    real = _mmsg._sendmmsg
-
-    def counting(fd, headers, count, flags):
-        calls.append(count)
-        return real(fd, headers, count, flags)
-
-    monkeypatch.setattr(_mmsg, "_sendmmsg", counting)
+    calls = wrap_sendmmsg(monkeypatch)
     batch = SendBatch(socket.AF_INET)
     payloads = [b"%d" % i * (i + 1) for i in range(MAX_MESSAGES)]
     for payload in payloads:
@@ -116,15 +130,10 @@ def test_a_batch_sends_over_ipv6():
 
 def test_a_refused_first_datagram_is_an_oserror_naming_its_index(pair, monkeypatch):
     sender, receiver = pair
-
-    def refuses(fd, headers, count, flags):
-        ctypes.set_errno(errno.EAGAIN)
-        return -1
-
     batch = SendBatch(socket.AF_INET)
     batch.add(b"x", receiver.getsockname())
     batch.add(b"y", receiver.getsockname())
-    monkeypatch.setattr(_mmsg, "_sendmmsg", refuses)
+    wrap_sendmmsg(monkeypatch, errors=[errno.EAGAIN])
     with pytest.raises(BlockingIOError):
         batch.send(sender.fileno())
     assert batch.next_index == 0
@@ -155,14 +164,7 @@ def flood(server, payloads):
 
 
 async def test_replies_of_a_batch_arrive_all_and_in_order(nursery, monkeypatch):
-    calls = []
-    real = _mmsg._sendmmsg
-
-    def counting(fd, headers, count, flags):
-        calls.append(count)
-        return real(fd, headers, count, flags)
-
-    monkeypatch.setattr(_mmsg, "_sendmmsg", counting)
+    calls = wrap_sendmmsg(monkeypatch)
     server = await serve(nursery)
     # Small ones are batched; big ones go on their own, after those before.
     sizes = [10] * 20 + [MAX_BATCHED_SIZE + 1] + [10] * 20 + [5000] + [10] * 10
@@ -219,16 +221,7 @@ async def test_per_datagram_errors_in_a_batch_are_counted(
 ):
     """An ICMP report handed to the batch's send stops nothing (the datagram
     is sent again); other per-datagram errors drop just that datagram."""
-    real = _mmsg._sendmmsg
-    failures = iter([True])
-
-    def fails_once(fd, headers, count, flags):
-        if next(failures, False):
-            ctypes.set_errno(code)
-            return -1
-        return real(fd, headers, count, flags)
-
-    monkeypatch.setattr(_mmsg, "_sendmmsg", fails_once)
+    wrap_sendmmsg(monkeypatch, errors=[code])
     server = await serve(nursery)
     payloads = [b"%d" % i for i in range(6)]
     with flood(server, payloads) as client:
@@ -244,12 +237,7 @@ async def test_per_datagram_errors_in_a_batch_are_counted(
 
 
 async def test_a_partial_send_sends_the_rest(nursery, monkeypatch):
-    real = _mmsg._sendmmsg
-
-    def two_at_a_time(fd, headers, count, flags):
-        return real(fd, headers, min(count, 2), flags)
-
-    monkeypatch.setattr(_mmsg, "_sendmmsg", two_at_a_time)
+    wrap_sendmmsg(monkeypatch, most=2)
     server = await serve(nursery)
     payloads = [b"%d" % i for i in range(9)]
     with flood(server, payloads) as client:
@@ -259,16 +247,7 @@ async def test_a_partial_send_sends_the_rest(nursery, monkeypatch):
 
 
 async def test_a_full_send_buffer_is_waited_for(nursery, monkeypatch):
-    real = _mmsg._sendmmsg
-    full = iter([True, True])
-
-    def full_twice(fd, headers, count, flags):
-        if next(full, False):
-            ctypes.set_errno(errno.EAGAIN)
-            return -1
-        return real(fd, headers, count, flags)
-
-    monkeypatch.setattr(_mmsg, "_sendmmsg", full_twice)
+    wrap_sendmmsg(monkeypatch, errors=[errno.EAGAIN, errno.EAGAIN])
     server = await serve(nursery)
     payloads = [b"%d" % i for i in range(5)]
     with flood(server, payloads) as client:
@@ -281,16 +260,7 @@ async def test_a_full_send_buffer_is_waited_for(nursery, monkeypatch):
 async def test_an_error_about_the_socket_is_logged_not_lost(
     nursery, monkeypatch, caplog
 ):
-    real = _mmsg._sendmmsg
-    failures = iter([True])
-
-    def invalid_once(fd, headers, count, flags):
-        if next(failures, False):
-            ctypes.set_errno(errno.EINVAL)
-            return -1
-        return real(fd, headers, count, flags)
-
-    monkeypatch.setattr(_mmsg, "_sendmmsg", invalid_once)
+    wrap_sendmmsg(monkeypatch, errors=[errno.EINVAL])
     server = await serve(nursery)
     with (
         caplog.at_level(logging.ERROR, logger="trioudp"),
@@ -354,18 +324,11 @@ async def test_slow_handlers_do_not_hold_replies_back_for_long(
     every 8 datagrams), not only when the batch ends."""
     from trioudp._server import REPLY_DELAY
 
-    calls = []
-    real = _mmsg._sendmmsg
-
-    def counting(fd, headers, count, flags):
-        calls.append(count)
-        return real(fd, headers, count, flags)
-
     async def slow_echo(datagram: trioudp.Datagram) -> None:
         mock_clock.jump(REPLY_DELAY * 0.3)  # a handler busy for 0.3 ms
         await datagram.reply(datagram.data)
 
-    monkeypatch.setattr(_mmsg, "_sendmmsg", counting)
+    calls = wrap_sendmmsg(monkeypatch)
     server = await serve(nursery, slow_echo)
     payloads = [b"%d" % i for i in range(20)]
     with flood(server, payloads) as client:
