@@ -357,7 +357,6 @@ class UDPClient(DatagramEndpoint):
     def _route_queued(self) -> int:
         sock = self._sock
         now = trio.current_time()
-        routed = 0
         for routed in range(_READ_BATCH):
             try:
                 datagram = sock._receive_nowait(now)

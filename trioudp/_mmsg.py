@@ -198,8 +198,9 @@ class SendBatch:
         """The index of the first datagram not sent yet."""
         return self._first
 
-    def skip(self) -> None:
-        """Give up on the next unsent datagram (it failed)."""
+    def advance(self) -> None:
+        """Move past the next unsent datagram: it was sent on its own, or
+        given up on."""
         self._first += 1
         self._reset_if_done()
 

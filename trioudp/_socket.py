@@ -494,8 +494,7 @@ class UDPSocket(DatagramEndpoint):
                         return
                 except ValueError:
                     pass  # an address the batch cannot encode
-            if replies.peers:
-                self._send_replies_now(replies)
+            self._send_held_replies()
         tries = 2
         fast = self._fast
         if fast is not None:
@@ -596,7 +595,7 @@ class UDPSocket(DatagramEndpoint):
             try:
                 if len(replies) == 1:
                     fast.sendto(replies.payload(index), replies.peers[index])
-                    replies.skip()
+                    replies.advance()
                     sent = 1
                 else:
                     sent = replies.send(fast.fileno())
@@ -609,9 +608,9 @@ class UDPSocket(DatagramEndpoint):
                     # raised, but it has returned: log it rather than lose it.
                     logger.error("UDP reply to %r failed on %r: %s", peer, self, exc)
                     self._count_error(self._send_errors, exc, peer)
-                    replies.skip()
+                    replies.advance()
                 elif not self._worth_repeating(exc, peer) or repeated == index:
-                    replies.skip()
+                    replies.advance()
                 repeated = index
                 continue
             self._sent += sent
