@@ -163,15 +163,21 @@ def flood(server, payloads):
     return client
 
 
+async def replies_to(server, payloads, count):
+    """The first ``count`` replies to ``payloads``, all queued before the
+    server runs (see :func:`flood`)."""
+    with flood(server, payloads) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        return receive_all(client, count)
+
+
 async def test_replies_of_a_batch_arrive_all_and_in_order(nursery, monkeypatch):
     calls = wrap_sendmmsg(monkeypatch)
     server = await serve(nursery)
     # Small ones are batched; big ones go on their own, after those before.
     sizes = [10] * 20 + [MAX_BATCHED_SIZE + 1] + [10] * 20 + [5000] + [10] * 10
     payloads = [(b"%d:" % i).ljust(size, b".") for i, size in enumerate(sizes)]
-    with flood(server, payloads) as client:
-        await trio.testing.wait_all_tasks_blocked()
-        assert receive_all(client, len(payloads)) == payloads
+    assert await replies_to(server, payloads, len(payloads)) == payloads
     stats = server.stats
     assert (stats.received, stats.handled, stats.replied) == (52, 52, 52)
     assert server.sockets[0].stats.sent == 52
@@ -224,12 +230,8 @@ async def test_per_datagram_errors_in_a_batch_are_counted(
     wrap_sendmmsg(monkeypatch, errors=[code])
     server = await serve(nursery)
     payloads = [b"%d" % i for i in range(6)]
-    with flood(server, payloads) as client:
-        await trio.testing.wait_all_tasks_blocked()
-        expected = (
-            payloads if code == errno.ECONNREFUSED else [payloads[0], *payloads[2:]]
-        )
-        assert receive_all(client, len(expected)) == expected
+    expected = payloads if code == errno.ECONNREFUSED else [payloads[0], *payloads[2:]]
+    assert await replies_to(server, payloads, len(expected)) == expected
     stats = server.stats
     assert stats.send_errors == {counted: 1}
     assert stats.replied == len(expected)
@@ -240,9 +242,7 @@ async def test_a_partial_send_sends_the_rest(nursery, monkeypatch):
     wrap_sendmmsg(monkeypatch, most=2)
     server = await serve(nursery)
     payloads = [b"%d" % i for i in range(9)]
-    with flood(server, payloads) as client:
-        await trio.testing.wait_all_tasks_blocked()
-        assert receive_all(client, 9) == payloads
+    assert await replies_to(server, payloads, 9) == payloads
     assert server.stats.replied == 9
 
 
@@ -250,9 +250,7 @@ async def test_a_full_send_buffer_is_waited_for(nursery, monkeypatch):
     wrap_sendmmsg(monkeypatch, errors=[errno.EAGAIN, errno.EAGAIN])
     server = await serve(nursery)
     payloads = [b"%d" % i for i in range(5)]
-    with flood(server, payloads) as client:
-        await trio.testing.wait_all_tasks_blocked()
-        assert receive_all(client, 5) == payloads
+    assert await replies_to(server, payloads, 5) == payloads
     assert server.stats.replied == 5
     assert server.stats.send_errors == {}
 
@@ -262,12 +260,8 @@ async def test_an_error_about_the_socket_is_logged_not_lost(
 ):
     wrap_sendmmsg(monkeypatch, errors=[errno.EINVAL])
     server = await serve(nursery)
-    with (
-        caplog.at_level(logging.ERROR, logger="trioudp"),
-        flood(server, [b"0", b"1", b"2"]) as client,
-    ):
-        await trio.testing.wait_all_tasks_blocked()
-        assert receive_all(client, 2) == [b"0", b"2"]
+    with caplog.at_level(logging.ERROR, logger="trioudp"):
+        assert await replies_to(server, [b"0", b"1", b"2"], 2) == [b"0", b"2"]
     assert server.stats.send_errors == {"EINVAL": 1}
     assert "UDP reply to" in caplog.text
     assert "Invalid argument" in caplog.text
@@ -277,9 +271,7 @@ async def test_without_sendmmsg_replies_go_one_by_one(nursery, monkeypatch):
     monkeypatch.setattr(_mmsg, "_sendmmsg", None)
     server = await serve(nursery)
     payloads = [b"%d" % i for i in range(10)]
-    with flood(server, payloads) as client:
-        await trio.testing.wait_all_tasks_blocked()
-        assert receive_all(client, 10) == payloads
+    assert await replies_to(server, payloads, 10) == payloads
     assert server.stats.replied == 10
 
 
@@ -290,9 +282,7 @@ async def test_closing_the_socket_in_a_batch_sends_what_it_holds(nursery):
             server.sockets[0].close()
 
     server = await serve(nursery, echo_then_close_on_last)
-    with flood(server, [b"a", b"b", b"last"]) as client:
-        await trio.testing.wait_all_tasks_blocked()
-        assert receive_all(client, 3) == [b"a", b"b", b"last"]
+    assert await replies_to(server, [b"a", b"b", b"last"], 3) == [b"a", b"b", b"last"]
     assert server.stats.replied == 3
 
 
@@ -331,8 +321,6 @@ async def test_slow_handlers_do_not_hold_replies_back_for_long(
     calls = wrap_sendmmsg(monkeypatch)
     server = await serve(nursery, slow_echo)
     payloads = [b"%d" % i for i in range(20)]
-    with flood(server, payloads) as client:
-        await trio.testing.wait_all_tasks_blocked()
-        assert receive_all(client, 20) == payloads
+    assert await replies_to(server, payloads, 20) == payloads
     # 1 at once, then 7 and 8 when 8 datagrams took 2.4 ms, the last 4 at the end.
     assert calls == [7, 8, 4]
