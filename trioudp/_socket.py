@@ -34,6 +34,7 @@ from ._address import (
 from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
+from ._trio_private import cancel_requested_probe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -462,18 +463,9 @@ class UDPSocket(DatagramEndpoint):
             self._check_open()
         if type(data) is not bytes or len(data) > self._max_payload:
             check_payload(data, self._max_payload)
-        try:
-            # A cancel point at a third of the cost of awaiting
-            # checkpoint_if_cancelled(): read Trio's cancel status (it has no
-            # public accessor; should it move, every reply takes the full
-            # cancel point below). A pending KeyboardInterrupt waits for the
-            # next full checkpoint.
-            calm = (
-                trio.lowlevel.current_task()._cancel_status.effectively_cancelled
-                is False
-            )
-        except AttributeError:
-            calm = False
+        # A cancel point at a third of the cost of awaiting
+        # checkpoint_if_cancelled() where Trio lets us look (_trio_private).
+        calm = cancel_requested_probe() is False
         if not calm:
             await trio.lowlevel.checkpoint_if_cancelled()
         guard = self._guard
