@@ -40,3 +40,13 @@ async def test_forged_sources_are_never_answered(netns):
     assert result["handled"] == ["hello", "local"]
     assert stats["replied"] == 2
     assert stats["accounted"] == stats["received"] == 5
+
+
+async def test_each_failed_reply_is_counted_once(netns):
+    """Replies to a network with no route back fail with ENETUNREACH; each
+    is counted once (the batched path counted each twice: 264 for 132)."""
+    result = await netns("unroutable_peers", "40")
+    stats = result["stats"]
+    assert stats["received"] == stats["handled"] == 40
+    assert stats["replied"] == 0
+    assert stats["send_errors"] == {"ENETUNREACH": 40}

@@ -115,3 +115,24 @@ def test_access_lists():
     assert not acl.admits("192.0.2.1")
     assert AccessList(deny=["192.0.2.0/24"]).admits("198.51.100.1")
     assert AccessList().admits("192.0.2.1")
+
+
+def test_a_spoofed_flood_never_evicts_a_validated_peer():
+    """71,000 distinct spoofed sources used to push a validated peer out of
+    the table, after which its replies were withheld."""
+    guard = AmplificationGuard(factor=3, table_size=65_536)
+    guard.on_receive(("192.0.2.1", 5000), 100)
+    guard.validate(("192.0.2.1", 5000))
+    for i in range(71_000):
+        guard.on_receive((f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 53), 40)
+    assert guard.may_send(("192.0.2.1", 5000), 1_000_000)
+    assert len(guard) == 65_536 + 1  # both tables stay bounded
+
+
+def test_validated_peers_have_a_bounded_table_of_their_own():
+    guard = AmplificationGuard(factor=3, table_size=2)
+    for port in (1, 2, 3):
+        guard.validate(("192.0.2.1", port))
+    assert len(guard) == 2
+    assert guard.may_send(("192.0.2.1", 3), 10**6)
+    assert not guard.may_send(("192.0.2.1", 1), 1)  # least recent, evicted

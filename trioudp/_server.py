@@ -53,6 +53,7 @@ from __future__ import annotations
 import enum
 import logging
 import socket as stdlib_socket
+import sys
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,9 @@ from ._address import UNSPECIFIED_HOSTS
 from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
 from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._address import SocketAddress
@@ -665,14 +669,33 @@ class UDPServer:
 
     def _handler_raised(self, datagram: Datagram, exc: BaseException) -> None:
         """Account for a handler that raised before suspending; re-raise what
-        is not an Exception (Cancelled, KeyboardInterrupt)."""
+        is not an Exception (see :meth:`_count_base_exception`)."""
         self._in_flight -= 1
         if isinstance(exc, Exception):
             self._handler_failed(datagram)
             return
-        if isinstance(exc, trio.Cancelled):
-            self._dropped_shutdown += 1
+        self._count_base_exception(datagram, exc)
         raise exc
+
+    def _count_base_exception(self, datagram: Datagram, exc: BaseException) -> None:
+        """Count a handler's exception that is not an Exception before it
+        propagates as Trio would propagate it: Cancelled (alone or in a
+        group) is the server's shutdown at work; anything else
+        (KeyboardInterrupt, SystemExit, a group holding other exceptions) is
+        a handler error, logged, that stops the server."""
+        if isinstance(exc, trio.Cancelled) or (
+            isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None
+        ):
+            self._dropped_shutdown += 1
+            return
+        self._handler_errors += 1
+        logger.error(
+            "UDP handler %r raised %s on a datagram from %r; it stops the server",
+            getattr(self._handler, "__qualname__", self._handler),
+            type(exc).__name__,
+            datagram.peer,
+            exc_info=exc,
+        )
 
     def _rest_of(
         self, datagram: Datagram, coro: object, yielded: object
@@ -709,11 +732,11 @@ class UDPServer:
                 if scope.cancelled_caught:
                     self._handler_timeouts += 1
                     return
-        except trio.Cancelled:
-            self._dropped_shutdown += 1
-            raise
         except Exception:
             self._handler_failed(datagram)
+        except BaseException as exc:
+            self._count_base_exception(datagram, exc)
+            raise
         else:
             self._handled += 1
         finally:

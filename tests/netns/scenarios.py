@@ -214,6 +214,34 @@ async def forged_sources() -> dict[str, Any]:
     return result
 
 
+@scenario
+async def unroutable_peers(count: str = "40") -> dict[str, Any]:
+    """Datagrams arrive over v0 from a network this host has no route back
+    to: every reply fails at once with ENETUNREACH, in batches."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        await datagram.reply(datagram.data)
+
+    neighbour = Neighbour()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(
+                echo, 0, host="0.0.0.0", task_status=task_status
+            )
+        )
+        for i in range(int(count)):
+            neighbour.send(
+                ipv4_udp("198.51.100.7", V0_IPV4, 4000 + i, server.port, b"x")
+            )
+        await trio.sleep(0.5)  # a real link: let every datagram land
+        result = {"stats": stats_of(server)}
+        await server.shutdown(grace=1)
+    return result
+
+
 async def _main(name: str, *args: str) -> None:
     result = await SCENARIOS[name](*args)
     print(json.dumps(result, default=str), flush=True)
