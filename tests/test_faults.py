@@ -50,3 +50,10 @@ async def test_each_failed_reply_is_counted_once(netns):
     assert stats["received"] == stats["handled"] == 40
     assert stats["replied"] == 0
     assert stats["send_errors"] == {"ENETUNREACH": 40}
+
+
+async def test_the_cli_ignores_an_exit_from_forged_loopback(netns):
+    """``exit`` from ::ffff:127.0.0.1 over a real interface stopped
+    ``trioudp serve --host ::``; now only a real loopback peer's does."""
+    result = await netns("forged_exit_to_cli")
+    assert result == {"alive_after_forged_exit": True, "returncode": 0}

@@ -9,6 +9,7 @@ inside the namespace; nothing leaves it.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import struct
@@ -240,6 +241,50 @@ async def unroutable_peers(count: str = "40") -> dict[str, Any]:
         result = {"stats": stats_of(server)}
         await server.shutdown(grace=1)
     return result
+
+
+@scenario
+async def forged_exit_to_cli() -> dict[str, Any]:
+    """``trioudp serve --host ::`` stops on ``exit`` from a loopback peer; a
+    neighbour forges that peer (::ffff:127.0.0.1 over v0)."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.bind(("::", 0))
+        port = probe.getsockname()[1]
+    client = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    await client.bind(("::1", 0))
+
+    async def answered() -> bool:
+        await client.sendto(b"Hello, server!", ("::1", port))
+        with trio.move_on_after(0.2):
+            return bool(await client.recv(100))
+        return False
+
+    async with trio.open_nursery() as nursery:
+        command = [sys.executable, "-m", "trioudp", "serve", "--host", "::"]
+        server = await nursery.start(
+            functools.partial(
+                trio.run_process,
+                [*command, "--port", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+        )
+        with trio.fail_after(10):
+            while not await answered():
+                pass
+        neighbour = Neighbour()
+        for _ in range(3):
+            neighbour.send(ipv6_udp("::ffff:127.0.0.1", V0_IPV6, 4000, port, b"exit"))
+        await trio.sleep(0.5)  # a real link: let the forged datagrams land
+        alive = server.returncode is None and await answered()
+        await client.sendto(b"exit", ("::1", port))
+        with trio.fail_after(10):
+            await server.wait()
+    return {"alive_after_forged_exit": alive, "returncode": server.returncode}
 
 
 async def _main(name: str, *args: str) -> None:
