@@ -66,6 +66,7 @@ from . import _eager as eager
 from ._address import UNSPECIFIED_HOSTS
 from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
+from ._responder import Responder
 from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket
 
 if sys.version_info < (3, 11):
@@ -540,6 +541,8 @@ class UDPServer:
         local = sock._local or sock._local_for_datagrams()
         make_datagram = Datagram._received
         handler = self._handler
+        respond = handler.answer if type(handler) is Responder else None
+        reply_now = sock._reply_now
         timed = self._handler_timeout is not None
         queue = self._queue
         limit = self._batch_size
@@ -568,7 +571,22 @@ class UDPServer:
                 if queue or self._in_flight >= self._max_in_flight:
                     self._enqueue(datagram)
                     continue
-                if timed:
+                if respond is not None:
+                    # A Responder: a plain call, its reply sent or batched
+                    # (or held for room) without waiting.
+                    rest = None
+                    try:
+                        answer = respond(datagram)
+                    except Exception:
+                        self._handler_failed(datagram)
+                        continue
+                    except BaseException as exc:
+                        self._count_base_exception(datagram, exc)
+                        raise
+                    self._handled += 1
+                    if answer is not None:
+                        reply_now(answer, peer)
+                elif timed:
                     rest = self._start(datagram)
                 else:
                     self._in_flight += 1

@@ -330,6 +330,9 @@ class UDPSocket(DatagramEndpoint):
         # wake with it (see _wait_for_room).
         self._room_watched = False
         self._room_waiters = trio.lowlevel.ParkingLot()
+        # Replies _reply_now could not send for a full buffer: (a copy of the
+        # data, peer, whether a send error was counted for it).
+        self._held_for_room: list[tuple[bytes, SocketAddress, bool]] = []
         # Set by _screen_sources: the receive function a server's fast path
         # uses, and the loopback interface's index.
         self._screened_recvfrom: Callable[[int], tuple[bytes, SocketAddress]] | None = (
@@ -584,12 +587,43 @@ class UDPSocket(DatagramEndpoint):
         calm = cancel_requested_probe() is False
         if not calm:
             await trio.lowlevel.checkpoint_if_cancelled()
+        counted = self._reply_nowait(data, peer)
+        if counted is not None:
+            # A reply that has started goes out even if the handler is
+            # cancelled now (a shutdown's grace ran out), unless the socket
+            # stays unwritable.
+            await self._reply_when_room(
+                data, peer, counted, trio.current_time() + REPLY_SHIELD_SECONDS
+            )
+
+    def _reply_now(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> None:
+        """:meth:`_reply` for a :class:`Responder` on the fast path: never
+        waits. A reply that meets a full send buffer is copied and held for
+        :meth:`_end_reply_batch`, which waits for room."""
+        if self._closed:
+            self._check_open()
+        if type(data) is not bytes or len(data) > self._max_payload:
+            check_payload(data, self._max_payload)
+        counted = self._reply_nowait(data, peer)
+        if counted is not None:
+            self._held_for_room.append((bytes(data), peer, counted))
+
+    def _reply_nowait(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> bool | None:
+        """Send, batch or withhold (amplification guard) a checked reply
+        without waiting. Returns None when that is done (an error included:
+        it is counted), else whether a send error was already counted for
+        it: then it still waits for room, or a pending ICMP report about an
+        earlier datagram stopped it and it is worth one more try."""
         guard = self._guard
         if guard is not None and not guard.may_send(
             (peer[0], peer[1]), data.nbytes if type(data) is memoryview else len(data)
         ):
             self._dropped_amplification += 1
-            return
+            return None
         replies = self._replies
         if replies is not None:
             # A server is handling a batch: collect small replies to send
@@ -599,29 +633,36 @@ class UDPSocket(DatagramEndpoint):
                     if replies.add(data, peer) or (
                         self._send_replies_now(replies) and replies.add(data, peer)
                     ):
-                        return
+                        return None
                 except ValueError:
                     pass  # an address the batch cannot encode
             self._send_held_replies()
-        counted = False  # at most one send error is counted per reply
         fast = self._fast
-        if fast is not None:
-            try:
-                fast.sendto(data, peer)
-            except BlockingIOError:
-                pass  # the buffer is full: wait for room below
-            except OSError as exc:
-                if not self._worth_repeating(exc, peer):
-                    return
-                counted = True
-            else:
-                self._sent += 1
-                self._replied += 1
-                return
-        # A reply that has started goes out even if the handler is cancelled
-        # now (a shutdown's grace ran out), unless the socket stays unwritable.
+        if fast is None:
+            return False
+        try:
+            fast.sendto(data, peer)
+        except BlockingIOError:
+            return False  # the buffer is full: wait for room
+        except OSError as exc:
+            return True if self._worth_repeating(exc, peer) else None
+        self._sent += 1
+        self._replied += 1
+        return None
+
+    async def _reply_when_room(
+        self,
+        data: bytes | bytearray | memoryview,
+        peer: SocketAddress,
+        counted: bool,
+        deadline: float,
+    ) -> None:
+        """Send a reply, waiting for room in the send buffer until
+        ``deadline`` even if cancelled (shielded); then count it as an
+        ``EAGAIN`` send error. At most one send error is counted per reply
+        (``counted``: one already was)."""
         with trio.CancelScope(shield=True) as shield:
-            shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
+            shield.deadline = deadline
             while True:
                 try:
                     await self._send_waiting(data, peer)
@@ -649,11 +690,18 @@ class UDPSocket(DatagramEndpoint):
         self._replies = self._reply_batch
 
     async def _end_reply_batch(self) -> None:
-        """Stop collecting and send what was collected; not a schedule point
-        unless the send buffer is full (then see :meth:`_send_leftover`)."""
+        """Stop collecting and send what was collected, and the replies
+        :meth:`_reply_now` held; not a schedule point unless the send buffer
+        is full (then see :meth:`_send_leftover`, :meth:`_reply_when_room`)."""
         leftover = self._end_reply_batch_nowait()
         if leftover is not None:
             await self._send_leftover(leftover)
+        held = self._held_for_room
+        if held:
+            self._held_for_room = []
+            deadline = trio.current_time() + REPLY_SHIELD_SECONDS
+            for data, peer, counted in held:
+                await self._reply_when_room(data, peer, counted, deadline)
 
     def _end_reply_batch_nowait(self) -> SendBatch | None:
         """Stop collecting and send what the kernel takes now, without
@@ -702,6 +750,9 @@ class UDPSocket(DatagramEndpoint):
     def _abandon_reply_batch(self) -> None:
         """Stop collecting at once: send what the kernel takes now and count
         the rest as ``EAGAIN`` send errors."""
+        if self._held_for_room:
+            self._count_full_buffer(len(self._held_for_room))
+            self._held_for_room = []
         replies = self._replies
         if replies is None:
             return

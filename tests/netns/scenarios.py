@@ -127,9 +127,10 @@ def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
 
 
 @scenario
-async def full_send_buffer(rounds: str = "40") -> dict[str, Any]:
-    """An echo that replies twice, to a mix of 100 B and 3000 B datagrams,
-    over a loopback shaped to 20 Mbit/s: its send buffer fills."""
+async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str, Any]:
+    """An echo over a loopback shaped to 20 Mbit/s, to a mix of 100 B and
+    3000 B datagrams: its send buffer fills. ``form`` is the handler: an
+    async one that replies ``twice``, or a ``responder``."""
     sh(
         "ip link set lo up",
         "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
@@ -139,6 +140,10 @@ async def full_send_buffer(rounds: str = "40") -> dict[str, Any]:
         await datagram.reply(datagram.data)
         await datagram.reply(datagram.data)
 
+    def echo(datagram: trioudp.Datagram) -> bytes:
+        return datagram.data
+
+    handler = twice if form == "twice" else trioudp.Responder(echo)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.setblocking(False)
     client.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
@@ -147,7 +152,7 @@ async def full_send_buffer(rounds: str = "40") -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: trioudp.serve_udp(
-                twice, 0, host="127.0.0.1", task_status=task_status
+                handler, 0, host="127.0.0.1", task_status=task_status
             )
         )
         target = ("127.0.0.1", server.port)
