@@ -35,7 +35,6 @@ from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimiter as RateLimiter
-from ._responder import Answer as Answer
 from ._responder import Responder as Responder
 from ._server import Overflow as Overflow
 from ._server import ServerStats as ServerStats
@@ -52,7 +51,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AccessList",
     "AmplificationGuard",
-    "Answer",
     "Backoff",
     "BindError",
     "ClientStats",
