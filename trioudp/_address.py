@@ -147,20 +147,3 @@ def is_loopback(host: str) -> bool:
 #: own loopback services, so a server never answers them.
 UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "::", "::ffff:0.0.0.0"})
 
-
-def is_unspecified(host: str) -> bool:
-    """Tell whether ``host`` is an unspecified address (IPv4-mapped included).
-
-    Example:
-        >>> is_unspecified("0.0.0.0"), is_unspecified("::"), is_unspecified("::1")
-        (True, True, False)
-        >>> is_unspecified("::ffff:0.0.0.0")
-        True
-    """
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_unspecified
-    return ip.is_unspecified
