@@ -75,6 +75,7 @@ if sys.version_info < (3, 11):
 if TYPE_CHECKING:
     from ._address import SocketAddress
     from ._mmsg import SendBatch
+    from ._multicast import Multicast
 
 __all__ = ["Overflow", "ServerStats", "UDPServer", "serve_udp", "serve_udp_sockets"]
 
@@ -853,12 +854,16 @@ async def open_udp_sockets(
     *,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
 ) -> list[UDPSocket]:
     """Bind the sockets :func:`serve_udp` serves: one for ``host``, or for
     ``host=None`` one IPv4 and (where the host has IPv6) one IPv6 wildcard
     socket on the same port.
 
-    The caller owns the returned sockets.
+    The caller owns the returned sockets. ``multicast`` and ``broadcast``
+    are :func:`open_udp_socket`'s; each multicast group is joined on the
+    socket of its family.
 
     Example::
 
@@ -879,6 +884,10 @@ async def open_udp_sockets(
                     family=family,
                     max_datagram_size=max_datagram_size,
                     receive_buffer=receive_buffer,
+                    multicast=multicast
+                    if multicast is None or not family
+                    else multicast.for_family(family),
+                    broadcast=broadcast,
                 )
             except OSError as exc:
                 if sockets and family == stdlib_socket.AF_INET6:
@@ -906,6 +915,8 @@ async def serve_udp(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
     rate_limit: RateLimit | None = None,
     amplification_factor: float | None = None,
     access: AccessList | None = None,
@@ -924,6 +935,9 @@ async def serve_udp(
         max_datagram_size: larger datagrams are dropped and counted.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
+        multicast: groups to join (each on the socket of its family) and
+            multicast settings; see :class:`Multicast`.
+        broadcast: allow replies to broadcast addresses (``SO_BROADCAST``).
         max_in_flight, queue_size, overflow, handler_timeout, batch_size,
             rate_limit, amplification_factor, access: see
             :func:`serve_udp_sockets`.
@@ -942,7 +956,12 @@ async def serve_udp(
     """
     _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
     sockets = await open_udp_sockets(
-        port, host, max_datagram_size=max_datagram_size, receive_buffer=receive_buffer
+        port,
+        host,
+        max_datagram_size=max_datagram_size,
+        receive_buffer=receive_buffer,
+        multicast=multicast,
+        broadcast=broadcast,
     )
     await serve_udp_sockets(
         handler,

@@ -36,6 +36,7 @@ from ._address import (
 from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
+from ._multicast import MulticastOptions
 from ._trio_private import cancel_requested_probe
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._limits import AmplificationGuard
+    from ._multicast import Multicast
 
 __all__ = ["SocketStats", "UDPSocket", "open_udp_socket"]
 
@@ -256,12 +258,15 @@ class DatagramEndpoint(abc.ABC):
 
 
 @final
-class UDPSocket(DatagramEndpoint):
+class UDPSocket(MulticastOptions, DatagramEndpoint):
     """A UDP socket for Trio: send, receive and reply with datagrams.
 
     Usually made by :func:`open_udp_socket`; wrapping an existing
     ``trio.socket`` UDP socket is also fine and hands its ownership over.
     ``async for datagram in sock`` receives until the socket is closed.
+    Multicast and broadcast: :meth:`join_group`, :meth:`leave_group`,
+    :meth:`set_multicast_ttl`, :meth:`set_multicast_loopback`,
+    :meth:`set_multicast_interface`, :meth:`set_broadcast`.
 
     Args:
         trio_socket: an ``AF_INET``/``AF_INET6``, ``SOCK_DGRAM`` trio socket.
@@ -340,6 +345,7 @@ class UDPSocket(DatagramEndpoint):
         )
         self._loopback_index = 0
         self._forged_seen = 0
+        self._groups: list[tuple[str, int]] = []
 
     # ---- state -----------------------------------------------------------
 
@@ -440,6 +446,10 @@ class UDPSocket(DatagramEndpoint):
         """Close the socket (a checkpoint, like every Trio ``aclose``)."""
         self.close()
         await trio.lowlevel.checkpoint()
+
+    def _options_socket(self) -> trio.socket.SocketType:
+        self._check_open()
+        return self._sock
 
     # ---- addresses -------------------------------------------------------
 
@@ -1006,6 +1016,9 @@ async def open_udp_socket(
     reuse_port: bool = False,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
+    dual_stack: bool | None = None,
 ) -> AsyncIterator[UDPSocket]:
     """Open a UDP socket bound to ``(host, port)`` and close it afterwards.
 
@@ -1014,15 +1027,27 @@ async def open_udp_socket(
             family (``0.0.0.0``, or ``::`` for ``AF_INET6``).
         port: the port; 0 picks a free one (see ``sock.local_address``).
         family: ``socket.AF_INET`` or ``AF_INET6``; by default it follows
-            ``host`` (IPv4 when ``host`` is None). IPv6 sockets are IPv6-only.
+            ``host`` (IPv4 when ``host`` is None).
         reuse_port: set ``SO_REUSEPORT`` so several sockets can share the port.
         max_datagram_size: see :class:`UDPSocket`.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
+        multicast: groups to join and how to send multicast; see
+            :class:`Multicast` (the methods :meth:`UDPSocket.join_group` and
+            others do the same later).
+        broadcast: allow sending to broadcast addresses (``SO_BROADCAST``).
+        dual_stack: whether an IPv6 socket also serves IPv4, whose peers then
+            appear as IPv4-mapped IPv6 addresses:
+            ``("::ffff:192.0.2.1", port, 0, 0)``. By default, only a socket
+            bound to ``"::"`` explicitly is dual-stack; other IPv6 sockets,
+            ``host=None`` included, are IPv6-only.
 
     Raises:
         BindError: the bind failed; it names host, port and the cause.
-        InvalidAddress: ``host`` or ``port`` is malformed or cannot be resolved.
+        InvalidAddress: ``host`` or ``port`` is malformed or cannot be
+            resolved, or a multicast group is not one of the socket's family.
+        OSError: the kernel refused a multicast setting (no such interface,
+            no multicast route).
 
     Example::
 
@@ -1030,6 +1055,15 @@ async def open_udp_socket(
             print("listening on", sock.local_address)
             datagram = await sock.receive()
             await datagram.reply(b"got it")
+
+    A multicast receiver, and a dual-stack socket::
+
+        group = trioudp.Multicast(groups=["239.1.2.3"])
+        async with trioudp.open_udp_socket("0.0.0.0", 5007, multicast=group) as sock:
+            datagram = await sock.receive()
+
+        async with trioudp.open_udp_socket("::", 5007) as sock:  # IPv4 and IPv6
+            datagram = await sock.receive()  # peer ("::ffff:127.0.0.1", ...)
     """
     sock = await bind_udp_socket(
         host,
@@ -1038,6 +1072,9 @@ async def open_udp_socket(
         reuse_port=reuse_port,
         max_datagram_size=max_datagram_size,
         receive_buffer=receive_buffer,
+        multicast=multicast,
+        broadcast=broadcast,
+        dual_stack=dual_stack,
     )
     try:
         yield sock
@@ -1053,12 +1090,17 @@ async def bind_udp_socket(
     reuse_port: bool = False,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
+    dual_stack: bool | None = None,
 ) -> UDPSocket:
     """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket."""
     check_port(port)
     if family not in (0, stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
         msg = f"family must be AF_INET or AF_INET6, not {family!r}"
         raise ValueError(msg)
+    if dual_stack is None:
+        dual_stack = host == "::"
     if host is None:
         family = family or stdlib_socket.AF_INET
         host = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
@@ -1071,7 +1113,9 @@ async def bind_udp_socket(
     try:
         if family == stdlib_socket.AF_INET6:
             sock.trio_socket.setsockopt(
-                stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1
+                stdlib_socket.IPPROTO_IPV6,
+                stdlib_socket.IPV6_V6ONLY,
+                int(not dual_stack),
             )
         if reuse_port:
             sock.trio_socket.setsockopt(
@@ -1086,7 +1130,11 @@ async def bind_udp_socket(
             )
         if receive_buffer is not None:
             _request_receive_buffer(sock.trio_socket, receive_buffer)
+        if broadcast:
+            sock.set_broadcast(True)
         await sock.bind((host, port))
+        if multicast is not None:
+            sock.configure_multicast(multicast)
     except BaseException:
         sock.close()
         raise
