@@ -35,8 +35,8 @@ def python_command(*args: str) -> list[str]:
 
 pytest_plugins = ["pytester"]
 
-# Standalone stdlib scripts that the interop tests run as programs.
-collect_ignore = ["interop"]
+# Standalone scripts that tests run as programs (netns: inside `unshare -n`).
+collect_ignore = ["interop", "netns"]
 
 
 def count_tasks() -> int:
