@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Aggregator", "MalformedMetric", "parse_untrusted", "percentile"]
 
-_NAME = re.compile(r"[^\s:|@#]{1,200}")
+_NAME = re.compile(r"[^\s:|@#\ufffd]{1,200}")  # \ufffd: bytes that were not UTF-8
 _KINDS = {"c", "g", "ms", "h", "s"}
 
 
