@@ -931,7 +931,11 @@ async def serve_udp(
     Args:
         handler: ``async def handler(datagram: Datagram)``.
         port: the port to bind; 0 picks a free one (see ``server.port``).
-        host: the address to bind; None binds all addresses, IPv4 and IPv6.
+        host: the address to bind; None binds all addresses, IPv4 and IPv6
+            (two sockets: IPv4 peers look like ``("192.0.2.1", 4000)``);
+            ``"::"`` binds one dual-stack socket, where IPv4 peers appear
+            IPv4-mapped: ``("::ffff:192.0.2.1", 4000, 0, 0)``; ``"0.0.0.0"``
+            serves IPv4 only, and any other IPv6 address IPv6 only.
         max_datagram_size: larger datagrams are dropped and counted.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
