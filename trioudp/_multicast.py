@@ -242,10 +242,13 @@ class MulticastOptions:
     def _family(self) -> int:
         return int(self._options_socket().family)
 
-    def _ip_level(self) -> int:
-        if self._family() == socket.AF_INET6:
-            return socket.IPPROTO_IPV6
-        return socket.IPPROTO_IP
+    def _set(self, ipv4_option: int, ipv6_option: int, value: int | bytes) -> None:
+        """Set the IP-level option of the socket's family to ``value``."""
+        sock = self._options_socket()
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, ipv6_option, value)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, ipv4_option, value)
 
     @property
     def groups(self) -> tuple[tuple[str, int], ...]:
@@ -278,11 +281,9 @@ class MulticastOptions:
                 sock.join_group("239.1.2.3")
                 datagram = await sock.receive()
         """
-        self._options_socket().setsockopt(
-            self._ip_level(),
-            socket.IPV6_JOIN_GROUP
-            if self._family() == socket.AF_INET6
-            else socket.IP_ADD_MEMBERSHIP,
+        self._set(
+            socket.IP_ADD_MEMBERSHIP,
+            socket.IPV6_JOIN_GROUP,
             membership_request(self._family(), group, interface),
         )
         self._groups.append((group, joined_index(interface)))
@@ -297,11 +298,9 @@ class MulticastOptions:
 
             sock.leave_group("239.1.2.3")
         """
-        self._options_socket().setsockopt(
-            self._ip_level(),
-            socket.IPV6_LEAVE_GROUP
-            if self._family() == socket.AF_INET6
-            else socket.IP_DROP_MEMBERSHIP,
+        self._set(
+            socket.IP_DROP_MEMBERSHIP,
+            socket.IPV6_LEAVE_GROUP,
             membership_request(self._family(), group, interface),
         )
         entry = (group, joined_index(interface))
@@ -316,12 +315,8 @@ class MulticastOptions:
 
             sock.set_multicast_loopback(False)
         """
-        self._options_socket().setsockopt(
-            self._ip_level(),
-            socket.IPV6_MULTICAST_LOOP
-            if self._family() == socket.AF_INET6
-            else socket.IP_MULTICAST_LOOP,
-            int(bool(enabled)),
+        self._set(
+            socket.IP_MULTICAST_LOOP, socket.IPV6_MULTICAST_LOOP, int(bool(enabled))
         )
 
     def set_multicast_ttl(self, hops: int) -> None:
@@ -338,13 +333,7 @@ class MulticastOptions:
         if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= 255:
             msg = f"hops must be an int in 0..255, not {hops!r}"
             raise ValueError(msg)
-        self._options_socket().setsockopt(
-            self._ip_level(),
-            socket.IPV6_MULTICAST_HOPS
-            if self._family() == socket.AF_INET6
-            else socket.IP_MULTICAST_TTL,
-            hops,
-        )
+        self._set(socket.IP_MULTICAST_TTL, socket.IPV6_MULTICAST_HOPS, hops)
 
     def set_multicast_interface(self, interface: Interface) -> None:
         """The interface multicast datagrams leave by: a name, an index, or
@@ -357,11 +346,9 @@ class MulticastOptions:
 
             sock.set_multicast_interface("eth0")
         """
-        self._options_socket().setsockopt(
-            self._ip_level(),
-            socket.IPV6_MULTICAST_IF
-            if self._family() == socket.AF_INET6
-            else socket.IP_MULTICAST_IF,
+        self._set(
+            socket.IP_MULTICAST_IF,
+            socket.IPV6_MULTICAST_IF,
             outgoing_interface(self._family(), interface),
         )
 
