@@ -35,7 +35,6 @@ from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimiter as RateLimiter
-from ._multicast import Interface as Interface
 from ._multicast import Multicast as Multicast
 from ._responder import Responder as Responder
 from ._server import Overflow as Overflow
@@ -58,7 +57,6 @@ __all__ = [
     "ClientStats",
     "Datagram",
     "DatagramTooLarge",
-    "Interface",
     "InvalidAddress",
     "Match",
     "Multicast",
