@@ -5,7 +5,7 @@ p50, p90, p99), sets (distinct members), malformed and dropped.
 
 Ctrl-C (SIGINT) or SIGTERM stops it gracefully, after a last flush.
 Run:  python examples/statsd_server.py [--host 127.0.0.1] [--port 8125] [--flush-interval 10]
-Try:  echo "hits:1|c" | nc -u -w0 127.0.0.1 8125
+Try:  echo "hits:1|c" | nc -u -w1 127.0.0.1 8125
 """
 
 import argparse
