@@ -120,3 +120,24 @@ async def test_access_lists_and_rate_limits_judge_mapped_peers_as_ipv4(nursery):
     assert limited.stats.dropped_rate_limited == 1
     denied.begin_shutdown(0)
     limited.begin_shutdown(0)
+
+
+@pytest.mark.parametrize(
+    ("host", "ipv4_peer", "ipv6_served"),
+    [
+        ("::", ("::ffff:127.0.0.1", 0, 0), True),
+        (None, ("127.0.0.1",), True),
+        ("127.0.0.1", ("127.0.0.1",), False),
+    ],
+)
+async def test_the_same_forms_on_the_virtual_network(
+    virtual_network, nursery, host, ipv4_peer, ipv6_served
+):
+    server, peers = await serve_recording(nursery, host)
+    assert await request("127.0.0.1", server.port) == b"hi"
+    ip, _port, *scope = peers[0]
+    assert (ip, *scope) == ipv4_peer
+    if ipv6_served:
+        assert await request("::1", server.port) == b"hi"
+        assert peers[1][0] == "::1"
+    server.begin_shutdown(0)

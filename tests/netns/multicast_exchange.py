@@ -39,12 +39,20 @@ def setup() -> None:
         sys.exit(
             f"refusing to configure a network that has {links}: run me in unshare -n"
         )
+    # No duplicate address detection: link-local addresses usable at once.
+    # v0 and v1 are both this namespace's: let v1 accept datagrams from v0's
+    # (local) address instead of dropping them as martians.
+    for setting, value in (
+        ("ipv6/conf/all/accept_dad", "0"),
+        ("ipv6/conf/default/accept_dad", "0"),
+        ("ipv4/conf/all/accept_local", "1"),
+        ("ipv4/conf/default/accept_local", "1"),
+        ("ipv4/conf/all/rp_filter", "0"),
+        ("ipv4/conf/default/rp_filter", "0"),
+    ):
+        with open(f"/proc/sys/net/{setting}", "w") as knob:
+            knob.write(value)
     for command in (
-        "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
-        # v0 and v1 are both this namespace's: let v1 accept datagrams from
-        # v0's (local) address instead of dropping them as martians.
-        "sysctl -qw net.ipv4.conf.all.accept_local=1 net.ipv4.conf.default.accept_local=1",
-        "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
         "ip link set lo up",
         "ip link add v0 type veth peer name v1",
         "ip addr add 10.7.0.1/24 dev v0",
