@@ -5,6 +5,7 @@ dnspython's Trio resolver."""
 import doctest
 import json
 import shutil
+import signal
 import struct
 
 import dns.asyncquery
@@ -160,7 +161,7 @@ async def test_dig_and_dnspython_trio_resolver_get_answers():
             query = dns.message.make_query("big.example.test", "TXT", use_edns=False)
             truncated = await dns.asyncquery.udp(query, "127.0.0.1", port=port)
             assert truncated.flags & dns.flags.TC
-        code, out, err = await server.stop()
+        code, out, err = await server.stop(signal.SIGINT)  # Ctrl-C
     assert code == 0, err
     log = [json.loads(line) for line in out.splitlines()]
     assert [(entry["qname"], entry["rcode"], entry["truncated"]) for entry in log] == [
