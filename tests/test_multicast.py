@@ -13,6 +13,7 @@ import pytest
 import trio
 
 import trioudp
+from trioudp import _cli
 from trioudp._multicast import (
     Multicast,
     interface_index,
@@ -207,3 +208,8 @@ async def test_real_multicast_and_broadcast_inside_a_network_namespace():
     code, err = results["without"]
     assert code == 1
     assert "Permission denied" in err
+
+
+def test_cli_listen_refuses_a_group_that_is_not_multicast(capsys):
+    assert _cli.main(["listen", "--group", "192.0.2.1", "--port", "0"]) == 1
+    assert "not a multicast address" in capsys.readouterr().err
