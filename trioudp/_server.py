@@ -836,9 +836,9 @@ async def serve_udp(
         max_datagram_size: larger datagrams are dropped and counted.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
-        max_in_flight, queue_size, overflow, handler_timeout, batch_size,
-            rate_limit, amplification_factor, access: see
-            :func:`serve_udp_sockets`.
+        max_in_flight: and ``queue_size``, ``overflow``, ``handler_timeout``,
+            ``batch_size``, ``rate_limit``, ``amplification_factor``,
+            ``access``: see :func:`serve_udp_sockets`.
         task_status: reports the :class:`UDPServer`.
 
     Raises:
