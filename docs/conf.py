@@ -30,6 +30,8 @@ extensions = [
 
 exclude_patterns = ["_build", "_inventories", "examples"]
 default_role = "py:obj"
+# Keep "--option" as typed: the CLI reference quotes help texts.
+smartquotes = False
 nitpicky = False
 
 # Google-style docstrings, as everywhere in trioudp.

@@ -108,7 +108,11 @@ TRIO = [
     ("trio.lowlevel.current_task", "function", "reference-lowlevel.html"),
     ("trio.lowlevel.Task", "class", "reference-lowlevel.html"),
     ("trio.testing.MockClock", "class", "reference-testing.html"),
-    ("trio.testing.MockClock.autojump_threshold", "attribute", "reference-testing.html"),
+    (
+        "trio.testing.MockClock.autojump_threshold",
+        "attribute",
+        "reference-testing.html",
+    ),
     ("trio.testing.wait_all_tasks_blocked", "function", "reference-testing.html"),
     ("trio.testing.assert_checkpoints", "function", "reference-testing.html"),
     ("trio.testing.assert_no_checkpoints", "function", "reference-testing.html"),
@@ -149,7 +153,9 @@ def inventory(
 
 def python_inventory() -> bytes:
     """The inventory of Python's documentation (docs.python.org/3)."""
-    pages = {module: f"library/{module}.html#module-{module}" for module in PYTHON_MODULES}
+    pages = {
+        module: f"library/{module}.html#module-{module}" for module in PYTHON_MODULES
+    }
     return inventory("Python", "3", PYTHON, PYTHON_MODULES, pages)
 
 

@@ -8,7 +8,6 @@ one process; SIGINT or SIGTERM stop the server gracefully)
 from __future__ import annotations
 
 import functools
-import random
 import signal
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import trio
 import trioudp
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import Awaitable, Callable
 
 

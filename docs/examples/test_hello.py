@@ -6,12 +6,16 @@ Run them with ``pytest`` next to ``hello.py`` (pytest-trio with
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import trio
 from hello import hello_client, hello_server
 
 import trioudp
-from trioudp.testing import VirtualNetwork
+
+if TYPE_CHECKING:
+    from trioudp.testing import VirtualNetwork
 
 
 @pytest.mark.virtual_network(latency=0.05, loss=0.1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
@@ -41,9 +40,7 @@ async def test_partition_then_heal(
 ) -> None:
     server_host = virtual_network.add_host("10.0.0.1", names=["echo.test"])
     client_host = virtual_network.add_host("10.0.0.2")
-    await nursery.start(
-        functools.partial(trioudp.serve_udp, echo, 7, host="echo.test")
-    )
+    await nursery.start(functools.partial(trioudp.serve_udp, echo, 7, host="echo.test"))
     with virtual_network.on_host(client_host):  # the client's sockets live there
         async with trioudp.open_udp_client("echo.test", 7) as client:
             virtual_network.partition(server_host, client_host)
@@ -94,10 +91,7 @@ async def test_trace_and_capture(
     assert virtual_network.write_pcap(capture) == 2
     if shutil.which("tcpdump") is None:
         pytest.skip("reading the capture back needs tcpdump")
-    text = subprocess.run(
-        ["tcpdump", "-nn", "-r", str(capture)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert text.count("UDP, length 4") == 2
+    tcpdump = await trio.run_process(
+        ["tcpdump", "-nn", "-r", str(capture)], capture_stdout=True, capture_stderr=True
+    )
+    assert tcpdump.stdout.decode().count("UDP, length 4") == 2
