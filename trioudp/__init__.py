@@ -35,6 +35,7 @@ from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimiter as RateLimiter
+from ._responder import Responder as Responder
 from ._server import Overflow as Overflow
 from ._server import ServerStats as ServerStats
 from ._server import UDPServer as UDPServer
@@ -63,6 +64,7 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RequestTimeout",
+    "Responder",
     "ServerStats",
     "SocketAddress",
     "SocketStats",
