@@ -166,4 +166,3 @@ def is_loopback(host: str) -> bool:
 #: No real peer sends from one; Linux delivers a reply to one to the host's
 #: own loopback services, so a server never answers them.
 UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "::", "::ffff:0.0.0.0"})
-
