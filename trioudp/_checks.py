@@ -71,9 +71,11 @@ def check_seconds(
     number = real_number(name, value)
     if (number >= 0 if zero else number > 0) and (infinite or math.isfinite(number)):
         return number
-    sign = "non-negative" if zero else "positive"
     finite = "" if infinite else "finite "
-    msg = f"{name} must be a {sign} {finite}number of seconds, not {short_repr(value)}"
+    if zero:
+        msg = f"{name} must be >= 0 seconds (a {finite}number), not {short_repr(value)}"
+    else:
+        msg = f"{name} must be a positive {finite}number of seconds, not {short_repr(value)}"
     raise ValueError(msg)
 
 
