@@ -7,11 +7,12 @@ answers; the others are parked.
 Invariants:
 
 - While any request is parked, some task holds or is about to take the
-  reader role. The reader hands the role to a parked request whenever it
-  stops reading (its reply came, its attempt timed out, it was cancelled),
-  never to itself; a parked request that was woken to read but is cancelled
-  before it runs passes the role on in turn. Otherwise a reply that arrived
-  would sit in the socket until the waiting request times out.
+  reader role: whenever a request stops waiting (its reply came, its attempt
+  timed out, it was cancelled) while no task reads, it wakes a parked
+  request that is not done, never itself (it is not parked), and that one
+  reads or, if it is done by then, passes the role on the same way.
+  Otherwise a reply that arrived would sit in the socket until the parked
+  request times out.
 - A request fails with :class:`PeerUnreachable` only for an ICMP error
   reported after it sent a datagram. The kernel reports an error on the next
   call on the socket, so an error that a send reports (and that send did not
@@ -390,11 +391,17 @@ class UDPClient(DatagramEndpoint):
             raise PeerUnreachable(self._peer, error) from error
 
     async def _wait(self, waiter: _Waiter) -> None:
-        while not waiter.done:
+        try:
+            while not waiter.done:
+                if self._reader is None:
+                    await self._read_for(waiter)
+                else:
+                    await self._park(waiter)
+        finally:
             if self._reader is None:
-                await self._read_for(waiter)
-            else:
-                await self._park(waiter)
+                # However this request stops waiting (its reply, its timer,
+                # a cancellation), no one reads now: wake a parked request.
+                self._hand_over()
 
     async def _park(self, waiter: _Waiter) -> None:
         """Wait until the reader routes a reply to ``waiter`` or hands it the
@@ -404,17 +411,11 @@ class UDPClient(DatagramEndpoint):
         parked[waiter] = None
         try:
             await waiter.event.wait()
-        except BaseException:
+        finally:
             del parked[waiter]
-            if self._reader is None:
-                # It may have been handed the role: pass it on.
-                self._hand_over()
-            raise
-        del parked[waiter]
 
     async def _read_for(self, waiter: _Waiter) -> None:
-        """Be the reader until ``waiter`` is done (or the wait is cancelled),
-        then hand the role to a parked request."""
+        """Be the reader until ``waiter`` is done (or the wait is cancelled)."""
         self._reader = waiter
         try:
             while not waiter.done:
@@ -430,7 +431,6 @@ class UDPClient(DatagramEndpoint):
                 self._route(datagram)
         finally:
             self._reader = None
-            self._hand_over()
 
     async def _read_ready(self) -> None:
         """Route the replies queued (up to ``_READ_BATCH``), waiting until
