@@ -76,3 +76,7 @@ def test_public_names_are_exported_and_documented(module):
         assert obj.__doc__, f"{name} has no docstring"
         assert "xample" in obj.__doc__, f"{name}'s docstring has no example"
     assert sorted(module.__all__) == module.__all__
+
+
+def test_request_timeout_after_one_attempt_is_singular():
+    assert "after 1 attempt in 0.500 s" in str(RequestTimeout(("127.0.0.1", 9), 1, 0.5))
