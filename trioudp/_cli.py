@@ -1,7 +1,12 @@
 """The ``trioudp`` command line: the socket tutorial's server and client, done safely.
 
 Exit codes: 0 success; 1 a network failure (no reply, peer unreachable, bind
-failure, bad address); 2 bad usage; 130 interrupted by Ctrl-C.
+failure, bad address); 2 bad usage; 130 interrupted by Ctrl-C (SIGINT); 143
+stopped by SIGTERM. A server stopped by either signal shuts down gracefully
+first.
+
+Peer data is printed only through :func:`printable` (no control character
+reaches the terminal).
 """
 
 from __future__ import annotations
@@ -16,16 +21,20 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from . import __version__
 from ._address import is_loopback
+from ._argtypes import number, port
 from ._backoff import Backoff
 from ._client import open_udp_client
 from ._errors import TrioUDPError
 from ._limits import RateLimit
 from ._server import UDPServer, open_udp_sockets, serve_udp_sockets
+from ._terminal import printable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from ._address import SocketAddress
     from ._datagram import Datagram
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -35,15 +44,21 @@ __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 DEFAULT_PORT = 12345
 GRACE = 2.0
 
 
 def _text(data: bytes) -> str:
-    """Bytes as text for printing: UTF-8, with undecodable bytes escaped."""
-    return data.decode("utf-8", "backslashreplace")
+    """Peer bytes as text for printing: see :func:`printable`."""
+    return printable(data)
+
+
+def _address_text(address: SocketAddress) -> str:
+    """``host:port``, with an IPv6 host in brackets (``[::]:12345``)."""
+    host, port_number = address[0], address[1]
+    return f"[{host}]:{port_number}" if ":" in host else f"{host}:{port_number}"
 
 
 def _peer_repr(datagram: Datagram) -> str:
@@ -59,9 +74,10 @@ def hello_handler(
     """The tutorial server's handler: print, answer ``Hello, client!``, stop on ``exit``."""
 
     async def handler(datagram: Datagram) -> None:
-        text = _text(datagram.data)
-        print(f"Received {text} from {_peer_repr(datagram)}", flush=True)
-        if text.strip().lower() != "exit":
+        print(
+            f"Received {_text(datagram.data)} from {_peer_repr(datagram)}", flush=True
+        )
+        if datagram.data.strip().lower() != b"exit":
             await datagram.reply(b"Hello, client!")
         elif allow_remote_exit or is_loopback(datagram.peer[0]):
             exit_requested.set()
@@ -76,18 +92,19 @@ def hello_handler(
     return handler
 
 
-async def _watch_signals(exit_requested: trio.Event) -> None:
+async def _watch_signals(exit_requested: trio.Event, received: list[int]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
             print(f"Received {name}, shutting down...", file=sys.stderr, flush=True)
+            received.append(signum)
             exit_requested.set()
             return
 
 
 async def _serve_until_exit(
     handler_for: Callable[[trio.Event], Callable[[Datagram], Awaitable[None]]],
-    host: str,
+    host: str | None,
     port: int,
     banner: str,
     *,
@@ -95,11 +112,16 @@ async def _serve_until_exit(
     watch_signals: bool = True,
     protection: Protection | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
+) -> int:
     """Serve with the handler ``handler_for(exit_requested)`` builds, until
     the handler or a signal sets ``exit_requested``; then stop gracefully.
+
+    ``banner`` is formatted with ``address`` (every address served, such as
+    ``0.0.0.0:12345 and [::]:12345``), ``host`` and ``port``. Returns the
+    exit code: 0, or 128 + the number of the signal that stopped it.
     """
     exit_requested = trio.Event()
+    signals: list[int] = []
     protection = protection or Protection()
     sockets = await open_udp_sockets(port, host)
     async with trio.open_nursery() as nursery:
@@ -112,15 +134,17 @@ async def _serve_until_exit(
                 amplification_factor=protection.amplification_factor,
             )
         )
-        print(banner.format(host=host, port=server.port), flush=True)
+        address = " and ".join(_address_text(sock.local_address) for sock in sockets)
+        print(banner.format(address=address, host=host, port=server.port), flush=True)
         if watch_signals:
-            nursery.start_soon(_watch_signals, exit_requested)
+            nursery.start_soon(_watch_signals, exit_requested, signals)
         task_status.started(server)
         await exit_requested.wait()
         if on_exit:
             print(on_exit, flush=True)
         await server.shutdown(grace=GRACE)
         nursery.cancel_scope.cancel()
+    return 128 + signals[0] if signals else EXIT_OK
 
 
 @attrs.frozen
@@ -146,15 +170,14 @@ class Protection:
 
 async def serve_command(args: argparse.Namespace) -> int:
     """``trioudp serve``: the tutorial's server."""
-    await _serve_until_exit(
+    return await _serve_until_exit(
         functools.partial(hello_handler, allow_remote_exit=args.allow_remote_exit),
         args.host,
         args.port,
-        "Server is listening on {host}:{port}",
+        "Server is listening on {address}",
         on_exit="Server exiting...",
         protection=Protection.from_args(args),
     )
-    return EXIT_OK
 
 
 def _echo_handler(exit_requested: trio.Event) -> Callable[[Datagram], Awaitable[None]]:
@@ -178,22 +201,20 @@ def _listen_handler(
 
 async def echo_command(args: argparse.Namespace) -> int:
     """``trioudp echo``: answer every datagram with its own bytes."""
-    await _serve_until_exit(
+    return await _serve_until_exit(
         _echo_handler,
         args.host,
         args.port,
-        "Echo server is listening on {host}:{port}",
+        "Echo server is listening on {address}",
         protection=Protection.from_args(args),
     )
-    return EXIT_OK
 
 
 async def listen_command(args: argparse.Namespace) -> int:
     """``trioudp listen``: print every datagram, answer nothing."""
-    await _serve_until_exit(
-        _listen_handler, args.host, args.port, "Listening on {host}:{port}"
+    return await _serve_until_exit(
+        _listen_handler, args.host, args.port, "Listening on {address}"
     )
-    return EXIT_OK
 
 
 # ---- the tutorial's client ------------------------------------------------
@@ -240,7 +261,7 @@ async def demo_command(args: argparse.Namespace) -> int:
                 functools.partial(hello_handler, allow_remote_exit=False),
                 "127.0.0.1",
                 0,
-                "Server is listening on {host}:{port}",
+                "Server is listening on {address}",
                 on_exit="Server exiting...",
                 watch_signals=False,
             )
@@ -259,36 +280,17 @@ async def demo_command(args: argparse.Namespace) -> int:
 # ---- the parser -----------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        msg = f"must be a positive number of seconds, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        msg = f"port must be in 0..65535, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        msg = f"must be >= 0, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        msg = f"must be >= 0, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+# Shared argument types (see _argtypes): inf, nan and bad text are usage errors.
+_positive_float = number(float, above=0)
+_non_negative_float = number(float, minimum=0)
+_non_negative_int = number(int, minimum=0)
+_port = port
+#: A rate limit's N: bursts are 2N, which must stay a finite float.
+_rate_or_off = number(float, above=0, maximum=1e9, zero_is_off=True)
+#: An amplification factor: 0 turns it off, else QUIC's rule needs >= 1.
+_factor_or_off = number(float, minimum=1, zero_is_off=True)
+#: send --retries: Backoff.within halves the first wait per retry.
+MAX_RETRIES = 100
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,10 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trioudp",
         description="UDP server and client tools built on Trio.",
-        epilog="Exit codes: 0 success, 1 network failure, 2 bad usage, 130 interrupted.",
+        epilog="Exit codes: 0 success, 1 network failure, 2 bad usage,"
+        " 130 interrupted (SIGINT), 143 stopped by SIGTERM.",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log debug messages"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -308,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> None:
         sub.add_argument(
             "--rate-limit",
-            type=_non_negative_float,
+            type=_rate_or_off,
             default=rate,
             metavar="N",
             help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
@@ -316,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--amplification-factor",
-            type=_non_negative_float,
+            type=_factor_or_off,
             default=factor,
             metavar="K",
             help="reply to each peer with at most K times the bytes it sent"
@@ -324,13 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     def server_parser(
-        name: str, help_text: str, default_host: str
+        name: str, help_text: str, default_host: str | None
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
             "--host",
             default=default_host,
-            help=f"address to bind (default {default_host})",
+            help="address to bind (default "
+            + (default_host or "every address, IPv4 and IPv6, as serve_udp")
+            + ")",
         )
         sub.add_argument(
             "--port",
@@ -343,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = server_parser(
         "serve",
         "The tutorial's server: print each datagram, reply 'Hello, client!', stop on 'exit'.",
-        "0.0.0.0",
+        None,
     )
     serve.add_argument(
         "--allow-remote-exit",
@@ -391,9 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--retries",
-        type=_non_negative_int,
+        type=number(int, minimum=0, maximum=MAX_RETRIES),
         default=2,
-        help="retransmissions after the first send (default 2)",
+        help=f"retransmissions after the first send, 0..{MAX_RETRIES} (default 2)",
     )
     send.add_argument(
         "--no-exit", action="store_true", help="do not send 'exit' afterwards"
@@ -408,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ._bench import add_bench_parser
 
     add_bench_parser(commands)
+    for sub in commands.choices.values():
+        # -v also after the command; SUPPRESS keeps an earlier -v in force.
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log debug messages",
+        )
     return parser
 
 
