@@ -92,8 +92,14 @@ def hello_handler(
     return handler
 
 
-async def _watch_signals(exit_requested: trio.Event, received: list[int]) -> None:
+async def _watch_signals(
+    exit_requested: trio.Event,
+    received: list[int],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             print(f"Received {name}, shutting down...", file=sys.stderr, flush=True)
@@ -134,10 +140,11 @@ async def _serve_until_exit(
                 amplification_factor=protection.amplification_factor,
             )
         )
+        if watch_signals:
+            # Before the banner: a signal sent once it is out stops gracefully.
+            await nursery.start(_watch_signals, exit_requested, signals)
         address = " and ".join(_address_text(sock.local_address) for sock in sockets)
         print(banner.format(address=address, host=host, port=server.port), flush=True)
-        if watch_signals:
-            nursery.start_soon(_watch_signals, exit_requested, signals)
         task_status.started(server)
         await exit_requested.wait()
         if on_exit:
