@@ -363,7 +363,11 @@ async def test_serve_rate_limits_a_remote_flood(
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["send", "--timeout", "inf"], "--timeout: must be a number > 0, not 'inf'"),
+        (
+            ["send", "--timeout", "inf"],
+            "--timeout: must be a number >= 0.001, not 'inf'",
+        ),
+        (["send", "--timeout", "1e-310"], "not '1e-310'"),
         (["send", "--timeout", "nan"], "not 'nan'"),
         (
             ["send", "--retries", "1000"],

@@ -287,7 +287,8 @@ async def demo_command(args: argparse.Namespace) -> int:
 # ---- the parser -----------------------------------------------------------
 
 
-# Shared argument types (see _argtypes): inf, nan and bad text are usage errors.
+# Shared argument types (see _argtypes): inf, nan and bad text are usage
+# errors. Reuse these (or number(...)) for new options.
 _positive_float = number(float, above=0)
 _non_negative_float = number(float, minimum=0)
 _non_negative_int = number(int, minimum=0)
@@ -296,8 +297,10 @@ _port = port
 _rate_or_off = number(float, above=0, maximum=1e9, zero_is_off=True)
 #: An amplification factor: 0 turns it off, else QUIC's rule needs >= 1.
 _factor_or_off = number(float, minimum=1, zero_is_off=True)
-#: send --retries: Backoff.within halves the first wait per retry.
+#: send --retries and --timeout: Backoff.within halves the first wait per
+#: retry, and the first wait must stay a normal float.
 MAX_RETRIES = 100
+MIN_TIMEOUT = 0.001
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,9 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=number(float, minimum=MIN_TIMEOUT),
         default=1.0,
-        help="seconds to wait for a reply, over all attempts (default 1.0)",
+        help="seconds to wait for a reply, over all attempts, at least"
+        f" {MIN_TIMEOUT:g} (default 1.0)",
     )
     send.add_argument(
         "--retries",
