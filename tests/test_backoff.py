@@ -124,6 +124,11 @@ def test_worst_case_of_huge_attempts_takes_logarithmic_steps(monkeypatch, attemp
     assert counter.calls < 2000
 
 
+@pytest.mark.parametrize("multiplier", [1.0, 2.0])
+def test_worst_case_beyond_floats_is_infinite(multiplier):
+    assert Backoff(multiplier=multiplier).worst_case(10**400) == math.inf
+
+
 def test_worst_case_with_a_multiplier_near_one():
     backoff = Backoff(initial=0.001, multiplier=1.0001, maximum=10.0, jitter=0.0)
     attempts = 200_000
@@ -177,3 +182,29 @@ def test_bad_values_name_themselves_at_construction(call, error, fragment):
 def test_within_many_attempts_still_fits_the_budget():
     backoff = Backoff.within(1.0, 1000, jitter=0.0)
     assert backoff.worst_case(1000) == pytest.approx(1.0)
+
+
+@given(
+    initial=st.floats(min_value=1e-310, max_value=1e308),
+    multiplier=st.floats(min_value=1, max_value=1e308),
+    maximum=st.floats(min_value=1e-310, max_value=1e308),
+    jitter=st.floats(0, 0.99),
+    attempts=st.one_of(st.integers(1, 100), st.integers(1, 10**500)),
+)
+def test_extreme_settings_never_overflow(
+    initial, multiplier, maximum, jitter, attempts
+):
+    backoff = Backoff(
+        initial=initial, multiplier=multiplier, maximum=maximum, jitter=jitter
+    )
+    assert backoff.worst_case(attempts) >= 0
+    assert 0 < backoff.base(attempts) <= max(initial, maximum)
+    waits = backoff.waits(attempts, random.Random(0))
+    assert next(waits) > 0
+
+
+def test_a_wait_whose_power_alone_overflows():
+    backoff = Backoff(initial=1e-300, multiplier=1.0000001, maximum=1e300, jitter=0)
+    attempt = 10_000_000_000  # 1.0000001**attempt overflows; the wait is ~1e134
+    expected = math.exp(math.log(1e-300) + attempt * math.log(1.0000001))
+    assert backoff.base(attempt) == pytest.approx(expected, rel=1e-6)

@@ -112,7 +112,12 @@ class Backoff:
         # (logs of each bound: their ratio may not fit in a float).
         if attempt > (math.log(maximum) - math.log(initial)) / math.log(multiplier):
             return maximum
-        return min(maximum, initial * multiplier**attempt)
+        try:
+            return min(maximum, initial * multiplier**attempt)
+        except OverflowError:  # the power alone is past floats, not the wait
+            return min(
+                maximum, math.exp(math.log(initial) + attempt * math.log(multiplier))
+            )
 
     def waits(self, attempts: int, rng: random.Random) -> Iterator[float]:
         """The waits of ``attempts`` attempts, computed one at a time as they
@@ -160,11 +165,16 @@ class Backoff:
             59999999999703.0
         """
         check_attempts(attempts)
-        if attempts <= _SUMMED:
-            total = math.fsum(self.base(i) for i in range(attempts))
-        else:
-            growing = self._growing(attempts)
-            total = self._sum_growing(growing) + (attempts - growing) * self.maximum
+        try:
+            if attempts <= _SUMMED:
+                total = math.fsum(self.base(i) for i in range(attempts))
+            else:
+                growing = self._growing(attempts)
+                total = self._sum_growing(growing) + (attempts - growing) * float(
+                    self.maximum
+                )
+        except OverflowError:  # every wait is positive: the sum is past floats
+            return math.inf
         return total * (1 + self.jitter)
 
     def _growing(self, attempts: int) -> int:
@@ -185,7 +195,7 @@ class Backoff:
             return math.fsum(self.base(i) for i in range(count))
         step = self.multiplier - 1  # exact for any float >= 1
         if step == 0:
-            return self.initial * count
+            return count * float(self.initial)
         exponent = count * math.log1p(step)
         if exponent > 700:  # initial is negligible next to the last term
             return math.exp(math.log(self.initial) + exponent) / step
