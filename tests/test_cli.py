@@ -532,6 +532,14 @@ async def test_serve_and_send_print_hostile_peer_data_escaped(
     await evil.shutdown()
 
 
+async def test_listen_says_1_byte(virtual_network, nursery, capsys):
+    handler = _cli._listen_handler(trio.Event())
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+        await sock.send_to(b"x", sock.local_address)
+        await handler(await sock.receive())
+    assert capsys.readouterr().out.endswith(" 1 byte: x\n")
+
+
 def test_listen_prints_hostile_peer_data_escaped():
     server = spawn("-m", "trioudp", "listen", "--port", "0")
     port = banner_port(server)

@@ -55,6 +55,16 @@ def _text(data: bytes) -> str:
     return printable(data)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 byte``, ``2 bytes``: a count with its noun agreeing.
+
+    Example:
+        >>> plural(1, "attempt"), plural(0, "datagram")
+        ('1 attempt', '0 datagrams')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _address_text(address: SocketAddress) -> str:
     """``host:port``, with an IPv6 host in brackets (``[::]:12345``)."""
     host, port_number = address[0], address[1]
@@ -199,7 +209,8 @@ def _listen_handler(
 ) -> Callable[[Datagram], Awaitable[None]]:
     async def listen(datagram: Datagram) -> None:
         print(
-            f"{_peer_repr(datagram)} {len(datagram.data)} bytes: {_text(datagram.data)}",
+            f"{_peer_repr(datagram)} {plural(len(datagram.data), 'byte')}:"
+            f" {_text(datagram.data)}",
             flush=True,
         )
 
