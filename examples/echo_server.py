@@ -39,7 +39,9 @@ async def main(host: str, port: int) -> None:
             print(f"Echo server is listening on {host}:{server.port}", flush=True)
             async for _ in signals:
                 await server.shutdown(grace=1.0)
-                print(f"Stopped after {server.stats.handled} datagrams", flush=True)
+                handled = server.stats.handled
+                noun = "datagram" if handled == 1 else "datagrams"
+                print(f"Stopped after {handled} {noun}", flush=True)
                 return
 
 

@@ -61,3 +61,7 @@ def test_peer_unreachable_keeps_errno():
     error = PeerUnreachable(("127.0.0.1", 9), cause)
     assert error.errno == errno.ECONNREFUSED
     assert error.cause is cause
+
+
+def test_request_timeout_after_one_attempt_is_singular():
+    assert "after 1 attempt in 0.500 s" in str(RequestTimeout(("127.0.0.1", 9), 1, 0.5))

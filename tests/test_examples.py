@@ -68,7 +68,7 @@ def test_echo_server_example_echoes_and_stops_on_ctrl_c():
     server.send_signal(signal.SIGINT)
     out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert out == "Stopped after 1 datagrams\n"
+    assert out == "Stopped after 1 datagram\n"
 
 
 def test_every_example_is_exercised():

@@ -1,6 +1,7 @@
 import functools
 import itertools
 import logging
+import math
 import socket
 
 import pytest
@@ -380,3 +381,37 @@ async def test_serve_udp_sockets_closes_the_sockets_it_refuses(virtual_network):
     with pytest.raises(ValueError, match="max_in_flight"):
         await serve_udp_sockets(echo, [sock], max_in_flight=0)
     assert sock.closed
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "fragment"),
+    [
+        ("5", TypeError, "handler_timeout must be a number, not '5'"),
+        (10**400, ValueError, "handler_timeout is too large"),
+        (math.nan, ValueError, "handler_timeout must be a number, not nan"),
+        (-1, ValueError, "handler_timeout must be a positive"),
+    ],
+    ids=["str", "huge", "nan", "negative"],
+)
+async def test_bad_handler_timeout_is_named_at_start(
+    virtual_network, nursery, value, error, fragment
+):
+    with pytest.raises(error, match=fragment):
+        await start(nursery, echo, handler_timeout=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "fragment"),
+    [
+        ("1", TypeError, "grace must be a number, not '1'"),
+        (10**400, ValueError, "grace is too large"),
+        (math.nan, ValueError, "grace must be a number, not nan"),
+    ],
+    ids=["str", "huge", "nan"],
+)
+async def test_bad_grace_is_named(virtual_network, nursery, value, error, fragment):
+    server = await start(nursery, echo)
+    with pytest.raises(error, match=fragment):
+        server.begin_shutdown(value)
+    assert not server.stopping
+    await server.shutdown()

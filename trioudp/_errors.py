@@ -146,7 +146,8 @@ class RequestTimeout(TrioUDPError, TimeoutError):
         self.attempts = attempts
         self.elapsed = elapsed
         super().__init__(
-            f"no reply from {peer!r} after {attempts} attempts in {elapsed:.3f} s;"
+            f"no reply from {peer!r} after {attempts}"
+            f" {'attempt' if attempts == 1 else 'attempts'} in {elapsed:.3f} s;"
             " is the server running?"
         )
 

@@ -64,6 +64,7 @@ import trio
 
 from . import _eager as eager
 from ._address import UNSPECIFIED_HOSTS
+from ._checks import check_seconds
 from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
 from ._responder import Responder
@@ -227,9 +228,8 @@ def _check_settings(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             msg = f"{name} must be an int >= {low}, not {value!r}"
             raise ValueError(msg)
-    if handler_timeout is not None and not handler_timeout > 0:
-        msg = f"handler_timeout must be a positive number of seconds or None, not {handler_timeout!r}"
-        raise ValueError(msg)
+    if handler_timeout is not None:
+        check_seconds("handler_timeout", handler_timeout, infinite=True)
 
 
 def _sum_known(counts: Sequence[int | None]) -> int | None:
@@ -371,9 +371,7 @@ class UDPServer:
         cancelled and counted in ``dropped_shutdown``. Calling it again can
         only shorten the grace period.
         """
-        if not grace >= 0:
-            msg = f"grace must be >= 0 seconds, not {grace!r}"
-            raise ValueError(msg)
+        check_seconds("grace", grace, zero=True, infinite=True)
         self._stopping = True
         for wait in self._waits:
             wait.cancel()
