@@ -29,6 +29,7 @@ from ._client import open_udp_client
 from ._errors import TrioUDPError
 from ._limits import RateLimit
 from ._multicast import Multicast
+from ._responder import Responder
 from ._server import UDPServer, open_udp_sockets, serve_udp_sockets
 from ._socket import open_udp_socket
 from ._terminal import printable
@@ -200,11 +201,13 @@ async def serve_command(args: argparse.Namespace) -> int:
     )
 
 
-def _echo_handler(exit_requested: trio.Event) -> Callable[[Datagram], Awaitable[None]]:
-    async def echo(datagram: Datagram) -> None:
-        await datagram.reply(datagram.data)
+def _echo(datagram: Datagram) -> bytes:
+    return datagram.data
 
-    return echo
+
+def _echo_handler(exit_requested: trio.Event) -> Responder:
+    # The fastest correct form: an echo needs no waiting.
+    return Responder(_echo)
 
 
 def _listen_handler(
