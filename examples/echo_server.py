@@ -24,8 +24,8 @@ PROTECTION = {
 }
 
 
-async def echo(datagram: trioudp.Datagram) -> None:
-    await datagram.reply(datagram.data)
+def echo(datagram: trioudp.Datagram) -> bytes:
+    return datagram.data
 
 
 async def main(host: str, port: int) -> None:
@@ -33,7 +33,7 @@ async def main(host: str, port: int) -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp, echo, port, host=host, **PROTECTION
+                    trioudp.serve_udp, trioudp.Responder(echo), port, host=host, **PROTECTION
                 )
             )
             print(f"Echo server is listening on {host}:{server.port}", flush=True)
