@@ -18,6 +18,7 @@ import trio
 
 from ._address import is_loopback
 from ._backoff import Backoff
+from ._cli_workers import supervise
 from ._client import open_udp_client
 from ._errors import TrioUDPError
 from ._limits import RateLimit
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from ._datagram import Datagram
+    from ._worker import Worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -94,14 +96,18 @@ async def _serve_until_exit(
     on_exit: str | None = None,
     watch_signals: bool = True,
     protection: Protection | None = None,
+    worker: Worker | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve with the handler ``handler_for(exit_requested)`` builds, until
     the handler or a signal sets ``exit_requested``; then stop gracefully.
+
+    In a ``--workers`` worker the port is shared (``SO_REUSEPORT``) and the
+    supervisor prints the banner and watches signals.
     """
     exit_requested = trio.Event()
     protection = protection or Protection()
-    sockets = await open_udp_sockets(port, host)
+    sockets = await open_udp_sockets(port, host, reuse_port=worker is not None)
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
             functools.partial(
@@ -112,8 +118,11 @@ async def _serve_until_exit(
                 amplification_factor=protection.amplification_factor,
             )
         )
-        print(banner.format(host=host, port=server.port), flush=True)
-        if watch_signals:
+        if worker is None:
+            print(banner.format(host=host, port=server.port), flush=True)
+        else:
+            worker.serving(server, stop=exit_requested.set)
+        if watch_signals and worker is None:
             nursery.start_soon(_watch_signals, exit_requested)
         task_status.started(server)
         await exit_requested.wait()
@@ -146,13 +155,17 @@ class Protection:
 
 async def serve_command(args: argparse.Namespace) -> int:
     """``trioudp serve``: the tutorial's server."""
+    banner = "Server is listening on {host}:{port}"
+    if args.workers != 1:
+        return await supervise(args, banner, GRACE)
     await _serve_until_exit(
         functools.partial(hello_handler, allow_remote_exit=args.allow_remote_exit),
         args.host,
         args.port,
-        "Server is listening on {host}:{port}",
+        banner,
         on_exit="Server exiting...",
         protection=Protection.from_args(args),
+        worker=getattr(args, "worker", None),
     )
     return EXIT_OK
 
@@ -178,12 +191,16 @@ def _listen_handler(
 
 async def echo_command(args: argparse.Namespace) -> int:
     """``trioudp echo``: answer every datagram with its own bytes."""
+    banner = "Echo server is listening on {host}:{port}"
+    if args.workers != 1:
+        return await supervise(args, banner, GRACE)
     await _serve_until_exit(
         _echo_handler,
         args.host,
         args.port,
-        "Echo server is listening on {host}:{port}",
+        banner,
         protection=Protection.from_args(args),
+        worker=getattr(args, "worker", None),
     )
     return EXIT_OK
 
@@ -323,6 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
             f" (QUIC's anti-amplification rule); 0 = no limit (default {factor:g})",
         )
 
+    def workers_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--workers",
+            type=_non_negative_int,
+            default=1,
+            metavar="N",
+            help="processes sharing the port (SO_REUSEPORT), supervised and"
+            " restarted if they die; SIGUSR1 prints their summed counters;"
+            " 0 = one per CPU (default 1)",
+        )
+
     def server_parser(
         name: str, help_text: str, default_host: str
     ) -> argparse.ArgumentParser:
@@ -351,11 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept 'exit' from any peer (by default only from loopback)",
     )
     protection_options(serve, rate=50, factor=3)
+    workers_option(serve)
     serve.set_defaults(func=serve_command)
     echo = server_parser(
         "echo", "Echo server: answer each datagram with its own bytes.", "127.0.0.1"
     )
     protection_options(echo, rate=0, factor=0)
+    workers_option(echo)
     echo.set_defaults(func=echo_command)
     server_parser(
         "listen", "Print each datagram received; answer nothing.", "127.0.0.1"
@@ -426,6 +456,7 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trioudp`` command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

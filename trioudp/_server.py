@@ -765,12 +765,15 @@ async def open_udp_sockets(
     *,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    reuse_port: bool = False,
 ) -> list[UDPSocket]:
     """Bind the sockets :func:`serve_udp` serves: one for ``host``, or for
     ``host=None`` one IPv4 and (where the host has IPv6) one IPv6 wildcard
     socket on the same port.
 
-    The caller owns the returned sockets.
+    The caller owns the returned sockets. ``reuse_port=True`` sets
+    ``SO_REUSEPORT`` on each, so several processes can serve one port (the
+    kernel spreads datagrams over them by source address and port).
 
     Example::
 
@@ -791,6 +794,7 @@ async def open_udp_sockets(
                     family=family,
                     max_datagram_size=max_datagram_size,
                     receive_buffer=receive_buffer,
+                    reuse_port=reuse_port,
                 )
             except OSError as exc:
                 if sockets and family == stdlib_socket.AF_INET6:
@@ -818,6 +822,7 @@ async def serve_udp(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    reuse_port: bool = False,
     rate_limit: RateLimit | None = None,
     amplification_factor: float | None = None,
     access: AccessList | None = None,
@@ -836,6 +841,9 @@ async def serve_udp(
         max_datagram_size: larger datagrams are dropped and counted.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
+        reuse_port: set ``SO_REUSEPORT``, so that other processes (or other
+            servers in this one) can bind the same port and share its
+            datagrams; see :func:`run_workers`.
         max_in_flight, queue_size, overflow, handler_timeout, batch_size,
             rate_limit, amplification_factor, access: see
             :func:`serve_udp_sockets`.
@@ -854,7 +862,11 @@ async def serve_udp(
     """
     _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
     sockets = await open_udp_sockets(
-        port, host, max_datagram_size=max_datagram_size, receive_buffer=receive_buffer
+        port,
+        host,
+        max_datagram_size=max_datagram_size,
+        receive_buffer=receive_buffer,
+        reuse_port=reuse_port,
     )
     await serve_udp_sockets(
         handler,
