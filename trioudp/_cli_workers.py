@@ -72,9 +72,10 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
         )
         print(banner.format(host=args.host, port=pool.port), flush=True)
         pids = " ".join(map(str, pool.pids))
+        share = "workers share" if pool.workers != 1 else "worker shares"
         print(
-            f"{pool.workers} workers share the port (pids {pids});"
-            f" SIGUSR1 prints their counters",
+            f"{pool.workers} {share} the port (pids {pids});"
+            " SIGUSR1 prints their counters",
             flush=True,
         )
     on_stats(await pool.stats())
