@@ -5,6 +5,7 @@ trioudp backends on loopback.
 The distribution counts are printed (``pytest -s tests/test_nginx.py``).
 """
 
+import os
 import shutil
 import socket
 import subprocess
@@ -190,3 +191,38 @@ async def test_nginx_spreads_clients_keeps_affinity_and_skips_a_dead_backend(
         assert 1 <= retried <= 2
         for i in range(16):
             assert (await ask(listen, b"m%d" % i, attempts=1))[0] == "a"
+
+
+async def test_run_sh_serves_in_the_foreground_and_cleans_up_on_sigterm():
+    ports = {
+        "LISTEN": free_udp_port(),
+        "LISTEN_AFFINITY": free_udp_port(),
+        "BACKEND_A": free_udp_port(),
+        "BACKEND_B": free_udp_port(),
+    }
+    env = dict(
+        os.environ, PYTHON=sys.executable, **{k: str(v) for k, v in ports.items()}
+    )
+    script = await trio.lowlevel.open_process(
+        [str(EXAMPLE / "run.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with trio.fail_after(DEADLINE):
+            seen = {
+                (await ask(ports["LISTEN"], b"x%d" % i, attempts=40))[0]
+                for i in range(4)
+            }
+            assert seen == {"a", "b"}
+            assert (await ask(ports["LISTEN_AFFINITY"], b"y"))[0] in ("a", "b")
+    finally:
+        script.terminate()
+        with trio.fail_after(DEADLINE):
+            await script.wait()
+    assert script.returncode == 130
+    # Nothing it started is left: the ports are free again.
+    for port in ports.values():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", port))
