@@ -7,6 +7,7 @@ client sees which backend answered.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 
 import trio
@@ -33,7 +34,5 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(main, args.name, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
