@@ -25,21 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _proc import rss_kib
-from echo import build
+from _proc import pss_kib, rss_kib
+from echo import build, loadgen_command
 
 HERE = Path(__file__).resolve().parent
-
-
-def pss_kib(pid: int) -> int:
-    """Proportional set size: resident memory with shared pages divided
-    among the processes that share them (what a worker really adds)."""
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    msg = f"no Pss line in /proc/{pid}/smaps_rollup"
-    raise RuntimeError(msg)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -86,17 +75,7 @@ def run(
         cpu_before = {pid: cpu_seconds(pid) for pid in pids}
         generators = [
             subprocess.Popen(
-                [
-                    str(loadgen),
-                    "--port",
-                    str(port),
-                    "--window",
-                    str(window),
-                    "--size",
-                    "64",
-                    "--duration",
-                    str(duration),
-                ],
+                loadgen_command(loadgen, port, window, 64, duration),
                 stdout=subprocess.PIPE,
                 text=True,
             )

@@ -122,16 +122,12 @@ class Worker:
     :attr:`port`, calls :meth:`serving`, and returns when the server stops
     (an ``int`` it returns is the process's exit status).
 
-    Example::
+    Example (the whole program is in :func:`run_workers`'s docstring)::
 
-        async def main(worker: trioudp.Worker) -> None:
-            async with trio.open_nursery() as nursery:
-                server = await nursery.start(
-                    functools.partial(
-                        trioudp.serve_udp, handler, worker.port, reuse_port=True
-                    )
-                )
-                worker.serving(server)
+        server = await nursery.start(
+            functools.partial(trioudp.serve_udp, handler, worker.port, reuse_port=True)
+        )
+        worker.serving(server)
     """
 
     def __init__(self, settings: WorkerSettings) -> None:
