@@ -24,7 +24,6 @@ from trioudp._workers import CrashBudget, sum_stats, target_spec
 from .conftest import ROOT
 
 APP = f"{ROOT / 'tests' / 'worker_app.py'}:serve"
-EXAMPLE = f"{ROOT / 'examples' / 'workers.py'}:serve"
 DEADLINE = 60
 #: Quick restarts, so that a crash loop is over in well under a second.
 FAST = trioudp.Backoff(initial=0.01, multiplier=2.0, maximum=0.05, jitter=0.0)
@@ -298,24 +297,6 @@ async def test_cancelling_run_workers_stops_every_worker():
         assert not alive(pid)
 
 
-async def test_the_example_serves_with_its_own_handler():
-    with trio.fail_after(DEADLINE):
-        async with trio.open_nursery() as nursery:
-            pool = await nursery.start(
-                functools.partial(
-                    trioudp.run_workers, EXAMPLE, 2, args=["127.0.0.1"], grace=2.0
-                )
-            )
-            served = set()
-            for i in range(SOURCES):
-                reply = await ask(pool.port, b"hi %d" % i)
-                worker, _, text = reply.partition(b": ")
-                assert text == b"HI %d" % i
-                served.add(worker)
-            assert served == {b"worker 0", b"worker 1"}
-            pool.shutdown()
-
-
 # ---- the command line -------------------------------------------------------------
 
 
@@ -416,3 +397,28 @@ async def test_workers_stop_when_the_supervisor_is_killed():
     with trio.fail_after(DEADLINE):
         for pid in pids:
             await wait_gone(pid)  # their control pipe closed: they stop
+
+
+def test_cli_serve_workers_all_stop_when_one_is_told_to_exit():
+    server = spawn_cli("serve", "--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    try:
+        port, pids = read_banner(server)
+        # The tutorial client: "Hello, server!", then "exit" from the same
+        # source port, so to the same worker; it stops, and so do the others.
+        client = subprocess.run(
+            [sys.executable, "-m", "trioudp", "send", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+        out, err = server.communicate(timeout=DEADLINE)
+    finally:
+        server.kill()
+    assert client.returncode == 0, client.stderr
+    assert server.returncode == 0, err
+    assert "Received Hello, server! from ('127.0.0.1'," in out
+    assert "Server exiting..." in out
+    assert "totals of 2 workers: received 2, handled 2, replied 1" in err
+    for pid in pids:
+        assert not alive(pid)

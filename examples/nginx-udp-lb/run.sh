@@ -24,8 +24,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$python" "$here/backend.py" --name a --port "$port_a" & pids+=($!)
-"$python" "$here/backend.py" --name b --port "$port_b" & pids+=($!)
+# Each backend must listen before nginx starts: a request nginx sends to a
+# backend that is not there yet marks it failed for fail_timeout.
+start_backend() {  # NAME PORT
+    local out banner
+    exec {out}< <(exec "$python" "$here/backend.py" --name "$1" --port "$2")
+    pids+=($!)
+    if ! read -r banner <&"$out"; then
+        echo "backend $1 did not start" >&2
+        exit 1
+    fi
+    echo "$banner"
+}
+start_backend a "$port_a"
+start_backend b "$port_b"
 
 module=/usr/lib/nginx/modules/ngx_stream_module.so
 load_stream=""
