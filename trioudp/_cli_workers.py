@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import TrioUDPError
-from ._workers import default_workers, run_workers
+from ._supervision import default_workers
+from ._workers import run_workers
 
 if TYPE_CHECKING:
     import argparse

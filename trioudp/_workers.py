@@ -27,144 +27,41 @@ import math
 import os
 import signal
 import sys
-from collections import deque
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import trio
 
 from ._address import check_port
-from ._backoff import Backoff
 from ._errors import WorkerCrashLoop, WorkerStartFailed, describe_exit
-from ._server import ServerStats
+from ._supervision import (
+    DEFAULT_RESTART_BACKOFF,
+    CrashBudget,
+    default_workers,
+    is_count,
+    retired_report,
+    sum_stats,
+    target_spec,
+)
 from ._worker import CHILD_PROGRAM, ENVIRONMENT_KEY, STOP_MARGIN, WorkerSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
+    from ._backoff import Backoff
+    from ._server import ServerStats
     from ._worker import Worker
 
 __all__ = ["WorkerPool", "run_workers"]
 
 logger = logging.getLogger("trioudp")
 
-#: Restart delays: 0.1 s after the first crash, doubling to at most 5 s.
-DEFAULT_RESTART_BACKOFF = Backoff(initial=0.1, multiplier=2.0, maximum=5.0, jitter=0.0)
 #: Seconds :meth:`WorkerPool.stats` waits for each worker's answer.
 STATS_WAIT = 1.0
 #: Seconds the supervisor waits for a worker's last reports after it exits.
 REPORT_DRAIN = 1.0
 #: Longest report line accepted from a worker.
 MAX_REPORT = 1 << 20
-#: Fields of :class:`ServerStats` that are levels, not counts: a worker that
-#: has ended holds nothing in flight.
-_LEVELS = ("in_flight", "queued", "tasks")
-
-
-@attrs.define
-class CrashBudget:
-    """How many crashes are tolerated, and how long to wait before a restart.
-
-    Example:
-        >>> budget = CrashBudget(DEFAULT_RESTART_BACKOFF, max_crashes=2, window=60.0)
-        >>> budget.crashed(0.0), budget.crashed(1.0), budget.crashed(2.0)
-        (0.1, 0.2, None)
-        >>> budget.crashed(100.0)  # the old crashes have left the window
-        0.1
-    """
-
-    backoff: Backoff
-    max_crashes: int
-    window: float
-    _times: deque[float] = attrs.field(factory=deque, init=False)
-
-    @property
-    def recent(self) -> int:
-        """Crashes in the window, as of the last :meth:`crashed`."""
-        return len(self._times)
-
-    def crashed(self, now: float) -> float | None:
-        """Count a crash at ``now``: the seconds to wait before restarting,
-        or None if there were more than ``max_crashes`` in ``window``."""
-        self._times.append(now)
-        while self._times[0] <= now - self.window:
-            self._times.popleft()
-        if len(self._times) > self.max_crashes:
-            return None
-        return self.backoff.base(len(self._times) - 1)
-
-
-def sum_stats(reports: Iterable[Mapping[str, Any]]) -> ServerStats:
-    """Add up workers' counters (the fields of :class:`ServerStats`).
-
-    Values of the wrong type are skipped: reports come from another process.
-
-    Example:
-        >>> sum_stats([{"received": 2, "send_errors": {"EAGAIN": 1}},
-        ...            {"received": 3, "send_errors": {"EAGAIN": 2}}]).received
-        5
-    """
-    total: dict[str, Any] = {}
-    for name, field in attrs.fields_dict(ServerStats).items():
-        values = [report.get(name) for report in reports]
-        if field.type in ("int", int):
-            total[name] = sum(v for v in values if _is_count(v))
-        elif name == "kernel_drops":
-            known = [v for v in values if _is_count(v)]
-            total[name] = sum(known) if known else None
-        else:
-            merged: dict[str, int] = {}
-            for table in values:
-                if isinstance(table, dict):
-                    for key, count in table.items():
-                        if isinstance(key, str) and _is_count(count):
-                            merged[key] = merged.get(key, 0) + count
-            total[name] = merged
-    return ServerStats(**total)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def target_spec(target: str | Callable[[Worker], Awaitable[object]]) -> str:
-    """The ``"module:function"`` (or ``"/path/file.py:function"``) a worker loads.
-
-    A function of the script being run (``__main__``) is named by the script's
-    path.
-
-    Example:
-        >>> from trioudp._cli_workers import cli_worker
-        >>> target_spec(cli_worker)
-        'trioudp._cli_workers:cli_worker'
-    """
-    if isinstance(target, str):
-        head, _, tail = target.rpartition(":")
-        if not head or not tail:
-            msg = f"a worker target is 'module:function' or 'file.py:function', not {target!r}"
-            raise ValueError(msg)
-        return target
-    module: str | None = getattr(target, "__module__", None)
-    name: str = getattr(target, "__qualname__", "<locals>")
-    if module is None or "<locals>" in name or "<lambda>" in name:
-        msg = f"a worker target must be a module-level function, not {target!r}"
-        raise ValueError(msg)
-    if module == "__main__":
-        path: str | None = getattr(sys.modules["__main__"], "__file__", None)
-        if path is None:
-            msg = (
-                f"{target!r} is in a __main__ without a file; name it 'module:function'"
-            )
-            raise ValueError(msg)
-        module = os.path.abspath(path)
-    return f"{module}:{name}"
-
-
-def default_workers() -> int:
-    """One worker per CPU this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover
 
 
 @attrs.define(eq=False)
@@ -487,7 +384,7 @@ class WorkerPool:
             event = report["event"]
             if event == "ready":
                 port = report["port"]
-                if not _is_count(port):
+                if not is_count(port):
                     raise TypeError(port)
                 child.port = port
                 if self._port == 0:
@@ -534,10 +431,7 @@ class WorkerPool:
                     await process.wait()
             if self._children.get(child.index) is child:
                 del self._children[child.index]
-            retired = dict(child.latest)
-            for level in _LEVELS:
-                retired.pop(level, None)
-            self._retired.append(retired)
+            self._retired.append(retired_report(child.latest))
             await child.control.aclose()
             await child.reports.aclose()
             self._notify()
