@@ -184,6 +184,9 @@ async def test_a_crashed_worker_is_reported_and_restarted(caplog):
                 )
             )
             before = pool.pids
+            # Counters reported before the crash are kept, once.
+            await ask_from_many_ports(pool.port, 16)
+            assert (await pool.stats()).received == 16
             async with trioudp.open_udp_socket("127.0.0.1") as sock:
                 await sock.send_to(b"crash", ("127.0.0.1", pool.port))
             await pool.wait_restarts(1)
@@ -192,6 +195,7 @@ async def test_a_crashed_worker_is_reported_and_restarted(caplog):
             assert len(set(before) & set(after)) == 1
             # The restarted worker serves again: both answer.
             assert set(await ask_from_many_ports(pool.port)) == set(after)
+            assert (await pool.stats()).received == 16 + SOURCES
             pool.shutdown()
     crashed = (set(before) - set(after)).pop()
     assert f"(pid {crashed}) exited with code 3; restarting it in 0.01 s" in caplog.text

@@ -4,8 +4,8 @@ worker's side).
 Each worker is its own Python process with its own ``trio.run``; they bind
 the same port with ``SO_REUSEPORT`` and the kernel spreads datagrams over them
 by a hash of the source address and port. The supervisor is a Trio program:
-it starts the workers (worker 0 first when any free port is asked for, the
-rest once it knows the port), forwards SIGINT/SIGTERM, restarts a worker that
+it starts the workers (worker 0 first, the rest once it serves: on the port
+it bound when any free port was asked for), forwards SIGINT/SIGTERM, restarts a worker that
 dies after a back-off, gives up on a crash loop, and sums the workers'
 counters.
 
