@@ -90,5 +90,9 @@ def test_workers_example_serves_from_two_processes_and_stops_on_sigterm():
 
 
 def test_every_example_is_exercised():
-    tested = {"hello_server.py", "hello_client.py", "echo_server.py", "workers.py"}
-    assert {path.name for path in EXAMPLES.glob("*.py")} == tested
+    tested = {"hello_server.py", "hello_client.py", "echo_server.py"}
+    # Each in its own test module, with its real client.
+    tested |= {"syslog_server.py", "statsd_server.py", "dns_server.py"}
+    tested.add("workers.py")
+    helpers = {"_syslog.py", "_statsd.py", "_dns.py"}
+    assert {path.name for path in EXAMPLES.glob("*.py")} == tested | helpers
