@@ -302,3 +302,22 @@ async def test_zero_attempts_is_an_error_not_the_default(virtual_network):
             await client.request(b"x", attempts=0)
         with pytest.raises(ValueError, match="attempts must be an int >= 1"):
             client.budget(attempts=0)
+
+
+async def test_request_send_receive_and_shutdown_are_checkpoints(nursery):
+    """docs/explanation/cancellation.rst promises Trio's checkpoint rule for
+    every public async operation, the replies of an eager server included."""
+
+    async def echo(datagram):
+        await datagram.reply(datagram.data)
+
+    server = await nursery.start(serve_udp, echo, 0)
+    async with open_udp_client("127.0.0.1", server.port) as client:
+        with trio.testing.assert_checkpoints():
+            await client.request(b"x")
+        with trio.testing.assert_checkpoints():
+            await client.send(b"y")
+        with trio.testing.assert_checkpoints():
+            await client.receive()
+    with trio.testing.assert_checkpoints():
+        await server.shutdown()

@@ -11,9 +11,8 @@ from __future__ import annotations
 import enum
 import errno
 import random
-from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 import trio
@@ -30,14 +29,33 @@ from ._socket import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Hashable
+
     from ._datagram import Datagram
 
 __all__ = ["ClientStats", "Match", "OnUnreachable", "UDPClient", "open_udp_client"]
 
-#: Extracts the id that pairs a request with its reply, from either's bytes
-#: (e.g. ``lambda data: data[:2]`` for a DNS transaction id). Returning None,
-#: or raising, marks a reply as unmatched.
-Match = Callable[[bytes], Hashable]
+
+class Match(Protocol):
+    """Extracts the id that pairs a request with its reply, from either's bytes.
+
+    Any callable that takes a datagram's bytes and returns a hashable id is a
+    ``Match``: the client calls it on each request it sends and on each reply
+    it receives, and hands a reply to the request with the same id. Returning
+    None, or raising, marks a reply as unmatched (it is counted and dropped,
+    never propagated).
+
+    Example:
+        A DNS-like protocol whose first four bytes are the id:
+
+        >>> match: Match = lambda data: data[:4]
+        >>> match(b"id-7 query") == match(b"id-7 answer")
+        True
+    """
+
+    def __call__(self, data: bytes, /) -> Hashable:
+        """Return the id in ``data``, or None if it carries none."""
+
 
 _UNREACHABLE_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}

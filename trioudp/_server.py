@@ -950,9 +950,9 @@ async def serve_udp(
         multicast: groups to join (each on the socket of its family) and
             multicast settings; see :class:`Multicast`.
         broadcast: allow replies to broadcast addresses (``SO_BROADCAST``).
-        max_in_flight, queue_size, overflow, handler_timeout, batch_size,
-            rate_limit, amplification_factor, access: see
-            :func:`serve_udp_sockets`.
+        max_in_flight: and ``queue_size``, ``overflow``, ``handler_timeout``,
+            ``batch_size``, ``rate_limit``, ``amplification_factor``,
+            ``access``: see :func:`serve_udp_sockets`.
         task_status: reports the :class:`UDPServer`.
 
     Raises:
