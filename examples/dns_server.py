@@ -51,7 +51,11 @@ async def main(host: str, port: int, zone_file: str) -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp, trioudp.Responder(answer), port, host=host, **PROTECTION
+                    trioudp.serve_udp,
+                    trioudp.Responder(answer),
+                    port,
+                    host=host,
+                    **PROTECTION,
                 )
             )
             print(

@@ -33,7 +33,11 @@ async def main(host: str, port: int) -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp, trioudp.Responder(echo), port, host=host, **PROTECTION
+                    trioudp.serve_udp,
+                    trioudp.Responder(echo),
+                    port,
+                    host=host,
+                    **PROTECTION,
                 )
             )
             print(f"Echo server is listening on {host}:{server.port}", flush=True)

@@ -49,7 +49,11 @@ async def main(host: str, port: int, interval: float) -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp, trioudp.Responder(receive), port, host=host, **PROTECTION
+                    trioudp.serve_udp,
+                    trioudp.Responder(receive),
+                    port,
+                    host=host,
+                    **PROTECTION,
                 )
             )
             nursery.start_soon(flush_every, interval, metrics)

@@ -25,6 +25,7 @@ from . import __version__
 from ._address import is_loopback
 from ._argtypes import number, port
 from ._backoff import Backoff
+from ._cli_workers import supervise
 from ._client import open_udp_client
 from ._errors import TrioUDPError
 from ._limits import RateLimit
@@ -35,10 +36,11 @@ from ._socket import open_udp_socket
 from ._terminal import printable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from ._address import SocketAddress
     from ._datagram import Datagram
+    from ._worker import Worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -72,6 +74,11 @@ def _address_text(address: SocketAddress) -> str:
     """``host:port``, with an IPv6 host in brackets (``[::]:12345``)."""
     host, port_number = address[0], address[1]
     return f"[{host}]:{port_number}" if ":" in host else f"{host}:{port_number}"
+
+
+def served_addresses(addresses: Iterable[SocketAddress]) -> str:
+    """Every address served, for a banner: ``0.0.0.0:12345 and [::]:12345``."""
+    return " and ".join(_address_text(address) for address in addresses)
 
 
 def _peer_repr(datagram: Datagram) -> str:
@@ -130,6 +137,7 @@ async def _serve_until_exit(
     on_exit: str | None = None,
     watch_signals: bool = True,
     protection: Protection | None = None,
+    worker: Worker | None = None,
     multicast: Multicast | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> int:
@@ -139,11 +147,16 @@ async def _serve_until_exit(
     ``banner`` is formatted with ``address`` (every address served, such as
     ``0.0.0.0:12345 and [::]:12345``), ``host`` and ``port``. Returns the
     exit code: 0, or 128 + the number of the signal that stopped it.
+
+    In a ``--workers`` worker the port is shared (``SO_REUSEPORT``) and the
+    supervisor prints the banner and watches signals.
     """
     exit_requested = trio.Event()
     signals: list[int] = []
     protection = protection or Protection()
-    sockets = await open_udp_sockets(port, host, multicast=multicast)
+    sockets = await open_udp_sockets(
+        port, host, multicast=multicast, reuse_port=worker is not None
+    )
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
             functools.partial(
@@ -154,11 +167,16 @@ async def _serve_until_exit(
                 amplification_factor=protection.amplification_factor,
             )
         )
-        if watch_signals:
-            # Before the banner: a signal sent once it is out stops gracefully.
-            await nursery.start(_watch_signals, exit_requested, signals)
-        address = " and ".join(_address_text(sock.local_address) for sock in sockets)
-        print(banner.format(address=address, host=host, port=server.port), flush=True)
+        if worker is None:
+            if watch_signals:
+                # Before the banner: a signal sent once it is out stops gracefully.
+                await nursery.start(_watch_signals, exit_requested, signals)
+            address = served_addresses(sock.local_address for sock in sockets)
+            print(
+                banner.format(address=address, host=host, port=server.port), flush=True
+            )
+        else:
+            worker.serving(server, stop=exit_requested.set)
         task_status.started(server)
         await exit_requested.wait()
         if on_exit:
@@ -191,13 +209,17 @@ class Protection:
 
 async def serve_command(args: argparse.Namespace) -> int:
     """``trioudp serve``: the tutorial's server."""
+    banner = "Server is listening on {address}"
+    if args.workers != 1:
+        return await supervise(args, banner, GRACE)
     return await _serve_until_exit(
         functools.partial(hello_handler, allow_remote_exit=args.allow_remote_exit),
         args.host,
         args.port,
-        "Server is listening on {address}",
+        banner,
         on_exit="Server exiting...",
         protection=Protection.from_args(args),
+        worker=getattr(args, "worker", None),
     )
 
 
@@ -225,12 +247,16 @@ def _listen_handler(
 
 async def echo_command(args: argparse.Namespace) -> int:
     """``trioudp echo``: answer every datagram with its own bytes."""
+    banner = "Echo server is listening on {address}"
+    if args.workers != 1:
+        return await supervise(args, banner, GRACE)
     return await _serve_until_exit(
         _echo_handler,
         args.host,
         args.port,
-        "Echo server is listening on {address}",
+        banner,
         protection=Protection.from_args(args),
+        worker=getattr(args, "worker", None),
     )
 
 
@@ -389,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
             f" (QUIC's anti-amplification rule); 0 = no limit (default {factor:g})",
         )
 
+    def workers_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--workers",
+            type=_non_negative_int,
+            default=1,
+            metavar="N",
+            help="processes sharing the port (SO_REUSEPORT), supervised and"
+            " restarted if they die; SIGUSR1 prints their summed counters;"
+            " 0 = one per CPU (default 1)",
+        )
+
     def server_parser(
         name: str, help_text: str, default_host: str | None
     ) -> argparse.ArgumentParser:
@@ -419,11 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept 'exit' from any peer (by default only from loopback)",
     )
     protection_options(serve, rate=50, factor=3)
+    workers_option(serve)
     serve.set_defaults(func=serve_command)
     echo = server_parser(
         "echo", "Echo server: answer each datagram with its own bytes.", "127.0.0.1"
     )
     protection_options(echo, rate=0, factor=0)
+    workers_option(echo)
     echo.set_defaults(func=echo_command)
     listen = server_parser(
         "listen", "Print each datagram received; answer nothing.", "127.0.0.1"
@@ -524,6 +563,7 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trioudp`` command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

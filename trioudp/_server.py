@@ -852,6 +852,7 @@ async def open_udp_sockets(
     *,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    reuse_port: bool = False,
     multicast: Multicast | None = None,
     broadcast: bool = False,
 ) -> list[UDPSocket]:
@@ -861,7 +862,9 @@ async def open_udp_sockets(
 
     The caller owns the returned sockets. ``multicast`` and ``broadcast``
     are :func:`open_udp_socket`'s; each multicast group is joined on the
-    socket of its family.
+    socket of its family. ``reuse_port=True`` sets ``SO_REUSEPORT`` on each,
+    so several processes can serve one port (the kernel spreads datagrams
+    over them by source address and port).
 
     Example::
 
@@ -882,6 +885,7 @@ async def open_udp_sockets(
                     family=family,
                     max_datagram_size=max_datagram_size,
                     receive_buffer=receive_buffer,
+                    reuse_port=reuse_port,
                     multicast=multicast
                     if multicast is None or not family
                     else multicast.for_family(family),
@@ -913,6 +917,7 @@ async def serve_udp(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    reuse_port: bool = False,
     multicast: Multicast | None = None,
     broadcast: bool = False,
     rate_limit: RateLimit | None = None,
@@ -937,6 +942,9 @@ async def serve_udp(
         max_datagram_size: larger datagrams are dropped and counted.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
+        reuse_port: set ``SO_REUSEPORT``, so that other processes (or other
+            servers in this one) can bind the same port and share its
+            datagrams; see :func:`run_workers`.
         multicast: groups to join (each on the socket of its family) and
             multicast settings; see :class:`Multicast`.
         broadcast: allow replies to broadcast addresses (``SO_BROADCAST``).
@@ -962,6 +970,7 @@ async def serve_udp(
         host,
         max_datagram_size=max_datagram_size,
         receive_buffer=receive_buffer,
+        reuse_port=reuse_port,
         multicast=multicast,
         broadcast=broadcast,
     )
