@@ -5,6 +5,8 @@ import functools
 import logging
 import socket
 import sys
+import time
+from contextlib import contextmanager
 
 import pytest
 import trio
@@ -14,10 +16,13 @@ from hypothesis import strategies as st
 
 import trioudp
 from trioudp import AccessList, RateLimit, serve_udp
+from trioudp._socket import bind_udp_socket
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 from trioudp.testing import VirtualNetwork
+
+from .conftest import requires_ipv6
 
 
 async def echo(datagram):
@@ -404,3 +409,120 @@ async def guard_counts_bytes(nursery):
     assert drawn == [1200]
     assert server.stats.dropped_amplification == 2
     assert server.stats.handled == 1
+
+
+# ---- sockets with IP_RECVERR: the error queue is drained, never spun on ----
+
+#: (family, loopback, option level, option) per address family; the option
+#: numbers are Linux's (Python 3.11 lacks the constants).
+RECVERR = {
+    "ipv4": (socket.AF_INET, "127.0.0.1", socket.IPPROTO_IP, 11),
+    "ipv6": (socket.AF_INET6, "::1", socket.IPPROTO_IPV6, 25),
+}
+#: The measured idle interval (seconds of real time: a rate is measured, the
+#: wait itself proves nothing) and the most task steps and CPU allowed in it.
+#: Spinning, the receive loop woke ~10,000 times and burnt the whole interval.
+IDLE = 0.2
+MAX_IDLE_STEPS = 10
+MAX_IDLE_CPU = IDLE / 4
+
+
+def closed_port(family, host):
+    """A loopback address where nothing listens (ICMP port unreachable)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[:2]
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Counts every step of every task: a task that spins steps thousands of
+    times in ``IDLE``, one that waits steps about once."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def before_task_step(self, task):
+        self.steps += 1
+
+
+@contextmanager
+def idle_cost():
+    """Task steps and process CPU seconds spent inside the block."""
+    steps = TaskSteps()
+    cost = {"cpu": -time.process_time()}
+    trio.lowlevel.add_instrument(steps)
+    try:
+        yield cost
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+        cost["cpu"] += time.process_time()
+        cost["steps"] = steps.steps
+
+
+async def wait_idle():
+    """Let ``IDLE`` seconds of real time pass (a rate is measured over them)."""
+    with trio.move_on_after(IDLE):
+        await trio.sleep_forever()
+
+
+def recverr_param():
+    return pytest.mark.parametrize(
+        "family",
+        [pytest.param("ipv4"), pytest.param("ipv6", marks=requires_ipv6)],
+    )
+
+
+@recverr_param()
+async def test_a_server_socket_with_ip_recverr_drains_and_counts_icmp_errors(
+    nursery, family
+):
+    family, host, level, option = RECVERR[family]
+    sock = await bind_udp_socket(host, 0)
+    sock.trio_socket.setsockopt(level, option, 1)
+    server = await nursery.start(trioudp.serve_udp_sockets, echo, [sock])
+    # Five requests from a client that is gone before the echoes leave: each
+    # echo draws an ICMP port unreachable, queued on the server's socket.
+    with socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.bind((host, 0))
+        for _ in range(5):
+            client.sendto(b"ping", server.addresses[0][:2])
+    with trio.move_on_after(1):  # spinning, the tasks never all block
+        await trio.testing.wait_all_tasks_blocked()
+    with idle_cost() as cost:
+        await wait_idle()
+    assert cost["steps"] <= MAX_IDLE_STEPS
+    assert cost["cpu"] < MAX_IDLE_CPU
+    stats = server.stats
+    assert stats.replied == 5
+    assert stats.receive_errors == {"ECONNREFUSED": 5}
+
+
+async def test_a_client_socket_with_ip_recverr_does_not_spin_while_it_waits():
+    peer = closed_port(socket.AF_INET, "127.0.0.1")
+    async with trioudp.open_udp_client(
+        *peer,
+        attempts=1,
+        backoff=trioudp.Backoff(initial=IDLE, jitter=0),
+        on_unreachable="retry",
+    ) as client:
+        client.socket.trio_socket.setsockopt(*RECVERR["ipv4"][2:], 1)
+        with idle_cost() as cost, pytest.raises(trioudp.RequestTimeout):
+            await client.request(b"ping")
+        assert cost["steps"] <= MAX_IDLE_STEPS
+        assert cost["cpu"] < MAX_IDLE_CPU
+        assert client.stats.unreachable == 1
+        assert client.socket.stats.receive_errors == {"ECONNREFUSED": 1}
+
+
+async def test_receive_on_a_socket_with_ip_recverr_does_not_spin():
+    peer = closed_port(socket.AF_INET, "127.0.0.1")
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+        sock.trio_socket.setsockopt(*RECVERR["ipv4"][2:], 1)
+        await sock.send_to(b"ping", peer)
+        with pytest.raises(ConnectionRefusedError):
+            await sock.receive()  # the kernel reports the error once...
+        with idle_cost() as cost, trio.move_on_after(IDLE):
+            await sock.receive()  # ...and its queued copy is drained
+        assert cost["steps"] <= MAX_IDLE_STEPS
+        assert cost["cpu"] < MAX_IDLE_CPU
+        assert sock.stats.receive_errors == {"ECONNREFUSED": 1}

@@ -455,7 +455,11 @@ class UDPClient(DatagramEndpoint):
             while not waiter.done:
                 if self._sock.is_fast:
                     await self._sock._wait_readable()
-                    self._route_queued(waiter)
+                    if not self._route_queued(waiter):
+                        # Woken with nothing to read: errors queued under
+                        # IP_RECVERR, which keep the socket readable until
+                        # taken.
+                        self._sock._drain_error_queue()
                     continue
                 try:
                     datagram = await self._sock.receive()

@@ -466,6 +466,10 @@ class UDPServer:
                         if taken < 0:
                             still_intake = False
                             break
+                        if not taken:
+                            # Woken with nothing to read: errors queued
+                            # under IP_RECVERR, which keep it readable.
+                            sock._drain_error_queue()
                     elif datagram is not None and self._admit(datagram):
                         self._enqueue(datagram)
             if still_intake:

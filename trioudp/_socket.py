@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket as stdlib_socket
+import struct
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -81,6 +82,22 @@ KERNEL_DROPS_REFRESH = 0.1
 #: How long a reply that has begun may wait for buffer space once its
 #: handler has been cancelled.
 REPLY_SHIELD_SECONDS = 0.5
+
+#: Socket error queue (``IP_RECVERR``): most entries taken per drain, the
+#: ``recvmsg`` flag and ancillary buffer, the (level, type) pairs that carry a
+#: ``struct sock_extended_err`` (whose first fields are ``ee_errno`` (u32) and
+#: ``ee_origin`` (u8)), and the origins that are errors: local, ICMP, ICMPv6.
+_ERRQUEUE_BATCH = 256
+_MSG_ERRQUEUE: int | None = getattr(stdlib_socket, "MSG_ERRQUEUE", None)
+_ERRQUEUE_ANCILLARY = 512
+_RECVERR_CMSGS = frozenset(
+    {
+        (stdlib_socket.IPPROTO_IP, getattr(stdlib_socket, "IP_RECVERR", 11)),
+        (stdlib_socket.IPPROTO_IPV6, getattr(stdlib_socket, "IPV6_RECVERR", 25)),
+    }
+)
+_EXTENDED_ERR = struct.Struct("=IB")
+_ERR_ORIGINS = frozenset({1, 2, 3})
 
 #: ICMP-reported errors that Linux hands to the next send on the socket, which
 #: then does not transmit: the send is worth repeating once.
@@ -172,7 +189,9 @@ class SocketStats:
             ``max_datagram_size``, discarded without being handed on.
         dropped_amplification: replies withheld by a server's amplification
             guard.
-        receive_errors: per-datagram errors while receiving, by errno name.
+        receive_errors: per-datagram errors while receiving, by errno name
+            (with ``IP_RECVERR`` set: each error the socket's error queue
+            held, which is drained).
         send_errors: per-datagram errors while replying, by errno name.
 
     Example:
@@ -880,8 +899,9 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
 
         Raises:
             trio.ClosedResourceError: the socket is, or gets, closed.
-            ConnectionRefusedError: on a connected socket, the peer's host
-                reported that nothing listens on its port.
+            ConnectionRefusedError: on a connected socket (or any socket
+                with ``IP_RECVERR`` set), a host reported that nothing listens
+                on the port a datagram went to.
 
         Example::
 
@@ -891,7 +911,7 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         while True:
             self._check_open()
             try:
-                data, peer = await self._sock.recvfrom(self._bufsize)
+                data, peer = await self._recvfrom()
             except OSError as exc:
                 if self._closed or exc.errno == errno.EBADF:
                     msg = "this UDPSocket was closed while receiving"
@@ -900,6 +920,31 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             datagram = self._accept(data, peer, trio.current_time())
             if datagram is not None:
                 return datagram
+
+    async def _recvfrom(self) -> tuple[bytes, SocketAddress]:
+        """``trio.socket``'s ``recvfrom``, except that a real socket woken
+        with nothing to read drains its error queue (``IP_RECVERR``), which
+        would otherwise keep it readable and the wait spinning."""
+        fast = self._fast
+        if fast is None:
+            received: tuple[bytes, SocketAddress] = await self._sock.recvfrom(
+                self._bufsize
+            )
+            return received
+        await trio.lowlevel.checkpoint_if_cancelled()
+        woken = False
+        while True:
+            try:
+                received = fast.recvfrom(self._bufsize)
+            except BlockingIOError:
+                if woken:
+                    self._drain_error_queue()
+                await trio.lowlevel.wait_readable(self._sock)
+                woken = True
+                continue
+            if not woken:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return received
 
     def _accept(self, data: bytes, peer: SocketAddress, now: float) -> Datagram | None:
         """A received datagram, counted; None (counted too) if it is oversize."""
@@ -999,8 +1044,44 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             return False
         if exc.errno not in TRANSIENT_ERRNOS:
             raise exc
-        self._count_error(self._receive_errors, exc, None)
+        # With IP_RECVERR the error also waits in the error queue (the
+        # receive reported only the latest one): count the queue instead.
+        if not self._drain_error_queue():
+            self._count_error(self._receive_errors, exc, None)
         return True
+
+    def _drain_error_queue(self) -> int:
+        """Fast path only: take the errors queued on a socket that has
+        ``IP_RECVERR``/``IPV6_RECVERR`` set (``MSG_ERRQUEUE``), count each in
+        ``receive_errors`` by errno, and return how many there were.
+
+        While that queue holds anything the socket polls as ready (EPOLLERR),
+        so a receiver that never drained it would spin. Timestamping and
+        zero-copy notices, which share the queue, are taken but not counted.
+        At most ``_ERRQUEUE_BATCH`` are taken per call; the rest keep the
+        socket ready and are taken on the next call.
+        """
+        fast = self._fast
+        if fast is None or self._closed or _MSG_ERRQUEUE is None:
+            return 0
+        drained = 0
+        for _ in range(_ERRQUEUE_BATCH):
+            try:
+                _, ancillary, _, offender = fast.recvmsg(
+                    0, _ERRQUEUE_ANCILLARY, _MSG_ERRQUEUE
+                )
+            except OSError:  # BlockingIOError: empty; anything else: give up
+                break
+            for level, kind, payload in ancillary:
+                if (level, kind) not in _RECVERR_CMSGS or len(payload) < 8:
+                    continue
+                code, origin = _EXTENDED_ERR.unpack_from(payload)
+                if origin in _ERR_ORIGINS and code:
+                    drained += 1
+                    self._count_error(
+                        self._receive_errors, OSError(code, os.strerror(code)), offender
+                    )
+        return drained
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._local or "unbound")
