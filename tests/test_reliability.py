@@ -2,7 +2,9 @@
 
 import errno
 import functools
+import ipaddress
 import logging
+import math
 import socket
 import sys
 import time
@@ -22,7 +24,7 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 from trioudp.testing import VirtualNetwork
 
-from .conftest import requires_ipv6
+from .conftest import open_fds, requires_ipv6
 
 
 async def echo(datagram):
@@ -278,7 +280,7 @@ def test_fuzzed_datagrams_never_crash_or_hang_and_are_all_accounted(payloads):
                     for payload in payloads:
                         await a.send_to(payload, ("127.0.0.1", 53))
                 await trio.testing.wait_all_tasks_blocked()
-                with trio.fail_after(5):
+                with trio.fail_after(2):
                     await server.shutdown()
                 stats = server.stats
                 assert stats.received == len(payloads)
@@ -526,3 +528,212 @@ async def test_receive_on_a_socket_with_ip_recverr_does_not_spin():
         assert cost["steps"] <= MAX_IDLE_STEPS
         assert cost["cpu"] < MAX_IDLE_CPU
         assert sock.stats.receive_errors == {"ECONNREFUSED": 1}
+
+
+# ---- bad settings fail at start, naming the value, leaving nothing open ----
+
+
+def free_port():
+    """A loopback port nothing is bound to now."""
+    return closed_port(socket.AF_INET, "127.0.0.1")[1]
+
+
+def assert_port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", port))
+
+
+BAD_SERVER_SETTINGS = [
+    ({"host": 127}, TypeError, "host must be a str or None, not int 127"),
+    ({"max_datagram_size": 1.5}, TypeError, "max_datagram_size must be an int, not float 1.5"),
+    ({"max_datagram_size": True}, TypeError, "max_datagram_size must be an int"),
+    ({"max_datagram_size": 10**6}, ValueError, "max_datagram_size must be in 0..65507, not 1000000"),
+    ({"receive_buffer": 0}, ValueError, "receive_buffer must be >= 1, not 0"),
+    ({"receive_buffer": "1M"}, TypeError, "receive_buffer must be an int, not str '1M'"),
+    ({"max_in_flight": 1.5}, ValueError, "max_in_flight must be an int >= 1, not 1.5"),
+    ({"overflow": "drop_random"}, ValueError, "'drop_random' is not a valid Overflow"),
+    ({"rate_limit": {"rate": 10, "burst": 5}}, TypeError, "rate_limit must be a RateLimit or None, not dict"),
+    ({"access": ["10.0.0.0/8"]}, TypeError, r"access must be an AccessList or None, not list \['10.0.0.0/8'\]"),
+    ({"amplification_factor": "3"}, TypeError, "amplification_factor must be a number, not str '3'"),
+    ({"amplification_factor": True}, TypeError, "amplification_factor must be a number"),
+    ({"amplification_factor": 0.5}, ValueError, "amplification_factor must be a finite number >= 1, not 0.5"),
+    ({"amplification_factor": math.inf}, ValueError, "amplification_factor must be a finite number >= 1, not inf"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("settings", "error", "fragment"), BAD_SERVER_SETTINGS)
+async def test_a_refused_serve_udp_leaves_no_socket_bound_and_no_descriptor_open(
+    settings, error, fragment
+):
+    port = free_port()
+    before = open_fds()
+    with pytest.raises(error, match=fragment) as refused, trio.fail_after(2):
+        await serve_udp(echo, port, **{"host": "127.0.0.1", **settings})
+    # While the exception (and the frames its traceback holds) lives:
+    assert refused.value is not None
+    assert open_fds() == before
+    assert_port_free(port)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "fragment"),
+    [
+        (settings, error, fragment)
+        for settings, error, fragment in BAD_SERVER_SETTINGS
+        if not {"host", "max_datagram_size", "receive_buffer"} & settings.keys()
+    ],
+)
+async def test_a_refused_serve_udp_sockets_closes_the_sockets_it_was_given(
+    settings, error, fragment
+):
+    before = open_fds()
+    sock = await bind_udp_socket("127.0.0.1", 0)
+    port = sock.local_address[1]
+    with pytest.raises(error, match=fragment) as refused, trio.fail_after(2):
+        await trioudp.serve_udp_sockets(echo, [sock], **settings)
+    assert refused.value is not None
+    assert sock.closed
+    assert open_fds() == before
+    assert_port_free(port)
+
+
+async def test_serve_udp_sockets_refuses_what_is_not_a_udp_socket_and_closes_it():
+    before = open_fds()
+    raw = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await raw.bind(("127.0.0.1", 0))
+    port = raw.getsockname()[1]
+    with pytest.raises(
+        TypeError, match=r"trioudp.UDPSocket objects .* not _SocketType"
+    ):
+        with trio.fail_after(2):
+            await trioudp.serve_udp_sockets(echo, [raw])
+    assert open_fds() == before
+    assert_port_free(port)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "fragment"),
+    [
+        ({"max_datagram_size": 10**6}, ValueError, "max_datagram_size must be in 0..65507"),
+        ({"max_datagram_size": 1.5}, TypeError, "max_datagram_size must be an int"),
+        ({"host": "::1", "max_datagram_size": 65_528}, ValueError, "must be in 0..65527"),
+        ({"receive_buffer": -1}, ValueError, "receive_buffer must be >= 1"),
+        ({"reuse_port": "yes"}, TypeError, "reuse_port must be True or False, not 'yes'"),
+        ({"host": b"127.0.0.1"}, TypeError, "host must be a str or None, not bytes"),
+        ({"port": "53"}, trioudp.InvalidAddress, "port must be in 0..65535, not '53'"),
+    ],
+)  # fmt: skip
+async def test_a_refused_open_udp_socket_leaves_no_descriptor_open(
+    settings, error, fragment
+):
+    before = open_fds()
+    settings = {"host": "127.0.0.1", "port": 0, **settings}
+    for _ in range(3):
+        with pytest.raises(error, match=fragment) as refused:
+            async with trioudp.open_udp_socket(**settings):
+                pass  # pragma: no cover
+        assert refused.value is not None
+        assert open_fds() == before
+    if "reuse_port" not in settings:
+        with pytest.raises(error, match=fragment):
+            await trioudp.open_udp_sockets(**settings)
+        assert open_fds() == before
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "fragment"),
+    [
+        (lambda: RateLimit(rate=1, burst=1, ipv4_prefix=24.5), TypeError, "ipv4_prefix must be an int, not float 24.5"),
+        (lambda: RateLimit(rate=1, burst=1, ipv6_prefix="56"), TypeError, "ipv6_prefix must be an int, not str '56'"),
+        (lambda: RateLimit(rate=1, burst=1, ipv6_prefix=129), ValueError, "ipv6_prefix must be in 1..128, not 129"),
+        (lambda: RateLimit(rate=1, burst=1, table_size=1.5), TypeError, "table_size must be an int"),
+        (lambda: RateLimit(rate=1, burst=1, log_only="no"), TypeError, "log_only must be True or False, not 'no'"),
+        (lambda: RateLimit(rate=True, burst=1), ValueError, "rate must be a positive number"),
+        (lambda: RateLimit(rate=1, burst=1, exempt="127.0.0.0/8"), TypeError, "exempt must be a list of networks"),
+        (lambda: AccessList(allow="10.0.0.0/8"), TypeError, "allow must be a list of networks .* not str '10.0.0.0/8'"),
+        (lambda: AccessList(deny=ipaddress.ip_network("192.0.2.0/30")), TypeError, "deny must be a list of networks"),
+        (lambda: AccessList(allow=["10.0.0.0/33"]), ValueError, "10.0.0.0/33"),
+        (lambda: trioudp.AmplificationGuard(factor="3"), TypeError, "factor must be a number, not str '3'"),
+        (lambda: trioudp.AmplificationGuard(factor=math.nan), ValueError, "factor must be a finite number >= 1, not nan"),
+        (lambda: trioudp.AmplificationGuard(table_size=1.5), TypeError, "table_size must be an int"),
+    ],
+)  # fmt: skip
+def test_protection_settings_are_checked_when_made(make, error, fragment):
+    with pytest.raises(error, match=fragment):
+        make()
+
+
+class AsyncCall:
+    async def __call__(self, datagram):
+        await echo(datagram)
+
+
+class Awaitable:
+    def __init__(self, datagram):
+        self.datagram = datagram
+
+    def __await__(self):
+        return echo(self.datagram).__await__()
+
+
+def logged(handler):
+    @functools.wraps(handler)
+    def wrapper(datagram):
+        return handler(datagram)
+
+    return wrapper
+
+
+async def echo_with(datagram, suffix):
+    await datagram.reply(datagram.data + suffix)
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        functools.partial(echo_with, suffix=b""),
+        AsyncCall(),
+        Awaitable,
+        logged(echo),
+    ],
+    ids=["partial", "async __call__", "awaitable class", "functools.wraps"],
+)
+async def test_callables_that_return_awaitables_are_accepted_and_serve(
+    virtual_network, nursery, handler
+):
+    server = await start(nursery, handler, host="127.0.0.1")
+    async with trioudp.open_udp_client("127.0.0.1", 53) as client:
+        assert (await client.request(b"hi")).data == b"hi"
+    assert server.stats.handled == 1
+
+
+def plain(datagram):
+    return None
+
+
+class PlainCall:
+    def __call__(self, datagram):
+        return None
+
+
+async def generator(datagram):
+    yield
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [plain, lambda datagram: None, PlainCall(), PlainCall, print, generator,
+     functools.partial(plain)],
+    ids=["function", "lambda", "plain __call__", "class", "builtin",
+         "async generator", "partial"],
+)  # fmt: skip
+async def test_plain_handlers_are_refused_before_binding(handler):
+    port = free_port()
+    before = open_fds()
+    with (
+        pytest.raises(TypeError, match="handler must be an async function"),
+        trio.fail_after(2),
+    ):
+        await serve_udp(handler, port, host="127.0.0.1")
+    assert open_fds() == before
+    assert_port_free(port)

@@ -38,6 +38,7 @@ from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
 from ._multicast import MulticastOptions
+from ._settings import check_int, shown
 from ._trio_private import cancel_requested_probe
 
 if TYPE_CHECKING:
@@ -322,9 +323,7 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         limit = max_payload(trio_socket.family)
         if max_datagram_size is None:
             max_datagram_size = limit
-        elif not 0 <= max_datagram_size <= limit:
-            msg = f"max_datagram_size must be in 0..{limit}, not {max_datagram_size!r}"
-            raise ValueError(msg)
+        check_int("max_datagram_size", max_datagram_size, low=0, high=limit)
         self._sock = trio_socket
         self._fast = _stdlib_twin(trio_socket)
         self._max_payload = limit
@@ -1175,22 +1174,37 @@ async def bind_udp_socket(
     broadcast: bool = False,
     dual_stack: bool | None = None,
 ) -> UDPSocket:
-    """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket."""
-    check_port(port)
+    """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket.
+
+    Every argument is checked before a socket is made: a refusal leaves no
+    descriptor open.
+    """
+    check_socket_settings(
+        host, port, max_datagram_size=max_datagram_size, receive_buffer=receive_buffer
+    )
     if family not in (0, stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
         msg = f"family must be AF_INET or AF_INET6, not {family!r}"
         raise ValueError(msg)
     if dual_stack is None:
         dual_stack = host == "::"
+    if not isinstance(reuse_port, bool):
+        msg = f"reuse_port must be True or False, not {shown(reuse_port)}"
+        raise TypeError(msg)
     if host is None:
         family = family or stdlib_socket.AF_INET
         host = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
     elif not family:
         family = numeric_family(host) or await _family_of_name(host, port)
-    sock = UDPSocket(
-        trio.socket.socket(family, stdlib_socket.SOCK_DGRAM),
-        max_datagram_size=max_datagram_size,
-    )
+    if max_datagram_size is not None:
+        check_int(
+            "max_datagram_size", max_datagram_size, low=0, high=max_payload(family)
+        )
+    trio_socket = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    try:
+        sock = UDPSocket(trio_socket, max_datagram_size=max_datagram_size)
+    except BaseException:
+        trio_socket.close()
+        raise
     try:
         if family == stdlib_socket.AF_INET6:
             sock.trio_socket.setsockopt(
@@ -1222,15 +1236,37 @@ async def bind_udp_socket(
     return sock
 
 
+def check_socket_settings(
+    host: str | None,
+    port: int,
+    *,
+    max_datagram_size: int | None,
+    receive_buffer: int | None,
+) -> None:
+    """Check the settings :func:`bind_udp_socket` takes that do not depend on
+    the socket's family (``max_datagram_size``'s upper bound does).
+
+    Raises:
+        TypeError, ValueError: a setting has the wrong type or is out of range.
+        InvalidAddress: ``port`` is not in 0..65535.
+    """
+    if host is not None and not isinstance(host, str):
+        msg = f"host must be a str or None, not {type(host).__name__} {shown(host)}"
+        raise TypeError(msg)
+    check_port(port)
+    if max_datagram_size is not None:
+        check_int("max_datagram_size", max_datagram_size, low=0)
+    if receive_buffer is not None:
+        check_int("receive_buffer", receive_buffer, low=1)
+
+
 def _request_receive_buffer(sock: trio.socket.SocketType, size: int) -> int:
-    """Ask for ``size`` bytes of receive buffer; warn if the kernel grants less.
+    """Ask for ``size`` bytes of receive buffer (checked by
+    :func:`check_socket_settings`); warn if the kernel grants less.
 
     Linux doubles the request for its bookkeeping and caps it at
     ``net.core.rmem_max``; the doubled value is what ``getsockopt`` reports.
     """
-    if size < 1:
-        msg = f"receive_buffer must be a positive number of bytes, not {size!r}"
-        raise ValueError(msg)
     sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, size)
     granted = sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF)
     if granted < size:
