@@ -521,7 +521,7 @@ async def test_receive_on_a_socket_with_ip_recverr_does_not_spin():
     async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
         sock.trio_socket.setsockopt(*RECVERR["ipv4"][2:], 1)
         await sock.send_to(b"ping", peer)
-        with pytest.raises(ConnectionRefusedError):
+        with pytest.raises(ConnectionRefusedError), trio.fail_after(5):
             await sock.receive()  # the kernel reports the error once...
         with idle_cost() as cost, trio.move_on_after(IDLE):
             await sock.receive()  # ...and its queued copy is drained

@@ -893,8 +893,11 @@ async def serve_udp_sockets(
     Error handling:
         Bad settings raise ``TypeError`` or ``ValueError`` at once, and the
         sockets are closed. A handler's exception is logged on the
-        ``trioudp`` logger with its traceback and counted; the server goes on. Per-datagram network
-        errors (ICMP unreachable and the like) are counted, never fatal.
+        ``trioudp`` logger with its traceback and counted; the server goes
+        on. Per-datagram network errors (ICMP unreachable and the like) are
+        counted in ``stats.receive_errors``, never fatal; on a socket with
+        ``IP_RECVERR``/``IPV6_RECVERR`` set, its error queue is drained and
+        each error in it counted.
 
     Resource handling:
         Cancelling the surrounding scope stops everything at once; sockets
