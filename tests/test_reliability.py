@@ -543,6 +543,14 @@ def assert_port_free(port):
         probe.bind(("127.0.0.1", port))
 
 
+#: serve_udp's settings that are open_udp_sockets' (serve_udp_sockets lacks them).
+SOCKET_SETTINGS = {
+    "host",
+    "max_datagram_size",
+    "receive_buffer",
+    "multicast",
+    "broadcast",
+}
 BAD_SERVER_SETTINGS = [
     ({"host": 127}, TypeError, "host must be a str or None, not int 127"),
     ({"max_datagram_size": 1.5}, TypeError, "max_datagram_size must be an int, not float 1.5"),
@@ -550,6 +558,8 @@ BAD_SERVER_SETTINGS = [
     ({"max_datagram_size": 10**6}, ValueError, "max_datagram_size must be in 0..65507, not 1000000"),
     ({"receive_buffer": 0}, ValueError, "receive_buffer must be >= 1, not 0"),
     ({"receive_buffer": "1M"}, TypeError, "receive_buffer must be an int, not str '1M'"),
+    ({"multicast": {"groups": ["239.1.2.3"]}}, TypeError, "multicast must be a Multicast or None, not dict"),
+    ({"broadcast": 1}, TypeError, "broadcast must be True or False, not 1"),
     ({"max_in_flight": 1.5}, ValueError, "max_in_flight must be an int >= 1, not 1.5"),
     ({"overflow": "drop_random"}, ValueError, "'drop_random' is not a valid Overflow"),
     ({"rate_limit": {"rate": 10, "burst": 5}}, TypeError, "rate_limit must be a RateLimit or None, not dict"),
@@ -580,7 +590,7 @@ async def test_a_refused_serve_udp_leaves_no_socket_bound_and_no_descriptor_open
     [
         (settings, error, fragment)
         for settings, error, fragment in BAD_SERVER_SETTINGS
-        if not {"host", "max_datagram_size", "receive_buffer"} & settings.keys()
+        if not SOCKET_SETTINGS & settings.keys()
     ],
 )
 async def test_a_refused_serve_udp_sockets_closes_the_sockets_it_was_given(
@@ -619,6 +629,8 @@ async def test_serve_udp_sockets_refuses_what_is_not_a_udp_socket_and_closes_it(
         ({"host": "::1", "max_datagram_size": 65_528}, ValueError, "must be in 0..65527"),
         ({"receive_buffer": -1}, ValueError, "receive_buffer must be >= 1"),
         ({"reuse_port": "yes"}, TypeError, "reuse_port must be True or False, not 'yes'"),
+        ({"dual_stack": "no"}, TypeError, "dual_stack must be True or False, not 'no'"),
+        ({"multicast": "239.1.2.3"}, TypeError, "multicast must be a Multicast or None"),
         ({"host": b"127.0.0.1"}, TypeError, "host must be a str or None, not bytes"),
         ({"port": "53"}, trioudp.InvalidAddress, "port must be in 0..65535, not '53'"),
     ],
@@ -634,7 +646,7 @@ async def test_a_refused_open_udp_socket_leaves_no_descriptor_open(
                 pass  # pragma: no cover
         assert refused.value is not None
         assert open_fds() == before
-    if "reuse_port" not in settings:
+    if not {"reuse_port", "dual_stack"} & settings.keys():
         with pytest.raises(error, match=fragment):
             await trioudp.open_udp_sockets(**settings)
         assert open_fds() == before
@@ -695,8 +707,15 @@ async def echo_with(datagram, suffix):
         AsyncCall(),
         Awaitable,
         logged(echo),
+        trioudp.Responder(lambda datagram: datagram.data),
     ],
-    ids=["partial", "async __call__", "awaitable class", "functools.wraps"],
+    ids=[
+        "partial",
+        "async __call__",
+        "awaitable class",
+        "functools.wraps",
+        "Responder",
+    ],
 )
 async def test_callables_that_return_awaitables_are_accepted_and_serve(
     virtual_network, nursery, handler

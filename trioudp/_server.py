@@ -72,7 +72,7 @@ from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
 from ._responder import Responder
 from ._settings import check_instance, check_real, shown
-from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket
+from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket, check_socket_settings
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -259,8 +259,9 @@ def _check_handler(handler: object) -> None:
         msg = (
             f"handler must be an async function of one Datagram (async def"
             f" handler(datagram): ...), not the plain callable {shown(handler)}:"
-            " the server awaits its result for every datagram. Wrap a function"
-            " that returns an awaitable in an async def."
+            " the server awaits its result for every datagram. Pass a plain"
+            " function that returns the reply as trioudp.Responder(function);"
+            " wrap one that returns an awaitable in an async def."
         )
         raise TypeError(msg)
 
@@ -962,6 +963,14 @@ async def open_udp_sockets(
         sockets = await trioudp.open_udp_sockets(0)
         print([s.local_address for s in sockets])
     """
+    check_socket_settings(
+        host,
+        port,
+        max_datagram_size=max_datagram_size,
+        receive_buffer=receive_buffer,
+        multicast=multicast,
+        broadcast=broadcast,
+    )
     families = (
         [0] if host is not None else [stdlib_socket.AF_INET, stdlib_socket.AF_INET6]
     )

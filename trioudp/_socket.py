@@ -37,8 +37,8 @@ from ._address import (
 from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
-from ._multicast import MulticastOptions
-from ._settings import check_int, shown
+from ._multicast import Multicast, MulticastOptions
+from ._settings import check_instance, check_int, shown
 from ._trio_private import cancel_requested_probe
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._limits import AmplificationGuard
-    from ._multicast import Multicast
 
 __all__ = ["SocketStats", "UDPSocket", "open_udp_socket"]
 
@@ -1180,16 +1179,20 @@ async def bind_udp_socket(
     descriptor open.
     """
     check_socket_settings(
-        host, port, max_datagram_size=max_datagram_size, receive_buffer=receive_buffer
+        host,
+        port,
+        max_datagram_size=max_datagram_size,
+        receive_buffer=receive_buffer,
+        multicast=multicast,
+        broadcast=broadcast,
+        reuse_port=reuse_port,
+        dual_stack=dual_stack,
     )
     if family not in (0, stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
         msg = f"family must be AF_INET or AF_INET6, not {family!r}"
         raise ValueError(msg)
     if dual_stack is None:
         dual_stack = host == "::"
-    if not isinstance(reuse_port, bool):
-        msg = f"reuse_port must be True or False, not {shown(reuse_port)}"
-        raise TypeError(msg)
     if host is None:
         family = family or stdlib_socket.AF_INET
         host = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
@@ -1242,6 +1245,10 @@ def check_socket_settings(
     *,
     max_datagram_size: int | None,
     receive_buffer: int | None,
+    multicast: Multicast | None,
+    broadcast: bool,
+    reuse_port: bool = False,
+    dual_stack: bool | None = None,
 ) -> None:
     """Check the settings :func:`bind_udp_socket` takes that do not depend on
     the socket's family (``max_datagram_size``'s upper bound does).
@@ -1258,6 +1265,15 @@ def check_socket_settings(
         check_int("max_datagram_size", max_datagram_size, low=0)
     if receive_buffer is not None:
         check_int("receive_buffer", receive_buffer, low=1)
+    check_instance("multicast", multicast, Multicast, "Multicast(groups=['239.1.2.3'])")
+    for name, flag in (
+        ("broadcast", broadcast),
+        ("reuse_port", reuse_port),
+        ("dual_stack", True if dual_stack is None else dual_stack),
+    ):
+        if not isinstance(flag, bool):
+            msg = f"{name} must be True or False, not {shown(flag)}"
+            raise TypeError(msg)
 
 
 def _request_receive_buffer(sock: trio.socket.SocketType, size: int) -> int:
