@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._settings import check_int, check_real, shown
+from ._checks import check_bool, check_int, check_real, short_repr
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -53,7 +53,7 @@ def _networks(name: str, values: Iterable[str | Network]) -> tuple[Network, ...]
     if isinstance(values, lone) or not hasattr(values, "__iter__"):
         msg = (
             f"{name} must be a list of networks such as ['192.0.2.0/24'],"
-            f" not {type(values).__name__} {shown(values)}"
+            f" not {type(values).__name__} {short_repr(values)}"
         )
         raise TypeError(msg)
     return tuple(ipaddress.ip_network(value, strict=False) for value in values)
@@ -135,9 +135,7 @@ class RateLimit:
         check_int("ipv4_prefix", self.ipv4_prefix, low=1, high=32)
         check_int("ipv6_prefix", self.ipv6_prefix, low=1, high=128)
         check_int("table_size", self.table_size, low=1)
-        if not isinstance(self.log_only, bool):
-            msg = f"log_only must be True or False, not {shown(self.log_only)}"
-            raise TypeError(msg)
+        check_bool("log_only", self.log_only)
 
 
 class RateLimiter:

@@ -67,12 +67,11 @@ import trio
 
 from . import _eager as eager
 from ._address import UNSPECIFIED_HOSTS
-from ._checks import check_seconds
+from ._checks import check_instance, check_real, check_seconds, short_repr
 from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
 from ._responder import Responder
-from ._settings import check_instance, check_real, shown
-from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket, check_socket_settings
+from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket, check_multicast
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -231,7 +230,7 @@ def _check_handler(handler: object) -> None:
         TypeError: ``handler`` is not callable, or plainly not async.
     """
     if not callable(handler):
-        msg = f"handler must be an async function of one Datagram, not {shown(handler)}"
+        msg = f"handler must be an async function of one Datagram, not {short_repr(handler)}"
         raise TypeError(msg)
     target: object = handler
     while isinstance(target, functools.partial):
@@ -258,7 +257,7 @@ def _check_handler(handler: object) -> None:
     if plain:
         msg = (
             f"handler must be an async function of one Datagram (async def"
-            f" handler(datagram): ...), not the plain callable {shown(handler)}:"
+            f" handler(datagram): ...), not the plain callable {short_repr(handler)}:"
             " the server awaits its result for every datagram. Pass a plain"
             " function that returns the reply as trioudp.Responder(function);"
             " wrap one that returns an awaitable in an async def."
@@ -287,7 +286,7 @@ def _check_sockets(sockets: Sequence[UDPSocket]) -> None:
         if not isinstance(sock, UDPSocket):
             msg = (
                 "serve_udp_sockets serves trioudp.UDPSocket objects (wrap a trio"
-                f" socket: UDPSocket(sock)), not {type(sock).__name__} {shown(sock)}"
+                f" socket: UDPSocket(sock)), not {type(sock).__name__} {short_repr(sock)}"
             )
             raise TypeError(msg)
 
@@ -963,14 +962,7 @@ async def open_udp_sockets(
         sockets = await trioudp.open_udp_sockets(0)
         print([s.local_address for s in sockets])
     """
-    check_socket_settings(
-        host,
-        port,
-        max_datagram_size=max_datagram_size,
-        receive_buffer=receive_buffer,
-        multicast=multicast,
-        broadcast=broadcast,
-    )
+    check_multicast(multicast)  # before for_family below; bind checks the rest
     families = (
         [0] if host is not None else [stdlib_socket.AF_INET, stdlib_socket.AF_INET6]
     )

@@ -34,11 +34,11 @@ from ._address import (
     max_payload,
     numeric_family,
 )
+from ._checks import check_bool, check_instance, check_int, short_repr
 from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
 from ._multicast import Multicast, MulticastOptions
-from ._settings import check_instance, check_int, shown
 from ._trio_private import cancel_requested_probe
 
 if TYPE_CHECKING:
@@ -1178,16 +1178,21 @@ async def bind_udp_socket(
     Every argument is checked before a socket is made: a refusal leaves no
     descriptor open.
     """
-    check_socket_settings(
-        host,
-        port,
-        max_datagram_size=max_datagram_size,
-        receive_buffer=receive_buffer,
-        multicast=multicast,
-        broadcast=broadcast,
-        reuse_port=reuse_port,
-        dual_stack=dual_stack,
-    )
+    if host is not None and not isinstance(host, str):
+        msg = (
+            f"host must be a str or None, not {type(host).__name__} {short_repr(host)}"
+        )
+        raise TypeError(msg)
+    check_port(port)
+    if max_datagram_size is not None:
+        check_int("max_datagram_size", max_datagram_size, low=0)
+    if receive_buffer is not None:
+        check_int("receive_buffer", receive_buffer, low=1)
+    check_multicast(multicast)
+    check_bool("broadcast", broadcast)
+    check_bool("reuse_port", reuse_port)
+    if dual_stack is not None:
+        check_bool("dual_stack", dual_stack)
     if family not in (0, stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
         msg = f"family must be AF_INET or AF_INET6, not {family!r}"
         raise ValueError(msg)
@@ -1239,46 +1244,14 @@ async def bind_udp_socket(
     return sock
 
 
-def check_socket_settings(
-    host: str | None,
-    port: int,
-    *,
-    max_datagram_size: int | None,
-    receive_buffer: int | None,
-    multicast: Multicast | None,
-    broadcast: bool,
-    reuse_port: bool = False,
-    dual_stack: bool | None = None,
-) -> None:
-    """Check the settings :func:`bind_udp_socket` takes that do not depend on
-    the socket's family (``max_datagram_size``'s upper bound does).
-
-    Raises:
-        TypeError, ValueError: a setting has the wrong type or is out of range.
-        InvalidAddress: ``port`` is not in 0..65535.
-    """
-    if host is not None and not isinstance(host, str):
-        msg = f"host must be a str or None, not {type(host).__name__} {shown(host)}"
-        raise TypeError(msg)
-    check_port(port)
-    if max_datagram_size is not None:
-        check_int("max_datagram_size", max_datagram_size, low=0)
-    if receive_buffer is not None:
-        check_int("receive_buffer", receive_buffer, low=1)
+def check_multicast(multicast: object) -> None:
+    """Refuse anything but a :class:`Multicast` or None, with an example."""
     check_instance("multicast", multicast, Multicast, "Multicast(groups=['239.1.2.3'])")
-    for name, flag in (
-        ("broadcast", broadcast),
-        ("reuse_port", reuse_port),
-        ("dual_stack", True if dual_stack is None else dual_stack),
-    ):
-        if not isinstance(flag, bool):
-            msg = f"{name} must be True or False, not {shown(flag)}"
-            raise TypeError(msg)
 
 
 def _request_receive_buffer(sock: trio.socket.SocketType, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer (checked by
-    :func:`check_socket_settings`); warn if the kernel grants less.
+    :func:`bind_udp_socket`); warn if the kernel grants less.
 
     Linux doubles the request for its bookkeeping and caps it at
     ``net.core.rmem_max``; the doubled value is what ``getsockopt`` reports.
