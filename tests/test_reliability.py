@@ -756,3 +756,14 @@ async def test_plain_handlers_are_refused_before_binding(handler):
         await serve_udp(handler, port, host="127.0.0.1")
     assert open_fds() == before
     assert_port_free(port)
+
+
+async def test_a_send_waiting_for_room_on_an_ip_recverr_socket_does_not_spin(netns):
+    """In a namespace whose loopback is shaped, a send waits for room in a
+    full send buffer while an ICMP error is queued (it woke ~1,000 times in
+    13 ms before the wait for room drained the queue)."""
+    result = await netns("recverr_send_wait")
+    assert result["filled"] > 0
+    assert result["waited"] > 0
+    assert result["steps"] <= MAX_IDLE_STEPS
+    assert result["receive_errors"] == {"ECONNREFUSED": 1}

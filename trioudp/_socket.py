@@ -762,6 +762,8 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             return
         self._room_watched = True
         try:
+            # Errors queued under IP_RECVERR would end this wait at once.
+            self._drain_error_queue()
             await trio.lowlevel.wait_writable(self._sock)
         finally:
             self._room_watched = False
