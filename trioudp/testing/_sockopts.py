@@ -101,9 +101,9 @@ def _ip_flag() -> IntOption:
     return IntOption(0, boolean=True, char_ok=True)
 
 
-#: Options that hold one integer, by ``(level, optname)``, for both families
-#: unless ``FAMILY_ONLY`` says otherwise. SO_RCVBUF/SO_SNDBUF, SO_ERROR and
-#: the multicast interface and memberships have their own code.
+#: Options that hold one integer, by ``(level, optname)`` (``IPPROTO_IPV6``
+#: ones on IPv6 sockets only). SO_RCVBUF/SO_SNDBUF, SO_ERROR and the
+#: multicast interface and memberships have their own code.
 INT_OPTIONS: Final[dict[tuple[int, int], IntOption]] = {
     (_S, stdlib_socket.SO_REUSEADDR): _flag(),
     (_S, stdlib_socket.SO_BROADCAST): _flag(),
@@ -137,12 +137,6 @@ INT_OPTIONS: Final[dict[tuple[int, int], IntOption]] = {
 }
 if hasattr(stdlib_socket, "SO_REUSEPORT"):
     INT_OPTIONS[(_S, stdlib_socket.SO_REUSEPORT)] = _flag()
-
-#: Options that only exist on sockets of one family (Linux: ENOPROTOOPT on
-#: the other; an IPv6 socket does take the IPv4 options, for mapped traffic).
-FAMILY_ONLY: Final[dict[tuple[int, int], int]] = {
-    key: stdlib_socket.AF_INET6 for key in INT_OPTIONS if key[0] == _IP6
-}
 
 
 def int_from_buffer(value: bytes, option: IntOption | None, level: int) -> int:

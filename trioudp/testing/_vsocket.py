@@ -15,13 +15,13 @@ from ._network import (
     Host,
     Packet,
     canonical_ip,
+    is_loopback,
     is_multicast,
     oserror,
     unmapped,
 )
 from ._sockopts import (
     ETHERNET_IFINDEX,
-    FAMILY_ONLY,
     INT_OPTIONS,
     IP_PKTINFO,
     IP_RECVTTL,
@@ -429,8 +429,9 @@ class VirtualSocket(trio.socket.SocketType):
             _unsupported(f"setsockopt(level={level}, optname={optname})")
 
     def _check_family(self, key: tuple[int, int]) -> None:
-        only = FAMILY_ONLY.get(key)
-        if only is not None and only != self._family:
+        # IPv6 options exist on IPv6 sockets only (IPv4 ones on both: Linux
+        # applies them to an IPv6 socket's mapped traffic).
+        if key[0] == _IP6 and self._family != stdlib_socket.AF_INET6:
             raise oserror(errno.ENOPROTOOPT, "an IPv6 option on an IPv4 socket")
 
     def _set_membership(self, key: tuple[int, int], data: bytes) -> None:
@@ -611,9 +612,10 @@ class VirtualSocket(trio.socket.SocketType):
             return "closed"
         if self._peer is not None and packet.src != self._peer:
             return "filtered"
-        # Linux charges each datagram its buffer's true size, and takes one
-        # more while the charge is within SO_RCVBUF.
-        if self._queued_bytes > self._rcvbuf:
+        # Linux charges each datagram its buffer's true size, and always
+        # takes one into an empty queue.
+        size = truesize(len(packet.payload), self._family)
+        if self._queued_bytes and self._queued_bytes + size > self._rcvbuf:
             self.rcvbuf_errors += 1
             return "rcvbuf"
         v4_packet = packet.family == stdlib_socket.AF_INET
@@ -624,7 +626,7 @@ class VirtualSocket(trio.socket.SocketType):
                 (packet, self._net.now()) if self._ancillary else None,
             )
         )
-        self._queued_bytes += truesize(len(packet.payload), self._family)
+        self._queued_bytes += size
         self._waiters.unpark_all()
         return None
 
@@ -670,12 +672,15 @@ class VirtualSocket(trio.socket.SocketType):
             items.append((_SOL, SO_TIMESTAMPNS, timespec(TIMESTAMP_EPOCH + when)))
         elif self._opt(_SOL, SO_TIMESTAMP):
             items.append((_SOL, SO_TIMESTAMP, timeval(TIMESTAMP_EPOCH + when)))
+        dst = packet.dst[0]
+        # Linux names the interface that owns the destination address.
         ifindex = packet.via or (
             LOOPBACK_IFINDEX
-            if packet.sender is not None and packet.sender._host is self._host
+            if is_loopback(dst)
+            and packet.sender is not None
+            and packet.sender._host is self._host
             else ETHERNET_IFINDEX
         )
-        dst = packet.dst[0]
         v4 = packet.family == stdlib_socket.AF_INET
         if self._family == stdlib_socket.AF_INET6 and self._opt(_IP6, IPV6_RECVPKTINFO):
             address = f"::ffff:{dst}" if v4 else dst
@@ -792,7 +797,7 @@ class VirtualSocket(trio.socket.SocketType):
         _unsupported("dup()")
 
     def shutdown(self, flag: int) -> None:
-        """As Linux: ENOTCONN unless connected; after SHUT_WR sends raise
+        """As Linux: ENOTCONN unless connected (but shut all the same); after SHUT_WR sends raise
         BrokenPipeError; SHUT_RD changes nothing a Trio program sees (queued
         and later datagrams are still received)."""
         self._check_open()
@@ -803,9 +808,9 @@ class VirtualSocket(trio.socket.SocketType):
         }.get(flag)
         if bits is None:
             raise oserror(errno.EINVAL)
-        if self._peer is None:
-            raise oserror(errno.ENOTCONN)
         self._shut |= bits
+        if self._peer is None:
+            raise oserror(errno.ENOTCONN, "not connected (shut all the same)")
 
     def listen(self, backlog: int = 128) -> None:
         raise oserror(errno.EOPNOTSUPP, "listen() on a UDP socket")
