@@ -674,7 +674,9 @@ async def test_ipv4_socket_takes_a_mapped_address(network):
 
 
 @pytest.mark.parametrize(
-    "family", [AF_INET, pytest.param(AF_INET6, marks=requires_ipv6)]
+    "family",
+    [AF_INET, pytest.param(AF_INET6, marks=requires_ipv6)],
+    ids=["ipv4", "ipv6"],
 )
 async def test_common_options_and_their_defaults(network, family):
     with trio.socket.socket(family, SOCK_DGRAM) as sock:
