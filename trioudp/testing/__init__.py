@@ -20,9 +20,11 @@ from ._network import TraceEvent as TraceEvent
 from ._network import VirtualNetwork as VirtualNetwork
 from ._pcap import ip_udp_packet as ip_udp_packet
 from ._pcap import write_pcap as write_pcap
+from ._vsocket import VIRTUAL_FILENO as VIRTUAL_FILENO
 from ._vsocket import VirtualSocket as VirtualSocket
 
 __all__ = [
+    "VIRTUAL_FILENO",
     "Fate",
     "Host",
     "LinkPolicy",
