@@ -353,36 +353,32 @@ async def test_reuseaddr_on_one_socket_only_is_not_enough(network):
         assert info.value.errno == errno.EADDRINUSE
 
 
+async def reusing(host="127.0.0.1", port=0, family=AF_INET):
+    """A socket bound with SO_REUSEADDR."""
+    sock = trio.socket.socket(family, SOCK_DGRAM)
+    sock.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await sock.bind((host, port))
+    return sock
+
+
 async def test_reuseaddr_sockets_share_and_the_last_gets_everything(network):
-    with (
-        trio.socket.socket(AF_INET, SOCK_DGRAM) as first,
-        trio.socket.socket(AF_INET, SOCK_DGRAM) as last,
-        await udp() as sender,
-    ):
-        first.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        last.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await first.bind(("127.0.0.1", 0))
-        await last.bind(first.getsockname())
+    with await reusing() as first, await udp() as sender:
+        last = await reusing(port=first.getsockname()[1])
         for n in range(5):
             await sender.sendto(b"%d" % n, first.getsockname())
         assert await drain(first) == []
         assert await drain(last) == [b"0", b"1", b"2", b"3", b"4"]
+        last.close()
 
 
 async def test_reuseaddr_specific_bind_beats_the_wildcard(network):
-    with (
-        trio.socket.socket(AF_INET, SOCK_DGRAM) as specific,
-        trio.socket.socket(AF_INET, SOCK_DGRAM) as wild,
-        await udp() as sender,
-    ):
-        specific.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        wild.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await specific.bind(("127.0.0.1", 0))
+    with await reusing() as specific, await udp() as sender:
         port = specific.getsockname()[1]
-        await wild.bind(("0.0.0.0", port))  # bound last, still not chosen
+        wild = await reusing("0.0.0.0", port)  # bound last, still not chosen
         await sender.sendto(b"x", ("127.0.0.1", port))
         assert await drain(specific) == [b"x"]
         assert await drain(wild) == []
+        wild.close()
 
 
 async def test_the_whole_of_127_is_local(network):
@@ -779,9 +775,7 @@ def mreq6(group, ifindex):
 
 
 async def listener(port=0, host="0.0.0.0", family=AF_INET):
-    sock = trio.socket.socket(family, SOCK_DGRAM)
-    sock.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    await sock.bind((host, port))
+    sock = await reusing(host, port, family)
     if family == AF_INET:
         sock.setsockopt(IPPROTO_IP, IP_PKTINFO, 1)
     else:

@@ -30,6 +30,22 @@ async def ifindex_of_next(sock):
     return data, peer[0], struct.unpack("@i", info[:4])[0]
 
 
+async def on_hosts(net, hosts, port):
+    """A listener on ``port`` on each of ``hosts``."""
+    receivers = []
+    for host in hosts:
+        with net.on_host(host):
+            receivers.append(await bound("0.0.0.0", port))
+    return receivers
+
+
+async def broadcaster(net, host):
+    with net.on_host(host):
+        sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    return sender
+
+
 def lan(net, count=3, prefix="10.0.0"):
     return [net.add_host(f"{prefix}.{n}/24", name=f"h{n}") for n in range(1, count + 1)]
 
@@ -113,13 +129,8 @@ async def test_subnet_broadcast_reaches_its_subnet_and_limited_broadcast_all():
     with net.install():
         one, two = lan(net, 2)
         other = net.add_host("10.1.0.9/24", name="other")
-        receivers = []
-        for host in (two, other):
-            with net.on_host(host):
-                receivers.append(await bound("0.0.0.0", 5353))
-        with net.on_host(one):
-            sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        receivers = await on_hosts(net, (two, other), 5353)
+        sender = await broadcaster(net, one)
         await sender.sendto(b"subnet", ("10.0.0.255", 5353))
         await sender.sendto(b"everyone", ("255.255.255.255", 5353))
         near, far = receivers
@@ -137,13 +148,8 @@ async def test_partitions_and_latency_apply_to_group_copies(autojump_clock):
     net = VirtualNetwork(seed=1, latency=0.25)
     with net.install():
         one, two, three = lan(net)
-        receivers = []
-        for host in (two, three):
-            with net.on_host(host):
-                receivers.append(await bound("0.0.0.0", 9999))
-        with net.on_host(one):
-            sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        receivers = await on_hosts(net, (two, three), 9999)
+        sender = await broadcaster(net, one)
         net.partition(one, three)
         start = trio.current_time()
         await sender.sendto(b"hi", ("10.0.0.255", 9999))

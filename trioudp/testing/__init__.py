@@ -23,8 +23,9 @@ from ._pcap import write_pcap as write_pcap
 from ._vsocket import VIRTUAL_FILENO as VIRTUAL_FILENO
 from ._vsocket import VirtualSocket as VirtualSocket
 
+# VIRTUAL_FILENO (a plain int, so without a docstring of its own) is
+# importable from here and documented in VirtualSocket.fileno.
 __all__ = [
-    "VIRTUAL_FILENO",
     "Fate",
     "Host",
     "LinkPolicy",

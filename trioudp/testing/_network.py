@@ -876,7 +876,10 @@ class VirtualNetwork:
         packet = Packet(self._packets, family, src, dst, payload, sock)
         self._sent += 1
         self._record_event("send", packet)
-        pair = self._pair(packet)
+        self._forward(packet, self._pair(packet))
+
+    def _forward(self, packet: Packet, pair: frozenset[Host] | None) -> None:
+        """Route a datagram just sent, unless a fault keeps it."""
         if pair is None:
             self._drop(packet, "no_route")
         elif pair in self._partitions:
@@ -1106,15 +1109,7 @@ class VirtualNetwork:
         self._record_event("send", first)
         for target, via in targets:
             packet = Packet(first.id, family, src, dst, payload, sock, target, via)
-            pair = frozenset((host, target))
-            if pair in self._partitions:
-                self._drop(packet, "partition")
-            elif self._is_held(pair):
-                self._held.append(packet)
-                self._held_count += 1
-                self._record_event("hold", packet)
-            else:
-                self._route(packet, pair)
+            self._forward(packet, frozenset((host, target)))
 
     def _arrive_group(self, packet: Packet) -> None:
         host, via = packet.to, packet.via

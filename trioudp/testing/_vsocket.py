@@ -757,30 +757,25 @@ class VirtualSocket(trio.socket.SocketType):
         self, buffer: Buffer, nbytes: int = 0, flags: int = 0
     ) -> tuple[int, Sockaddr]:
         with memoryview(buffer) as view:
-            if nbytes < 0:
-                msg = "negative buffersize in recvfrom_into"
-                raise ValueError(msg)
-            if nbytes > view.nbytes:
-                msg = "nbytes is greater than the length of the buffer"
-                raise ValueError(msg)
-            target = view[:nbytes] if nbytes else view
+            target = _into_target(
+                view,
+                nbytes,
+                "recvfrom_into",
+                "nbytes is greater than the length of the buffer",
+            )
             written, _, _, source = await self.recvmsg_into([target], 0, flags)
         return written, source
 
     async def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
         with memoryview(buffer) as view:
-            if nbytes < 0:
-                msg = "negative buffersize in recv_into"
-                raise ValueError(msg)
-            if nbytes > view.nbytes:
-                msg = "buffer too small for requested bytes"
-                raise ValueError(msg)
-            if not (nbytes or view.nbytes):
+            target = _into_target(
+                view, nbytes, "recv_into", "buffer too small for requested bytes"
+            )
+            if not target.nbytes:
                 # CPython returns 0 without asking the kernel: nothing is taken.
                 self._check_open()
                 await trio.lowlevel.checkpoint()
                 return 0
-            target = view[:nbytes] if nbytes else view
             written, _, _, _ = await self.recvmsg_into([target], 0, flags)
         return written
 
@@ -834,3 +829,13 @@ def _truncated(payload: bytes, size: int, flags: int) -> bytes:
     if flags & _MSG_TRUNC:
         return payload[:size] + bytes(len(payload) - size)
     return payload[:size]
+
+
+def _into_target(view: memoryview, nbytes: int, name: str, too_big: str) -> memoryview:
+    """The part of ``view`` that ``nbytes`` asks for, checked as CPython does."""
+    if nbytes < 0:
+        msg = f"negative buffersize in {name}"
+        raise ValueError(msg)
+    if nbytes > view.nbytes:
+        raise ValueError(too_big)
+    return view[:nbytes] if nbytes else view
