@@ -322,6 +322,8 @@ class VirtualNetwork:
         }
         #: (host, group, ifindex) -> how many sockets there joined it.
         self._members: dict[tuple[Host, str, int], int] = {}
+        #: Multicast and broadcast addresses that sockets were bound to.
+        self._bound_groups: set[str] = set()
         self._hosts: list[Host] = []
         self._host_by_ip: dict[str, Host] = {}
         self._host_by_name: dict[str, Host] = {}
@@ -753,10 +755,12 @@ class VirtualNetwork:
         if ip is not None:
             users.extend(self._bound.get((ip, port), ()))
         else:
-            for (address, bound_port), socks in self._bound.items():
-                if bound_port == port and (":" in address) == (
-                    family == stdlib_socket.AF_INET6
-                ):
+            # Every address the host may have sockets on (not every socket:
+            # binding stays cheap with thousands of them).
+            addresses = [ip for ip, owner in self._host_by_ip.items() if owner is host]
+            for address in (*addresses, *self._bound_groups):
+                if (":" in address) == (family == stdlib_socket.AF_INET6):
+                    socks = self._bound.get((address, port), ())
                     users.extend(sock for sock in socks if sock._host is host)
         if family == stdlib_socket.AF_INET6 and dual:
             users.extend(
@@ -774,6 +778,7 @@ class VirtualNetwork:
             host = sock._home
         elif ip in self._broadcasts or is_multicast(ip):
             host = sock._home  # bound to a group: hears it, sends from the host
+            self._bound_groups.add(ip)
         else:
             found = self._host_of(ip)
             if found is None:
