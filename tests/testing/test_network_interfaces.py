@@ -214,3 +214,21 @@ def test_addresses_with_prefixes_and_loopback_ownership():
         net.add_host("127.0.0.2")
     with pytest.raises(ValueError, match="numeric IPs"):
         net.add_host("10.0.0.3/x")
+
+
+async def test_dual_stack_socket_reaches_an_ipv4_only_name(virtual_network):
+    """trio resolves names for an IPv6 socket with AI_V4MAPPED."""
+    virtual_network.add_address(virtual_network.localhost, "10.0.0.5")
+    virtual_network.add_host("10.0.0.6", names=["four.test"])
+    virtual_network.add_host(["10.0.0.7", "fd00::7"], names=["both.test"])
+    dual = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    await dual.connect(("four.test", 53))
+    assert dual.getpeername() == ("::ffff:10.0.0.6", 53, 0, 0)
+    await dual.connect(("both.test", 53))
+    assert dual.getpeername() == ("fd00::7", 53, 0, 0)  # IPv6 first
+    six = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    six.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    with pytest.raises(socket.gaierror):
+        await six.connect(("four.test", 53))
+    dual.close()
+    six.close()

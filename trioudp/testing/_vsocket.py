@@ -286,10 +286,13 @@ class VirtualSocket(trio.socket.SocketType):
             host = "127.0.0.1" if self._family == stdlib_socket.AF_INET else "::1"
         parsed = canonical_ip(host)
         if parsed is None:
-            # A name: resolve it on the virtual network (no real DNS, ever).
+            # A name: resolve it on the virtual network (no real DNS, ever),
+            # with AI_V4MAPPED on a dual-stack socket, as trio asks glibc.
+            dual = self._family == stdlib_socket.AF_INET6 and not self._v6only
             info = self._net.getaddrinfo(
-                host, port, self._family, stdlib_socket.SOCK_DGRAM
+                host, port, 0 if dual else self._family, stdlib_socket.SOCK_DGRAM
             )
+            info.sort(key=lambda entry: entry[0] != self._family)
             parsed = canonical_ip(info[0][4][0])
             assert parsed is not None
         ip, family = parsed
