@@ -831,6 +831,25 @@ async def test_loopback_source_cannot_leave_the_host(lan):
             await a.sendto(b"x", ("10.9.0.7", 9))
         assert info.value.errno == errno.EINVAL
         await a.sendto(b"own", (lan.eth4, 9))  # the host's own address: fine
+        a.setsockopt(SOL_SOCKET, socket.SO_BROADCAST, 1)
+        a.setsockopt(IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(lan.eth4))
+        for group in (lan.broadcast, GROUP4):
+            with pytest.raises(OSError) as info:
+                await a.sendto(b"x", (group, 9))
+            assert info.value.errno == errno.EINVAL
+    with await udp(AF_INET6) as six:
+        await six.sendto(b"x", ("fd00:9::7", 9))  # IPv6 lets it out
+
+
+async def test_source_address_toward_an_own_address_is_that_address(lan):
+    with (
+        trio.socket.socket(AF_INET, SOCK_DGRAM) as four,
+        trio.socket.socket(AF_INET6, SOCK_DGRAM) as six,
+    ):
+        await four.connect((lan.eth4, 9))
+        assert four.getsockname()[0] == lan.eth4
+        await six.connect((lan.eth6, 9))
+        assert six.getsockname()[0] == lan.eth6
 
 
 async def test_multicast_v4_on_lo(lan):

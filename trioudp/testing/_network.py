@@ -839,7 +839,12 @@ class VirtualNetwork:
             return binding[0]
         if ipaddress.ip_address(dst_ip).is_loopback:
             return "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
-        source = sock._host.address_of(family)
+        host = sock._host
+        if self._host_by_ip.get(dst_ip) is host:
+            return dst_ip  # Linux: to an address of its own, from that address
+        source = self._iface_address(host, ETHERNET_IFINDEX, family) or (
+            host.address_of(family)
+        )
         if source is None:
             raise oserror(
                 errno.ENETUNREACH, f"{sock._host.name} has no address of that family"
@@ -867,15 +872,14 @@ class VirtualNetwork:
             raise oserror(errno.EINVAL, f"{source} is not an address of this host")
         if (
             (explicit or not sock._wildcard)
+            and family == stdlib_socket.AF_INET
             and is_loopback(source)
             and not is_loopback(dst[0])
             and self._host_by_ip.get(dst[0]) is not sock._host
         ):
-            # Linux: a loopback source only reaches the host's own addresses.
-            code = (
-                errno.EINVAL if family == stdlib_socket.AF_INET else errno.ENETUNREACH
-            )
-            raise oserror(code, f"no route from {source} to {dst[0]}")
+            # Linux: an IPv4 loopback source only reaches the host's own
+            # addresses (an IPv6 one leaves, and the peer drops it).
+            raise oserror(errno.EINVAL, f"no route from {source} to {dst[0]}")
         src = (source, sock._binding[1])
         self._packets += 1
         packet = Packet(self._packets, family, src, dst, payload, sock)
@@ -1105,6 +1109,8 @@ class VirtualNetwork:
                 source = self._iface_address(host, ifindex, family)
             else:
                 source = bound
+        if ifindex == ETHERNET_IFINDEX and is_loopback(source):
+            raise oserror(errno.EINVAL, f"{source} cannot send on eth0")
         assert source is not None
         assert sock._binding is not None
         self._packets += 1
