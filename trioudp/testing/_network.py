@@ -17,9 +17,11 @@ conformance suite, ``tests/testing/test_conformance.py``, runs the same
 assertions on real loopback sockets, and in a network namespace for
 multicast and broadcast). The whole of ``127.0.0.0/8`` belongs to
 ``localhost``. Every host has ``lo`` (interface index 1) and, if it has an
-address that is not a loopback one, ``eth0`` (index 2): a datagram between
-two sockets of one host arrives on ``lo``, one from another host on
-``eth0`` (``IP_PKTINFO``/``IPV6_RECVPKTINFO`` report it). Addresses may carry
+address that is not a loopback one, ``eth0`` (index 2). As on Linux,
+``IP_PKTINFO``/``IPV6_RECVPKTINFO`` name the interface that owns the
+destination address: ``lo`` only for a loopback address and a sender on the
+same host; ``eth0`` for a host's other addresses and for every datagram from
+another host. Addresses may carry
 a prefix (``"10.0.0.2/24"``): hosts on one subnet hear its broadcasts; all
 hosts with an ``eth0`` share one segment for multicast and ``255.255.255.255``.
 

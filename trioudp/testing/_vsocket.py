@@ -454,7 +454,7 @@ class VirtualSocket(trio.socket.SocketType):
         if len(data) >= 8:  # ip_mreq or ip_mreqn: the interface part
             _, address, ifindex = parse_ip_mreq(data)
         elif len(data) >= 4:
-            address, ifindex = stdlib_socket.inet_ntoa(data), 0
+            address, ifindex = stdlib_socket.inet_ntoa(data[:4]), 0
         else:
             raise oserror(errno.EINVAL)
         if address != "0.0.0.0" or ifindex:
@@ -476,11 +476,13 @@ class VirtualSocket(trio.socket.SocketType):
         return self._net._iface_index(self._host, family, address, ifindex)
 
     def _multicast_ttl_loop(self, family: int) -> tuple[int, int]:
-        if family == stdlib_socket.AF_INET6 or self._family == stdlib_socket.AF_INET6:
-            hops = (_IP6, stdlib_socket.IPV6_MULTICAST_HOPS)
-            loop = (_IP6, stdlib_socket.IPV6_MULTICAST_LOOP)
-            if family == stdlib_socket.AF_INET6 or hops in self._ints:
-                return self._opt(*hops), self._opt(*loop)
+        """TTL (hop limit) and loopback flag for multicast of ``family``; an
+        IPv6 socket's IPv4 (mapped) multicast follows the IPv4 options."""
+        if family == stdlib_socket.AF_INET6:
+            return (
+                self._opt(_IP6, stdlib_socket.IPV6_MULTICAST_HOPS),
+                self._opt(_IP6, stdlib_socket.IPV6_MULTICAST_LOOP),
+            )
         return (
             self._opt(_IP, stdlib_socket.IP_MULTICAST_TTL),
             self._opt(_IP, stdlib_socket.IP_MULTICAST_LOOP),
