@@ -58,11 +58,19 @@ async def test_ingress_interface_tells_loopback_from_the_network(virtual_network
     port = server.getsockname()[1]
     local = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await local.sendto(b"local", ("127.0.0.1", port))
-    assert await ifindex_of_next(server) == (b"local", "127.0.0.1", 1)
+    assert await ifindex_of_next(server) == (
+        b"local",
+        "127.0.0.1",
+        VirtualNetwork.LOOPBACK_IFINDEX,
+    )
     with virtual_network.on_host(remote_host):
         remote = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await remote.sendto(b"remote", ("127.0.0.1", port))
-    assert await ifindex_of_next(server) == (b"remote", "127.0.0.1", 2)
+    assert await ifindex_of_next(server) == (
+        b"remote",
+        "127.0.0.1",
+        VirtualNetwork.ETHERNET_IFINDEX,
+    )
     for sock in (server, local, remote):
         sock.close()
 

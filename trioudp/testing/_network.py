@@ -51,7 +51,7 @@ import socket as stdlib_socket
 import zlib
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, ClassVar, final
 
 import attrs
 import trio
@@ -279,6 +279,11 @@ class VirtualNetwork:
     Use it inside ``trio.run`` with :meth:`install`; every
     ``trio.socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` is then virtual.
 
+    Every host's interfaces have fixed indexes, :attr:`LOOPBACK_IFINDEX` (1,
+    ``lo``) and :attr:`ETHERNET_IFINDEX` (2, ``eth0``): the ``ipi_ifindex`` of
+    ``IP_PKTINFO`` and ``ipi6_ifindex`` of ``IPV6_PKTINFO``, and what
+    ``ip_mreqn``, ``ipv6_mreq`` and ``IPV6_MULTICAST_IF`` take.
+
     Example::
 
         net = VirtualNetwork(seed=1, latency=0.05, loss=0.2)
@@ -288,6 +293,9 @@ class VirtualNetwork:
                 ...
         print(net.stats.dropped)
     """
+
+    LOOPBACK_IFINDEX: ClassVar[int] = LOOPBACK_IFINDEX
+    ETHERNET_IFINDEX: ClassVar[int] = ETHERNET_IFINDEX
 
     def __init__(
         self,
