@@ -72,6 +72,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None  # we are the child: run the test here
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs unshare and ip (util-linux, iproute2)")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("needs /dev/net/tun for the namespace's eth0 (a tap device)")
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
     if probe.returncode:
         pytest.skip("cannot create a network namespace here (needs root)")
