@@ -215,11 +215,12 @@ def _stdlib_twin(sock: trio.socket.SocketType) -> stdlib_socket.socket | None:
     """
     try:
         fd = sock.fileno()
+        if not isinstance(fd, int) or fd < 0:
+            return None
+        fd = os.dup(fd)  # a virtual socket's fileno() is no descriptor: EBADF
     except (NotImplementedError, OSError, ValueError):
         return None
-    if not isinstance(fd, int) or fd < 0:
-        return None
-    twin = stdlib_socket.socket(sock.family, sock.type, sock.proto, os.dup(fd))
+    twin = stdlib_socket.socket(sock.family, sock.type, sock.proto, fd)
     twin.setblocking(False)
     return twin
 

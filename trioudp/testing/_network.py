@@ -11,6 +11,31 @@ delivered inside ``sendto``; delayed ones wait in a heap that one Trio
 system task (started on first need) delivers at their due time, so under
 ``MockClock(autojump_threshold=0)`` a test with seconds of latency takes
 milliseconds. One ``random.Random(seed)`` drives every random choice.
+
+Fidelity. Virtual sockets do what Linux does with the same calls (the
+conformance suite, ``tests/testing/test_conformance.py``, runs the same
+assertions on real loopback sockets, and in a network namespace for
+multicast and broadcast). The whole of ``127.0.0.0/8`` belongs to
+``localhost``. Every host has ``lo`` (interface index 1) and, if it has an
+address that is not a loopback one, ``eth0`` (index 2). As on Linux,
+``IP_PKTINFO``/``IPV6_RECVPKTINFO`` name the interface that owns the
+destination address: ``lo`` only for a loopback address and a sender on the
+same host; ``eth0`` for a host's other addresses and for every datagram from
+another host. Addresses may carry
+a prefix (``"10.0.0.2/24"``): hosts on one subnet hear its broadcasts; all
+hosts with an ``eth0`` share one segment for multicast and ``255.255.255.255``.
+
+Kept differences, on purpose: loopback addresses belong to ``localhost``
+only (a socket on another host that sends to ``127.0.0.1`` reaches
+``localhost``, arriving on ``eth0``; Linux would keep it on the sender's
+host); a host with no ``eth0`` sends multicast through ``lo``, and ``lo``
+carries IPv6 multicast too (Linux's does not); ``shutdown(SHUT_RD)`` leaves a
+receive waiting (on Linux, Trio's receive spins on an empty queue); an open
+socket's ``fileno()`` is :data:`VIRTUAL_FILENO`, a number Linux never gives a
+descriptor, so that code which checks ``fileno() < 0`` works and code that
+uses it as a descriptor fails with ``EBADF``; socket options and ancillary
+data that the table in ``_sockopts`` does not know raise NotImplementedError;
+``SO_TIMESTAMPNS`` stamps are virtual time since :data:`TIMESTAMP_EPOCH`.
 """
 
 from __future__ import annotations
@@ -26,12 +51,14 @@ import socket as stdlib_socket
 import zlib
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, ClassVar, final
 
 import attrs
 import trio
 
 from ._links import LinkPolicy, plan_fate
+from ._sockopts import ETHERNET_IFINDEX, LOOPBACK_IFINDEX
+from ._sockopts import IP_MULTICAST_ALL as _IP_MULTICAST_ALL
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -48,6 +75,13 @@ Endpoint = tuple[str, int]
 _IP_HEADER: dict[int, int] = {stdlib_socket.AF_INET: 20, stdlib_socket.AF_INET6: 40}
 _UDP_HEADER = 8
 _EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+_LINUX_RMEM_MAX = 212_992  # net.core.rmem_max / wmem_max by default
+_LIMITED_BROADCAST = "255.255.255.255"
+_LOOPBACK_BROADCAST = "127.255.255.255"
+
+#: Where the wall-clock of ``SO_TIMESTAMP(NS)`` ancillary data starts:
+#: 2000-01-01T00:00:00Z, plus the network's virtual time.
+TIMESTAMP_EPOCH = 946_684_800.0
 
 
 def oserror(code: int, detail: str = "") -> OSError:
@@ -65,6 +99,18 @@ def canonical_ip(text: str) -> tuple[str, int] | None:
         return None
     family = stdlib_socket.AF_INET if ip.version == 4 else stdlib_socket.AF_INET6
     return ip.compressed, family
+
+
+@lru_cache(maxsize=4096)
+def is_loopback(ip: str) -> bool:
+    """Whether ``ip`` (canonical) is a loopback address."""
+    return ip.startswith("127.") or ip == "::1"
+
+
+@lru_cache(maxsize=4096)
+def is_multicast(ip: str) -> bool:
+    """Whether ``ip`` (canonical) is a multicast group."""
+    return ipaddress.ip_address(ip).is_multicast
 
 
 def unmapped(ip: str) -> str | None:
@@ -110,7 +156,8 @@ class TraceEvent:
 
     Kinds: ``send``, ``deliver``, ``drop`` (with a ``reason``: ``loss``,
     ``partition``, ``mtu``, ``rcvbuf``, ``port_unreachable``, ``no_route``,
-    ``filtered``, ``closed``, ``uninstalled``), ``duplicate``, ``hold``,
+    ``filtered``, ``closed``, ``uninstalled``, ``no_receiver``: a multicast
+    or broadcast copy that no socket of its host takes), ``duplicate``, ``hold``,
     ``release`` and ``icmp`` (an unreachable report on its way back).
     ``str(event)`` is one stable line; equal traces print equal text.
 
@@ -174,6 +221,10 @@ class Packet:
     dst: Endpoint
     payload: bytes
     sender: VirtualSocket | None
+    #: For a multicast or broadcast copy: the host it goes to, and the
+    #: interface index it arrives on there.
+    to: Host | None = None
+    via: int = 0
 
 
 class _Factory(trio.abc.SocketFactory):
@@ -222,9 +273,16 @@ class VirtualNetwork:
         latency, jitter, loss, duplicate, reorder, mtu: the default
             :class:`LinkPolicy` of every link (see there).
         record: keep :attr:`trace` (and payloads for :meth:`write_pcap`).
+        rmem_max, wmem_max: Linux's ``net.core.rmem_max``/``wmem_max``, the
+            most ``SO_RCVBUF``/``SO_SNDBUF`` take (then doubled, as Linux does).
 
     Use it inside ``trio.run`` with :meth:`install`; every
     ``trio.socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` is then virtual.
+
+    Every host's interfaces have fixed indexes, :attr:`LOOPBACK_IFINDEX` (1,
+    ``lo``) and :attr:`ETHERNET_IFINDEX` (2, ``eth0``): the ``ipi_ifindex`` of
+    ``IP_PKTINFO`` and ``ipi6_ifindex`` of ``IPV6_PKTINFO``, and what
+    ``ip_mreqn``, ``ipv6_mreq`` and ``IPV6_MULTICAST_IF`` take.
 
     Example::
 
@@ -235,6 +293,9 @@ class VirtualNetwork:
                 ...
         print(net.stats.dropped)
     """
+
+    LOOPBACK_IFINDEX: ClassVar[int] = LOOPBACK_IFINDEX
+    ETHERNET_IFINDEX: ClassVar[int] = ETHERNET_IFINDEX
 
     def __init__(
         self,
@@ -247,6 +308,8 @@ class VirtualNetwork:
         reorder: float = 0.0,
         mtu: int | None = None,
         record: bool = True,
+        rmem_max: int = _LINUX_RMEM_MAX,
+        wmem_max: int = _LINUX_RMEM_MAX,
     ) -> None:
         self.seed = seed
         self._rng = random.Random(seed)
@@ -259,6 +322,18 @@ class VirtualNetwork:
             mtu=mtu,
         )
         self._links: dict[frozenset[Host], LinkPolicy] = {}
+        #: net.core.rmem_max and wmem_max: the most SO_RCVBUF/SO_SNDBUF take.
+        self.rmem_max = rmem_max
+        self.wmem_max = wmem_max
+        #: Subnet broadcast address -> the hosts on that subnet.
+        self._broadcasts: dict[str, list[Host]] = {
+            _LOOPBACK_BROADCAST: [],
+            _LIMITED_BROADCAST: [],
+        }
+        #: (host, group, ifindex) -> how many sockets there joined it.
+        self._members: dict[tuple[Host, str, int], int] = {}
+        #: Multicast and broadcast addresses that sockets were bound to.
+        self._bound_groups: set[str] = set()
         self._hosts: list[Host] = []
         self._host_by_ip: dict[str, Host] = {}
         self._host_by_name: dict[str, Host] = {}
@@ -346,7 +421,9 @@ class VirtualNetwork:
         if proto not in (0, stdlib_socket.IPPROTO_UDP):
             msg = f"VirtualNetwork only makes UDP sockets, not proto={proto!r}"
             raise OSError(errno.EPROTONOSUPPORT, msg)
-        return VirtualSocket._create(self, family, self._home.get() or self.localhost)
+        return VirtualSocket._create(
+            self, family, self._home.get() or self.localhost, proto
+        )
 
     # ---- hosts and names --------------------------------------------------
 
@@ -359,21 +436,15 @@ class VirtualNetwork:
     ) -> Host:
         """Add a host owning ``addresses``, found by ``names`` in name lookups.
 
+        An address may carry a prefix length (``"10.0.0.2/24"``): the host
+        then hears that subnet's broadcasts (``10.0.0.255``).
+
         Example::
 
             net.add_host("10.0.0.2", names=["db.test"])
-            net.add_host(["10.0.0.3", "fd00::3"])
+            net.add_host(["10.0.0.3/24", "fd00::3"])
         """
-        ips: list[str] = []
-        for address in [addresses] if isinstance(addresses, str) else addresses:
-            parsed = canonical_ip(address)
-            if parsed is None:
-                msg = f"host addresses must be numeric IPs, not {address!r}"
-                raise ValueError(msg)
-            if parsed[0] in self._host_by_ip:
-                msg = f"{address} belongs to {self._host_by_ip[parsed[0]]!r} already"
-                raise ValueError(msg)
-            ips.append(parsed[0])
+        ips, subnets = self._new_addresses(addresses)
         if not ips:
             msg = "a host needs at least one address"
             raise ValueError(msg)
@@ -389,7 +460,60 @@ class VirtualNetwork:
         self._hosts.append(host)
         self._host_by_ip.update(dict.fromkeys(ips, host))
         self._host_by_name.update(dict.fromkeys(host.names, host))
+        self._add_subnets(host, subnets)
         return host
+
+    def add_address(self, host: str | Host, addresses: str | Iterable[str]) -> None:
+        """Give an existing host more addresses (with optional prefix lengths).
+
+        Example::
+
+            net.add_address(net.localhost, "10.0.0.1/24")  # localhost gets an eth0
+        """
+        found = self.host(host)
+        ips, subnets = self._new_addresses(addresses)
+        found.addresses = (*found.addresses, *ips)
+        self._host_by_ip.update(dict.fromkeys(ips, found))
+        self._add_subnets(found, subnets)
+
+    def _new_addresses(
+        self, addresses: str | Iterable[str]
+    ) -> tuple[list[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        ips: list[str] = []
+        subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for address in [addresses] if isinstance(addresses, str) else addresses:
+            text, slash, prefix = address.partition("/")
+            parsed = canonical_ip(text)
+            if parsed is None or (slash and not prefix.isdigit()):
+                msg = f"host addresses must be numeric IPs, not {address!r}"
+                raise ValueError(msg)
+            if parsed[0] in self._host_by_ip or (
+                self._hosts and is_loopback(parsed[0])
+            ):
+                owner = self._host_by_ip.get(parsed[0], self.localhost)
+                msg = f"{address} belongs to {owner!r} already"
+                raise ValueError(msg)
+            ips.append(parsed[0])
+            if slash:
+                subnets.append(ipaddress.ip_network(address, strict=False))
+        return ips, subnets
+
+    def _add_subnets(
+        self,
+        host: Host,
+        subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    ) -> None:
+        for subnet in subnets:
+            if subnet.version == 4 and subnet.prefixlen < 31:
+                hosts = self._broadcasts.setdefault(str(subnet.broadcast_address), [])
+                hosts.append(host)
+
+    def _host_of(self, ip: str) -> Host | None:
+        """The host owning ``ip`` (canonical); all of 127/8 is ``localhost``'s."""
+        found = self._host_by_ip.get(ip)
+        if found is None and ip.startswith("127.") and ip != _LOOPBACK_BROADCAST:
+            found = self._host_by_ip[ip] = self.localhost
+        return found
 
     def host(self, address_or_name: str | Host) -> Host:
         """The host owning an address, or known by a name.
@@ -401,7 +525,7 @@ class VirtualNetwork:
             return address_or_name
         parsed = canonical_ip(address_or_name)
         found = (
-            self._host_by_ip.get(parsed[0])
+            self._host_of(parsed[0])
             if parsed
             else self._host_by_name.get(address_or_name.lower())
         )
@@ -638,10 +762,16 @@ class VirtualNetwork:
         ``dual``: the binding socket is an IPv6 wildcard that also takes IPv4.
         """
         users = list(self._wild.get((host, family, port), ()))
-        for address in host.addresses if ip is None else (ip,):
-            parsed = canonical_ip(address)
-            if parsed is not None and parsed[1] == family:
-                users.extend(self._bound.get((address, port), ()))
+        if ip is not None:
+            users.extend(self._bound.get((ip, port), ()))
+        else:
+            # Every address the host may have sockets on (not every socket:
+            # binding stays cheap with thousands of them).
+            addresses = [ip for ip, owner in self._host_by_ip.items() if owner is host]
+            for address in (*addresses, *self._bound_groups):
+                if (":" in address) == (family == stdlib_socket.AF_INET6):
+                    socks = self._bound.get((address, port), ())
+                    users.extend(sock for sock in socks if sock._host is host)
         if family == stdlib_socket.AF_INET6 and dual:
             users.extend(
                 self._users(host, stdlib_socket.AF_INET, port, None, dual=False)
@@ -653,11 +783,14 @@ class VirtualNetwork:
 
     def _bind(self, sock: VirtualSocket, ip: str | None, port: int) -> Endpoint:
         """Register a binding; ``ip`` None is the wildcard. Returns (ip, port)."""
-        family = sock.family
+        family = sock.family if ip is None or ":" in ip else stdlib_socket.AF_INET
         if ip is None:
             host = sock._home
+        elif ip in self._broadcasts or is_multicast(ip):
+            host = sock._home  # bound to a group: hears it, sends from the host
+            self._bound_groups.add(ip)
         else:
-            found = self._host_by_ip.get(ip)
+            found = self._host_of(ip)
             if found is None:
                 raise oserror(
                     errno.EADDRNOTAVAIL, f"no host on this VirtualNetwork has {ip}"
@@ -668,7 +801,7 @@ class VirtualNetwork:
         else:
             dual = ip is None and not sock._v6only
             users = self._users(host, family, port, ip, dual=dual)
-            if any(not (sock._shares_port and other._shares_port) for other in users):
+            if any(not sock._may_share_port(other) for other in users):
                 raise oserror(errno.EADDRINUSE, f"port {port} is taken on {host.name}")
         if ip is None:
             self._wild.setdefault((host, family, port), []).append(sock)
@@ -711,10 +844,17 @@ class VirtualNetwork:
         """The source address the "kernel" picks for ``sock`` sending to ``dst_ip``."""
         binding = sock._binding
         if binding is not None and not sock._wildcard:
+            if (":" in binding[0]) != (family == stdlib_socket.AF_INET6):
+                raise oserror(errno.EAFNOSUPPORT, "bound to an IPv4 address")
             return binding[0]
         if ipaddress.ip_address(dst_ip).is_loopback:
             return "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
-        source = sock._host.address_of(family)
+        host = sock._host
+        if self._host_by_ip.get(dst_ip) is host:
+            return dst_ip  # Linux: to an address of its own, from that address
+        source = self._iface_address(host, ETHERNET_IFINDEX, family) or (
+            host.address_of(family)
+        )
         if source is None:
             raise oserror(
                 errno.ENETUNREACH, f"{sock._host.name} has no address of that family"
@@ -722,16 +862,43 @@ class VirtualNetwork:
         return source
 
     def _send(
-        self, sock: VirtualSocket, payload: bytes, dst: Endpoint, family: int
+        self,
+        sock: VirtualSocket,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None = None,
     ) -> None:
-        """Put a datagram on the wire (``dst`` canonical, of ``family``)."""
+        """Put a datagram on the wire (``dst`` canonical, of ``family``);
+        ``source``: the source address that ``sendmsg`` asked for."""
         assert sock._binding is not None
-        src = (self._source_for(sock, dst[0], family), sock._binding[1])
+        if dst[0] in self._broadcasts or is_multicast(dst[0]):
+            self._send_group(sock, payload, dst, family, source)
+            return
+        explicit = source is not None
+        if source is None:
+            source = self._source_for(sock, dst[0], family)
+        elif self._host_of(source) is not sock._host:
+            raise oserror(errno.EINVAL, f"{source} is not an address of this host")
+        if (
+            (explicit or not sock._wildcard)
+            and family == stdlib_socket.AF_INET
+            and is_loopback(source)
+            and not is_loopback(dst[0])
+            and self._host_by_ip.get(dst[0]) is not sock._host
+        ):
+            # Linux: an IPv4 loopback source only reaches the host's own
+            # addresses (an IPv6 one leaves, and the peer drops it).
+            raise oserror(errno.EINVAL, f"no route from {source} to {dst[0]}")
+        src = (source, sock._binding[1])
         self._packets += 1
         packet = Packet(self._packets, family, src, dst, payload, sock)
         self._sent += 1
         self._record_event("send", packet)
-        pair = self._pair(packet)
+        self._forward(packet, self._pair(packet))
+
+    def _forward(self, packet: Packet, pair: frozenset[Host] | None) -> None:
+        """Route a datagram just sent, unless a fault keeps it."""
         if pair is None:
             self._drop(packet, "no_route")
         elif pair in self._partitions:
@@ -744,8 +911,11 @@ class VirtualNetwork:
             self._route(packet, pair)
 
     def _pair(self, packet: Packet) -> frozenset[Host] | None:
+        if packet.to is not None:
+            assert packet.sender is not None
+            return frozenset((packet.sender._host, packet.to))
         src_host = self._host_by_ip.get(packet.src[0])
-        dst_host = self._host_by_ip.get(packet.dst[0])
+        dst_host = self._host_by_ip.get(packet.dst[0]) or self._host_of(packet.dst[0])
         if src_host is None or dst_host is None:
             return None
         return frozenset((src_host, dst_host))
@@ -775,6 +945,9 @@ class VirtualNetwork:
                 self._schedule(trio.current_time() + delay, packet, 0)
 
     def _arrive(self, packet: Packet) -> None:
+        if packet.to is not None:
+            self._arrive_group(packet)
+            return
         receiver = self._lookup(packet)
         if receiver is None:
             self._drop(packet, "port_unreachable")
@@ -802,9 +975,13 @@ class VirtualNetwork:
             return None
         if len(candidates) == 1:
             return candidates[0]
+        last = candidates[-1]
+        if not last._reuseport:
+            return last  # SO_REUSEADDR: Linux gives it all to the last bound
         # SO_REUSEPORT: spread by a stable hash of the source, as Linux does.
+        group = [sock for sock in candidates if sock._reuseport]
         key = f"{packet.src[0]}:{packet.src[1]}".encode()
-        return candidates[zlib.crc32(key) % len(candidates)]
+        return group[zlib.crc32(key) % len(group)]
 
     def _report_unreachable(self, packet: Packet) -> None:
         """ICMP port unreachable: Linux reports it to connected sockets only."""
@@ -841,6 +1018,149 @@ class VirtualNetwork:
                     payload=packet.payload,
                 )
             )
+
+    # ---- interfaces, multicast and broadcast ---------------------------------
+
+    def _iface_address(self, host: Host, ifindex: int, family: int) -> str | None:
+        """The address of ``host``'s interface ``ifindex`` (1 lo, 2 eth0), or None."""
+        if ifindex == LOOPBACK_IFINDEX:
+            return "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
+        if ifindex == ETHERNET_IFINDEX:
+            for ip in host.addresses:
+                if (":" in ip) == (
+                    family == stdlib_socket.AF_INET6
+                ) and not is_loopback(ip):
+                    return ip
+        return None
+
+    def _default_iface(self, host: Host, family: int) -> int:
+        """Where the host routes multicast: eth0 if it has one, else lo."""
+        if self._iface_address(host, ETHERNET_IFINDEX, family) is not None:
+            return ETHERNET_IFINDEX
+        return LOOPBACK_IFINDEX
+
+    def _iface_index(self, host: Host, family: int, address: str, ifindex: int) -> int:
+        """The interface an ``ip_mreqn``/``IP_MULTICAST_IF`` names (by index, or
+        by address; neither: the default one). ENODEV if the host has none."""
+        if ifindex:
+            if self._iface_address(host, ifindex, family) is None:
+                raise oserror(errno.ENODEV, f"{host.name} has no interface {ifindex}")
+            return ifindex
+        if address in ("0.0.0.0", "::"):
+            return self._default_iface(host, family)
+        if is_loopback(address):
+            return LOOPBACK_IFINDEX
+        if self._host_by_ip.get(address) is host:
+            return ETHERNET_IFINDEX
+        raise oserror(errno.ENODEV, f"{host.name} has no interface with {address}")
+
+    def _join(
+        self, sock: VirtualSocket, group: str, ifindex: int, *, join: bool
+    ) -> None:
+        key = (sock._host, group, ifindex)
+        if join:
+            if (group, ifindex) in sock._groups:
+                raise oserror(errno.EADDRINUSE, f"{group} joined already")
+            sock._groups.add((group, ifindex))
+            self._members[key] = self._members.get(key, 0) + 1
+            return
+        if (group, ifindex) not in sock._groups:
+            raise oserror(errno.EADDRNOTAVAIL, f"{group} was not joined")
+        sock._groups.discard((group, ifindex))
+        self._members[key] -= 1
+        if not self._members[key]:
+            del self._members[key]
+
+    def _send_group(
+        self,
+        sock: VirtualSocket,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None,
+    ) -> None:
+        """A multicast or broadcast datagram: one copy per host that hears it."""
+        host = sock._host
+        group = dst[0]
+        targets: list[tuple[Host, int]]
+        if group in self._broadcasts:
+            if group == _LOOPBACK_BROADCAST:
+                ifindex, targets = LOOPBACK_IFINDEX, [(host, LOOPBACK_IFINDEX)]
+            else:
+                ifindex = ETHERNET_IFINDEX
+                if self._iface_address(host, ifindex, family) is None:
+                    raise oserror(errno.ENETUNREACH, f"{host.name} has no eth0")
+                hosts = self._broadcasts[group] or [
+                    other
+                    for other in self._hosts
+                    if self._iface_address(other, ifindex, family) is not None
+                ]
+                targets = [(other, ifindex) for other in hosts]
+            if not sock._opt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_BROADCAST):
+                raise oserror(errno.EACCES, "broadcast needs SO_BROADCAST")
+        else:
+            ifindex = sock._multicast_iface(family) or self._default_iface(host, family)
+            ttl, loop = sock._multicast_ttl_loop(family)
+            targets = []
+            if ifindex == LOOPBACK_IFINDEX or loop:
+                targets.append((host, ifindex))
+            if ifindex == ETHERNET_IFINDEX and ttl > 0:
+                targets.extend(
+                    (other, ifindex)
+                    for other in self._hosts
+                    if other is not host
+                    and self._iface_address(other, ifindex, family) is not None
+                )
+        if source is None:
+            binding = sock._binding
+            assert binding is not None
+            bound = binding[0]
+            if sock._wildcard or bound in self._broadcasts or is_multicast(bound):
+                source = self._iface_address(host, ifindex, family)
+            else:
+                source = bound
+        if ifindex == ETHERNET_IFINDEX and is_loopback(source):
+            raise oserror(errno.EINVAL, f"{source} cannot send on eth0")
+        assert source is not None
+        assert sock._binding is not None
+        self._packets += 1
+        self._sent += 1
+        src = (source, sock._binding[1])
+        first = Packet(self._packets, family, src, dst, payload, sock)
+        self._record_event("send", first)
+        for target, via in targets:
+            packet = Packet(first.id, family, src, dst, payload, sock, target, via)
+            self._forward(packet, frozenset((host, target)))
+
+    def _arrive_group(self, packet: Packet) -> None:
+        host, via = packet.to, packet.via
+        assert host is not None
+        group, port = packet.dst
+        candidates = list(self._wild.get((host, packet.family, port), ()))
+        if packet.family == stdlib_socket.AF_INET:
+            dual = self._wild.get((host, stdlib_socket.AF_INET6, port), ())
+            candidates.extend(sock for sock in dual if not sock._v6only)
+        candidates.extend(
+            sock for sock in self._bound.get((group, port), ()) if sock._host is host
+        )
+        if is_multicast(group):
+            joined = (host, group, via) in self._members
+            candidates = [
+                sock
+                for sock in candidates
+                if (group, via) in sock._groups
+                or (joined and sock._opt(stdlib_socket.IPPROTO_IP, _IP_MULTICAST_ALL))
+            ]
+        if not candidates:
+            self._drop(packet, "no_receiver")
+            return
+        for sock in candidates:
+            reason = sock._accept(packet)
+            if reason is not None:
+                self._drop(packet, reason)
+            else:
+                self._delivered += 1
+                self._record_event("deliver", packet)
 
     # ---- the wire: delayed deliveries --------------------------------------
 
