@@ -130,3 +130,12 @@ async def test_a_responder_is_an_async_handler_of_the_same_meaning(
         datagram = await sock.receive()
         await responder(datagram)
         assert (await sock.receive()).data == b"hi"
+
+
+async def test_bytearray_and_memoryview_answers_are_sent(nursery):
+    answers = iter([bytearray(b"array"), memoryview(b"view"), b"bytes"])
+    server = await start(nursery, Responder(lambda datagram: next(answers)))
+    with flood(server.port, [b"1", b"2", b"3"]) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        assert receive_all(client, 3) == [b"array", b"view", b"bytes"]
+    assert server.stats.replied == 3

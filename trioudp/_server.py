@@ -70,7 +70,8 @@ from ._address import UNSPECIFIED_HOSTS
 from ._checks import check_instance, check_real, check_seconds, short_repr
 from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
-from ._responder import Responder
+from ._mmsg import MAX_BATCHED_SIZE
+from ._responder import Responder, checked_answer
 from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket, check_multicast
 
 if sys.version_info < (3, 11):
@@ -623,8 +624,9 @@ class UDPServer:
         local = sock._local or sock._local_for_datagrams()
         make_datagram = Datagram._received
         handler = self._handler
-        respond = handler.answer if type(handler) is Responder else None
+        respond = handler.respond if type(handler) is Responder else None
         reply_now = sock._reply_now
+        guard = sock._guard
         timed = self._handler_timeout is not None
         queue = self._queue
         limit = self._batch_size
@@ -659,6 +661,8 @@ class UDPServer:
                     rest = None
                     try:
                         answer = respond(datagram)
+                        if type(answer) is not bytes and answer is not None:
+                            answer = checked_answer(answer)
                     except Exception:
                         self._handler_failed(datagram)
                         continue
@@ -667,7 +671,21 @@ class UDPServer:
                         raise
                     self._handled += 1
                     if answer is not None:
-                        reply_now(answer, peer)
+                        # The common case written out: a small reply joins
+                        # the batch (what _reply_now does, two calls less).
+                        replies = sock._replies
+                        try:
+                            joined = (
+                                replies is not None
+                                and guard is None
+                                and type(answer) is bytes
+                                and len(answer) <= MAX_BATCHED_SIZE
+                                and replies.add(answer, peer)
+                            )
+                        except ValueError:  # an address the batch cannot encode
+                            joined = False
+                        if not joined:
+                            reply_now(answer, peer)
                 elif timed:
                     rest = self._start(datagram)
                 else:
