@@ -1,3 +1,5 @@
+import shlex
+
 import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -78,3 +80,60 @@ def test_seed_option_overrides_and_seeds_are_stable(project):
     seeds = [line for line in first.outlines if "SEED" in line]
     assert seeds
     assert seeds == [line for line in second.outlines if "SEED" in line]
+
+
+MANY_TASKS_THAT_FAIL = """
+import hashlib, socket
+import pytest, trio, trioudp
+
+@pytest.mark.virtual_network(loss=0.2, duplicate=0.1, reorder=0.2, latency=0.01, jitter=0.005)
+async def test_many_tasks(virtual_network, udp_echo_server):
+    async def raw(i):
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+        for k in range(5):
+            await sock.sendto(b"raw%d-%d" % (i, k), udp_echo_server)
+            with trio.move_on_after(0.05):
+                await sock.recvfrom(100)
+        sock.close()
+
+    async def client(i):
+        async with trioudp.open_udp_client(
+            *udp_echo_server, attempts=6, backoff=trioudp.Backoff(initial=0.03)
+        ) as c:
+            for k in range(5):
+                try:
+                    await c.request(b"cli%d-%d" % (i, k))
+                except trioudp.RequestTimeout:
+                    pass
+
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(raw, i)
+            nursery.start_soon(client, i)
+    text = virtual_network.trace_text()
+    print("TRACE", text.count("\\n"), hashlib.sha256(text.encode()).hexdigest())
+    assert False
+"""
+
+
+def test_the_printed_rerun_command_reproduces_the_failing_run(project, monkeypatch):
+    project.makepyfile(test_many=MANY_TASKS_THAT_FAIL)
+    monkeypatch.setenv("PYTHONHASHSEED", "1")
+    first = project.runpytest_subprocess("-s")
+    first.assert_outcomes(failed=1)
+    (rerun,) = [line for line in first.outlines if "rerun exactly with:" in line]
+    args = shlex.split(rerun.split("rerun exactly with: pytest ", 1)[1])
+    monkeypatch.setenv("PYTHONHASHSEED", "2")
+    again = project.runpytest_subprocess("-s", *args)
+    again.assert_outcomes(failed=1)
+    traces = [trace_digests(result) for result in (first, again)]
+    assert len(traces[0]) == 1
+    assert traces[0] == traces[1]
+    # A different seed is a different run.
+    other = project.runpytest_subprocess("-s", args[0], "--trioudp-seed", "12345")
+    assert trace_digests(other) != traces[0]
+
+
+def trace_digests(result):
+    return [line.split("TRACE", 1)[1] for line in result.outlines if "TRACE" in line]

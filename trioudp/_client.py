@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import errno
-import random
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
@@ -21,6 +20,7 @@ import trio
 from ._address import SocketAddress, check_address, check_payload, numeric_family
 from ._backoff import Backoff, check_attempts
 from ._errors import PeerUnreachable, RequestTimeout
+from ._rng import new_rng
 from ._socket import (
     TRANSIENT_ERRNOS,
     DatagramEndpoint,
@@ -30,6 +30,8 @@ from ._socket import (
 )
 
 if TYPE_CHECKING:
+    import random
+
     from ._datagram import Datagram
 
 __all__ = ["ClientStats", "Match", "OnUnreachable", "UDPClient", "open_udp_client"]
@@ -451,7 +453,9 @@ async def open_udp_client(
         family: ``AF_INET`` or ``AF_INET6``; by default, the peer's.
         local_address: ``(host, port)`` to bind; default any, ephemeral.
         rng: where jitter comes from; pass ``random.Random(seed)`` for
-            reproducible schedules.
+            reproducible schedules. By default an unseeded generator, or,
+            while a :class:`~trioudp.testing.VirtualNetwork` is installed,
+            one derived from the network's seed.
 
     Example (the tutorial's client)::
 
@@ -475,5 +479,5 @@ async def open_udp_client(
             backoff=backoff or Backoff(),
             match=match,
             on_unreachable=OnUnreachable(on_unreachable),
-            rng=rng or random.Random(),
+            rng=rng or new_rng(),
         )

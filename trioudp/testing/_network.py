@@ -10,7 +10,17 @@ Time. Datagrams travel on the Trio clock. A datagram with no delay is
 delivered inside ``sendto``; delayed ones wait in a heap that one Trio
 system task (started on first need) delivers at their due time, so under
 ``MockClock(autojump_threshold=0)`` a test with seconds of latency takes
-milliseconds. One ``random.Random(seed)`` drives every random choice.
+milliseconds. One ``random.Random(seed)`` drives every random choice of
+the network.
+
+Determinism. While installed, the network also seeds the rest of the run
+from its seed: Trio's scheduler orders each batch of runnable tasks by
+creation order and a generator derived from the seed (Trio's own
+deterministic-scheduling hook, see ``trioudp._trio_private``), and trioudp's
+clients draw their retransmission jitter from another derived generator
+(``trioudp._rng``). Same seed and program under the autojump clock: the same
+schedule and a byte-identical trace, in any process and under any
+``PYTHONHASHSEED``. On uninstall Trio's scheduler is restored as it was.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from typing import TYPE_CHECKING, final
 import attrs
 import trio
 
+from .._rng import lend_randomness
+from .._trio_private import deterministic_scheduling
 from ._links import LinkPolicy, plan_fate
 
 if TYPE_CHECKING:
@@ -250,6 +262,10 @@ class VirtualNetwork:
     ) -> None:
         self.seed = seed
         self._rng = random.Random(seed)
+        # Separate streams (str seeds hash with SHA-512, not hash()), so the
+        # scheduler's and clients' draws never shift the network's fates.
+        self._scheduler_rng = random.Random(f"trio-scheduler/{seed}")
+        self._client_rng = random.Random(f"trioudp-clients/{seed}")
         self._policy = LinkPolicy(
             latency=latency,
             jitter=jitter,
@@ -300,6 +316,10 @@ class VirtualNetwork:
         factory and resolver on exit. Datagrams still in flight then are
         dropped (reason ``uninstalled``).
 
+        While installed, Trio's scheduler and trioudp's clients draw from
+        generators derived from :attr:`seed`, so a program with many tasks
+        replays exactly; Trio's scheduler is restored on exit.
+
         Raises:
             RuntimeError: it is installed already.
         """
@@ -312,7 +332,11 @@ class VirtualNetwork:
         if self._epoch is None:
             self._epoch = trio.current_time()
         try:
-            yield self
+            with (
+                deterministic_scheduling(self._scheduler_rng),
+                lend_randomness(self._client_rng),
+            ):
+                yield self
         finally:
             trio.socket.set_custom_socket_factory(old_factory)
             trio.socket.set_custom_hostname_resolver(old_resolver)
