@@ -34,6 +34,7 @@ import os
 import random
 import socket as stdlib_socket
 import zlib
+from collections import deque
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, final
@@ -60,6 +61,9 @@ Endpoint = tuple[str, int]
 _IP_HEADER: dict[int, int] = {stdlib_socket.AF_INET: 20, stdlib_socket.AF_INET6: 40}
 _UDP_HEADER = 8
 _EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+
+#: How many events :attr:`VirtualNetwork.trace` keeps by default (the latest).
+DEFAULT_TRACE_LIMIT = 100_000
 
 
 def oserror(code: int, detail: str = "") -> OSError:
@@ -188,6 +192,28 @@ class Packet:
     sender: VirtualSocket | None
 
 
+#: A trace entry as stored: (time, kind, packet id, src, dst, payload,
+#: reason). TraceEvents are built on read. Only immutable atoms inside, so the
+#: garbage collector untracks entries after one pass instead of rescanning a
+#: long trace on every collection; the events of one datagram share its
+#: addresses and payload.
+_Entry = tuple[float, str, int, Endpoint, Endpoint, bytes, "str | None"]
+
+
+def _event(entry: _Entry) -> TraceEvent:
+    time, kind, packet, src, dst, payload, reason = entry
+    return TraceEvent(
+        time=time,
+        kind=kind,
+        packet=packet,
+        src=src,
+        dst=dst,
+        size=len(payload),
+        reason=reason,
+        payload=payload,
+    )
+
+
 class _Factory(trio.abc.SocketFactory):
     def __init__(self, net: VirtualNetwork) -> None:
         self._net = net
@@ -234,6 +260,10 @@ class VirtualNetwork:
         latency, jitter, loss, duplicate, reorder, mtu: the default
             :class:`LinkPolicy` of every link (see there).
         record: keep :attr:`trace` (and payloads for :meth:`write_pcap`).
+        trace_limit: keep only the latest this many events (default
+            :data:`DEFAULT_TRACE_LIMIT`, 100,000), or None for all. An event
+            costs about 100 bytes; the events of one datagram share its
+            payload, which is kept as long as one of them is.
 
     Use it inside ``trio.run`` with :meth:`install`; every
     ``trio.socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` is then virtual.
@@ -259,7 +289,11 @@ class VirtualNetwork:
         reorder: float = 0.0,
         mtu: int | None = None,
         record: bool = True,
+        trace_limit: int | None = DEFAULT_TRACE_LIMIT,
     ) -> None:
+        if trace_limit is not None and trace_limit < 1:
+            msg = f"trace_limit must be a positive count or None, not {trace_limit!r}"
+            raise ValueError(msg)
         self.seed = seed
         self._rng = random.Random(seed)
         # Separate streams (str seeds hash with SHA-512, not hash()), so the
@@ -293,7 +327,9 @@ class VirtualNetwork:
         self._held: list[Packet] = []
         self._record = record
         self._epoch: float | None = None
-        self._trace: list[TraceEvent] = []
+        self._trace: deque[_Entry] = deque(maxlen=trace_limit)
+        self._policy_seen: LinkPolicy | None = None
+        self._policy_seen_instant = False
         self._packets = 0
         self._sent = 0
         self._delivered = 0
@@ -622,12 +658,13 @@ class VirtualNetwork:
 
     @property
     def trace(self) -> list[TraceEvent]:
-        """Every event so far, in order (empty when ``record=False``)."""
-        return list(self._trace)
+        """The events so far, in order: all of them, or the latest
+        ``trace_limit`` (empty when ``record=False``)."""
+        return [_event(entry) for entry in self._trace]
 
     def trace_text(self) -> str:
         """The trace as text, one event a line; same seed and program, same text."""
-        return "".join(f"{event}\n" for event in self._trace)
+        return "".join(f"{_event(entry)}\n" for entry in self._trace)
 
     @property
     def stats(self) -> NetworkStats:
@@ -648,7 +685,7 @@ class VirtualNetwork:
         """
         from ._pcap import write_pcap
 
-        sends = [event for event in self._trace if event.kind in ("send", "duplicate")]
+        sends = [event for event in self.trace if event.kind in ("send", "duplicate")]
         with open(path, "wb") as file:
             return write_pcap(file, sends)
 
@@ -781,7 +818,10 @@ class VirtualNetwork:
         policy = (
             self._links.get(pair, self._policy) if pair is not None else self._policy
         )
-        if policy.is_instant:
+        if policy is not self._policy_seen:  # is_instant compares every field
+            self._policy_seen = policy
+            self._policy_seen_instant = policy.is_instant
+        if self._policy_seen_instant:
             self._arrive(packet)
             return
         size = len(packet.payload) + _UDP_HEADER + _IP_HEADER[packet.family]
@@ -813,7 +853,7 @@ class VirtualNetwork:
 
     def _lookup(self, packet: Packet) -> VirtualSocket | None:
         ip, port = packet.dst
-        candidates = self._bound.get((ip, port))
+        candidates = self._bound.get(packet.dst)
         if not candidates:
             host = self._host_by_ip.get(ip)
             if host is None:
@@ -853,17 +893,9 @@ class VirtualNetwork:
         self, kind: str, packet: Packet, reason: str | None = None
     ) -> None:
         if self._record:
+            now = trio.current_time() - (self._epoch or 0.0)
             self._trace.append(
-                TraceEvent(
-                    time=self.now(),
-                    kind=kind,
-                    packet=packet.id,
-                    src=packet.src,
-                    dst=packet.dst,
-                    size=len(packet.payload),
-                    reason=reason,
-                    payload=packet.payload,
-                )
+                (now, kind, packet.id, packet.src, packet.dst, packet.payload, reason)
             )
 
     # ---- the wire: delayed deliveries --------------------------------------

@@ -31,10 +31,13 @@ _MAX_PAYLOAD: dict[int, int] = {
     stdlib_socket.AF_INET: 65_507,
     stdlib_socket.AF_INET6: 65_527,
 }
-_IGNORED_SEND_FLAGS = getattr(stdlib_socket, "MSG_DONTWAIT", 0) | getattr(
-    stdlib_socket, "MSG_NOSIGNAL", 0
+# Plain ints: IntFlag arithmetic costs microseconds per datagram.
+_IGNORED_SEND_FLAGS = int(getattr(stdlib_socket, "MSG_DONTWAIT", 0)) | int(
+    getattr(stdlib_socket, "MSG_NOSIGNAL", 0)
 )
-_SUPPORTED_RECV_FLAGS = stdlib_socket.MSG_PEEK | stdlib_socket.MSG_TRUNC
+_MSG_PEEK = int(stdlib_socket.MSG_PEEK)
+_MSG_TRUNC = int(stdlib_socket.MSG_TRUNC)
+_SUPPORTED_RECV_FLAGS = _MSG_PEEK | _MSG_TRUNC
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 
 _BOOLEAN_OPTIONS = {
@@ -45,6 +48,13 @@ if hasattr(stdlib_socket, "SO_REUSEPORT"):
     _BOOLEAN_OPTIONS[(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT)] = (
         "SO_REUSEPORT"
     )
+
+
+def _joined(buffers: Iterable[Buffer]) -> bytes:
+    """The datagram's bytes; a lone ``bytes`` buffer is used as is, uncopied."""
+    if type(buffers) is list and len(buffers) == 1 and type(buffers[0]) is bytes:
+        return buffers[0]  # type: ignore[no-any-return]
+    return b"".join(bytes(memoryview(buffer)) for buffer in buffers)
 
 
 def _unsupported(what: str) -> NoReturn:
@@ -366,7 +376,7 @@ class VirtualSocket(trio.socket.SocketType):
         self._check_open()
         if flags & ~_IGNORED_SEND_FLAGS:
             _unsupported(f"send flags {flags:#x}")
-        payload = b"".join(bytes(memoryview(buffer)) for buffer in buffers)
+        payload = _joined(buffers)
         if address is None:
             if self._peer is None:
                 raise oserror(errno.EDESTADDRREQ)
@@ -418,21 +428,27 @@ class VirtualSocket(trio.socket.SocketType):
         return bool(self._queue) or self._error is not None
 
     async def _next(self, flags: int) -> tuple[bytes, Sockaddr]:
+        # Like trio's real sockets: a datagram already queued costs one
+        # schedule point; after waiting for one, the wake-up was the
+        # schedule point and the datagram is returned without another.
         self._check_open()
         if flags & ~_SUPPORTED_RECV_FLAGS:
             _unsupported(f"receive flags {flags:#x}")
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
             self._raise_pending_error()
             if self._queue:
-                if flags & stdlib_socket.MSG_PEEK:
+                if flags & _MSG_PEEK:
                     item = self._queue[0]
                 else:
                     item = self._queue.popleft()
                     self._queued_bytes -= len(item[0])
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return item
             await self._waiters.park()
+            waited = True
             if self._closed:
                 msg = "another task closed this socket"
                 raise trio.ClosedResourceError(msg)
@@ -444,8 +460,9 @@ class VirtualSocket(trio.socket.SocketType):
             msg = "negative buffer size in recvmsg()"
             raise ValueError(msg)
         payload, source = await self._next(flags)
-        msg_flags = stdlib_socket.MSG_TRUNC if len(payload) > bufsize else 0
-        return payload[:bufsize], [], msg_flags, source
+        if len(payload) > bufsize:
+            return payload[:bufsize], [], _MSG_TRUNC, source
+        return payload, [], 0, source
 
     async def recvmsg_into(
         self, buffers: Iterable[Buffer], ancbufsize: int = 0, flags: int = 0, /
@@ -457,7 +474,7 @@ class VirtualSocket(trio.socket.SocketType):
                 piece = payload[written : written + view.nbytes]
                 view[: len(piece)] = piece
                 written += len(piece)
-        msg_flags = stdlib_socket.MSG_TRUNC if written < len(payload) else 0
+        msg_flags = _MSG_TRUNC if written < len(payload) else 0
         return written, [], msg_flags, source
 
     async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Sockaddr]:
