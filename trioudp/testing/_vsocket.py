@@ -53,7 +53,7 @@ if hasattr(stdlib_socket, "SO_REUSEPORT"):
 def _joined(buffers: Iterable[Buffer]) -> bytes:
     """The datagram's bytes; a lone ``bytes`` buffer is used as is, uncopied."""
     if type(buffers) is list and len(buffers) == 1 and type(buffers[0]) is bytes:
-        return buffers[0]  # type: ignore[no-any-return]
+        return buffers[0]
     return b"".join(bytes(memoryview(buffer)) for buffer in buffers)
 
 
