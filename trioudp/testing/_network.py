@@ -43,11 +43,11 @@ import attrs
 import trio
 
 from .._rng import lend_randomness
-from .._trio_private import deterministic_scheduling
+from .._trio_private import BatchShuffler, deterministic_scheduling
 from ._links import LinkPolicy, plan_fate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from trio._socket import _GetAddrInfoEntry
 
@@ -192,18 +192,18 @@ class Packet:
     sender: VirtualSocket | None
 
 
-#: A trace entry as stored: (time, kind, packet id, src, dst, payload,
-#: reason). TraceEvents are built on read. Only immutable atoms inside, so the
+#: A trace entry as stored: (clock time, kind, packet id, src, dst, payload,
+#: reason). TraceEvents are built on read, with times from the epoch. Only immutable atoms inside, so the
 #: garbage collector untracks entries after one pass instead of rescanning a
 #: long trace on every collection; the events of one datagram share its
 #: addresses and payload.
 _Entry = tuple[float, str, int, Endpoint, Endpoint, bytes, "str | None"]
 
 
-def _event(entry: _Entry) -> TraceEvent:
+def _event(entry: _Entry, epoch: float) -> TraceEvent:
     time, kind, packet, src, dst, payload, reason = entry
     return TraceEvent(
-        time=time,
+        time=time - epoch,
         kind=kind,
         packet=packet,
         src=src,
@@ -298,7 +298,7 @@ class VirtualNetwork:
         self._rng = random.Random(seed)
         # Separate streams (str seeds hash with SHA-512, not hash()), so the
         # scheduler's and clients' draws never shift the network's fates.
-        self._scheduler_rng = random.Random(f"trio-scheduler/{seed}")
+        self._scheduler_rng = BatchShuffler(f"trio-scheduler/{seed}")
         self._client_rng = random.Random(f"trioudp-clients/{seed}")
         self._policy = LinkPolicy(
             latency=latency,
@@ -327,6 +327,11 @@ class VirtualNetwork:
         self._held: list[Packet] = []
         self._record = record
         self._epoch: float | None = None
+        # The clock's own current_time, bound at install: trio.current_time()
+        # costs two more calls per trace event.
+        self._clock_time: Callable[[], float] = trio.current_time
+        # Set while one send runs: the time of everything it causes at once.
+        self._instant: float | None = None
         self._trace: deque[_Entry] = deque(maxlen=trace_limit)
         self._policy_seen: LinkPolicy | None = None
         self._policy_seen_instant = False
@@ -367,6 +372,7 @@ class VirtualNetwork:
         self._installed = True
         if self._epoch is None:
             self._epoch = trio.current_time()
+        self._clock_time = trio.lowlevel.current_clock().current_time
         try:
             with (
                 deterministic_scheduling(self._scheduler_rng),
@@ -660,11 +666,13 @@ class VirtualNetwork:
     def trace(self) -> list[TraceEvent]:
         """The events so far, in order: all of them, or the latest
         ``trace_limit`` (empty when ``record=False``)."""
-        return [_event(entry) for entry in self._trace]
+        epoch = self._epoch or 0.0
+        return [_event(entry, epoch) for entry in self._trace]
 
     def trace_text(self) -> str:
         """The trace as text, one event a line; same seed and program, same text."""
-        return "".join(f"{_event(entry)}\n" for entry in self._trace)
+        epoch = self._epoch or 0.0
+        return "".join(f"{_event(entry, epoch)}\n" for entry in self._trace)
 
     @property
     def stats(self) -> NetworkStats:
@@ -786,18 +794,39 @@ class VirtualNetwork:
         self, sock: VirtualSocket, payload: bytes, dst: Endpoint, family: int
     ) -> None:
         """Put a datagram on the wire (``dst`` canonical, of ``family``)."""
-        assert sock._binding is not None
-        src = (self._source_for(sock, dst[0], family), sock._binding[1])
+        binding = sock._binding
+        assert binding is not None
+        src = (
+            binding  # a specific address is its own source
+            if not sock._wildcard
+            else (self._source_for(sock, dst[0], family), binding[1])
+        )
         self._packets += 1
         packet = Packet(self._packets, family, src, dst, payload, sock)
         self._sent += 1
-        self._record_event("send", packet)
+        # What follows happens at one instant: the clock is read once.
+        self._instant = self._clock_time()
+        try:
+            self._record_event("send", packet)
+            self._forward(packet)
+        finally:
+            self._instant = None
+
+    def _forward(self, packet: Packet) -> None:
+        src, dst = packet.src, packet.dst
+        if not (self._partitions or self._hold_all or self._holds or self._links):
+            # The common case: no per-pair state to look up, only a route.
+            if src[0] in self._host_by_ip and dst[0] in self._host_by_ip:
+                self._route(packet, None)
+            else:
+                self._drop(packet, "no_route")
+            return
         pair = self._pair(packet)
         if pair is None:
             self._drop(packet, "no_route")
-        elif pair in self._partitions:
+        elif self._partitions and pair in self._partitions:
             self._drop(packet, "partition")
-        elif self._is_held(pair):
+        elif (self._hold_all or self._holds) and self._is_held(pair):
             self._held.append(packet)
             self._held_count += 1
             self._record_event("hold", packet)
@@ -816,7 +845,9 @@ class VirtualNetwork:
 
     def _route(self, packet: Packet, pair: frozenset[Host] | None) -> None:
         policy = (
-            self._links.get(pair, self._policy) if pair is not None else self._policy
+            self._links.get(pair, self._policy)
+            if pair is not None and self._links
+            else self._policy
         )
         if policy is not self._policy_seen:  # is_instant compares every field
             self._policy_seen = policy
@@ -893,9 +924,17 @@ class VirtualNetwork:
         self, kind: str, packet: Packet, reason: str | None = None
     ) -> None:
         if self._record:
-            now = trio.current_time() - (self._epoch or 0.0)
+            instant = self._instant
             self._trace.append(
-                (now, kind, packet.id, packet.src, packet.dst, packet.payload, reason)
+                (
+                    self._clock_time() if instant is None else instant,
+                    kind,
+                    packet.id,
+                    packet.src,
+                    packet.dst,
+                    packet.payload,
+                    reason,
+                )
             )
 
     # ---- the wire: delayed deliveries --------------------------------------
