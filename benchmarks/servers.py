@@ -1,8 +1,10 @@
 """Reference UDP echo servers for benchmarks/echo.py (each binds 127.0.0.1:--port).
 
 Kinds: trio_naive (one recvfrom/sendto loop on trio.socket), asyncio and
-uvloop (DatagramProtocol), stdlib (a blocking loop). trioudp itself is
-measured as ``python -m trioudp echo``.
+uvloop (DatagramProtocol), stdlib (a blocking loop), and trioudp's two
+handler forms without protection: trioudp_async (``async def`` +
+``await datagram.reply``) and trioudp_responder (a :class:`trioudp.Responder`).
+trioudp as users run it is measured as ``python -m trioudp echo``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,19 @@ async def trio_naive(port: int) -> None:
     while True:
         data, address = await sock.recvfrom(65536)
         await sock.sendto(data, address)
+
+
+async def trioudp_echo(port: int, form: str) -> None:
+    import trioudp
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        await datagram.reply(datagram.data)
+
+    def respond(datagram: trioudp.Datagram) -> bytes:
+        return datagram.data
+
+    handler = echo if form == "async" else trioudp.Responder(respond)
+    await trioudp.serve_udp(handler, port, host="127.0.0.1")
 
 
 class Echo(asyncio.DatagramProtocol):
@@ -48,12 +63,24 @@ def stdlib_echo(port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["trio_naive", "asyncio", "uvloop", "stdlib"])
+    parser.add_argument(
+        "kind",
+        choices=[
+            "trio_naive",
+            "asyncio",
+            "uvloop",
+            "stdlib",
+            "trioudp_async",
+            "trioudp_responder",
+        ],
+    )
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     try:
         if args.kind == "trio_naive":
             trio.run(trio_naive, args.port)
+        elif args.kind.startswith("trioudp_"):
+            trio.run(trioudp_echo, args.port, args.kind.removeprefix("trioudp_"))
         elif args.kind == "asyncio":
             asyncio.run(asyncio_echo(args.port))
         elif args.kind == "uvloop":

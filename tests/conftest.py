@@ -35,8 +35,8 @@ def python_command(*args: str) -> list[str]:
 
 pytest_plugins = ["pytester"]
 
-# Standalone stdlib scripts that the interop tests run as programs.
-collect_ignore = ["interop"]
+# Standalone scripts that tests run as programs (netns: inside `unshare -n`).
+collect_ignore = ["interop", "netns"]
 
 
 def count_tasks() -> int:
@@ -51,3 +51,48 @@ def count_tasks() -> int:
         )
 
     return walk(trio.lowlevel.current_root_task())
+
+
+NETNS_SCENARIOS = ROOT / "tests" / "netns" / "scenarios.py"
+
+
+def _netns_missing() -> str | None:
+    """Why fault scenarios cannot run here (None if they can)."""
+    import shutil
+    import subprocess
+
+    for tool in ("unshare", "ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian: util-linux, iproute2)"
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
+    if probe.returncode:
+        return f"cannot create a network namespace: {probe.stderr.decode().strip()}"
+    return None
+
+
+@pytest.fixture
+def netns():
+    """Run a scenario of ``tests/netns/scenarios.py`` in a new network
+    namespace and return the JSON object it printed. Skips where namespaces
+    cannot be made (not root), but fails in CI, which runs as root."""
+    import json
+
+    import trio
+
+    missing = _netns_missing()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"fault tests must run in CI: {missing}")
+        pytest.skip(missing)
+
+    async def run(name: str, *args: str, limit: float = 60) -> dict:
+        command = ["unshare", "-n", sys.executable, str(NETNS_SCENARIOS), name, *args]
+        with trio.fail_after(limit):
+            done = await trio.run_process(
+                command, capture_stdout=True, capture_stderr=True, check=False
+            )
+        stderr = done.stderr.decode(errors="replace")
+        assert done.returncode == 0, f"scenario {name} failed:\n{stderr}"
+        return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+    return run

@@ -293,6 +293,7 @@ async def test_send_command_in_process(virtual_network, nursery, capsys):
         timeout=1.0,
         retries=0,
         no_exit=True,
+        broadcast=False,
     )
     assert await _cli.send_command(args) == 0
     assert capsys.readouterr().out.endswith("Received Hello, client! from server\n")

@@ -73,4 +73,7 @@ def test_echo_server_example_echoes_and_stops_on_ctrl_c():
 
 def test_every_example_is_exercised():
     tested = {"hello_server.py", "hello_client.py", "echo_server.py"}
-    assert {path.name for path in EXAMPLES.glob("*.py")} == tested
+    # Each in its own test module, with its real client.
+    tested |= {"syslog_server.py", "statsd_server.py", "dns_server.py"}
+    helpers = {"_syslog.py", "_statsd.py", "_dns.py"}
+    assert {path.name for path in EXAMPLES.glob("*.py")} == tested | helpers

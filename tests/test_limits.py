@@ -115,3 +115,37 @@ def test_access_lists():
     assert not acl.admits("192.0.2.1")
     assert AccessList(deny=["192.0.2.0/24"]).admits("198.51.100.1")
     assert AccessList().admits("192.0.2.1")
+
+
+def test_a_spoofed_flood_never_evicts_a_validated_peer():
+    """71,000 distinct spoofed sources used to push a validated peer out of
+    the table, after which its replies were withheld."""
+    guard = AmplificationGuard(factor=3, table_size=65_536)
+    guard.on_receive(("192.0.2.1", 5000), 100)
+    guard.validate(("192.0.2.1", 5000))
+    for i in range(71_000):
+        guard.on_receive((f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 53), 40)
+    assert guard.may_send(("192.0.2.1", 5000), 1_000_000)
+    assert len(guard) == 65_536 + 1  # both tables stay bounded
+
+
+def test_validated_peers_have_a_bounded_table_of_their_own():
+    guard = AmplificationGuard(factor=3, table_size=2)
+    for port in (1, 2, 3):
+        guard.validate(("192.0.2.1", port))
+    assert len(guard) == 2
+    assert guard.may_send(("192.0.2.1", 3), 10**6)
+    assert not guard.may_send(("192.0.2.1", 1), 1)  # least recent, evicted
+
+
+def test_ipv4_mapped_sources_are_judged_as_their_ipv4_form_everywhere():
+    """A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d: access lists,
+    rate-limit prefixes and exemptions judge them as a.b.c.d."""
+    acl = AccessList(allow=["192.0.2.0/24"], deny=["192.0.2.66/32"])
+    assert acl.admits("::ffff:192.0.2.5")
+    assert not acl.admits("::ffff:192.0.2.66")
+    assert not acl.admits("::ffff:198.51.100.1")
+    limiter = RateLimiter(RateLimit(rate=1, burst=1, exempt=["127.0.0.0/8"]))
+    assert limiter.allow("192.0.2.1", now=0.0)
+    assert not limiter.allow("::ffff:192.0.2.9", now=0.0)  # same /24, same bucket
+    assert all(limiter.allow("::ffff:127.0.0.1", now=0.0) for _ in range(5))

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import trioudp
-from trioudp import _mmsg
+from trioudp import _mmsg, _server
 from trioudp._mmsg import MAX_BATCHED_SIZE, MAX_MESSAGES, SendBatch, encode_sockaddr
 
 from .conftest import requires_ipv6
@@ -173,6 +173,9 @@ async def replies_to(server, payloads, count):
 
 async def test_replies_of_a_batch_arrive_all_and_in_order(nursery, monkeypatch):
     calls = wrap_sendmmsg(monkeypatch)
+    # A loaded machine may take over REPLY_DELAY for the batch: not this test's
+    # subject (test_slow_handlers_do_not_hold_replies_back_for_long is).
+    monkeypatch.setattr(_server, "REPLY_DELAY", 60.0)
     server = await serve(nursery)
     # Small ones are batched; big ones go on their own, after those before.
     sizes = [10] * 20 + [MAX_BATCHED_SIZE + 1] + [10] * 20 + [5000] + [10] * 10
@@ -284,27 +287,6 @@ async def test_closing_the_socket_in_a_batch_sends_what_it_holds(nursery):
     server = await serve(nursery, echo_then_close_on_last)
     assert await replies_to(server, [b"a", b"b", b"last"], 3) == [b"a", b"b", b"last"]
     assert server.stats.replied == 3
-
-
-async def test_reply_stays_a_cancel_point_if_trio_internals_change(monkeypatch):
-    class TaskWithoutCancelStatus:
-        pass
-
-    async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
-        await sock.send_to(b"y", sock.local_address)
-        datagram = await sock.receive()
-        real_current_task = trio.lowlevel.current_task
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            monkeypatch.setattr(
-                trio.lowlevel, "current_task", lambda: TaskWithoutCancelStatus()
-            )
-            try:
-                await datagram.reply(b"never sent")
-            finally:
-                monkeypatch.setattr(trio.lowlevel, "current_task", real_current_task)
-        assert scope.cancelled_caught
-        assert sock.stats.replied == 0
 
 
 async def test_slow_handlers_do_not_hold_replies_back_for_long(

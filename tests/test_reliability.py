@@ -3,6 +3,8 @@
 import errno
 import functools
 import logging
+import socket
+import sys
 
 import pytest
 import trio
@@ -12,6 +14,9 @@ from hypothesis import strategies as st
 
 import trioudp
 from trioudp import AccessList, RateLimit, serve_udp
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 from trioudp.testing import VirtualNetwork
 
 
@@ -322,3 +327,80 @@ async def test_an_icmp_report_on_a_fast_reply_is_counted_and_the_reply_sent_agai
     stats = server.stats
     assert stats.send_errors == {"EHOSTUNREACH": 1}
     assert stats.replied == 1
+
+
+@pytest.mark.parametrize(
+    "make_exception",
+    [
+        SystemExit,
+        KeyboardInterrupt,
+        lambda: BaseExceptionGroup("handler's nursery", [KeyboardInterrupt()]),
+    ],
+    ids=["SystemExit", "KeyboardInterrupt", "BaseExceptionGroup"],
+)
+@pytest.mark.parametrize("suspends_first", [False, True])
+async def test_base_exceptions_from_handlers_are_counted_and_logged_then_propagate(
+    caplog, make_exception, suspends_first
+):
+    """They stop the server, as Trio would propagate them, but the datagram
+    is accounted for and the cause logged first (both were lost)."""
+
+    async def fatal(datagram: trioudp.Datagram) -> None:
+        if suspends_first:
+            await trio.lowlevel.checkpoint()
+        raise make_exception()
+
+    server = None
+    with pytest.raises(BaseExceptionGroup) as raised:  # noqa: PT012
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(trioudp.serve_udp, fatal, 0, host="127.0.0.1")
+            )
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.sendto(b"boom", ("127.0.0.1", server.port))
+                await trio.sleep_forever()
+    assert raised.group_contains(type(make_exception()))
+    stats = server.stats
+    assert stats.received == stats.accounted == stats.handler_errors == 1
+    assert stats.in_flight == 0
+    assert any("it stops the server" in r.getMessage() for r in caplog.records)
+
+
+async def test_amplification_guard_counts_bytes_not_items(nursery):
+    """A reply given as a memoryview of 8-byte items, or a 2-D memoryview,
+    counts its bytes: a 400-byte request can draw at most 1200 bytes (it
+    drew 8x that when the guard counted len(), the items)."""
+    await guard_counts_bytes(nursery)
+
+
+async def test_amplification_guard_counts_bytes_on_the_virtual_network(
+    virtual_network, nursery
+):
+    await guard_counts_bytes(nursery)
+
+
+async def guard_counts_bytes(nursery):
+    import array
+
+    drawn = []
+
+    async def wide(datagram):
+        for reply in (
+            memoryview(array.array("Q", bytes(1200))),  # 150 items, 1200 bytes
+            memoryview(bytes(800)).cast("B", (20, 40)),  # 20 rows, 800 bytes
+            memoryview(array.array("Q", bytes(8))),
+        ):
+            before = server.stats.replied
+            await datagram.reply(reply)
+            if server.stats.replied > before:
+                drawn.append(reply.nbytes)
+
+    server = await start(nursery, wide, host="127.0.0.1", amplification_factor=3)
+    async with client_socket("127.0.0.1") as client:
+        await client.send_to(b"q" * 400, ("127.0.0.1", server.port))
+        with trio.fail_after(5):
+            assert len((await client.receive()).data) == 1200
+        await trio.testing.wait_all_tasks_blocked()
+    assert drawn == [1200]
+    assert server.stats.dropped_amplification == 2
+    assert server.stats.handled == 1

@@ -83,3 +83,20 @@ def test_deterministic_scheduling_replays_the_schedule_of_a_seed() -> None:
     assert schedule(1) == first
     assert schedule(2) != first
     assert first[:20] != sorted(first[:20])  # shuffled, not FIFO
+
+
+async def test_reply_stays_a_cancel_point_on_the_public_fallback(monkeypatch):
+    """Where Trio's cancel status cannot be read, a reply takes the full
+    checkpoint_if_cancelled() instead: still a cancel point."""
+    import trioudp
+    from trioudp import _socket
+
+    monkeypatch.setattr(_socket, "cancel_requested_probe", _trio_private._unknown)
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+        await sock.send_to(b"y", sock.local_address)
+        datagram = await sock.receive()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await datagram.reply(b"never sent")
+        assert scope.cancelled_caught
+        assert sock.stats.replied == 0

@@ -35,6 +35,8 @@ from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimiter as RateLimiter
+from ._multicast import Multicast as Multicast
+from ._responder import Responder as Responder
 from ._server import Overflow as Overflow
 from ._server import ServerStats as ServerStats
 from ._server import UDPServer as UDPServer
@@ -57,12 +59,14 @@ __all__ = [
     "DatagramTooLarge",
     "InvalidAddress",
     "Match",
+    "Multicast",
     "OnUnreachable",
     "Overflow",
     "PeerUnreachable",
     "RateLimit",
     "RateLimiter",
     "RequestTimeout",
+    "Responder",
     "ServerStats",
     "SocketAddress",
     "SocketStats",

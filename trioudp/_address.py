@@ -140,3 +140,9 @@ def is_loopback(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
+
+
+#: The unspecified addresses as a received datagram's source shows them.
+#: No real peer sends from one; Linux delivers a reply to one to the host's
+#: own loopback services, so a server never answers them.
+UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "::", "::ffff:0.0.0.0"})

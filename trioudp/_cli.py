@@ -21,7 +21,9 @@ from ._backoff import Backoff
 from ._client import open_udp_client
 from ._errors import TrioUDPError
 from ._limits import RateLimit
+from ._multicast import Multicast
 from ._server import UDPServer, open_udp_sockets, serve_udp_sockets
+from ._socket import open_udp_socket
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -87,13 +89,14 @@ async def _watch_signals(exit_requested: trio.Event) -> None:
 
 async def _serve_until_exit(
     handler_for: Callable[[trio.Event], Callable[[Datagram], Awaitable[None]]],
-    host: str,
+    host: str | None,
     port: int,
     banner: str,
     *,
     on_exit: str | None = None,
     watch_signals: bool = True,
     protection: Protection | None = None,
+    multicast: Multicast | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve with the handler ``handler_for(exit_requested)`` builds, until
@@ -101,7 +104,7 @@ async def _serve_until_exit(
     """
     exit_requested = trio.Event()
     protection = protection or Protection()
-    sockets = await open_udp_sockets(port, host)
+    sockets = await open_udp_sockets(port, host, multicast=multicast)
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
             functools.partial(
@@ -189,10 +192,20 @@ async def echo_command(args: argparse.Namespace) -> int:
 
 
 async def listen_command(args: argparse.Namespace) -> int:
-    """``trioudp listen``: print every datagram, answer nothing."""
-    await _serve_until_exit(
-        _listen_handler, args.host, args.port, "Listening on {host}:{port}"
-    )
+    """``trioudp listen``: print every datagram, answer nothing; with
+    ``--group``, bind every address and join the multicast group."""
+    if args.group is None:
+        await _serve_until_exit(
+            _listen_handler, args.host, args.port, "Listening on {host}:{port}"
+        )
+    else:
+        await _serve_until_exit(
+            _listen_handler,
+            None,  # group datagrams are addressed to the group, not to a host
+            args.port,
+            f"Listening to group {args.group} on port {{port}}",
+            multicast=Multicast(groups=[args.group], interface=args.interface),
+        )
     return EXIT_OK
 
 
@@ -218,8 +231,32 @@ async def hello_exchange(
             await client.send(b"exit")
 
 
+async def broadcast_exchange(
+    host: str, port: int, message: bytes, *, wait: float
+) -> int:
+    """Send ``message`` once to a broadcast address; print every reply that
+    comes within ``wait`` seconds. Returns how many came."""
+    replies = 0
+    async with open_udp_socket("0.0.0.0", 0, broadcast=True) as sock:
+        await sock.send_to(message, (host, port))
+        with trio.move_on_after(wait):
+            async for reply in sock:
+                replies += 1
+                print(
+                    f"Received {_text(reply.data)} from {_peer_repr(reply)}",
+                    flush=True,
+                )
+    return replies
+
+
 async def send_command(args: argparse.Namespace) -> int:
     """``trioudp send``: the tutorial's client, with a timeout and retries."""
+    if args.broadcast:
+        message = args.message.encode()
+        if await broadcast_exchange(args.host, args.port, message, wait=args.timeout):
+            return EXIT_OK
+        print(f"trioudp send: no reply within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_FAILURE
     await hello_exchange(
         args.host,
         args.port,
@@ -357,9 +394,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     protection_options(echo, rate=0, factor=0)
     echo.set_defaults(func=echo_command)
-    server_parser(
+    listen = server_parser(
         "listen", "Print each datagram received; answer nothing.", "127.0.0.1"
-    ).set_defaults(func=listen_command)
+    )
+    listen.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="join this multicast group (e.g. 239.1.2.3 or ff15::1234) and print"
+        " what is sent to it; binds every address (--host is not used)",
+    )
+    listen.add_argument(
+        "--interface",
+        metavar="IF",
+        help="with --group: the interface to join on, by name or (IPv4) address"
+        " (default: the routing table's choice)",
+    )
+    listen.set_defaults(func=listen_command)
 
     send = commands.add_parser(
         "send",
@@ -397,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--no-exit", action="store_true", help="do not send 'exit' afterwards"
+    )
+    send.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="--host is a broadcast address: send MESSAGE once (SO_BROADCAST) and"
+        " print every reply within --timeout; no 'exit' is sent; exit code 1 if"
+        " none came",
     )
     send.set_defaults(func=send_command)
 

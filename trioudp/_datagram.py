@@ -26,7 +26,9 @@ class Datagram:
 
     Attributes:
         data: the payload (possibly empty: a zero-length datagram is valid).
-        peer: the sender's address, as the kernel reported it.
+        peer: the sender's address, as the kernel reported it. On a
+            dual-stack socket (bound to ``"::"``) IPv4 senders appear in
+            IPv4-mapped form: ``("::ffff:192.0.2.1", 4000, 0, 0)``.
         local: the address of the socket that received it. For a socket bound
             to a wildcard address (``0.0.0.0`` or ``::``) this is that
             wildcard address.

@@ -157,6 +157,11 @@ class AmplificationGuard:
     multiplies its traffic. Validating a peer (the handler knows it answered a
     challenge, or holds a token) lifts the limit for it.
 
+    Memory is bounded: at most ``table_size`` peers not yet validated (the
+    least recently seen makes room for a new one) and, apart from them, at
+    most ``table_size`` validated peers. A flood of spoofed sources therefore
+    churns only the first table: it never evicts a validated peer.
+
     Example:
         >>> guard = AmplificationGuard(factor=3)
         >>> guard.on_receive(("192.0.2.1", 5000), 10)
@@ -176,11 +181,13 @@ class AmplificationGuard:
             raise ValueError(msg)
         self.factor = factor
         self.table_size = table_size
-        # peer -> [bytes received, bytes sent, validated]
+        # peer not yet validated -> [bytes received, bytes sent]
         self._peers: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+        # validated peers, least recently seen first
+        self._validated: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._peers)
+        return len(self._peers) + len(self._validated)
 
     def _entry(self, peer: tuple[str, int]) -> list[int]:
         peers = self._peers
@@ -188,7 +195,7 @@ class AmplificationGuard:
         if entry is None:
             if len(peers) >= self.table_size:
                 peers.popitem(last=False)
-            entry = peers[peer] = [0, 0, 0]
+            entry = peers[peer] = [0, 0]
         else:
             peers.move_to_end(peer)
         return entry
@@ -196,19 +203,31 @@ class AmplificationGuard:
     def on_receive(self, peer: tuple[str, int], size: int) -> None:
         """Count ``size`` bytes received from ``peer`` (a UDP header's worth
         at least, so that empty datagrams earn a little credit too)."""
+        if peer in self._validated:
+            self._validated.move_to_end(peer)
+            return
         self._entry(peer)[0] += max(size, 8)
 
     def may_send(self, peer: tuple[str, int], size: int) -> bool:
         """Whether ``size`` more bytes may go to ``peer``; if so, count them."""
+        if peer in self._validated:
+            return True
         entry = self._entry(peer)
-        if not entry[2] and entry[1] + size > self.factor * entry[0]:
+        if entry[1] + size > self.factor * entry[0]:
             return False
         entry[1] += size
         return True
 
     def validate(self, peer: tuple[str, int]) -> None:
         """Lift the limit for ``peer``."""
-        self._entry(peer)[2] = 1
+        self._peers.pop(peer, None)
+        validated = self._validated
+        if peer in validated:
+            validated.move_to_end(peer)
+            return
+        if len(validated) >= self.table_size:
+            validated.popitem(last=False)
+        validated[peer] = None
 
 
 @attrs.frozen

@@ -21,6 +21,23 @@ socket: blocking handlers fan out up to ``max_in_flight``, and nothing moves
 between tasks. A receiver passes a schedule point at least every
 ``batch_size`` datagrams, so other tasks keep running under a flood.
 
+Invariants (the eager engine; ``tests/test_faults.py`` breaks each on a real
+link whose send buffer fills):
+
+* Between a handler's first suspension (``coro.send(None)`` returning the
+  trap it yielded) and handing that trap to Trio (``await rest``), the
+  receiver task awaits nothing. The trap may be a registration with Trio's
+  I/O manager (``wait_writable`` in a reply that met a full send buffer) made
+  on behalf of the *receiver task*; any await in between would suspend that
+  task a second time, and Trio would then wake it for the wrong wait
+  (``TrioInternalError``) or refuse the second wait (``BusyResourceError``).
+  So the batch's held replies are sent without waiting there, and those the
+  kernel does not take yet go to a task of their own (``_send_leftover``).
+* At most one task waits for a socket to become writable; every other task
+  that needs room parks on the socket until that one wakes
+  (``UDPSocket._wait_for_room``), so any number of handlers may meet a full
+  send buffer at once.
+
 Why batched replies: on a real socket (Linux), small replies made while a
 batch is handled are collected and leave together in one ``sendmmsg`` call
 (``_mmsg.SendBatch``) when the batch ends, when a handler suspends, or after
@@ -36,27 +53,36 @@ from __future__ import annotations
 import enum
 import logging
 import socket as stdlib_socket
+import sys
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, TypeVar, final
 
 import attrs
 import trio
 
 from . import _eager as eager
+from ._address import UNSPECIFIED_HOSTS
 from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
-from ._socket import UDPSocket, bind_udp_socket
+from ._responder import Responder
+from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._address import SocketAddress
+    from ._mmsg import SendBatch
+    from ._multicast import Multicast
 
 __all__ = ["Overflow", "ServerStats", "UDPServer", "serve_udp", "serve_udp_sockets"]
 
 logger = logging.getLogger("trioudp")
 
 _Coroutine = types.CoroutineType
+_T = TypeVar("_T")
 
 #: What a handler is: an async function of one Datagram. Its result is ignored.
 Handler = Callable[[Datagram], Awaitable[object]]
@@ -111,6 +137,12 @@ class ServerStats:
         dropped_denied: datagrams from sources the access list refuses.
         dropped_port_zero: datagrams from source port 0 (never answered: a
             reply there is always spoofed traffic's).
+        dropped_forged: datagrams whose source no real peer can have: an
+            unspecified address (``0.0.0.0``, ``::``), or a loopback address
+            (IPv4-mapped included) on a datagram that arrived over another
+            interface than loopback (Linux, via ``IP_PKTINFO``). Never
+            answered: Linux would deliver the reply to this host's own
+            loopback services.
         dropped_amplification: replies withheld by the amplification guard
             (replies, not received datagrams).
         rate_limited_logged: datagrams over the limit in ``log_only`` mode
@@ -140,6 +172,7 @@ class ServerStats:
     dropped_rate_limited: int = 0
     dropped_denied: int = 0
     dropped_port_zero: int = 0
+    dropped_forged: int = 0
     dropped_amplification: int = 0
     rate_limited_logged: int = 0
     kernel_drops: int | None = None
@@ -159,6 +192,7 @@ class ServerStats:
             + self.dropped_rate_limited
             + self.dropped_denied
             + self.dropped_port_zero
+            + self.dropped_forged
         )
 
     @property
@@ -267,6 +301,7 @@ class UDPServer:
         self._dropped_rate_limited = 0
         self._dropped_denied = 0
         self._dropped_port_zero = 0
+        self._dropped_forged = 0
         self._rate_limited_logged = 0
         self._limiter = None if rate_limit is None else RateLimiter(rate_limit)
         self._access = access
@@ -312,6 +347,7 @@ class UDPServer:
             dropped_rate_limited=self._dropped_rate_limited,
             dropped_denied=self._dropped_denied,
             dropped_port_zero=self._dropped_port_zero,
+            dropped_forged=self._dropped_forged,
             dropped_amplification=sum(s.dropped_amplification for s in socket_stats),
             rate_limited_logged=self._rate_limited_logged,
             kernel_drops=_sum_known([sock.kernel_drops() for sock in self._sockets]),
@@ -370,6 +406,7 @@ class UDPServer:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     for sock in self._sockets:
+                        sock._screen_sources()
                         self._intakes += 1
                         self._spawn(self._intake, sock)
                     task_status.started(self)
@@ -381,12 +418,20 @@ class UDPServer:
                 sock.close()
             self._stopped.set()
 
-    def _spawn(
-        self, task: Callable[[UDPSocket], Awaitable[None]], sock: UDPSocket
-    ) -> None:
+    def _spawn(self, task: Callable[[_T], Awaitable[None]], argument: _T) -> None:
+        """Start a server task; each one decrements ``_tasks`` when it ends."""
         assert self._nursery is not None
         self._tasks += 1
-        self._nursery.start_soon(task, sock)
+        self._nursery.start_soon(task, argument)
+
+    async def _send_leftover(self, held: tuple[UDPSocket, SendBatch]) -> None:
+        """Send a batch's replies that met a full send buffer (a task of its
+        own: the receiver that held them must not wait, see Invariants)."""
+        sock, replies = held
+        try:
+            await sock._send_leftover(replies)
+        finally:
+            self._tasks -= 1
 
     async def _intake(self, sock: UDPSocket) -> None:
         """Receive on ``sock`` and handle what arrives, until a handler blocks:
@@ -442,7 +487,11 @@ class UDPServer:
 
     def _admit(self, datagram: Datagram) -> bool:
         """Screen a datagram before any handler sees it; count what is refused."""
-        ip, port = datagram.peer[0], datagram.peer[1]
+        peer = datagram.peer
+        ip, port = peer[0], peer[1]
+        if peer is FORGED_SOURCE or ip in UNSPECIFIED_HOSTS:
+            self._dropped_forged += 1
+            return False
         if not port:
             self._dropped_port_zero += 1
             return False
@@ -488,11 +537,13 @@ class UDPServer:
         server's user CPU: 6.3 against 5.4 us per echoed datagram).
         """
         assert sock._fast is not None
-        recvfrom = sock._fast.recvfrom
+        recvfrom = sock._screened_recvfrom or sock._fast.recvfrom
         bufsize = sock._bufsize
         local = sock._local or sock._local_for_datagrams()
         make_datagram = Datagram._received
         handler = self._handler
+        respond = handler.answer if type(handler) is Responder else None
+        reply_now = sock._reply_now
         timed = self._handler_timeout is not None
         queue = self._queue
         limit = self._batch_size
@@ -521,7 +572,22 @@ class UDPServer:
                 if queue or self._in_flight >= self._max_in_flight:
                     self._enqueue(datagram)
                     continue
-                if timed:
+                if respond is not None:
+                    # A Responder: a plain call, its reply sent or batched
+                    # (or held for room) without waiting.
+                    rest = None
+                    try:
+                        answer = respond(datagram)
+                    except Exception:
+                        self._handler_failed(datagram)
+                        continue
+                    except BaseException as exc:
+                        self._count_base_exception(datagram, exc)
+                        raise
+                    self._handled += 1
+                    if answer is not None:
+                        reply_now(answer, peer)
+                elif timed:
                     rest = self._start(datagram)
                 else:
                     self._in_flight += 1
@@ -543,7 +609,11 @@ class UDPServer:
                     else:
                         rest = self._rest_of(datagram, coro, yielded)
                 if rest is not None:
-                    await sock._end_reply_batch()
+                    # The handler suspended: its trap goes to Trio with
+                    # nothing awaited first (Invariants, above).
+                    leftover = sock._end_reply_batch_nowait()
+                    if leftover is not None:
+                        self._spawn(self._send_leftover, (sock, leftover))
                     self._hand_over(sock)
                     await rest
                     return -1
@@ -618,14 +688,33 @@ class UDPServer:
 
     def _handler_raised(self, datagram: Datagram, exc: BaseException) -> None:
         """Account for a handler that raised before suspending; re-raise what
-        is not an Exception (Cancelled, KeyboardInterrupt)."""
+        is not an Exception (see :meth:`_count_base_exception`)."""
         self._in_flight -= 1
         if isinstance(exc, Exception):
             self._handler_failed(datagram)
             return
-        if isinstance(exc, trio.Cancelled):
-            self._dropped_shutdown += 1
+        self._count_base_exception(datagram, exc)
         raise exc
+
+    def _count_base_exception(self, datagram: Datagram, exc: BaseException) -> None:
+        """Count a handler's exception that is not an Exception before it
+        propagates as Trio would propagate it: Cancelled (alone or in a
+        group) is the server's shutdown at work; anything else
+        (KeyboardInterrupt, SystemExit, a group holding other exceptions) is
+        a handler error, logged, that stops the server."""
+        if isinstance(exc, trio.Cancelled) or (
+            isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None
+        ):
+            self._dropped_shutdown += 1
+            return
+        self._handler_errors += 1
+        logger.error(
+            "UDP handler %r raised %s on a datagram from %r; it stops the server",
+            getattr(self._handler, "__qualname__", self._handler),
+            type(exc).__name__,
+            datagram.peer,
+            exc_info=exc,
+        )
 
     def _rest_of(
         self, datagram: Datagram, coro: object, yielded: object
@@ -662,11 +751,11 @@ class UDPServer:
                 if scope.cancelled_caught:
                     self._handler_timeouts += 1
                     return
-        except trio.Cancelled:
-            self._dropped_shutdown += 1
-            raise
         except Exception:
             self._handler_failed(datagram)
+        except BaseException as exc:
+            self._count_base_exception(datagram, exc)
+            raise
         else:
             self._handled += 1
         finally:
@@ -765,12 +854,16 @@ async def open_udp_sockets(
     *,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
 ) -> list[UDPSocket]:
     """Bind the sockets :func:`serve_udp` serves: one for ``host``, or for
     ``host=None`` one IPv4 and (where the host has IPv6) one IPv6 wildcard
     socket on the same port.
 
-    The caller owns the returned sockets.
+    The caller owns the returned sockets. ``multicast`` and ``broadcast``
+    are :func:`open_udp_socket`'s; each multicast group is joined on the
+    socket of its family.
 
     Example::
 
@@ -791,6 +884,10 @@ async def open_udp_sockets(
                     family=family,
                     max_datagram_size=max_datagram_size,
                     receive_buffer=receive_buffer,
+                    multicast=multicast
+                    if multicast is None or not family
+                    else multicast.for_family(family),
+                    broadcast=broadcast,
                 )
             except OSError as exc:
                 if sockets and family == stdlib_socket.AF_INET6:
@@ -818,6 +915,8 @@ async def serve_udp(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
     rate_limit: RateLimit | None = None,
     amplification_factor: float | None = None,
     access: AccessList | None = None,
@@ -832,10 +931,17 @@ async def serve_udp(
     Args:
         handler: ``async def handler(datagram: Datagram)``.
         port: the port to bind; 0 picks a free one (see ``server.port``).
-        host: the address to bind; None binds all addresses, IPv4 and IPv6.
+        host: the address to bind; None binds all addresses, IPv4 and IPv6
+            (two sockets: IPv4 peers look like ``("192.0.2.1", 4000)``);
+            ``"::"`` binds one dual-stack socket, where IPv4 peers appear
+            IPv4-mapped: ``("::ffff:192.0.2.1", 4000, 0, 0)``; ``"0.0.0.0"``
+            serves IPv4 only, and any other IPv6 address IPv6 only.
         max_datagram_size: larger datagrams are dropped and counted.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
+        multicast: groups to join (each on the socket of its family) and
+            multicast settings; see :class:`Multicast`.
+        broadcast: allow replies to broadcast addresses (``SO_BROADCAST``).
         max_in_flight, queue_size, overflow, handler_timeout, batch_size,
             rate_limit, amplification_factor, access: see
             :func:`serve_udp_sockets`.
@@ -854,7 +960,12 @@ async def serve_udp(
     """
     _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
     sockets = await open_udp_sockets(
-        port, host, max_datagram_size=max_datagram_size, receive_buffer=receive_buffer
+        port,
+        host,
+        max_datagram_size=max_datagram_size,
+        receive_buffer=receive_buffer,
+        multicast=multicast,
+        broadcast=broadcast,
     )
     await serve_udp_sockets(
         handler,

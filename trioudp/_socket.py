@@ -24,25 +24,29 @@ import attrs
 import trio
 
 from ._address import (
+    UNSPECIFIED_HOSTS,
     SocketAddress,
     check_address,
     check_payload,
     check_port,
+    is_loopback,
     max_payload,
     numeric_family,
 )
 from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
+from ._multicast import MulticastOptions
 from ._trio_private import cancel_requested_probe
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from types import TracebackType
 
     from typing_extensions import Self
 
     from ._limits import AmplificationGuard
+    from ._multicast import Multicast
 
 __all__ = ["SocketStats", "UDPSocket", "open_udp_socket"]
 
@@ -83,6 +87,77 @@ REPLY_SHIELD_SECONDS = 0.5
 _PENDING_ICMP_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
 )
+
+#: The peer a screened receive reports for a datagram whose source is forged
+#: (see ``UDPSocket._recvfrom_screened``); a server drops and counts it.
+FORGED_SOURCE = ("", 0)
+
+# Python adds IP_PKTINFO only in 3.13; its value on Linux is 8.
+_IP_PKTINFO = getattr(
+    stdlib_socket, "IP_PKTINFO", 8 if sys.platform == "linux" else None
+)
+_IPV6_RECVPKTINFO = getattr(stdlib_socket, "IPV6_RECVPKTINFO", None)
+_IPV6_PKTINFO = getattr(stdlib_socket, "IPV6_PKTINFO", None)
+_LOOPBACK_PREFIXES = ("127.", "::ffff:127.")
+#: Room for one in6_pktinfo control message (the larger of the two).
+_PKTINFO_SPACE = (
+    stdlib_socket.CMSG_SPACE(20) if hasattr(stdlib_socket, "CMSG_SPACE") else 0
+)
+
+
+def _loopback_index() -> int:
+    try:
+        return stdlib_socket.if_nametoindex("lo")
+    except OSError:
+        return 1  # Linux numbers lo first in every network namespace
+
+
+def ingress_index(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The interface a datagram arrived on, from ``IP_PKTINFO`` or
+    ``IPV6_PKTINFO`` control data (None if there is none).
+
+    Example:
+        >>> ingress_index([(0, 8, bytes([2, 0, 0, 0]) + bytes(8))])
+        2
+        >>> ingress_index([]) is None
+        True
+    """
+    for level, kind, data in ancdata:
+        if level == stdlib_socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 4:
+            return int.from_bytes(data[:4], sys.byteorder)
+        if (
+            level == stdlib_socket.IPPROTO_IPV6
+            and kind == _IPV6_PKTINFO
+            and len(data) >= 20
+        ):
+            return int.from_bytes(data[16:20], sys.byteorder)
+    return None
+
+
+def source_is_forged(host: str, ingress: int | None, loopback: int) -> bool:
+    """Whether a datagram's source ``host`` cannot be its real sender: an
+    unspecified address, or a loopback address (IPv4-mapped included) on a
+    datagram that arrived over an interface other than ``loopback``.
+
+    Example:
+        >>> source_is_forged("::ffff:127.0.0.1", ingress=2, loopback=1)
+        True
+        >>> source_is_forged("::ffff:127.0.0.1", ingress=1, loopback=1)
+        False
+        >>> source_is_forged("0.0.0.0", ingress=1, loopback=1)
+        True
+        >>> source_is_forged("192.0.2.7", ingress=2, loopback=1)
+        False
+    """
+    # The kernel writes received addresses in canonical form, so plain string
+    # tests are exact here, and they cost a fraction of parsing each address.
+    if host in UNSPECIFIED_HOSTS:
+        return True
+    return (
+        ingress is not None
+        and ingress != loopback
+        and (host.startswith(_LOOPBACK_PREFIXES) or host == "::1")
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -183,12 +258,15 @@ class DatagramEndpoint(abc.ABC):
 
 
 @final
-class UDPSocket(DatagramEndpoint):
+class UDPSocket(MulticastOptions, DatagramEndpoint):
     """A UDP socket for Trio: send, receive and reply with datagrams.
 
     Usually made by :func:`open_udp_socket`; wrapping an existing
     ``trio.socket`` UDP socket is also fine and hands its ownership over.
     ``async for datagram in sock`` receives until the socket is closed.
+    Multicast and broadcast: :meth:`join_group`, :meth:`leave_group`,
+    :meth:`set_multicast_ttl`, :meth:`set_multicast_loopback`,
+    :meth:`set_multicast_interface`, :meth:`set_broadcast`.
 
     Args:
         trio_socket: an ``AF_INET``/``AF_INET6``, ``SOCK_DGRAM`` trio socket.
@@ -252,6 +330,22 @@ class UDPSocket(DatagramEndpoint):
         # _begin_reply_batch); None when replies go out one by one.
         self._replies: SendBatch | None = None
         self._reply_batch: SendBatch | None = None
+        # Trio lets one task at a time wait for a descriptor to be writable:
+        # that task is the room watcher; others wanting room park here and
+        # wake with it (see _wait_for_room).
+        self._room_watched = False
+        self._room_waiters = trio.lowlevel.ParkingLot()
+        # Replies _reply_now could not send for a full buffer: (a copy of the
+        # data, peer, whether a send error was counted for it).
+        self._held_for_room: list[tuple[bytes, SocketAddress, bool]] = []
+        # Set by _screen_sources: the receive function a server's fast path
+        # uses, and the loopback interface's index.
+        self._screened_recvfrom: Callable[[int], tuple[bytes, SocketAddress]] | None = (
+            None
+        )
+        self._loopback_index = 0
+        self._forged_seen = 0
+        self._groups: list[tuple[str, int]] = []
 
     # ---- state -----------------------------------------------------------
 
@@ -353,6 +447,10 @@ class UDPSocket(DatagramEndpoint):
         self.close()
         await trio.lowlevel.checkpoint()
 
+    def _options_socket(self) -> trio.socket.SocketType:
+        self._check_open()
+        return self._sock
+
     # ---- addresses -------------------------------------------------------
 
     async def bind(self, address: tuple[str, int]) -> None:
@@ -423,15 +521,50 @@ class UDPSocket(DatagramEndpoint):
         """
         self._check_open()
         check_payload(data, self._max_payload)
-        await self._sock.sendto(data, await self._resolve(address))
-        self._sent += 1
+        await self._transmit(data, await self._resolve(address))
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one datagram to the connected peer (see :meth:`connect`)."""
         self._check_open()
         check_payload(data, self._max_payload)
-        await self._sock.send(data)
+        await self._transmit(data, None)
+
+    async def _transmit(
+        self, data: bytes | bytearray | memoryview, address: SocketAddress | None
+    ) -> None:
+        """Send one datagram (to the connected peer if ``address`` is None): a
+        checkpoint, waiting for room in the send buffer if need be."""
+        fast = self._fast
+        if fast is None:
+            if address is None:
+                await self._sock.send(data)
+            else:
+                await self._sock.sendto(data, address)
+            self._sent += 1
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._send_or_wait(fast, data, address):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        await self._send_waiting(data, address)
+
+    def _send_or_wait(
+        self,
+        fast: stdlib_socket.socket,
+        data: bytes | bytearray | memoryview,
+        address: SocketAddress | None,
+    ) -> bool:
+        """Send now if the kernel takes it (counted); True if the caller must
+        wait for room (the send buffer is full)."""
+        try:
+            if address is None:
+                fast.send(data)
+            else:
+                fast.sendto(data, address)
+        except BlockingIOError:
+            return True
         self._sent += 1
+        return False
 
     async def _send_soon(self, data: bytes | bytearray | memoryview) -> None:
         """:meth:`send` for a caller that passes a schedule point right after
@@ -444,12 +577,8 @@ class UDPSocket(DatagramEndpoint):
             return
         check_payload(data, self._max_payload)
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            fast.send(data)
-        except BlockingIOError:
-            await self.send(data)  # waits for room
-        else:
-            self._sent += 1
+        if self._send_or_wait(fast, data, None):
+            await self._send_waiting(data, None)
 
     async def _reply(
         self, data: bytes | bytearray | memoryview, peer: SocketAddress
@@ -468,12 +597,43 @@ class UDPSocket(DatagramEndpoint):
         calm = cancel_requested_probe() is False
         if not calm:
             await trio.lowlevel.checkpoint_if_cancelled()
+        counted = self._reply_nowait(data, peer)
+        if counted is not None:
+            # A reply that has started goes out even if the handler is
+            # cancelled now (a shutdown's grace ran out), unless the socket
+            # stays unwritable.
+            await self._reply_when_room(
+                data, peer, counted, trio.current_time() + REPLY_SHIELD_SECONDS
+            )
+
+    def _reply_now(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> None:
+        """:meth:`_reply` for a :class:`Responder` on the fast path: never
+        waits. A reply that meets a full send buffer is copied and held for
+        :meth:`_end_reply_batch`, which waits for room."""
+        if self._closed:
+            self._check_open()
+        if type(data) is not bytes or len(data) > self._max_payload:
+            check_payload(data, self._max_payload)
+        counted = self._reply_nowait(data, peer)
+        if counted is not None:
+            self._held_for_room.append((bytes(data), peer, counted))
+
+    def _reply_nowait(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> bool | None:
+        """Send, batch or withhold (amplification guard) a checked reply
+        without waiting. Returns None when that is done (an error included:
+        it is counted), else whether a send error was already counted for
+        it: then it still waits for room, or a pending ICMP report about an
+        earlier datagram stopped it and it is worth one more try."""
         guard = self._guard
         if guard is not None and not guard.may_send(
-            (peer[0], peer[1]), len(memoryview(data))
+            (peer[0], peer[1]), data.nbytes if type(data) is memoryview else len(data)
         ):
             self._dropped_amplification += 1
-            return
+            return None
         replies = self._replies
         if replies is not None:
             # A server is handling a batch: collect small replies to send
@@ -483,38 +643,50 @@ class UDPSocket(DatagramEndpoint):
                     if replies.add(data, peer) or (
                         self._send_replies_now(replies) and replies.add(data, peer)
                     ):
-                        return
+                        return None
                 except ValueError:
                     pass  # an address the batch cannot encode
             self._send_held_replies()
-        tries = 2
         fast = self._fast
-        if fast is not None:
-            try:
-                fast.sendto(data, peer)
-            except BlockingIOError:
-                pass  # the buffer is full: wait for room below
-            except OSError as exc:
-                if not self._worth_repeating(exc, peer):
-                    return
-                tries = 1
-            else:
-                self._sent += 1
-                self._replied += 1
-                return
-        # A reply that has started goes out even if the handler is cancelled
-        # now (a shutdown's grace ran out), unless the socket stays unwritable.
+        if fast is None:
+            return False
+        try:
+            fast.sendto(data, peer)
+        except BlockingIOError:
+            return False  # the buffer is full: wait for room
+        except OSError as exc:
+            return True if self._worth_repeating(exc, peer) else None
+        self._sent += 1
+        self._replied += 1
+        return None
+
+    async def _reply_when_room(
+        self,
+        data: bytes | bytearray | memoryview,
+        peer: SocketAddress,
+        counted: bool,
+        deadline: float,
+    ) -> None:
+        """Send a reply, waiting for room in the send buffer until
+        ``deadline`` even if cancelled (shielded); then count it as an
+        ``EAGAIN`` send error. At most one send error is counted per reply
+        (``counted``: one already was)."""
         with trio.CancelScope(shield=True) as shield:
-            shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
-            for _ in range(tries):
+            shield.deadline = deadline
+            while True:
                 try:
                     await self._send_waiting(data, peer)
                 except OSError as exc:
+                    if counted:
+                        self._worth_repeating(exc, peer, count=False)
+                        return
                     if not self._worth_repeating(exc, peer):
                         return
+                    counted = True
                 else:
                     self._replied += 1
                     return
+        self._count_full_buffer(1)
 
     # ---- batched replies (fast path) ------------------------------------
 
@@ -528,19 +700,55 @@ class UDPSocket(DatagramEndpoint):
         self._replies = self._reply_batch
 
     async def _end_reply_batch(self) -> None:
-        """Stop collecting and send what was collected; not a schedule point
-        unless the send buffer is full. Then it waits for room (at most
-        ``REPLY_SHIELD_SECONDS``, even if cancelled: these replies have
-        begun) and counts what still did not fit as ``EAGAIN`` send errors."""
+        """Stop collecting and send what was collected, and the replies
+        :meth:`_reply_now` held; not a schedule point unless the send buffer
+        is full (then see :meth:`_send_leftover`, :meth:`_reply_when_room`)."""
+        leftover = self._end_reply_batch_nowait()
+        if leftover is not None:
+            await self._send_leftover(leftover)
+        held = self._held_for_room
+        if held:
+            self._held_for_room = []
+            deadline = trio.current_time() + REPLY_SHIELD_SECONDS
+            for data, peer, counted in held:
+                await self._reply_when_room(data, peer, counted, deadline)
+
+    def _end_reply_batch_nowait(self) -> SendBatch | None:
+        """Stop collecting and send what the kernel takes now, without
+        waiting; returns the replies that did not fit (None if all did),
+        which the caller must pass to :meth:`_send_leftover`."""
         replies = self._replies
         self._replies = None  # replies from other tasks meanwhile go on their own
         if replies is None or self._send_replies_now(replies):
-            return
+            return None
+        # A new batch must not reuse the object these replies still wait in.
+        self._reply_batch = None
+        return replies
+
+    async def _send_leftover(self, replies: SendBatch) -> None:
+        """Send replies that met a full send buffer: wait for room (at most
+        ``REPLY_SHIELD_SECONDS``, even if cancelled: these replies have
+        begun) and count what still did not fit as ``EAGAIN`` send errors."""
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
             while not self._closed and not self._send_replies_now(replies):
-                await trio.lowlevel.wait_writable(self._sock)
+                await self._wait_for_room()
         self._drop_held(replies)
+
+    async def _wait_for_room(self) -> None:
+        """Wait until the send buffer may have room (callers try again and
+        may wait again). Trio lets one task at a time wait for a descriptor
+        to be writable: the first waiter watches the descriptor, any other
+        parks until the watcher wakes, is cancelled or the socket closes."""
+        if self._room_watched:
+            await self._room_waiters.park()
+            return
+        self._room_watched = True
+        try:
+            await trio.lowlevel.wait_writable(self._sock)
+        finally:
+            self._room_watched = False
+            self._room_waiters.unpark_all()
 
     def _send_held_replies(self) -> None:
         """Send the replies collected so far (those the kernel takes now) and
@@ -552,6 +760,9 @@ class UDPSocket(DatagramEndpoint):
     def _abandon_reply_batch(self) -> None:
         """Stop collecting at once: send what the kernel takes now and count
         the rest as ``EAGAIN`` send errors."""
+        if self._held_for_room:
+            self._count_full_buffer(len(self._held_for_room))
+            self._held_for_room = []
         replies = self._replies
         if replies is None:
             return
@@ -564,15 +775,16 @@ class UDPSocket(DatagramEndpoint):
         """Count the replies a batch still holds as ``EAGAIN`` send errors
         (the send buffer stayed full) and forget them."""
         if len(replies):
-            self._send_errors["EAGAIN"] = self._send_errors.get("EAGAIN", 0) + len(
-                replies
-            )
-            logger.warning(
-                "%d UDP replies dropped on %r: the send buffer stayed full",
-                len(replies),
-                self,
-            )
+            self._count_full_buffer(len(replies))
             replies.clear()
+
+    def _count_full_buffer(self, dropped: int) -> None:
+        """Count replies given up on because the send buffer stayed full for
+        ``REPLY_SHIELD_SECONDS`` (as ``EAGAIN`` send errors) and log it."""
+        self._send_errors["EAGAIN"] = self._send_errors.get("EAGAIN", 0) + dropped
+        logger.warning(
+            "%d UDP replies dropped on %r: the send buffer stayed full", dropped, self
+        )
 
     def _send_replies_now(self, replies: SendBatch) -> bool:
         """Send the collected replies that the kernel takes now; count errors.
@@ -601,7 +813,11 @@ class UDPSocket(DatagramEndpoint):
                     logger.error("UDP reply to %r failed on %r: %s", peer, self, exc)
                     self._count_error(self._send_errors, exc, peer)
                     replies.advance()
-                elif not self._worth_repeating(exc, peer) or repeated == index:
+                elif repeated == index:
+                    # Failed again: counted the first time.
+                    self._worth_repeating(exc, peer, count=False)
+                    replies.advance()
+                elif not self._worth_repeating(exc, peer):
                     replies.advance()
                 repeated = index
                 continue
@@ -609,31 +825,33 @@ class UDPSocket(DatagramEndpoint):
             self._replied += sent
         return True
 
-    def _worth_repeating(self, exc: OSError, peer: SocketAddress) -> bool:
-        """Count a per-datagram send error and tell whether the datagram is
-        worth sending again (an ICMP report about an earlier one stopped it);
-        raise any other error."""
+    def _worth_repeating(
+        self, exc: OSError, peer: SocketAddress, *, count: bool = True
+    ) -> bool:
+        """Count a per-datagram send error (unless ``count`` is False: the
+        datagram's first failure was counted) and tell whether the datagram
+        is worth sending again (an ICMP report about an earlier one stopped
+        it); raise any other error."""
         if exc.errno not in TRANSIENT_ERRNOS:
             raise exc
-        self._count_error(self._send_errors, exc, peer)
+        if count:
+            self._count_error(self._send_errors, exc, peer)
         return exc.errno in _PENDING_ICMP_ERRNOS
 
     async def _send_waiting(
-        self, data: bytes | bytearray | memoryview, address: SocketAddress
+        self, data: bytes | bytearray | memoryview, address: SocketAddress | None
     ) -> None:
-        """Send, waiting for buffer space if need be."""
+        """Send (to the connected peer if ``address`` is None), waiting for
+        buffer space if need be."""
         fast = self._fast
         if fast is None:
-            await self._sock.sendto(data, address)
-        else:
-            while True:
-                self._check_open()
-                try:
-                    fast.sendto(data, address)
-                    break
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self._sock)
-        self._sent += 1
+            await self._transmit(data, address)
+            return
+        while True:
+            self._check_open()
+            if not self._send_or_wait(fast, data, address):
+                return
+            await self._wait_for_room()
 
     def _count_error(self, table: dict[str, int], exc: OSError, peer: object) -> None:
         name = _errno_name(exc)
@@ -728,6 +946,51 @@ class UDPSocket(DatagramEndpoint):
             if datagram is not None:
                 return datagram
 
+    def _screen_sources(self) -> None:
+        """Fast path only: make the server's receive loop check each
+        datagram's source (see :meth:`_recvfrom_screened`), unless the socket
+        is bound to a loopback address, where no forged source can arrive
+        (Linux drops datagrams to loopback addresses from other interfaces)."""
+        fast = self._fast
+        if fast is None or self._screened_recvfrom is not None:
+            return
+        host = self._local_for_datagrams()[0]
+        if self.family == stdlib_socket.AF_INET6:
+            # Also reports the interface of IPv4 datagrams on a dual-stack socket.
+            level, option = stdlib_socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO
+        else:
+            level, option = stdlib_socket.IPPROTO_IP, _IP_PKTINFO
+        if is_loopback(host) or option is None:
+            # Without the option (not Linux) only the unspecified-source
+            # check of the server's screening applies.
+            self._screened_recvfrom = fast.recvfrom
+            return
+        fast.setsockopt(level, option, 1)
+        self._loopback_index = _loopback_index()
+        self._screened_recvfrom = self._recvfrom_screened
+
+    def _recvfrom_screened(self, bufsize: int) -> tuple[bytes, SocketAddress]:
+        """``recvfrom`` that reports :data:`FORGED_SOURCE` as the peer of a
+        datagram from an unspecified address, or from a loopback address
+        that did not arrive over the loopback interface (a neighbour forged
+        it: a reply would go to this host's own loopback services, and
+        "loopback" is what access lists, rate-limit exemptions and the CLI's
+        ``exit`` trust)."""
+        fast = self._fast
+        assert fast is not None
+        data, ancdata, _flags, peer = fast.recvmsg(bufsize, _PKTINFO_SPACE)
+        if source_is_forged(peer[0], ingress_index(ancdata), self._loopback_index):
+            count = self._forged_seen = self._forged_seen + 1
+            if count & (count - 1) == 0:
+                logger.warning(
+                    "dropped a UDP datagram with a forged source %r on %r, seen %d times",
+                    peer,
+                    self,
+                    count,
+                )
+            return data, FORGED_SOURCE
+        return data, peer
+
     def _receive_failed(self, exc: OSError) -> bool:
         """Fast path only: a non-blocking receive raised ``exc``. Count a
         per-datagram network error and return True (receive on); return False
@@ -753,6 +1016,9 @@ async def open_udp_socket(
     reuse_port: bool = False,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
+    dual_stack: bool | None = None,
 ) -> AsyncIterator[UDPSocket]:
     """Open a UDP socket bound to ``(host, port)`` and close it afterwards.
 
@@ -761,15 +1027,27 @@ async def open_udp_socket(
             family (``0.0.0.0``, or ``::`` for ``AF_INET6``).
         port: the port; 0 picks a free one (see ``sock.local_address``).
         family: ``socket.AF_INET`` or ``AF_INET6``; by default it follows
-            ``host`` (IPv4 when ``host`` is None). IPv6 sockets are IPv6-only.
+            ``host`` (IPv4 when ``host`` is None).
         reuse_port: set ``SO_REUSEPORT`` so several sockets can share the port.
         max_datagram_size: see :class:`UDPSocket`.
         receive_buffer: bytes of kernel receive buffer to ask for
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
+        multicast: groups to join and how to send multicast; see
+            :class:`Multicast` (the methods :meth:`UDPSocket.join_group` and
+            others do the same later).
+        broadcast: allow sending to broadcast addresses (``SO_BROADCAST``).
+        dual_stack: whether an IPv6 socket also serves IPv4, whose peers then
+            appear as IPv4-mapped IPv6 addresses:
+            ``("::ffff:192.0.2.1", port, 0, 0)``. By default, only a socket
+            bound to ``"::"`` explicitly is dual-stack; other IPv6 sockets,
+            ``host=None`` included, are IPv6-only.
 
     Raises:
         BindError: the bind failed; it names host, port and the cause.
-        InvalidAddress: ``host`` or ``port`` is malformed or cannot be resolved.
+        InvalidAddress: ``host`` or ``port`` is malformed or cannot be
+            resolved, or a multicast group is not one of the socket's family.
+        OSError: the kernel refused a multicast setting (no such interface,
+            no multicast route).
 
     Example::
 
@@ -777,6 +1055,15 @@ async def open_udp_socket(
             print("listening on", sock.local_address)
             datagram = await sock.receive()
             await datagram.reply(b"got it")
+
+    A multicast receiver, and a dual-stack socket::
+
+        group = trioudp.Multicast(groups=["239.1.2.3"])
+        async with trioudp.open_udp_socket("0.0.0.0", 5007, multicast=group) as sock:
+            datagram = await sock.receive()
+
+        async with trioudp.open_udp_socket("::", 5007) as sock:  # IPv4 and IPv6
+            datagram = await sock.receive()  # peer ("::ffff:127.0.0.1", ...)
     """
     sock = await bind_udp_socket(
         host,
@@ -785,6 +1072,9 @@ async def open_udp_socket(
         reuse_port=reuse_port,
         max_datagram_size=max_datagram_size,
         receive_buffer=receive_buffer,
+        multicast=multicast,
+        broadcast=broadcast,
+        dual_stack=dual_stack,
     )
     try:
         yield sock
@@ -800,12 +1090,17 @@ async def bind_udp_socket(
     reuse_port: bool = False,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
+    multicast: Multicast | None = None,
+    broadcast: bool = False,
+    dual_stack: bool | None = None,
 ) -> UDPSocket:
     """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket."""
     check_port(port)
     if family not in (0, stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
         msg = f"family must be AF_INET or AF_INET6, not {family!r}"
         raise ValueError(msg)
+    if dual_stack is None:
+        dual_stack = host == "::"
     if host is None:
         family = family or stdlib_socket.AF_INET
         host = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
@@ -818,7 +1113,9 @@ async def bind_udp_socket(
     try:
         if family == stdlib_socket.AF_INET6:
             sock.trio_socket.setsockopt(
-                stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1
+                stdlib_socket.IPPROTO_IPV6,
+                stdlib_socket.IPV6_V6ONLY,
+                int(not dual_stack),
             )
         if reuse_port:
             sock.trio_socket.setsockopt(
@@ -833,7 +1130,11 @@ async def bind_udp_socket(
             )
         if receive_buffer is not None:
             _request_receive_buffer(sock.trio_socket, receive_buffer)
+        if broadcast:
+            sock.set_broadcast(True)
         await sock.bind((host, port))
+        if multicast is not None:
+            sock.configure_multicast(multicast)
     except BaseException:
         sock.close()
         raise

@@ -1,0 +1,71 @@
+"""A StatsD server: counters (with sample rates), gauges (absolute and +/-
+deltas), timers and sets over UDP; every --flush-interval seconds one JSON
+object on stdout with keys counters, gauges, timers (count, min, max, mean,
+p50, p90, p99), sets (distinct members), malformed and dropped.
+
+Ctrl-C (SIGINT) or SIGTERM stops it gracefully, after a last flush.
+Run:  python examples/statsd_server.py [--host 127.0.0.1] [--port 8125] [--flush-interval 10]
+Try:  echo "hits:1|c" | nc -u -w1 127.0.0.1 8125
+"""
+
+import argparse
+import functools
+import json
+import signal
+import sys
+
+import trio
+from _statsd import Aggregator
+
+import trioudp
+
+# Metrics come in floods from busy applications; a StatsD server never
+# replies (factor 1: it could not reflect anything).
+PROTECTION = {
+    "rate_limit": trioudp.RateLimit(
+        rate=10_000, burst=20_000, exempt=["127.0.0.0/8", "::1/128"]
+    ),
+    "amplification_factor": 1,
+}
+
+
+def flush(metrics: Aggregator) -> None:
+    print(json.dumps(metrics.flush()), flush=True)
+
+
+async def flush_every(interval: float, metrics: Aggregator) -> None:
+    while True:
+        await trio.sleep(interval)
+        flush(metrics)
+
+
+async def main(host: str, port: int, interval: float) -> None:
+    metrics = Aggregator()
+
+    async def receive(datagram: trioudp.Datagram) -> None:
+        metrics.add_untrusted(datagram.data)
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(
+                    trioudp.serve_udp, receive, port, host=host, **PROTECTION
+                )
+            )
+            nursery.start_soon(flush_every, interval, metrics)
+            print(f"statsd server on {host}:{server.port}", file=sys.stderr, flush=True)
+            async for _ in signals:
+                await server.shutdown(grace=1.0)
+                flush(metrics)
+                nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8125, help="default 8125")
+    parser.add_argument(
+        "--flush-interval", type=float, default=10.0, help="seconds (default 10)"
+    )
+    args = parser.parse_args()
+    trio.run(main, args.host, args.port, args.flush_interval)

@@ -1,0 +1,301 @@
+"""Fault scenarios on real sockets, each run inside a fresh network namespace.
+
+Run as ``unshare -n python tests/netns/scenarios.py NAME [ARGS...]`` (the
+``netns`` fixture in ``tests/conftest.py`` does): the script sets up the
+namespace's links (loopback, veth pairs, ``tc`` shaping), runs one scenario
+and prints one JSON object on its last line of stdout. Every address used is
+inside the namespace; nothing leaves it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+import trioudp
+
+Scenario = Callable[..., Awaitable[dict[str, Any]]]
+SCENARIOS: dict[str, Scenario] = {}
+
+#: The namespace-local network of the veth pair: v0 (the server's side) and
+#: v1 (a neighbour's, from which frames are injected).
+V0_IPV4, V0_IPV6 = "192.0.2.1", "2001:db8::1"
+
+
+def scenario(function: Scenario) -> Scenario:
+    SCENARIOS[function.__name__] = function
+    return function
+
+
+def sh(*commands: str) -> None:
+    for command in commands:
+        subprocess.run(command.split(), check=True)
+
+
+def add_veth() -> None:
+    """v0 <-> v1, v0 with documentation addresses; IPv6 without DAD delay."""
+    sh(
+        "ip link add v0 type veth peer name v1",
+        f"ip addr add {V0_IPV4}/24 dev v0",
+        f"ip -6 addr add {V0_IPV6}/64 dev v0 nodad",
+        "ip link set v0 up",
+        "ip link set v1 up",
+    )
+
+
+def mac(interface: str) -> bytes:
+    shown = subprocess.run(
+        ["ip", "-j", "link", "show", interface],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    return bytes.fromhex(json.loads(shown)[0]["address"].replace(":", ""))
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def _udp(pseudo_header: bytes, sport: int, dport: int, payload: bytes) -> bytes:
+    length = 8 + len(payload)
+    header = struct.pack("!HHHH", sport, dport, length, 0)
+    checksum = _checksum(pseudo_header + header + payload) or 0xFFFF
+    return struct.pack("!HHHH", sport, dport, length, checksum) + payload
+
+
+def ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    udp = _udp(
+        s + d + struct.pack("!BBH", 0, 17, 8 + len(payload)), sport, dport, payload
+    )
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, s, d)
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return header + udp
+
+
+def ipv6_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    s = socket.inet_pton(socket.AF_INET6, src)
+    d = socket.inet_pton(socket.AF_INET6, dst)
+    udp = _udp(
+        s + d + struct.pack("!I3xB", 8 + len(payload), 17), sport, dport, payload
+    )
+    return struct.pack("!IHBB16s16s", 6 << 28, len(udp), 17, 64, s, d) + udp
+
+
+class Neighbour:
+    """Injects hand-built frames into v1, so they arrive on v0 from outside:
+    over a real, non-loopback interface, with any source address."""
+
+    def __init__(self) -> None:
+        self._raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        self._raw.bind(("v1", 0))
+        self._ethernet = mac("v0") + mac("v1")
+
+    def send(self, packet: bytes) -> None:
+        ethertype = 0x0800 if packet[0] >> 4 == 4 else 0x86DD
+        self._raw.send(self._ethernet + struct.pack("!H", ethertype) + packet)
+
+
+def drain(sock: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
+    stats = server.stats
+    return attrs.asdict(stats) | {"accounted": stats.accounted}
+
+
+@scenario
+async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str, Any]:
+    """An echo over a loopback shaped to 20 Mbit/s, to a mix of 100 B and
+    3000 B datagrams: its send buffer fills. ``form`` is the handler: an
+    async one that replies ``twice``, or a ``responder``."""
+    sh(
+        "ip link set lo up",
+        "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
+    )
+
+    async def twice(datagram: trioudp.Datagram) -> None:
+        await datagram.reply(datagram.data)
+        await datagram.reply(datagram.data)
+
+    def echo(datagram: trioudp.Datagram) -> bytes:
+        return datagram.data
+
+    handler = twice if form == "twice" else trioudp.Responder(echo)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+    client.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE
+    received = 0
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(
+                handler, 0, host="127.0.0.1", task_status=task_status
+            )
+        )
+        target = ("127.0.0.1", server.port)
+        sent = 0
+        for _ in range(int(rounds)):
+            for i in range(40):
+                client.sendto(b"x" * (3000 if i % 2 else 100), target)
+                sent += 1
+            await trio.sleep(0.02)  # pacing only: the link's speed is real
+            received += drain(client)
+        with trio.move_on_after(2):
+            while received < 2 * sent:
+                await trio.lowlevel.wait_readable(client)
+                received += drain(client)
+        result = {"sent": sent, "received": received, "stats": stats_of(server)}
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
+async def forged_sources() -> dict[str, Any]:
+    """An echo server on all addresses (IPv4 and IPv6) of a host with a real interface (v0); a
+    neighbour sends datagrams whose sources are forged: unspecified
+    addresses, and loopback (IPv4-mapped) arriving over v0. Victim services
+    listen on the host's loopback at the port the forged sources name."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)  # let the links come up
+
+    handled = []
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        handled.append(datagram.data.decode())
+        await datagram.reply(datagram.data)
+
+    victims = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        victim = socket.socket(family, socket.SOCK_DGRAM)
+        victim.bind((host, 4000))
+        victim.setblocking(False)
+        victims.append(victim)
+    neighbour = Neighbour()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(echo, 0, task_status=task_status)
+        )
+        port = server.port
+        neighbour.send(ipv6_udp("::ffff:127.0.0.1", V0_IPV6, 4000, port, b"exit"))
+        neighbour.send(ipv6_udp("::", V0_IPV6, 4000, port, b"unspecified"))
+        neighbour.send(ipv6_udp("::1", V0_IPV6, 4000, port, b"loopback6"))
+        neighbour.send(ipv4_udp("0.0.0.0", "255.255.255.255", 4000, port, b"bcast"))
+        neighbour.send(ipv4_udp("0.0.0.0", V0_IPV4, 4000, port, b"unspecified4"))
+        # A genuine neighbour: handled.
+        neighbour.send(ipv6_udp("2001:db8::2", V0_IPV6, 4000, port, b"hello"))
+        # A genuine loopback client: handled (its source really is loopback).
+        local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        local.sendto(b"local", ("127.0.0.1", port))
+        await trio.sleep(0.5)  # a real link: let every datagram and reply land
+        result = {
+            "stats": stats_of(server),
+            "victims_received": sum(drain(victim) for victim in victims),
+            "handled": sorted(handled),
+        }
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
+async def unroutable_peers(count: str = "40") -> dict[str, Any]:
+    """Datagrams arrive over v0 from a network this host has no route back
+    to: every reply fails at once with ENETUNREACH, in batches."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        await datagram.reply(datagram.data)
+
+    neighbour = Neighbour()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(
+                echo, 0, host="0.0.0.0", task_status=task_status
+            )
+        )
+        for i in range(int(count)):
+            neighbour.send(
+                ipv4_udp("198.51.100.7", V0_IPV4, 4000 + i, server.port, b"x")
+            )
+        await trio.sleep(0.5)  # a real link: let every datagram land
+        result = {"stats": stats_of(server)}
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
+async def forged_exit_to_cli() -> dict[str, Any]:
+    """``trioudp serve --host ::`` stops on ``exit`` from a loopback peer; a
+    neighbour forges that peer (::ffff:127.0.0.1 over v0)."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.bind(("::", 0))
+        port = probe.getsockname()[1]
+    client = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    await client.bind(("::1", 0))
+
+    async def answered() -> bool:
+        await client.sendto(b"Hello, server!", ("::1", port))
+        with trio.move_on_after(0.2):
+            return bool(await client.recv(100))
+        return False
+
+    async with trio.open_nursery() as nursery:
+        command = [sys.executable, "-m", "trioudp", "serve", "--host", "::"]
+        server = await nursery.start(
+            functools.partial(
+                trio.run_process,
+                [*command, "--port", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+        )
+        with trio.fail_after(10):
+            while not await answered():
+                pass
+        neighbour = Neighbour()
+        for _ in range(3):
+            neighbour.send(ipv6_udp("::ffff:127.0.0.1", V0_IPV6, 4000, port, b"exit"))
+        await trio.sleep(0.5)  # a real link: let the forged datagrams land
+        alive = server.returncode is None and await answered()
+        await client.sendto(b"exit", ("::1", port))
+        with trio.fail_after(10):
+            await server.wait()
+    return {"alive_after_forged_exit": alive, "returncode": server.returncode}
+
+
+async def _main(name: str, *args: str) -> None:
+    result = await SCENARIOS[name](*args)
+    print(json.dumps(result, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(_main, *sys.argv[1:])
