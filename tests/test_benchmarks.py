@@ -39,6 +39,8 @@ def test_memory_reports_bytes_per_handler():
 def test_virtual_network_versus_fakenet():
     out = run("virtual_network.py", "--datagrams", "2000", "--rounds", "1")
     assert re.search(r"VirtualNetwork / FakeNet = \d+\.\d\d", out)
+    assert re.search(r"\(trace off\) +[\d,]+ datagrams/s", out)
+    assert re.search(r"trace memory per event: \d+ B \([\d,]+ events kept\)", out)
 
 
 def test_echo_benchmark_runs_side_by_side(tmp_path):
