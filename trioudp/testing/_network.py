@@ -45,6 +45,7 @@ import trio
 from .._rng import lend_randomness
 from .._trio_private import BatchShuffler, deterministic_scheduling
 from ._links import LinkPolicy, plan_fate
+from ._pcap import PCAP_EPOCH
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -687,17 +688,37 @@ class VirtualNetwork:
             dropped=dict(self._dropped),
         )
 
-    def write_pcap(self, path: str | os.PathLike[str]) -> int:
-        """Write every datagram sent so far as a pcap capture; returns the count.
+    def write_pcap(
+        self, path: str | os.PathLike[str], *, epoch: float = PCAP_EPOCH
+    ) -> int:
+        """Write the trace as a pcapng capture; returns how many packets it holds.
 
-        ``tcpdump -r`` and Wireshark read it; IP and UDP headers are
-        synthesised, timestamps are virtual.
+        What crossed the wire, with synthesised IP, UDP and ICMP headers, each
+        packet commented with its fate (delivered, dropped and why, held,
+        duplicated); datagrams that never left their host (``mtu``,
+        ``no_route``) are only in the trace. Virtual time 0 is written as
+        ``epoch`` (default 2000-01-01 UTC). ``tcpdump -r`` and Wireshark read
+        it; ``tshark -V`` shows the comments. See :func:`write_pcap`.
+
+        Raises:
+            RuntimeError: the network was made with ``record=False``, so it
+                kept nothing to write (no file is created).
+
+        Example::
+
+            net.write_pcap(tmp_path / "run.pcapng")
         """
         from ._pcap import write_pcap
 
-        sends = [event for event in self.trace if event.kind in ("send", "duplicate")]
+        if not self._record:
+            msg = (
+                "this VirtualNetwork was made with record=False and kept no"
+                " packets; make it with record=True to write a capture"
+            )
+            raise RuntimeError(msg)
+        events = self.trace
         with open(path, "wb") as file:
-            return write_pcap(file, sends)
+            return write_pcap(file, events, epoch=epoch)
 
     # ---- sockets' side ----------------------------------------------------
 
