@@ -137,3 +137,59 @@ def test_the_printed_rerun_command_reproduces_the_failing_run(project, monkeypat
 
 def trace_digests(result):
     return [line.split("TRACE", 1)[1] for line in result.outlines if "TRACE" in line]
+
+
+WITHOUT_TRIO_MODE = """
+import pytest
+import trioudp
+
+@pytest.mark.virtual_network(loss=0.1)
+async def test_marked(virtual_network):
+    pass
+
+async def test_fixture_only(udp_echo_server):
+    pass
+
+def test_sync_with_the_fixture(virtual_network):
+    pass
+
+def test_unrelated():
+    assert True
+
+@pytest.mark.trio
+async def test_marked_for_trio_still_works(virtual_network, udp_echo_server):
+    async with trioudp.open_udp_client(*udp_echo_server) as client:
+        assert (await client.request(b"hi")).data == b"hi"
+"""
+
+
+def test_without_pytest_trio_the_error_says_what_to_install(pytester):
+    pytester.makeini("[pytest]\naddopts = --strict-markers --strict-config\n")
+    pytester.makepyfile(
+        WITHOUT_TRIO_MODE.replace("@pytest.mark.trio\n", "").replace(
+            "test_marked_for_trio_still_works", "test_also_refused"
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:trio")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=1, errors=4)
+    result.stdout.fnmatch_lines(
+        ["*need pytest-trio, which is not installed*pip install pytest-trio*"]
+    )
+
+
+def test_without_trio_mode_the_error_says_what_to_set(pytester):
+    pytester.makeini("[pytest]\naddopts = --strict-markers --strict-config\n")
+    pytester.makepyfile(WITHOUT_TRIO_MODE)
+    result = pytester.runpytest_subprocess("-W", "error")
+    # The marked test runs (the marker makes it a Trio test); the unmarked
+    # async one and the sync one are refused before any fixture runs, and
+    # the tests after them are not poisoned.
+    result.assert_outcomes(passed=3, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_fixture_only uses trioudp's virtual network but pytest-trio does"
+            " not run it*trio_mode = true*",
+            "*test_sync_with_the_fixture uses trioudp's virtual network*async def*",
+        ]
+    )
