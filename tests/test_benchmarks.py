@@ -1,24 +1,14 @@
 """The benchmark scripts keep working: each runs here on a small workload."""
 
 import re
-import subprocess
-import sys
 
-from .conftest import ROOT
+from .conftest import ROOT, run_python
 
 BENCHMARKS = ROOT / "benchmarks"
 
 
 def run(name, *args):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_python(str(BENCHMARKS / name), *args)
 
 
 def test_flood_reconciles_every_datagram():

@@ -10,7 +10,6 @@ import functools
 import hashlib
 import os
 import socket
-import subprocess
 import sys
 
 import trio
@@ -19,7 +18,7 @@ import trio.testing
 import trioudp
 from trioudp.testing import VirtualNetwork
 
-from ..conftest import ROOT
+from ..conftest import run_python
 
 
 async def six_tasks_on_a_bad_network(seed: int) -> str:
@@ -69,21 +68,11 @@ def main(seed: int) -> None:
 
 
 def trace_in_fresh_process(seed: int, hash_seed: int) -> str:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from tests.testing.test_determinism import main; main({seed})",
-        ],
-        cwd=ROOT,
+    return run_python(
+        "-c",
+        f"from tests.testing.test_determinism import main; main({seed})",
         env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_many_tasks_same_seed_same_trace_in_fresh_processes():

@@ -9,7 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from trioudp.testing import PCAP_EPOCH, VirtualNetwork
+from trioudp.testing import VirtualNetwork
+from trioudp.testing._pcap import PCAP_EPOCH
 
 from ..conftest import has_ipv6
 

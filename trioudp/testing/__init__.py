@@ -14,19 +14,15 @@ Example::
 from ._links import Fate as Fate
 from ._links import LinkPolicy as LinkPolicy
 from ._links import plan_fate as plan_fate
-from ._network import DEFAULT_TRACE_LIMIT as DEFAULT_TRACE_LIMIT
 from ._network import Host as Host
 from ._network import NetworkStats as NetworkStats
 from ._network import TraceEvent as TraceEvent
 from ._network import VirtualNetwork as VirtualNetwork
-from ._pcap import PCAP_EPOCH as PCAP_EPOCH
 from ._pcap import ip_udp_packet as ip_udp_packet
 from ._pcap import write_pcap as write_pcap
 from ._vsocket import VirtualSocket as VirtualSocket
 
 __all__ = [
-    "DEFAULT_TRACE_LIMIT",
-    "PCAP_EPOCH",
     "Fate",
     "Host",
     "LinkPolicy",
