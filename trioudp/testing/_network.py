@@ -46,6 +46,7 @@ from .._rng import lend_randomness
 from .._trio_private import BatchShuffler, deterministic_scheduling
 from ._links import LinkPolicy, plan_fate
 from ._pcap import PCAP_EPOCH
+from ._pcap import write_pcap as _write_pcap
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -194,10 +195,10 @@ class Packet:
 
 
 #: A trace entry as stored: (clock time, kind, packet id, src, dst, payload,
-#: reason). TraceEvents are built on read, with times from the epoch. Only immutable atoms inside, so the
-#: garbage collector untracks entries after one pass instead of rescanning a
-#: long trace on every collection; the events of one datagram share its
-#: addresses and payload.
+#: reason). TraceEvents are built on read, with times from the epoch. Only
+#: immutable atoms inside, so the garbage collector untracks entries after one
+#: pass instead of rescanning a long trace on every collection; the events of
+#: one datagram share its addresses and payload.
 _Entry = tuple[float, str, int, Endpoint, Endpoint, bytes, "str | None"]
 
 
@@ -708,8 +709,6 @@ class VirtualNetwork:
 
             net.write_pcap(tmp_path / "run.pcapng")
         """
-        from ._pcap import write_pcap
-
         if not self._record:
             msg = (
                 "this VirtualNetwork was made with record=False and kept no"
@@ -718,7 +717,7 @@ class VirtualNetwork:
             raise RuntimeError(msg)
         events = self.trace
         with open(path, "wb") as file:
-            return write_pcap(file, events, epoch=epoch)
+            return _write_pcap(file, events, epoch=epoch)
 
     # ---- sockets' side ----------------------------------------------------
 

@@ -438,9 +438,14 @@ class VirtualSocket(trio.socket.SocketType):
             ip, port, family = self._parse(address, for_bind=False)
             assert ip is not None
             dst = (ip, port)
-            if type(address) is tuple and address[0] == ip and self._binding:
+            if (
+                type(address) is tuple
+                and address[0] == ip
+                and family == self._family
+                and self._binding
+            ):
                 # Numeric and canonical already, on a bound socket: parsing it
-                # again would give the same answer (no name, no V6ONLY change).
+                # again would give the same answer (no name, no mapped address).
                 self._last_destination = (address, (dst, family))
         if len(payload) > _MAX_PAYLOAD[self._family]:
             raise oserror(errno.EMSGSIZE)
