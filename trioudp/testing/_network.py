@@ -976,13 +976,21 @@ class VirtualNetwork:
 
     async def _run_wire(self, task_scope: trio.CancelScope) -> None:
         wire = self._wire
+        task = trio.lowlevel.current_task()
+
+        def wake(_: object) -> trio.lowlevel.Abort:
+            # The deadline (or uninstall) ends the wait: resume normally, so
+            # no Cancelled is raised and caught on every delivery.
+            trio.lowlevel.reschedule(task)
+            return trio.lowlevel.Abort.FAILED
+
         with task_scope:
-            while True:
+            while not task_scope.cancel_called:
                 with trio.CancelScope(
                     deadline=wire[0][0] if wire else math.inf
                 ) as scope:
                     self._wire_scope = scope
-                    await trio.sleep_forever()
+                    await trio.lowlevel.wait_task_rescheduled(wake)
                 self._wire_scope = None
                 now = trio.current_time()
                 while wire and wire[0][0] <= now:
