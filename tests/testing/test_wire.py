@@ -8,6 +8,8 @@ import trio.testing
 
 from trioudp.testing import VirtualNetwork
 
+from ..conftest import run_python
+
 
 def wire_tasks():
     def walk(task):
@@ -36,3 +38,28 @@ async def test_uninstall_ends_the_wire_task_and_install_restarts_it(autojump_clo
         assert wire_tasks() == []
     assert net.stats.dropped == {"uninstalled": 1}
     assert net.stats.delivered == 1
+
+
+LEFT_INSTALLED = """
+import socket, trio, trio.testing
+from trioudp.testing import VirtualNetwork
+
+installed = []
+
+async def main():
+    net = VirtualNetwork(latency=1.0)
+    installed.append(net.install())
+    installed[0].__enter__()  # and never left
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    await sock.sendto(b"in flight", sock.getsockname())
+
+trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+print("run ended")
+"""
+
+
+def test_the_run_ends_with_a_network_still_installed():
+    # The wire task waits for a delivery deadline; the end of the run must
+    # cancel it like any sleep, not wake it to wait again.
+    assert run_python("-c", LEFT_INSTALLED).strip() == "run ended"

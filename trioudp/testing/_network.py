@@ -21,6 +21,19 @@ clients draw their retransmission jitter from another derived generator
 (``trioudp._rng``). Same seed and program under the autojump clock: the same
 schedule and a byte-identical trace, in any process and under any
 ``PYTHONHASHSEED``. On uninstall Trio's scheduler is restored as it was.
+
+Invariants:
+    * The wire task's wake-up callback (its abort function) runs inside
+      Trio's deadline processing and delivers due datagrams there, so
+      receivers wake in the same scheduler pass as the wire task. Everything
+      it reaches (``_deliver_due`` → ``_arrive`` → ``VirtualSocket._accept``)
+      is synchronous, never raises and only queues datagrams and reschedules
+      tasks; an exception there would be a TrioInternalError. It delivers
+      only when its own deadline has come: any other cancellation (uninstall,
+      the end of the run) ends the wire task with Cancelled, as a sleep
+      would, and what is still in flight is dropped (``uninstalled``) by
+      ``install``'s exit.
+    * A trace entry holds only immutable atoms (see ``_Entry``).
 """
 
 from __future__ import annotations
@@ -979,26 +992,43 @@ class VirtualNetwork:
         task = trio.lowlevel.current_task()
 
         def wake(_: object) -> trio.lowlevel.Abort:
-            # The deadline (or uninstall) ends the wait: resume normally, so
-            # no Cancelled is raised and caught on every delivery.
+            # Called by Trio inside its deadline processing. A real
+            # cancellation (uninstall, the run ending) ends the task as usual.
+            # A deadline is a delivery time: deliver what is due right here,
+            # so the receivers run in the same scheduler pass as this task
+            # rather than one later, and resume normally, so no Cancelled is
+            # raised and caught on every wake. See the module's invariants.
+            scope = self._wire_scope
+            if scope is None or trio.current_time() < scope.deadline:
+                return trio.lowlevel.Abort.SUCCEEDED
+            self._deliver_due()
             trio.lowlevel.reschedule(task)
             return trio.lowlevel.Abort.FAILED
 
         with task_scope:
-            while not task_scope.cancel_called:
+            while True:
                 with trio.CancelScope(
                     deadline=wire[0][0] if wire else math.inf
                 ) as scope:
                     self._wire_scope = scope
                     await trio.lowlevel.wait_task_rescheduled(wake)
                 self._wire_scope = None
-                now = trio.current_time()
-                while wire and wire[0][0] <= now:
-                    _, _, packet, kind = heapq.heappop(wire)
-                    if kind == 0:
-                        self._arrive(packet)
-                    elif packet.sender is not None and not packet.sender._closed:
-                        packet.sender._set_error(errno.ECONNREFUSED)
+                self._deliver_due()
         if self._wire_task_scope is task_scope:
             self._wire_task_scope = None
             self._wire_scope = None
+
+    def _deliver_due(self) -> None:
+        """Deliver every datagram (and ICMP report) whose time has come.
+
+        Runs in the wire task and in its wake-up callback; it never awaits
+        and never raises: it only queues datagrams and reschedules tasks.
+        """
+        wire = self._wire
+        now = trio.current_time()
+        while wire and wire[0][0] <= now:
+            _, _, packet, kind = heapq.heappop(wire)
+            if kind == 0:
+                self._arrive(packet)
+            elif packet.sender is not None and not packet.sender._closed:
+                packet.sender._set_error(errno.ECONNREFUSED)
