@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 
+def _kib(path: str, key: str) -> int:
+    """The KiB figure of the ``key:`` line of a /proc file."""
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    msg = f"no {key} line in {path}"
+    raise RuntimeError(msg)
+
+
 def rss_kib(pid: int | str = "self") -> int:
     """Resident set size of a process (default: this one), in KiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    msg = f"no VmRSS line in /proc/{pid}/status"
-    raise RuntimeError(msg)
+    return _kib(f"/proc/{pid}/status", "VmRSS")
+
+
+def pss_kib(pid: int | str = "self") -> int:
+    """Proportional set size, in KiB: resident memory with each shared page
+    divided among the processes sharing it (what one more process costs)."""
+    return _kib(f"/proc/{pid}/smaps_rollup", "Pss")

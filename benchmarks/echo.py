@@ -88,6 +88,17 @@ def servers(python: str, echo_c: Path) -> dict[str, list[str]]:
     }
 
 
+def loadgen_command(
+    loadgen: Path, port: int, window: int, size: int, duration: float
+) -> list[str]:
+    """The command line of one closed-loop load generator run."""
+    return [
+        str(loadgen),
+        *("--port", str(port), "--window", str(window)),
+        *("--size", str(size), "--duration", str(duration)),
+    ]
+
+
 def run_cell(
     command: list[str], loadgen: Path, scenario: str, duration: float
 ) -> dict[str, float]:
@@ -99,20 +110,7 @@ def run_cell(
         wait_until_echoing(port)
         window, size = SCENARIOS[scenario]
         output = subprocess.run(
-            pinned(
-                1,
-                [
-                    str(loadgen),
-                    "--port",
-                    str(port),
-                    "--window",
-                    str(window),
-                    "--size",
-                    str(size),
-                    "--duration",
-                    str(duration),
-                ],
-            ),
+            pinned(1, loadgen_command(loadgen, port, window, size, duration)),
             capture_output=True,
             text=True,
             check=True,

@@ -36,21 +36,26 @@ async def main(host: str, port: int, zone_file: str) -> None:
     zone = load_zone(zone_file)
     outcomes: collections.Counter[str] = collections.Counter()
 
-    async def answer(datagram: trioudp.Datagram) -> None:
+    # A Responder: the answer comes from memory, nothing to wait for.
+    def answer(datagram: trioudp.Datagram) -> bytes | None:
         outcome = answer_untrusted(zone, datagram.data, amplification=AMPLIFICATION)
         outcomes[outcome.rcode] += 1
         if outcome.reply is None:
-            return
-        await datagram.reply(outcome.reply)
+            return None
         line = {"peer": datagram.peer[0], **outcome._asdict()}
         del line["reply"]
         print(json.dumps(line), flush=True)
+        return outcome.reply
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp, answer, port, host=host, **PROTECTION
+                    trioudp.serve_udp,
+                    trioudp.Responder(answer),
+                    port,
+                    host=host,
+                    **PROTECTION,
                 )
             )
             print(

@@ -24,8 +24,8 @@ PROTECTION = {
 }
 
 
-async def echo(datagram: trioudp.Datagram) -> None:
-    await datagram.reply(datagram.data)
+def echo(datagram: trioudp.Datagram) -> bytes:
+    return datagram.data
 
 
 async def main(host: str, port: int) -> None:
@@ -33,13 +33,19 @@ async def main(host: str, port: int) -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp, echo, port, host=host, **PROTECTION
+                    trioudp.serve_udp,
+                    trioudp.Responder(echo),
+                    port,
+                    host=host,
+                    **PROTECTION,
                 )
             )
             print(f"Echo server is listening on {host}:{server.port}", flush=True)
             async for _ in signals:
                 await server.shutdown(grace=1.0)
-                print(f"Stopped after {server.stats.handled} datagrams", flush=True)
+                handled = server.stats.handled
+                noun = "datagram" if handled == 1 else "datagrams"
+                print(f"Stopped after {handled} {noun}", flush=True)
                 return
 
 

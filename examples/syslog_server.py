@@ -32,7 +32,7 @@ class Collector:
         self.messages = 0
         self.malformed = 0
 
-    async def __call__(self, datagram: trioudp.Datagram) -> None:
+    def __call__(self, datagram: trioudp.Datagram) -> None:
         try:
             message = parse_untrusted(datagram.data)
         except MalformedMessage as exc:
@@ -49,7 +49,11 @@ async def main(host: str, port: int) -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp, collect, port, host=host, **PROTECTION
+                    trioudp.serve_udp,
+                    trioudp.Responder(collect),
+                    port,
+                    host=host,
+                    **PROTECTION,
                 )
             )
             print(f"syslog server on {host}:{server.port}", file=sys.stderr, flush=True)

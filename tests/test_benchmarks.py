@@ -71,3 +71,18 @@ def test_client_benchmark_runs_side_by_side(tmp_path):
     }
     assert set(rates) == {"trio_naive", "request", "request x8"}
     assert all(rate > 0 for rate in rates.values())
+
+
+def test_workers_benchmark_spreads_flows_and_reports_memory(tmp_path):
+    out = run(
+        "workers.py",
+        "--flows",
+        "4",
+        "--duration",
+        "0.3",
+        "--build-dir",
+        str(tmp_path),
+    )
+    rows = [line for line in out.splitlines() if re.match(r"\| [12] \| 4 \|", line)]
+    assert len(rows) == 2, out
+    assert "totals of 2 workers: received" in out

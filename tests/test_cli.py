@@ -1,5 +1,7 @@
 import argparse
 import functools
+import importlib.metadata
+import inspect
 import os
 import re
 import signal
@@ -15,7 +17,7 @@ import trio.testing
 import trioudp
 from trioudp import _cli
 
-from .conftest import ROOT
+from .conftest import ROOT, requires_ipv6
 
 INTEROP = ROOT / "tests" / "interop"
 TIMEOUT = 30
@@ -184,7 +186,7 @@ def test_signals_stop_serve_gracefully(signum):
         assert probe.recv(100) == b"ping"
     server.send_signal(signum)
     code, _, err = finish(server)
-    assert code == 0
+    assert code == 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as the README says
     assert f"Received {signal.Signals(signum).name}, shutting down" in err
 
 
@@ -195,7 +197,7 @@ def test_listen_prints_datagrams():
         probe.sendto(b"look\xff", ("127.0.0.1", port))
     line = server.stdout.readline()
     server.send_signal(signal.SIGTERM)
-    assert finish(server)[0] == 0
+    assert finish(server)[0] == 128 + signal.SIGTERM
     assert re.fullmatch(r"\('127\.0\.0\.1', \d+\) 5 bytes: look\\xff\n", line)
 
 
@@ -354,3 +356,200 @@ async def test_serve_rate_limits_a_remote_flood(
     assert (stats.handled, stats.dropped_rate_limited, stats.replied) == (100, 200, 100)
     capsys.readouterr()
     await server.shutdown()
+
+
+# ---- issue 12: usage errors, version, exit codes, banners; issue 11 item 10 --
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (
+            ["send", "--timeout", "inf"],
+            "--timeout: must be a number >= 0.001, not 'inf'",
+        ),
+        (["send", "--timeout", "1e-310"], "not '1e-310'"),
+        (["send", "--timeout", "nan"], "not 'nan'"),
+        (
+            ["send", "--retries", "1000"],
+            "--retries: must be an integer >= 0 and <= 100",
+        ),
+        (["serve", "--rate-limit", "inf"], "--rate-limit: must be 0 (off) or a number"),
+        (
+            ["serve", "--amplification-factor", "0.5"],
+            "--amplification-factor: must be 0 (off) or a number >= 1, not '0.5'",
+        ),
+        (["echo", "--amplification-factor", "nan"], "not 'nan'"),
+        (["bench", "--size", "4"], "--size: must be an integer >= 8"),
+        (["bench", "--size", "70000"], "and <= 65507, not '70000'"),
+        (["bench", "--lost-after", "0"], "--lost-after: must be a number > 0, not '0'"),
+        (["bench", "--concurrency", "0"], "--concurrency: must be an integer >= 1"),
+        (["bench", "--duration", "-1"], "--duration: must be a number > 0, not '-1'"),
+        (["bench", "--duration", "nan"], "--duration: must be a number > 0, not 'nan'"),
+        (["send", "--port", "abc"], "--port: port must be in 0..65535, not 'abc'"),
+        (["bench", "--port", "abc"], "--port: port must be in 0..65535, not 'abc'"),
+        (["serve", "--port", "-1"], "--port: port must be in 0..65535, not '-1'"),
+    ],
+)
+def test_bad_values_are_usage_errors(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        _cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert err.startswith("usage: trioudp")
+    assert "invalid" not in err  # argparse's "invalid _port value"
+
+
+@pytest.mark.parametrize(
+    "argv", [["-v", "send"], ["send", "-v"], ["send", "--verbose", "--no-exit"]]
+)
+def test_verbose_before_or_after_the_command(argv):
+    assert _cli.build_parser().parse_args(argv).verbose is True
+
+
+def test_not_verbose_by_default():
+    assert _cli.build_parser().parse_args(["demo"]).verbose is False
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        _cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"trioudp {trioudp.__version__}\n"
+    assert trioudp.__version__ == importlib.metadata.version("trioudp")
+
+
+def test_serve_exits_130_on_ctrl_c_after_a_graceful_stop():
+    server = spawn("-m", "trioudp", "serve", "--host", "127.0.0.1", "--port", "0")
+    banner_port(server)
+    server.send_signal(signal.SIGINT)
+    code, out, err = finish(server)
+    assert code == _cli.EXIT_INTERRUPTED == 130
+    assert out.endswith("Server exiting...\n")
+    assert "Received SIGINT, shutting down" in err
+
+
+def test_readme_lists_the_exit_codes_the_cli_returns():
+    readme = (ROOT / "README.md").read_text()
+    sentence = re.search(r"Exit codes: 0\s+success.*?\.\n", readme, re.DOTALL)
+    assert sentence, "README states the exit codes"
+    text = " ".join(sentence.group(0).split())
+    for code, meaning in [
+        (0, "success"),
+        (1, "network failure"),
+        (2, "bad usage"),
+        (128 + signal.SIGINT, "interrupted (Ctrl-C, SIGINT)"),
+        (128 + signal.SIGTERM, "stopped by SIGTERM"),
+    ]:
+        assert f"{code} {meaning}" in text
+
+
+def test_serve_default_host_is_serve_udps():
+    default = _cli.build_parser().parse_args(["serve"]).host
+    assert default is None
+    assert inspect.signature(trioudp.serve_udp).parameters["host"].default is default
+
+
+async def test_serve_by_default_answers_on_ipv4_and_ipv6(
+    virtual_network, nursery, capsys
+):
+    args = _cli.build_parser().parse_args(["serve"])
+    server = await nursery.start(
+        functools.partial(
+            _cli._serve_until_exit,
+            functools.partial(_cli.hello_handler, allow_remote_exit=False),
+            args.host,
+            args.port,
+            "Server is listening on {address}",
+            watch_signals=False,
+        )
+    )
+    assert capsys.readouterr().out == (
+        "Server is listening on 0.0.0.0:12345 and [::]:12345\n"
+    )
+    for host in ("127.0.0.1", "::1"):
+        async with trioudp.open_udp_client(host, 12345) as client:
+            assert (await client.request(b"hi")).data == b"Hello, client!"
+    await server.shutdown()
+
+
+@requires_ipv6
+def test_ipv6_banner_puts_the_host_in_brackets():
+    server = spawn("-m", "trioudp", "echo", "--host", "::1", "--port", "0")
+    try:
+        line = server.stdout.readline()
+        assert re.fullmatch(r"Echo server is listening on \[::1\]:\d+\n", line), line
+    finally:
+        server.send_signal(signal.SIGTERM)
+        finish(server)
+
+
+HOSTILE = (
+    b"\x1b[2J\x1b[H"  # clear the screen
+    b"\x1b]52;c;ZXZpbA==\x07"  # OSC 52: write the clipboard
+    b"\rReceived exit from ('127.0.0.1', 1)\n"  # a forged line
+    b"\x7f\xc2\x9b"  # DEL, C1 CSI
+)
+CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def assert_no_controls(text):
+    """Only the newline the CLI itself prints ends each line."""
+    assert not CONTROLS.search(text), repr(text)
+
+
+async def test_serve_and_send_print_hostile_peer_data_escaped(
+    virtual_network, nursery, capsys
+):
+    async def hostile(datagram):
+        await datagram.reply(HOSTILE)
+
+    server = await start_hello(nursery)
+    async with trioudp.open_udp_client("127.0.0.1", 12345) as client:
+        await client.request(HOSTILE)
+    out = capsys.readouterr().out
+    assert_no_controls(out)
+    assert "Received \\x1b[2J\\x1b[H\\x1b]52;c;ZXZpbA==\\x07\\x0dReceived exit" in out
+    assert out.count("\n") == 2  # the banner and one "Received" line
+    await server.shutdown()
+
+    evil = await nursery.start(
+        functools.partial(trioudp.serve_udp, hostile, 4000, host="127.0.0.1")
+    )
+    await _cli.hello_exchange(
+        "127.0.0.1",
+        4000,
+        b"hi",
+        backoff=trioudp.Backoff(initial=1),
+        attempts=1,
+        send_exit=False,
+    )
+    out = capsys.readouterr().out
+    assert_no_controls(out)
+    assert out.startswith("Received \\x1b[2J")
+    assert out.endswith(" from server\n")
+    assert out.count("\n") == 1
+    await evil.shutdown()
+
+
+async def test_listen_says_1_byte(virtual_network, nursery, capsys):
+    handler = _cli._listen_handler(trio.Event())
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+        await sock.send_to(b"x", sock.local_address)
+        await handler(await sock.receive())
+    assert capsys.readouterr().out.endswith(" 1 byte: x\n")
+
+
+def test_listen_prints_hostile_peer_data_escaped():
+    server = spawn("-m", "trioudp", "listen", "--port", "0")
+    port = banner_port(server)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.sendto(HOSTILE, ("127.0.0.1", port))
+    line = server.stdout.readline()
+    server.send_signal(signal.SIGTERM)
+    finish(server)
+    assert_no_controls(line[:-1])
+    assert line.endswith(
+        f" {len(HOSTILE)} bytes: \\x1b[2J\\x1b[H\\x1b]52;c;ZXZpbA==\\x07\\x0dReceived exit from ('127.0.0.1', 1)\\x0a\\x7f\\x9b\n"
+    )

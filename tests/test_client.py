@@ -1,4 +1,5 @@
 import functools
+import json
 import random
 
 import pytest
@@ -302,3 +303,305 @@ async def test_zero_attempts_is_an_error_not_the_default(virtual_network):
             await client.request(b"x", attempts=0)
         with pytest.raises(ValueError, match="attempts must be an int >= 1"):
             client.budget(attempts=0)
+
+
+async def test_request_send_receive_and_shutdown_are_checkpoints(nursery):
+    """docs/explanation/cancellation.rst promises Trio's checkpoint rule for
+    every public async operation, the replies of an eager server included."""
+
+    async def echo(datagram):
+        await datagram.reply(datagram.data)
+
+    server = await nursery.start(serve_udp, echo, 0)
+    async with open_udp_client("127.0.0.1", server.port) as client:
+        with trio.testing.assert_checkpoints():
+            await client.request(b"x")
+        with trio.testing.assert_checkpoints():
+            await client.send(b"y")
+        with trio.testing.assert_checkpoints():
+            await client.receive()
+    with trio.testing.assert_checkpoints():
+        await server.shutdown()
+
+
+# ---- issue 12: hardening ----------------------------------------------------
+
+
+def first_byte(data: bytes) -> bytes:
+    return data[:1]
+
+
+async def answer_only_b(datagram):
+    if datagram.data.startswith(b"B"):
+        await trio.sleep(0.7)
+        await datagram.reply(datagram.data)
+
+
+@pytest.mark.parametrize("how", ["gives_up", "cancelled"])
+async def test_reply_reaches_a_parked_request_when_the_reader_stops(
+    virtual_network, autojump_clock, nursery, how
+):
+    """A (the reader) stops at 0.5 s; B, parked, must still get its reply at 0.7 s."""
+    server = await start_echo(nursery, answer_only_b)
+    times = {}
+    async with open_udp_client("127.0.0.1", server.port, match=first_byte) as client:
+
+        async def a():
+            if how == "gives_up":
+                with pytest.raises(RequestTimeout):
+                    await client.request(
+                        b"A", attempts=1, backoff=Backoff(initial=0.5, jitter=0)
+                    )
+            else:
+                with trio.move_on_after(0.5):
+                    await client.request(b"A", backoff=Backoff(initial=5, jitter=0))
+            times["A"] = trio.current_time()
+
+        async def b():
+            reply = await client.request(
+                b"B", attempts=1, backoff=Backoff(initial=1.5, jitter=0)
+            )
+            times["B"] = (reply.data, trio.current_time())
+
+        async with trio.open_nursery() as requests:
+            requests.start_soon(a)
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(b)
+    assert times == {"A": 0.5, "B": (b"B", 0.7)}
+    assert client.stats.replies == 1
+
+
+async def test_the_reader_role_passes_along_a_chain_of_requests_that_give_up(
+    virtual_network, autojump_clock, nursery
+):
+    """A reads and gives up at 0.5 s, B takes over and gives up at 0.6 s,
+    C (parked all along) gets its reply at 0.7 s."""
+    server = await start_echo(nursery, answer_only_b)
+    got = []
+    async with open_udp_client("127.0.0.1", server.port, match=first_byte) as client:
+
+        async def gives_up(data, after):
+            with pytest.raises(RequestTimeout):
+                await client.request(
+                    data, attempts=1, backoff=Backoff(initial=after, jitter=0)
+                )
+
+        async def c():
+            reply = await client.request(b"B", backoff=Backoff(initial=5))
+            got.append((reply.data, trio.current_time()))
+
+        async with trio.open_nursery() as requests:
+            for task in (
+                functools.partial(gives_up, b"A", 0.5),
+                functools.partial(gives_up, b"Z", 0.6),
+                c,
+            ):
+                requests.start_soon(task)
+                await trio.testing.wait_all_tasks_blocked()
+    assert got == [(b"B", 0.7)]
+
+
+async def test_reply_reaches_a_parked_request_on_real_loopback():
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as server:
+        port = server.local_address[1]
+        async with open_udp_client("127.0.0.1", port, match=first_byte) as client:
+            a_gave_up = trio.Event()
+
+            async def a():
+                with pytest.raises(RequestTimeout):
+                    await client.request(
+                        b"A", attempts=1, backoff=Backoff(initial=0.05, jitter=0)
+                    )
+                a_gave_up.set()
+
+            async def serve():
+                for _ in range(2):
+                    datagram = await server.receive()
+                    if datagram.data == b"B":
+                        peer = datagram.peer
+                await a_gave_up.wait()
+                await server.send_to(b"B", peer)
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve)
+                    nursery.start_soon(a)
+                    await trio.testing.wait_all_tasks_blocked()
+                    reply = await client.request(
+                        b"B", attempts=1, backoff=Backoff(initial=5, jitter=0)
+                    )
+            assert reply.data == b"B"
+
+
+async def wait_for_pending_error(client):
+    """Until the ICMP error is queued on the client's socket (no sleep)."""
+    await trio.lowlevel.wait_readable(client.socket.trio_socket)
+
+
+@pytest.mark.parametrize("match", [None, by_id], ids=["unmatched", "matched"])
+async def test_stale_icmp_error_does_not_fail_a_request_sent_later(match):
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as gone:
+        port = gone.local_address[1]
+    async with open_udp_client("127.0.0.1", port, match=match) as client:
+        await client.send(b"exit")
+        with trio.fail_after(10):
+            await wait_for_pending_error(client)
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(serve_udp, echo, port, host="127.0.0.1")
+            )
+            reply = await client.request(b"0001hello")
+            assert reply.data == b"0001hello"
+            assert server.stats.received == 1
+            nursery.cancel_scope.cancel()
+    assert client.stats.unreachable == 1
+    assert client.stats.replies == 1
+
+
+@pytest.mark.parametrize("match", [None, by_id], ids=["unmatched", "matched"])
+async def test_stale_icmp_error_on_the_virtual_network(
+    virtual_network, autojump_clock, nursery, match
+):
+    virtual_network.configure(latency=0.01)
+    async with open_udp_client("127.0.0.1", 7000, match=match) as client:
+        await client.send(b"exit")
+        await trio.sleep(1)  # the ICMP error is back
+        await nursery.start(functools.partial(serve_udp, echo, 7000, host="127.0.0.1"))
+        start = trio.current_time()
+        reply = await client.request(b"0001hello")
+        assert reply.data == b"0001hello"
+        assert trio.current_time() - start == pytest.approx(0.02)
+    assert client.stats.unreachable == 1
+
+
+async def test_icmp_error_after_the_request_was_sent_still_fails_it(
+    virtual_network, autojump_clock, nursery
+):
+    """The other half: an error that follows a request's own send fails it."""
+    virtual_network.configure(latency=0.01)
+    async with open_udp_client("127.0.0.1", 7000, match=by_id) as client:
+        with pytest.raises(PeerUnreachable):
+            await client.request(b"0001hello")
+        assert trio.current_time() == pytest.approx(0.02)
+
+
+def json_id(data: bytes):
+    return json.loads(data)["id"]
+
+
+async def test_replies_that_break_match_are_discarded_and_counted():
+    """Replies for which match raises or returns an unhashable id (a JSON
+    list) are discarded; the real reply still arrives."""
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as server:
+        port = server.local_address[1]
+        async with open_udp_client("127.0.0.1", port, match=json_id) as client:
+
+            async def serve():
+                request = await server.receive()
+                for hostile in (b'{"id": [1]}', b"not json", b'{"id": {"a": 1}}'):
+                    await server.send_to(hostile, request.peer)
+                await server.send_to(b'{"id": 1, "ok": true}', request.peer)
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve)
+                    reply = await client.request(b'{"id": 1}')
+            assert json.loads(reply.data) == {"id": 1, "ok": True}
+            assert client.stats.discarded == 3
+            assert client.stats.received == 4
+
+
+async def test_request_with_an_unhashable_id_is_a_type_error(virtual_network):
+    async with open_udp_client("127.0.0.1", 9, match=json_id) as client:
+        with pytest.raises(TypeError, match=r"returned \[1\].*not hashable"):
+            await client.request(b'{"id": [1]}')
+        with pytest.raises(ValueError, match="found no id"):
+            await client.request(b"not json")
+
+
+async def test_huge_attempts_cost_nothing_up_front(monkeypatch):
+    """10**12 attempts for a request answered at once: the schedule is lazy,
+    budget() takes O(log n) steps (a counter on Backoff.base fails an
+    up-front computation at once instead of letting it run for hours)."""
+    calls = 0
+    original = Backoff.base
+
+    def counted(backoff, attempt):
+        nonlocal calls
+        calls += 1
+        assert calls <= 1000, "the schedule is computed up front"
+        return original(backoff, attempt)
+
+    monkeypatch.setattr(Backoff, "base", counted)
+    async with trio.open_nursery() as nursery:
+        server = await start_echo(nursery)
+        async with open_udp_client("127.0.0.1", server.port, attempts=10**12) as client:
+            assert (await client.request(b"now")).data == b"now"
+            assert calls == 1
+            assert client.budget() == pytest.approx((63 + (10**12 - 6) * 60) * 1.1)
+            assert client.budget(attempts=10**100) > 1e100
+        nursery.cancel_scope.cancel()
+
+
+async def late_duplicate_echo(datagram):
+    """Answers after 1.2 s: the request has been retransmitted at 1.0 s, so
+    each request gets a second, late reply 1 s after the first."""
+    await trio.sleep(1.2)
+    await datagram.reply(datagram.data)
+
+
+async def test_unmatched_request_discards_replies_queued_before_it_is_sent(
+    virtual_network, autojump_clock, nursery
+):
+    server = await start_echo(nursery, late_duplicate_echo)
+    async with open_udp_client(
+        "127.0.0.1", server.port, backoff=Backoff(initial=1, jitter=0)
+    ) as client:
+        first = await client.request(b"one")
+        assert (first.data, trio.current_time()) == (b"one", 1.2)
+        await trio.sleep(2)  # the late reply to the retransmission is queued (2.2)
+        second = await client.request(b"two")
+        assert (second.data, trio.current_time()) == (b"two", 4.4)
+    assert client.stats.discarded == 1
+
+
+async def test_unmatched_request_discards_stale_replies_on_real_loopback():
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as server:
+        port = server.local_address[1]
+        async with open_udp_client("127.0.0.1", port) as client:
+
+            async def serve():
+                request = await server.receive()
+                await server.send_to(b"one", request.peer)
+                await first_done.wait()
+                await server.send_to(b"one, late", request.peer)
+                stale_queued.set()
+                request = await server.receive()
+                await server.send_to(request.data, request.peer)
+
+            first_done, stale_queued = trio.Event(), trio.Event()
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve)
+                    assert (await client.request(b"one")).data == b"one"
+                    first_done.set()
+                    await stale_queued.wait()
+                    await trio.lowlevel.wait_readable(client.socket.trio_socket)
+                    assert (await client.request(b"two")).data == b"two"
+            assert client.stats.discarded == 1
+
+
+async def test_bad_client_settings_fail_at_construction(virtual_network):
+    with pytest.raises(TypeError, match="backoff must be a trioudp.Backoff"):
+        async with open_udp_client("127.0.0.1", 9, backoff=1.0):
+            pass  # pragma: no cover
+    with pytest.raises(TypeError, match="match must be a function"):
+        async with open_udp_client("127.0.0.1", 9, match=b"id"):
+            pass  # pragma: no cover
+    async with open_udp_client("127.0.0.1", 9) as client:
+        with pytest.raises(TypeError, match="backoff must be a trioudp.Backoff"):
+            await client.request(b"x", backoff={"initial": 1})
+        with pytest.raises(TypeError, match="backoff must be a trioudp.Backoff"):
+            client.budget(backoff=2.0)
+        with pytest.raises(ValueError, match="attempts must be an int >= 1, not 1.5"):
+            await client.request(b"x", attempts=1.5)

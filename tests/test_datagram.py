@@ -48,3 +48,10 @@ async def test_reply_goes_back_to_the_peer(virtual_network):
         answer = await client.receive()
         assert (answer.data, answer.peer) == (b"pong", server.local_address)
         assert server.stats.replied == 1
+
+
+def test_repr_shows_a_capped_payload_and_its_length():
+    text = repr(make(data=b"A" * 65_507))
+    assert len(text) < 250
+    assert "b'" + "A" * 64 + "'...(65507 bytes)" in text
+    assert "data=b'\\x1b[2J'" in repr(make(data=b"\x1b[2J"))

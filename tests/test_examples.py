@@ -68,12 +68,31 @@ def test_echo_server_example_echoes_and_stops_on_ctrl_c():
     server.send_signal(signal.SIGINT)
     out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert out == "Stopped after 1 datagrams\n"
+    assert out == "Stopped after 1 datagram\n"
+
+
+def test_workers_example_serves_from_two_processes_and_stops_on_sigterm():
+    server = spawn("workers.py", "--port", "0", "--workers", "2")
+    port = port_of(server)
+    served = set()
+    for i in range(32):  # a new source port each time: both workers get some
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.settimeout(10)
+            probe.sendto(b"up %d" % i, ("127.0.0.1", port))
+            worker, _, text = probe.recv(100).partition(b": ")
+            assert text == b"UP %d" % i
+            served.add(worker)
+    assert served == {b"worker 0", b"worker 1"}
+    server.send_signal(signal.SIGTERM)
+    out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert out.splitlines()[-1] == "served 32 replies to 32 datagrams"
 
 
 def test_every_example_is_exercised():
     tested = {"hello_server.py", "hello_client.py", "echo_server.py"}
     # Each in its own test module, with its real client.
     tested |= {"syslog_server.py", "statsd_server.py", "dns_server.py"}
+    tested.add("workers.py")
     helpers = {"_syslog.py", "_statsd.py", "_dns.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested | helpers

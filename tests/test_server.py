@@ -1,6 +1,7 @@
 import functools
 import itertools
 import logging
+import math
 import socket
 
 import pytest
@@ -356,18 +357,14 @@ async def test_fairness_under_a_flood_on_the_fast_path(nursery):
         assert server.stats.handled - handled_before <= batch
 
 
-async def test_a_handler_that_is_not_async_is_counted_and_explained(
-    virtual_network, nursery, caplog
+async def test_a_handler_that_is_not_async_is_refused_at_start(
+    virtual_network, nursery
 ):
     def not_async(datagram):
         return None
 
-    server = await start(nursery, not_async)
-    async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
-        await client.send_to(b"x", ("127.0.0.1", server.port))
-    await trio.testing.wait_all_tasks_blocked()
-    assert server.stats.handler_errors == 1
-    assert "__await__" in caplog.text
+    with pytest.raises(TypeError, match="handler must be an async function"):
+        await start(nursery, not_async)
 
 
 async def test_a_handler_must_be_callable(virtual_network, nursery):
@@ -380,3 +377,37 @@ async def test_serve_udp_sockets_closes_the_sockets_it_refuses(virtual_network):
     with pytest.raises(ValueError, match="max_in_flight"):
         await serve_udp_sockets(echo, [sock], max_in_flight=0)
     assert sock.closed
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "fragment"),
+    [
+        ("5", TypeError, "handler_timeout must be a number, not '5'"),
+        (10**400, ValueError, "handler_timeout is too large"),
+        (math.nan, ValueError, "handler_timeout must be a number, not nan"),
+        (-1, ValueError, "handler_timeout must be a positive"),
+    ],
+    ids=["str", "huge", "nan", "negative"],
+)
+async def test_bad_handler_timeout_is_named_at_start(
+    virtual_network, nursery, value, error, fragment
+):
+    with pytest.raises(error, match=fragment):
+        await start(nursery, echo, handler_timeout=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "fragment"),
+    [
+        ("1", TypeError, "grace must be a number, not '1'"),
+        (10**400, ValueError, "grace is too large"),
+        (math.nan, ValueError, "grace must be a number, not nan"),
+    ],
+    ids=["str", "huge", "nan"],
+)
+async def test_bad_grace_is_named(virtual_network, nursery, value, error, fragment):
+    server = await start(nursery, echo)
+    with pytest.raises(error, match=fragment):
+        server.begin_shutdown(value)
+    assert not server.stopping
+    await server.shutdown()

@@ -31,6 +31,8 @@ from ._errors import InvalidAddress as InvalidAddress
 from ._errors import PeerUnreachable as PeerUnreachable
 from ._errors import RequestTimeout as RequestTimeout
 from ._errors import TrioUDPError as TrioUDPError
+from ._errors import WorkerCrashLoop as WorkerCrashLoop
+from ._errors import WorkerStartFailed as WorkerStartFailed
 from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
 from ._limits import RateLimit as RateLimit
@@ -46,6 +48,9 @@ from ._server import serve_udp_sockets as serve_udp_sockets
 from ._socket import SocketStats as SocketStats
 from ._socket import UDPSocket as UDPSocket
 from ._socket import open_udp_socket as open_udp_socket
+from ._worker import Worker as Worker
+from ._workers import WorkerPool as WorkerPool
+from ._workers import run_workers as run_workers
 
 __version__ = "0.1.0"
 
@@ -74,9 +79,14 @@ __all__ = [
     "UDPClient",
     "UDPServer",
     "UDPSocket",
+    "Worker",
+    "WorkerCrashLoop",
+    "WorkerPool",
+    "WorkerStartFailed",
     "open_udp_client",
     "open_udp_socket",
     "open_udp_sockets",
+    "run_workers",
     "serve_udp",
     "serve_udp_sockets",
 ]

@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import TypeAlias
+from typing import TypeAlias, Union
 
 from ._errors import DatagramTooLarge, InvalidAddress
 
-#: A socket address as Python's socket module reports it: ``(host, port)`` for
-#: IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6; for example
-#: ``("127.0.0.1", 12345)`` or ``("::1", 12345, 0, 0)``.
-SocketAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
+# typing.Union rather than ``|``: a typing alias takes a docstring, which
+# help() and the documentation show; the ``|`` form (types.UnionType) does not.
+SocketAddress: TypeAlias = Union[tuple[str, int], tuple[str, int, int, int]]  # noqa: UP007
+
+
+def _document(alias: object, doc: str) -> None:
+    alias.__doc__ = doc
+
+
+_document(
+    SocketAddress,
+    """A socket address as Python's socket module reports it.
+
+    ``(host, port)`` for IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6:
+    what :attr:`Datagram.peer <trioudp.Datagram.peer>` holds and what
+    :meth:`UDPSocket.send_to <trioudp.UDPSocket.send_to>` takes.
+
+    Example:
+        >>> ipv4: SocketAddress = ("127.0.0.1", 12345)
+        >>> ipv6: SocketAddress = ("::1", 12345, 0, 0)
+        >>> ipv4[:2], ipv6[:2]
+        (('127.0.0.1', 12345), ('::1', 12345))
+    """,
+)
 
 #: Largest UDP payload over IPv4: 65,535 - 20 (IP header) - 8 (UDP header).
 MAX_IPV4_PAYLOAD = 65_507

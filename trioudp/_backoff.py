@@ -8,34 +8,44 @@ three attempts wait 1 + 2 + 4 s. ``maximum=60.0`` is RFC 6298's ceiling
 (section 2.5). Jitter of +-10% keeps many clients that lost the same datagram
 from retransmitting in lockstep. For links known to be fast, a smaller
 ``initial`` (or :meth:`Backoff.within`) is fine.
+
+Cost. A schedule is computed as it is used (:meth:`Backoff.waits`), one wait
+per attempt, and :meth:`Backoff.worst_case` takes O(log attempts) steps, so
+``attempts`` may be as large as the caller likes.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import TYPE_CHECKING
 
 import attrs
 
+from ._checks import check_attempts, check_seconds, real_number, short_repr
+
 if TYPE_CHECKING:
     import random
+    from collections.abc import Iterator
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "check_attempts"]
+
+#: Schedules up to this many attempts are summed term by term (exactly).
+_SUMMED = 64
 
 
 def _positive(
     instance: object, attribute: attrs.Attribute[float], value: float
 ) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        msg = f"{attribute.name} must be a positive number of seconds, not {value!r}"
-        raise ValueError(msg)
+    check_seconds(attribute.name, value)
 
 
-def check_attempts(attempts: int) -> int:
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        msg = f"attempts must be an int >= 1, not {attempts!r}"
+def _jitter(value: object) -> float:
+    number = real_number("jitter", value)
+    if not 0 <= number < 1:
+        msg = f"jitter must be in [0, 1), not {short_repr(value)}"
         raise ValueError(msg)
-    return attempts
+    return number
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +61,10 @@ class Backoff:
         multiplier: growth per attempt (>= 1; 1 means a constant wait).
         maximum: the cap on one wait, before jitter.
         jitter: the relative spread, in [0, 1).
+
+    Raises:
+        TypeError: a setting is not a number.
+        ValueError: a setting is out of range (the message names it).
 
     Example:
         >>> import random
@@ -70,17 +84,14 @@ class Backoff:
     def _check_multiplier(
         self, attribute: attrs.Attribute[float], value: float
     ) -> None:
-        if not (
-            isinstance(value, (int, float)) and math.isfinite(value) and value >= 1
-        ):
-            msg = f"multiplier must be a number >= 1, not {value!r}"
+        number = real_number("multiplier", value)
+        if not (math.isfinite(number) and number >= 1):
+            msg = f"multiplier must be a number >= 1, not {short_repr(value)}"
             raise ValueError(msg)
 
     @jitter.validator
     def _check_jitter(self, attribute: attrs.Attribute[float], value: float) -> None:
-        if not (isinstance(value, (int, float)) and 0 <= value < 1):
-            msg = f"jitter must be in [0, 1), not {value!r}"
-            raise ValueError(msg)
+        _jitter(value)
 
     def base(self, attempt: int) -> float:
         """The wait after attempt ``attempt`` (0-based), before jitter.
@@ -92,15 +103,46 @@ class Backoff:
         if attempt < 0:
             msg = f"attempt must be >= 0, not {attempt!r}"
             raise ValueError(msg)
-        # Compare exponents first so huge attempt numbers cannot overflow.
-        if self.multiplier > 1 and attempt > math.log(
-            self.maximum / self.initial, self.multiplier
-        ):
-            return self.maximum
-        return min(self.maximum, self.initial * self.multiplier**attempt)
+        initial, maximum, multiplier = self.initial, self.maximum, self.multiplier
+        if initial >= maximum:
+            return maximum
+        if multiplier == 1:
+            return initial
+        # Compare exponents first so that huge attempt numbers cannot overflow
+        # (logs of each bound: their ratio may not fit in a float).
+        if attempt > (math.log(maximum) - math.log(initial)) / math.log(multiplier):
+            return maximum
+        try:
+            return min(maximum, initial * multiplier**attempt)
+        except OverflowError:  # the power alone is past floats, not the wait
+            return min(
+                maximum, math.exp(math.log(initial) + attempt * math.log(multiplier))
+            )
+
+    def waits(self, attempts: int, rng: random.Random) -> Iterator[float]:
+        """The waits of ``attempts`` attempts, computed one at a time as they
+        are taken (jitter drawn from ``rng`` then), so a huge ``attempts``
+        costs nothing up front.
+
+        Example:
+            >>> import random
+            >>> waits = Backoff(jitter=0.0).waits(10**9, random.Random(0))
+            >>> next(waits), next(waits)
+            (1.0, 2.0)
+        """
+        check_attempts(attempts)
+        return self._waits(attempts, rng)
+
+    def _waits(self, attempts: int, rng: random.Random) -> Iterator[float]:
+        spread = self.jitter
+        attempt = 0
+        while attempt < attempts:
+            base = self.base(attempt)
+            yield base * (1 + rng.uniform(-spread, spread) if spread else 1.0)
+            attempt += 1
 
     def timeouts(self, attempts: int, rng: random.Random) -> list[float]:
-        """The waits of ``attempts`` attempts, jitter drawn from ``rng``.
+        """The waits of ``attempts`` attempts as a list (see :meth:`waits`).
 
         Example:
             >>> import random
@@ -108,29 +150,65 @@ class Backoff:
             >>> [round(w, 3) for w in waits]
             [0.927, 2.139, 4.211]
         """
-        check_attempts(attempts)
-        spread = self.jitter
-        return [
-            self.base(i) * (1 + rng.uniform(-spread, spread) if spread else 1.0)
-            for i in range(attempts)
-        ]
+        return list(self.waits(attempts, rng))
 
     def worst_case(self, attempts: int) -> float:
         """The longest total wait of ``attempts`` attempts (jitter at its maximum).
 
         This bounds how long a request can take before it raises
-        :class:`RequestTimeout`.
+        :class:`RequestTimeout`. It takes O(log attempts) steps.
 
         Example:
             >>> round(Backoff().worst_case(3), 3)
             7.7
+            >>> Backoff(jitter=0.0).worst_case(10**12)
+            59999999999703.0
         """
         check_attempts(attempts)
-        return math.fsum(self.base(i) for i in range(attempts)) * (1 + self.jitter)
+        try:
+            if attempts <= _SUMMED:
+                total = math.fsum(self.base(i) for i in range(attempts))
+            else:
+                growing = self._growing(attempts)
+                total = self._sum_growing(growing) + (attempts - growing) * float(
+                    self.maximum
+                )
+        except OverflowError:  # every wait is positive: the sum is past floats
+            return math.inf
+        return total * (1 + self.jitter)
+
+    def _growing(self, attempts: int) -> int:
+        """How many of the first ``attempts`` waits are below the cap (a
+        binary search: :meth:`base` never decreases)."""
+        low, high = 0, attempts  # base(i) < maximum for i < low; high is past it
+        while low < high:
+            middle = (low + high) // 2
+            if self.base(middle) < self.maximum:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def _sum_growing(self, count: int) -> float:
+        """``initial * multiplier**i`` summed over ``i < count``, all below the cap."""
+        if count <= _SUMMED:
+            return math.fsum(self.base(i) for i in range(count))
+        step = self.multiplier - 1  # exact for any float >= 1
+        if step == 0:
+            return count * float(self.initial)
+        exponent = count * math.log1p(step)
+        if exponent > 700:  # initial is negligible next to the last term
+            return math.exp(math.log(self.initial) + exponent) / step
+        return self.initial * math.expm1(exponent) / step
 
     @classmethod
     def within(cls, total: float, attempts: int, *, jitter: float = 0.1) -> Backoff:
         """A doubling schedule whose worst case is exactly ``total`` seconds.
+
+        Raises:
+            TypeError: ``total`` or ``jitter`` is not a number.
+            ValueError: a value is out of range, or so many attempts cannot
+                share ``total`` (the first wait would not fit in a float).
 
         Example:
             >>> b = Backoff.within(7.0, 3, jitter=0.0)
@@ -138,13 +216,22 @@ class Backoff:
             (1.0, 7.0)
         """
         check_attempts(attempts)
-        if not (math.isfinite(total) and total > 0):
-            msg = f"total must be a positive number of seconds, not {total!r}"
+        total = check_seconds("total", total)
+        spread = _jitter(jitter)
+        share = total / (1 + spread)
+        if attempts <= 53:
+            initial = share / (2**attempts - 1)
+        else:  # 2**attempts - 1 rounds to 2**attempts
+            initial = math.ldexp(share, -attempts)
+        if initial < sys.float_info.min:
+            msg = (
+                f"{short_repr(attempts)} doubling attempts cannot share {total!r} s:"
+                " the first wait would be below the smallest float"
+            )
             raise ValueError(msg)
-        initial = total / ((2**attempts - 1) * (1 + jitter))
         return cls(
             initial=initial,
             multiplier=2.0,
-            maximum=initial * 2 ** (attempts - 1),
+            maximum=math.ldexp(initial, attempts - 1),
             jitter=jitter,
         )

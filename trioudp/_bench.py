@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from ._argtypes import number, port
 from ._backoff import Backoff
 from ._client import open_udp_client
 from ._errors import RequestTimeout
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["BenchResult", "add_bench_parser", "run_bench"]
 
 _ID = 8  # bytes of sequence number that match replies to requests
+MAX_SIZE = 65_507  # the largest UDP payload over IPv4
+MAX_CONCURRENCY = 100_000
 
 
 @attrs.frozen(kw_only=True)
@@ -144,20 +147,29 @@ def add_bench_parser(
         "--host", default="127.0.0.1", help="echo server address (default 127.0.0.1)"
     )
     bench.add_argument(
-        "--port", type=int, default=12345, help="echo server port (default 12345)"
+        "--port", type=port, default=12345, help="echo server port (default 12345)"
     )
     bench.add_argument(
-        "--concurrency", type=int, default=16, help="requests in flight (default 16)"
+        "--concurrency",
+        type=number(int, minimum=1, maximum=MAX_CONCURRENCY),
+        default=16,
+        help=f"requests in flight, 1..{MAX_CONCURRENCY} (default 16)",
     )
     bench.add_argument(
-        "--size", type=int, default=64, help="bytes per request, >= 8 (default 64)"
+        "--size",
+        type=number(int, minimum=_ID, maximum=MAX_SIZE),
+        default=64,
+        help=f"bytes per request, {_ID}..{MAX_SIZE} (default 64)",
     )
     bench.add_argument(
-        "--duration", type=float, default=2.0, help="seconds to run (default 2)"
+        "--duration",
+        type=number(float, above=0),
+        default=2.0,
+        help="seconds to run (default 2)",
     )
     bench.add_argument(
         "--lost-after",
-        type=float,
+        type=number(float, above=0),
         default=0.2,
         help="seconds before a request counts as lost (default 0.2)",
     )

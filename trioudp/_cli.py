@@ -1,7 +1,12 @@
 """The ``trioudp`` command line: the socket tutorial's server and client, done safely.
 
 Exit codes: 0 success; 1 a network failure (no reply, peer unreachable, bind
-failure, bad address); 2 bad usage; 130 interrupted by Ctrl-C.
+failure, bad address); 2 bad usage; 130 interrupted by Ctrl-C (SIGINT); 143
+stopped by SIGTERM. A server stopped by either signal shuts down gracefully
+first.
+
+Peer data is printed only through :func:`printable` (no control character
+reaches the terminal).
 """
 
 from __future__ import annotations
@@ -16,19 +21,26 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from . import __version__
 from ._address import is_loopback
+from ._argtypes import number, port
 from ._backoff import Backoff
+from ._cli_workers import supervise
 from ._client import open_udp_client
 from ._errors import TrioUDPError
 from ._limits import RateLimit
 from ._multicast import Multicast
+from ._responder import Responder
 from ._server import UDPServer, open_udp_sockets, serve_udp_sockets
 from ._socket import open_udp_socket
+from ._terminal import printable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+    from ._address import SocketAddress
     from ._datagram import Datagram
+    from ._worker import Worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -37,15 +49,36 @@ __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 DEFAULT_PORT = 12345
 GRACE = 2.0
 
 
 def _text(data: bytes) -> str:
-    """Bytes as text for printing: UTF-8, with undecodable bytes escaped."""
-    return data.decode("utf-8", "backslashreplace")
+    """Peer bytes as text for printing: see :func:`printable`."""
+    return printable(data)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 byte``, ``2 bytes``: a count with its noun agreeing.
+
+    Example:
+        >>> plural(1, "attempt"), plural(0, "datagram")
+        ('1 attempt', '0 datagrams')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _address_text(address: SocketAddress) -> str:
+    """``host:port``, with an IPv6 host in brackets (``[::]:12345``)."""
+    host, port_number = address[0], address[1]
+    return f"[{host}]:{port_number}" if ":" in host else f"{host}:{port_number}"
+
+
+def served_addresses(addresses: Iterable[SocketAddress]) -> str:
+    """Every address served, for a banner: ``0.0.0.0:12345 and [::]:12345``."""
+    return " and ".join(_address_text(address) for address in addresses)
 
 
 def _peer_repr(datagram: Datagram) -> str:
@@ -61,9 +94,10 @@ def hello_handler(
     """The tutorial server's handler: print, answer ``Hello, client!``, stop on ``exit``."""
 
     async def handler(datagram: Datagram) -> None:
-        text = _text(datagram.data)
-        print(f"Received {text} from {_peer_repr(datagram)}", flush=True)
-        if text.strip().lower() != "exit":
+        print(
+            f"Received {_text(datagram.data)} from {_peer_repr(datagram)}", flush=True
+        )
+        if datagram.data.strip().lower() != b"exit":
             await datagram.reply(b"Hello, client!")
         elif allow_remote_exit or is_loopback(datagram.peer[0]):
             exit_requested.set()
@@ -78,11 +112,18 @@ def hello_handler(
     return handler
 
 
-async def _watch_signals(exit_requested: trio.Event) -> None:
+async def _watch_signals(
+    exit_requested: trio.Event,
+    received: list[int],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             print(f"Received {name}, shutting down...", file=sys.stderr, flush=True)
+            received.append(signum)
             exit_requested.set()
             return
 
@@ -96,15 +137,26 @@ async def _serve_until_exit(
     on_exit: str | None = None,
     watch_signals: bool = True,
     protection: Protection | None = None,
+    worker: Worker | None = None,
     multicast: Multicast | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
+) -> int:
     """Serve with the handler ``handler_for(exit_requested)`` builds, until
     the handler or a signal sets ``exit_requested``; then stop gracefully.
+
+    ``banner`` is formatted with ``address`` (every address served, such as
+    ``0.0.0.0:12345 and [::]:12345``), ``host`` and ``port``. Returns the
+    exit code: 0, or 128 + the number of the signal that stopped it.
+
+    In a ``--workers`` worker the port is shared (``SO_REUSEPORT``) and the
+    supervisor prints the banner and watches signals.
     """
     exit_requested = trio.Event()
+    signals: list[int] = []
     protection = protection or Protection()
-    sockets = await open_udp_sockets(port, host, multicast=multicast)
+    sockets = await open_udp_sockets(
+        port, host, multicast=multicast, reuse_port=worker is not None
+    )
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
             functools.partial(
@@ -115,15 +167,23 @@ async def _serve_until_exit(
                 amplification_factor=protection.amplification_factor,
             )
         )
-        print(banner.format(host=host, port=server.port), flush=True)
-        if watch_signals:
-            nursery.start_soon(_watch_signals, exit_requested)
+        if worker is None:
+            if watch_signals:
+                # Before the banner: a signal sent once it is out stops gracefully.
+                await nursery.start(_watch_signals, exit_requested, signals)
+            address = served_addresses(sock.local_address for sock in sockets)
+            print(
+                banner.format(address=address, host=host, port=server.port), flush=True
+            )
+        else:
+            worker.serving(server, stop=exit_requested.set)
         task_status.started(server)
         await exit_requested.wait()
         if on_exit:
             print(on_exit, flush=True)
         await server.shutdown(grace=GRACE)
         nursery.cancel_scope.cancel()
+    return 128 + signals[0] if signals else EXIT_OK
 
 
 @attrs.frozen
@@ -149,22 +209,27 @@ class Protection:
 
 async def serve_command(args: argparse.Namespace) -> int:
     """``trioudp serve``: the tutorial's server."""
-    await _serve_until_exit(
+    banner = "Server is listening on {address}"
+    if args.workers != 1:
+        return await supervise(args, banner, GRACE)
+    return await _serve_until_exit(
         functools.partial(hello_handler, allow_remote_exit=args.allow_remote_exit),
         args.host,
         args.port,
-        "Server is listening on {host}:{port}",
+        banner,
         on_exit="Server exiting...",
         protection=Protection.from_args(args),
+        worker=getattr(args, "worker", None),
     )
-    return EXIT_OK
 
 
-def _echo_handler(exit_requested: trio.Event) -> Callable[[Datagram], Awaitable[None]]:
-    async def echo(datagram: Datagram) -> None:
-        await datagram.reply(datagram.data)
+def _echo(datagram: Datagram) -> bytes:
+    return datagram.data
 
-    return echo
+
+def _echo_handler(exit_requested: trio.Event) -> Responder:
+    # The fastest correct form: an echo needs no waiting.
+    return Responder(_echo)
 
 
 def _listen_handler(
@@ -172,7 +237,8 @@ def _listen_handler(
 ) -> Callable[[Datagram], Awaitable[None]]:
     async def listen(datagram: Datagram) -> None:
         print(
-            f"{_peer_repr(datagram)} {len(datagram.data)} bytes: {_text(datagram.data)}",
+            f"{_peer_repr(datagram)} {plural(len(datagram.data), 'byte')}:"
+            f" {_text(datagram.data)}",
             flush=True,
         )
 
@@ -181,32 +247,33 @@ def _listen_handler(
 
 async def echo_command(args: argparse.Namespace) -> int:
     """``trioudp echo``: answer every datagram with its own bytes."""
-    await _serve_until_exit(
+    banner = "Echo server is listening on {address}"
+    if args.workers != 1:
+        return await supervise(args, banner, GRACE)
+    return await _serve_until_exit(
         _echo_handler,
         args.host,
         args.port,
-        "Echo server is listening on {host}:{port}",
+        banner,
         protection=Protection.from_args(args),
+        worker=getattr(args, "worker", None),
     )
-    return EXIT_OK
 
 
 async def listen_command(args: argparse.Namespace) -> int:
     """``trioudp listen``: print every datagram, answer nothing; with
     ``--group``, bind every address and join the multicast group."""
     if args.group is None:
-        await _serve_until_exit(
-            _listen_handler, args.host, args.port, "Listening on {host}:{port}"
+        return await _serve_until_exit(
+            _listen_handler, args.host, args.port, "Listening on {address}"
         )
-    else:
-        await _serve_until_exit(
-            _listen_handler,
-            None,  # group datagrams are addressed to the group, not to a host
-            args.port,
-            f"Listening to group {args.group} on port {{port}}",
-            multicast=Multicast(groups=[args.group], interface=args.interface),
-        )
-    return EXIT_OK
+    return await _serve_until_exit(
+        _listen_handler,
+        None,  # group datagrams are addressed to the group, not to a host
+        args.port,
+        f"Listening to group {args.group} on port {{port}}",
+        multicast=Multicast(groups=[args.group], interface=args.interface),
+    )
 
 
 # ---- the tutorial's client ------------------------------------------------
@@ -277,7 +344,7 @@ async def demo_command(args: argparse.Namespace) -> int:
                 functools.partial(hello_handler, allow_remote_exit=False),
                 "127.0.0.1",
                 0,
-                "Server is listening on {host}:{port}",
+                "Server is listening on {address}",
                 on_exit="Server exiting...",
                 watch_signals=False,
             )
@@ -296,36 +363,20 @@ async def demo_command(args: argparse.Namespace) -> int:
 # ---- the parser -----------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        msg = f"must be a positive number of seconds, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        msg = f"port must be in 0..65535, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        msg = f"must be >= 0, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        msg = f"must be >= 0, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+# Shared argument types (see _argtypes): inf, nan and bad text are usage
+# errors. Reuse these (or number(...)) for new options.
+_positive_float = number(float, above=0)
+_non_negative_float = number(float, minimum=0)
+_non_negative_int = number(int, minimum=0)
+_port = port
+#: A rate limit's N: bursts are 2N, which must stay a finite float.
+_rate_or_off = number(float, above=0, maximum=1e9, zero_is_off=True)
+#: An amplification factor: 0 turns it off, else QUIC's rule needs >= 1.
+_factor_or_off = number(float, minimum=1, zero_is_off=True)
+#: send --retries and --timeout: Backoff.within halves the first wait per
+#: retry, and the first wait must stay a normal float.
+MAX_RETRIES = 100
+MIN_TIMEOUT = 0.001
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,10 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trioudp",
         description="UDP server and client tools built on Trio.",
-        epilog="Exit codes: 0 success, 1 network failure, 2 bad usage, 130 interrupted.",
+        epilog="Exit codes: 0 success, 1 network failure, 2 bad usage,"
+        " 130 interrupted (SIGINT), 143 stopped by SIGTERM.",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log debug messages"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -345,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> None:
         sub.add_argument(
             "--rate-limit",
-            type=_non_negative_float,
+            type=_rate_or_off,
             default=rate,
             metavar="N",
             help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
@@ -353,21 +408,34 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--amplification-factor",
-            type=_non_negative_float,
+            type=_factor_or_off,
             default=factor,
             metavar="K",
             help="reply to each peer with at most K times the bytes it sent"
             f" (QUIC's anti-amplification rule); 0 = no limit (default {factor:g})",
         )
 
+    def workers_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--workers",
+            type=_non_negative_int,
+            default=1,
+            metavar="N",
+            help="processes sharing the port (SO_REUSEPORT), supervised and"
+            " restarted if they die; SIGUSR1 prints their summed counters;"
+            " 0 = one per CPU (default 1)",
+        )
+
     def server_parser(
-        name: str, help_text: str, default_host: str
+        name: str, help_text: str, default_host: str | None
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
             "--host",
             default=default_host,
-            help=f"address to bind (default {default_host})",
+            help="address to bind (default "
+            + (default_host or "every address, IPv4 and IPv6, as serve_udp")
+            + ")",
         )
         sub.add_argument(
             "--port",
@@ -380,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = server_parser(
         "serve",
         "The tutorial's server: print each datagram, reply 'Hello, client!', stop on 'exit'.",
-        "0.0.0.0",
+        None,
     )
     serve.add_argument(
         "--allow-remote-exit",
@@ -388,11 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept 'exit' from any peer (by default only from loopback)",
     )
     protection_options(serve, rate=50, factor=3)
+    workers_option(serve)
     serve.set_defaults(func=serve_command)
     echo = server_parser(
         "echo", "Echo server: answer each datagram with its own bytes.", "127.0.0.1"
     )
     protection_options(echo, rate=0, factor=0)
+    workers_option(echo)
     echo.set_defaults(func=echo_command)
     listen = server_parser(
         "listen", "Print each datagram received; answer nothing.", "127.0.0.1"
@@ -435,15 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=number(float, minimum=MIN_TIMEOUT),
         default=1.0,
-        help="seconds to wait for a reply, over all attempts (default 1.0)",
+        help="seconds to wait for a reply, over all attempts, at least"
+        f" {MIN_TIMEOUT:g} (default 1.0)",
     )
     send.add_argument(
         "--retries",
-        type=_non_negative_int,
+        type=number(int, minimum=0, maximum=MAX_RETRIES),
         default=2,
-        help="retransmissions after the first send (default 2)",
+        help=f"retransmissions after the first send, 0..{MAX_RETRIES} (default 2)",
     )
     send.add_argument(
         "--no-exit", action="store_true", help="do not send 'exit' afterwards"
@@ -465,6 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ._bench import add_bench_parser
 
     add_bench_parser(commands)
+    for sub in commands.choices.values():
+        # -v also after the command; SUPPRESS keeps an earlier -v in force.
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log debug messages",
+        )
     return parser
 
 
@@ -483,6 +563,7 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trioudp`` command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

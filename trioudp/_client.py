@@ -2,23 +2,39 @@
 
 No background task: while requests wait, one of the waiting tasks at a time
 (the reader) receives from the socket and routes each reply to the request it
-answers; when the reader gets its own reply, or gives up, it hands the role to
-another waiting request.
+answers; the others are parked.
+
+Invariants:
+
+- While any request is parked, some task holds or is about to take the
+  reader role: whenever a request stops waiting (its reply came, its attempt
+  timed out, it was cancelled) while no task reads, it wakes a parked
+  request that is not done, never itself (it is not parked), and that one
+  reads or, if it is done by then, passes the role on the same way.
+  Otherwise a reply that arrived would sit in the socket until the parked
+  request times out.
+- A request fails with :class:`PeerUnreachable` only for an ICMP error
+  reported after it sent a datagram. The kernel reports an error on the next
+  call on the socket, so an error that a send reports (and that send did not
+  go out) belongs to datagrams sent before it.
+- What the peer controls never raises out of the routing: ``match`` is
+  called on replies only in :func:`_waiter_for_untrusted`, which raises only
+  :class:`_BadReply`, which :meth:`UDPClient._route` catches and counts.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
-from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 import trio
 
 from ._address import SocketAddress, check_address, check_payload, numeric_family
-from ._backoff import Backoff, check_attempts
+from ._backoff import Backoff
+from ._checks import check_attempts
 from ._errors import PeerUnreachable, RequestTimeout
 from ._rng import new_rng
 from ._socket import (
@@ -31,15 +47,34 @@ from ._socket import (
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import AsyncIterator, Hashable, Iterator
 
     from ._datagram import Datagram
 
 __all__ = ["ClientStats", "Match", "OnUnreachable", "UDPClient", "open_udp_client"]
 
-#: Extracts the id that pairs a request with its reply, from either's bytes
-#: (e.g. ``lambda data: data[:2]`` for a DNS transaction id). Returning None,
-#: or raising, marks a reply as unmatched.
-Match = Callable[[bytes], Hashable]
+
+class Match(Protocol):
+    """Extracts the id that pairs a request with its reply, from either's bytes.
+
+    Any callable that takes a datagram's bytes and returns a hashable id is a
+    ``Match``: the client calls it on each request it sends and on each reply
+    it receives, and hands a reply to the request with the same id. It must
+    return a hashable id for every request. A reply for which it raises,
+    returns an unhashable value, or returns an id no request waits for is
+    discarded and counted (``stats.discarded``), never propagated.
+
+    Example:
+        A DNS-like protocol whose first four bytes are the id:
+
+        >>> match: Match = lambda data: data[:4]
+        >>> match(b"id-7 query") == match(b"id-7 answer")
+        True
+    """
+
+    def __call__(self, data: bytes, /) -> Hashable:
+        """Return the id in ``data``, or None if it carries none."""
+
 
 _UNREACHABLE_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}
@@ -76,7 +111,7 @@ class ClientStats:
         replies: requests that got their reply.
         timeouts: requests that ran out of attempts.
         discarded: datagrams that answered no waiting request (late,
-            duplicate, unmatched), dropped.
+            duplicate, unmatched, or ones ``match`` failed on), dropped.
         unreachable: ICMP unreachable reports seen.
 
     Example:
@@ -96,9 +131,13 @@ class ClientStats:
 @attrs.define(eq=False)
 class _Waiter:
     key: tuple[Match, Hashable] | None
+    #: Whether a datagram of this request has left: only then can an ICMP
+    #: error be about it.
+    sent: bool = False
     reply: Datagram | None = None
     error: OSError | None = None
-    event: trio.Event = attrs.field(factory=trio.Event)
+    #: Made only when the request parks (most never do).
+    event: trio.Event | None = None
 
     @property
     def done(self) -> bool:
@@ -108,7 +147,8 @@ class _Waiter:
         self, reply: Datagram | None = None, error: OSError | None = None
     ) -> None:
         self.reply, self.error = reply, error
-        self.event.set()
+        if self.event is not None:
+            self.event.set()
 
 
 @final
@@ -149,7 +189,11 @@ class UDPClient(DatagramEndpoint):
         self._turn = trio.Lock()
         self._waiters: dict[_Waiter, None] = {}
         self._by_key: dict[tuple[Match, Hashable], _Waiter] = {}
+        # How many waiting requests use each match function (usually one).
+        self._matches: dict[Match, int] = {}
         self._reader: _Waiter | None = None
+        # Requests waiting for the reader to hand them their reply.
+        self._parked: dict[_Waiter, None] = {}
         self._sent = 0
         self._retransmitted = 0
         self._received = 0
@@ -186,11 +230,13 @@ class UDPClient(DatagramEndpoint):
     ) -> float:
         """The longest a :meth:`request` with these settings waits, in seconds.
 
+        It takes O(log attempts) steps.
+
         Example::
 
             client.budget()  # 7.7 with the defaults: (1 + 2 + 4) * 1.1
         """
-        return (backoff or self._backoff).worst_case(
+        return _check_backoff(backoff or self._backoff).worst_case(
             self._attempts if attempts is None else attempts
         )
 
@@ -230,6 +276,15 @@ class UDPClient(DatagramEndpoint):
         request waits per ``backoff`` for a reply. The longest it can take is
         :meth:`budget`. A reply to any of the transmissions is accepted.
         For an overall deadline, wrap the call in :func:`trio.fail_after`.
+        The schedule is computed as it is used: a huge ``attempts`` costs
+        nothing up front.
+
+        Without a ``match`` function replies cannot be told apart: requests
+        take turns, and datagrams that arrived before a request is sent
+        (late replies to an earlier one; up to 64 of them) are discarded and
+        counted. A reply to an earlier request that arrives *after* this one
+        is sent is still taken as this one's reply: when that matters, give
+        requests ids and pass ``match``.
 
         Args:
             data: the request payload.
@@ -242,7 +297,10 @@ class UDPClient(DatagramEndpoint):
             PeerUnreachable: the peer's host reported nothing listens there
                 (unless the client was opened with ``on_unreachable="retry"``).
             trio.BusyResourceError: a request with the same id is outstanding.
-            ValueError: ``match`` could not extract an id from ``data``.
+            ValueError: ``match`` found no id in ``data`` (returned None or
+                raised), or ``attempts`` is not an int >= 1.
+            TypeError: ``match`` returned an unhashable id for ``data``, or
+                ``backoff`` is not a :class:`Backoff`.
 
         Example::
 
@@ -252,7 +310,7 @@ class UDPClient(DatagramEndpoint):
         """
         check_payload(data, self._sock._max_payload)
         attempts = self._attempts if attempts is None else attempts
-        timeouts = (backoff or self._backoff).timeouts(attempts, self._rng)
+        waits = _check_backoff(backoff or self._backoff).waits(attempts, self._rng)
         match = match or self._match
         if match is None:
             # Unmatched requests take turns. The lock is taken without a
@@ -262,104 +320,168 @@ class UDPClient(DatagramEndpoint):
             else:
                 self._turn.acquire_nowait()
             try:
-                return await self._exchange(data, _Waiter(None), timeouts)
+                await self._drop_queued()
+                return await self._exchange(data, _Waiter(None), waits)
             finally:
                 self._turn.release()
-        request_id = _extract_id(match, bytes(data))
-        if request_id is None:
-            msg = f"match {match!r} found no id in the request {bytes(data[:32])!r}"
-            raise ValueError(msg)
-        key = (match, request_id)
+        key = _request_key(match, data)
         if key in self._by_key:
-            msg = f"a request with id {request_id!r} is already waiting for its reply"
+            msg = f"a request with id {key[1]!r} is already waiting for its reply"
             raise trio.BusyResourceError(msg)
-        return await self._exchange(data, _Waiter(key), timeouts)
+        return await self._exchange(data, _Waiter(key), waits)
+
+    async def _drop_queued(self) -> None:
+        """Route what is queued before an unmatched request is sent: replies
+        for matched requests reach them, the rest (which cannot answer a
+        request not yet sent) is discarded and counted, as is a pending ICMP
+        error. At most ``_READ_BATCH`` datagrams."""
+        sock = self._sock
+        if sock.is_fast:
+            self._route_queued()
+            return
+        for _ in range(_READ_BATCH):
+            if not sock.trio_socket.is_readable():
+                return
+            try:
+                datagram = await sock.receive()
+            except OSError as exc:
+                self._receive_failed(exc)
+                continue
+            self._received += 1
+            self._route(datagram)
 
     async def _exchange(
         self,
         data: bytes | bytearray | memoryview,
         waiter: _Waiter,
-        timeouts: list[float],
+        waits: Iterator[float],
     ) -> Datagram:
+        key = waiter.key
         self._waiters[waiter] = None
-        if waiter.key is not None:
-            self._by_key[waiter.key] = waiter
+        if key is not None:
+            self._by_key[key] = waiter
+            self._matches[key[0]] = self._matches.get(key[0], 0) + 1
         start = trio.current_time()
+        attempts = 0
         try:
-            for attempt, timeout in enumerate(timeouts):
+            for timeout in waits:
                 deadline = trio.current_time() + timeout
-                if attempt:
+                if attempts:
                     self._retransmitted += 1
+                attempts += 1
                 await self._send_request(data, waiter)
-                with trio.move_on_at(deadline):
-                    await self._wait(waiter)
+                await self._wait_until(waiter, deadline)
                 if waiter.reply is not None:
                     self._replies += 1
                     return waiter.reply
                 if waiter.error is not None:
                     raise PeerUnreachable(self._peer, waiter.error)
             self._timeouts += 1
-            raise RequestTimeout(self._peer, len(timeouts), trio.current_time() - start)
+            raise RequestTimeout(self._peer, attempts, trio.current_time() - start)
         finally:
             del self._waiters[waiter]
-            if waiter.key is not None:
-                del self._by_key[waiter.key]
+            if key is not None:
+                del self._by_key[key]
+                remaining = self._matches.pop(key[0]) - 1
+                if remaining:
+                    self._matches[key[0]] = remaining
 
     async def _send_request(
         self, data: bytes | bytearray | memoryview, waiter: _Waiter
     ) -> None:
-        try:
-            await self._sock._send_soon(data)
-        except OSError as exc:
-            if exc.errno not in _UNREACHABLE_ERRNOS:
-                raise
-            # The kernel reported an earlier ICMP error; this datagram was not sent.
-            self._note_unreachable(exc)
-            if waiter.error is not None:
-                raise PeerUnreachable(self._peer, exc) from exc
-        else:
-            self._sent += 1
+        for _ in range(2):
+            try:
+                await self._sock._send_soon(data)
+            except OSError as exc:
+                if exc.errno not in _UNREACHABLE_ERRNOS:
+                    raise
+                # The kernel reported an ICMP error about a datagram sent
+                # earlier, and did not send this one: count it, fail the
+                # requests it may be about, and send again (once).
+                self._note_unreachable(exc)
+                if waiter.error is not None:
+                    raise PeerUnreachable(self._peer, waiter.error) from exc
+                error = exc
+            else:
+                self._sent += 1
+                waiter.sent = True
+                return
+        if self._on_unreachable is OnUnreachable.RAISE:
+            raise PeerUnreachable(self._peer, error) from error
+
+    async def _wait_until(self, waiter: _Waiter, deadline: float) -> None:
+        """Wait for ``waiter``'s reply (or error) until ``deadline``.
+
+        On a real socket with no reader, it passes a schedule point and
+        looks before it sleeps: on loopback or a fast LAN the reply often
+        arrives meanwhile, and then the request neither sleeps (waking an
+        idle CPU costs more than the round trip) nor needs a timer."""
+        if self._reader is None and self._sock.is_fast:
+            await trio.lowlevel.checkpoint()
+            if self._reader is None:
+                self._route_queued(waiter)
+                if waiter.done:
+                    return
+        with trio.move_on_at(deadline):
+            await self._wait(waiter)
 
     async def _wait(self, waiter: _Waiter) -> None:
-        while not waiter.done:
-            if self._reader is not None:
-                waiter.event = trio.Event()
-                await waiter.event.wait()
-                continue
-            self._reader = waiter
-            try:
-                while not waiter.done:
-                    if self._sock.is_fast:
-                        await self._read_ready()
-                        continue
-                    try:
-                        datagram = await self._sock.receive()
-                    except OSError as exc:
-                        self._receive_failed(exc)
-                        continue
-                    self._received += 1
-                    self._route(datagram)
-            finally:
-                self._reader = None
+        try:
+            while not waiter.done:
+                if self._reader is None:
+                    await self._read_for(waiter)
+                else:
+                    await self._park(waiter)
+        finally:
+            if self._reader is None:
+                # However this request stops waiting (its reply, its timer,
+                # a cancellation), no one reads now: wake a parked request.
                 self._hand_over()
 
-    async def _read_ready(self) -> None:
-        """Route the replies queued (up to ``_READ_BATCH``), waiting until
-        there is one: the real socket's fast path, one trip through the
-        scheduler for all of them.
+    async def _park(self, waiter: _Waiter) -> None:
+        """Wait until the reader routes a reply to ``waiter`` or hands it the
+        reader role."""
+        waiter.event = event = trio.Event()
+        parked = self._parked
+        parked[waiter] = None
+        try:
+            await event.wait()
+        finally:
+            del parked[waiter]
 
-        It passes a schedule point before it looks: on loopback or a fast
-        LAN the reply often arrives meanwhile, and the task then does not
-        sleep at all (waking an idle CPU costs more than the round trip)."""
-        await trio.lowlevel.checkpoint()
-        if not self._route_queued():
-            await self._sock._wait_readable()
-            self._route_queued()
+    async def _read_for(self, waiter: _Waiter) -> None:
+        """Be the reader until ``waiter`` is done (or the wait is cancelled)."""
+        self._reader = waiter
+        try:
+            while not waiter.done:
+                if self._sock.is_fast:
+                    await self._sock._wait_readable()
+                    if not self._route_queued(waiter):
+                        # Woken with nothing to read: errors queued under
+                        # IP_RECVERR, which keep the socket readable until
+                        # taken.
+                        self._sock._drain_error_queue()
+                    continue
+                try:
+                    datagram = await self._sock.receive()
+                except OSError as exc:
+                    self._receive_failed(exc)
+                    continue
+                self._received += 1
+                self._route(datagram)
+        finally:
+            self._reader = None
 
-    def _route_queued(self) -> int:
+    def _route_queued(self, waiter: _Waiter | None = None) -> int:
+        """Route the replies queued on the real socket (up to ``_READ_BATCH``);
+        return how many. With ``waiter``, stop once it is done if no other
+        request waits (one system call fewer per request)."""
         sock = self._sock
         now = trio.current_time()
+        waiters = self._waiters
         for routed in range(_READ_BATCH):
+            if waiter is not None and waiter.done and len(waiters) == 1:
+                return routed
             try:
                 datagram = sock._receive_nowait(now)
             except OSError as exc:
@@ -378,8 +500,11 @@ class UDPClient(DatagramEndpoint):
             self._note_unreachable(exc)
 
     def _hand_over(self) -> None:
-        for other in self._waiters:
+        """Wake a parked request to take the reader role (the reader itself
+        is never parked, so it cannot hand the role to itself)."""
+        for other in self._parked:
             if not other.done:
+                assert other.event is not None  # parked requests have one
                 other.event.set()
                 return
 
@@ -387,14 +512,19 @@ class UDPClient(DatagramEndpoint):
         self._unreachable += 1
         if self._on_unreachable is OnUnreachable.RAISE:
             for waiter in self._waiters:
-                if not waiter.done:
+                if waiter.sent and not waiter.done:
                     waiter.finish(error=exc)
 
     def _route(self, datagram: Datagram) -> None:
-        data = datagram.data
-        for match in {key[0] for key in self._by_key}:
-            waiter = self._by_key.get((match, _extract_id(match, data)))
-            if waiter is not None and not waiter.done:
+        if self._matches:
+            try:
+                waiter = _waiter_for_untrusted(
+                    self._matches, self._by_key, datagram.data
+                )
+            except _BadReply:
+                self._discarded += 1
+                return
+            if waiter is not None:
                 waiter.finish(reply=datagram)
                 return
         for waiter in self._waiters:
@@ -417,11 +547,63 @@ class UDPClient(DatagramEndpoint):
         return f"<trioudp.UDPClient to {self._peer!r}>"
 
 
-def _extract_id(match: Match, data: bytes) -> Hashable:
+class _BadReply(Exception):
+    """``match`` raised on a reply, or returned an unhashable id."""
+
+
+def _waiter_for_untrusted(
+    matches: dict[Match, int],
+    by_key: dict[tuple[Match, Hashable], _Waiter],
+    data: bytes,
+) -> _Waiter | None:
+    """The waiting request that a reply answers, or None.
+
+    ``match`` runs on bytes the peer chose, so it may raise anything, or
+    return an id that cannot be hashed or compared: any of that raises
+    :class:`_BadReply` (if no other match function claimed the reply), and
+    nothing else escapes.
+    """
+    bad: Exception | None = None
+    for match in matches:
+        try:
+            waiter = by_key.get((match, match(data)))
+        except Exception as exc:
+            bad = exc
+            continue
+        if waiter is not None and not waiter.done:
+            return waiter
+    if bad is not None:
+        raise _BadReply from bad
+    return None
+
+
+def _request_key(
+    match: Match, data: bytes | bytearray | memoryview
+) -> tuple[Match, Hashable]:
+    """The routing key of a request (its own bytes: errors are the caller's)."""
+    payload = bytes(data)
     try:
-        return match(data)
-    except Exception:
-        return None
+        request_id = match(payload)
+    except Exception as exc:
+        msg = f"match {match!r} found no id in the request {payload[:32]!r}: {exc!r}"
+        raise ValueError(msg) from exc
+    if request_id is None:
+        msg = f"match {match!r} found no id in the request {payload[:32]!r}"
+        raise ValueError(msg)
+    key = (match, request_id)
+    try:
+        hash(key)
+    except TypeError as exc:
+        msg = f"match {match!r} returned {request_id!r} for the request, which is not hashable"
+        raise TypeError(msg) from exc
+    return key
+
+
+def _check_backoff(backoff: object) -> Backoff:
+    if not isinstance(backoff, Backoff):
+        msg = f"backoff must be a trioudp.Backoff, not {backoff!r}"
+        raise TypeError(msg)
+    return backoff
 
 
 @asynccontextmanager
@@ -466,6 +648,11 @@ async def open_udp_client(
     """
     host, port = check_address((host, port))
     check_attempts(attempts)
+    if match is not None and not callable(match):
+        msg = f"match must be a function of the bytes, or None, not {match!r}"
+        raise TypeError(msg)
+    backoff = _check_backoff(backoff or Backoff())
+    on_unreachable = OnUnreachable(on_unreachable)
     family = family or numeric_family(host) or await _family_of_name(host, port)
     local_host, local_port = local_address or (None, 0)
     async with open_udp_socket(local_host, local_port, family=family) as sock:
@@ -476,8 +663,8 @@ async def open_udp_client(
             sock,
             peer,
             attempts=attempts,
-            backoff=backoff or Backoff(),
+            backoff=backoff,
             match=match,
-            on_unreachable=OnUnreachable(on_unreachable),
+            on_unreachable=on_unreachable,
             rng=rng or new_rng(),
         )

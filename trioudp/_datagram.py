@@ -14,6 +14,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Datagram"]
 
+#: Payload bytes a Datagram's repr shows (logs and tracebacks stay readable).
+REPR_BYTES = 64
+
+
+def _data_repr(data: bytes) -> str:
+    if len(data) <= REPR_BYTES:
+        return repr(data)
+    return f"{data[:REPR_BYTES]!r}...({len(data)} bytes)"
+
 
 @attrs.frozen(kw_only=True)
 class Datagram:
@@ -40,9 +49,11 @@ class Datagram:
         ...              local=("127.0.0.1", 12345), received_at=0.0)
         >>> d.data, d.peer
         (b'hi', ('127.0.0.1', 4000))
+
+    Its repr shows at most the first 64 bytes of ``data`` and its length.
     """
 
-    data: bytes
+    data: bytes = attrs.field(repr=_data_repr)
     peer: SocketAddress
     local: SocketAddress
     received_at: float

@@ -10,6 +10,7 @@ working. Resource state reuses Trio's vocabulary
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "PeerUnreachable",
     "RequestTimeout",
     "TrioUDPError",
+    "WorkerCrashLoop",
+    "WorkerStartFailed",
 ]
 
 
@@ -146,7 +149,8 @@ class RequestTimeout(TrioUDPError, TimeoutError):
         self.attempts = attempts
         self.elapsed = elapsed
         super().__init__(
-            f"no reply from {peer!r} after {attempts} attempts in {elapsed:.3f} s;"
+            f"no reply from {peer!r} after {attempts}"
+            f" {'attempt' if attempts == 1 else 'attempts'} in {elapsed:.3f} s;"
             " is the server running?"
         )
 
@@ -179,3 +183,71 @@ class PeerUnreachable(TrioUDPError, ConnectionError):
         return str(self.strerror)
 
     __reduce__ = TrioUDPError.__reduce__
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, in words: ``exited with code 1``, ``was killed by SIGKILL``.
+
+    Example:
+        >>> describe_exit(-9)
+        'was killed by SIGKILL'
+    """
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+class WorkerStartFailed(TrioUDPError, RuntimeError):
+    """A worker process of :func:`trioudp.run_workers` ended before it served.
+
+    Its own error (a :class:`BindError`, a traceback) is on its stderr.
+
+    Attributes:
+        index: the worker's number (0-based).
+        returncode: its exit status (negative: the signal that killed it).
+
+    Example:
+        >>> str(WorkerStartFailed(0, 1))
+        'worker 0 exited with code 1 before it was serving; its error is above'
+    """
+
+    def __init__(self, index: int, returncode: int) -> None:
+        self._init_args = (index, returncode)
+        self.index = index
+        self.returncode = returncode
+        super().__init__(
+            f"worker {index} {describe_exit(returncode)} before it was serving;"
+            " its error is above"
+        )
+
+
+class WorkerCrashLoop(TrioUDPError, RuntimeError):
+    """Workers kept dying: the supervisor stopped instead of restarting forever.
+
+    Attributes:
+        index: the worker that died last.
+        returncode: its exit status (negative: the signal that killed it).
+        crashes: how many workers died within ``window``.
+        window: the window, in seconds.
+
+    Example:
+        >>> str(WorkerCrashLoop(1, -9, 6, 60.0))
+        'worker 1 was killed by SIGKILL: 6 worker crashes within 60 s, giving up (a crash loop); fix the cause and start again'
+    """
+
+    def __init__(
+        self, index: int, returncode: int, crashes: int, window: float
+    ) -> None:
+        self._init_args = (index, returncode, crashes, window)
+        self.index = index
+        self.returncode = returncode
+        self.crashes = crashes
+        self.window = window
+        super().__init__(
+            f"worker {index} {describe_exit(returncode)}: {crashes} worker crashes"
+            f" within {window:g} s, giving up (a crash loop); fix the cause and"
+            " start again"
+        )

@@ -1,0 +1,39 @@
+"""The application tests/test_workers.py runs in worker processes.
+
+Replies ``<pid> <data>``; ``crash`` makes the worker exit with status 3 at
+once; with ``args == ["crash-when-ready"]`` every worker exits with status 3
+as soon as it serves (a crash loop).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import trio
+import trio.testing
+
+import trioudp
+
+
+async def handler(datagram: trioudp.Datagram) -> None:
+    if datagram.data == b"crash":
+        os._exit(3)
+    await datagram.reply(b"%d %s" % (os.getpid(), datagram.data))
+
+
+async def serve(worker: trioudp.Worker) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(
+                trioudp.serve_udp,
+                handler,
+                worker.port,
+                host="127.0.0.1",
+                reuse_port=True,
+            )
+        )
+        worker.serving(server)
+        if worker.args == ("crash-when-ready",):
+            await trio.testing.wait_all_tasks_blocked()  # the report has left
+            os._exit(3)

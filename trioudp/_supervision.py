@@ -1,0 +1,153 @@
+"""What the workers' supervisor decides, with no I/O: restart delays and
+crash loops, the sum of the workers' counters, and how a worker finds the
+function it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._backoff import Backoff
+from ._server import ServerStats
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+    from ._worker import Worker
+
+__all__ = [
+    "DEFAULT_RESTART_BACKOFF",
+    "CrashBudget",
+    "default_workers",
+    "retired_report",
+    "sum_stats",
+    "target_spec",
+]
+
+#: Restart delays: 0.1 s after the first crash, doubling to at most 5 s.
+DEFAULT_RESTART_BACKOFF = Backoff(initial=0.1, multiplier=2.0, maximum=5.0, jitter=0.0)
+#: Fields of :class:`ServerStats` that are levels, not counts: a worker that
+#: has ended holds nothing in flight.
+_LEVELS = ("in_flight", "queued", "tasks")
+
+
+@attrs.define
+class CrashBudget:
+    """How many crashes are tolerated, and how long to wait before a restart.
+
+    Example:
+        >>> budget = CrashBudget(DEFAULT_RESTART_BACKOFF, max_crashes=2, window=60.0)
+        >>> budget.crashed(0.0), budget.crashed(1.0), budget.crashed(2.0)
+        (0.1, 0.2, None)
+        >>> budget.crashed(100.0)  # the old crashes have left the window
+        0.1
+    """
+
+    backoff: Backoff
+    max_crashes: int
+    window: float
+    _times: deque[float] = attrs.field(factory=deque, init=False)
+
+    @property
+    def recent(self) -> int:
+        """Crashes in the window, as of the last :meth:`crashed`."""
+        return len(self._times)
+
+    def crashed(self, now: float) -> float | None:
+        """Count a crash at ``now``: the seconds to wait before restarting,
+        or None if there were more than ``max_crashes`` in ``window``."""
+        self._times.append(now)
+        while self._times[0] <= now - self.window:
+            self._times.popleft()
+        if len(self._times) > self.max_crashes:
+            return None
+        return self.backoff.base(len(self._times) - 1)
+
+
+def sum_stats(reports: Iterable[Mapping[str, Any]]) -> ServerStats:
+    """Add up workers' counters (the fields of :class:`ServerStats`).
+
+    Values of the wrong type are skipped: reports come from another process.
+
+    Example:
+        >>> sum_stats([{"received": 2, "send_errors": {"EAGAIN": 1}},
+        ...            {"received": 3, "send_errors": {"EAGAIN": 2}}]).received
+        5
+    """
+    total: dict[str, Any] = {}
+    for name, field in attrs.fields_dict(ServerStats).items():
+        values = [report.get(name) for report in reports]
+        if field.type in ("int", int):
+            total[name] = sum(v for v in values if is_count(v))
+        elif name == "kernel_drops":
+            known = [v for v in values if is_count(v)]
+            total[name] = sum(known) if known else None
+        else:
+            merged: dict[str, int] = {}
+            for table in values:
+                if isinstance(table, dict):
+                    for key, count in table.items():
+                        if isinstance(key, str) and is_count(count):
+                            merged[key] = merged.get(key, 0) + count
+            total[name] = merged
+    return ServerStats(**total)
+
+
+def is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def target_spec(target: str | Callable[[Worker], Awaitable[object]]) -> str:
+    """The ``"module:function"`` (or ``"/path/file.py:function"``) a worker loads.
+
+    A function of the script being run (``__main__``) is named by the script's
+    path.
+
+    Example:
+        >>> from trioudp._cli_workers import cli_worker
+        >>> target_spec(cli_worker)
+        'trioudp._cli_workers:cli_worker'
+    """
+    if isinstance(target, str):
+        head, _, tail = target.rpartition(":")
+        if not head or not tail:
+            msg = f"a worker target is 'module:function' or 'file.py:function', not {target!r}"
+            raise ValueError(msg)
+        return target
+    module: str | None = getattr(target, "__module__", None)
+    name: str = getattr(target, "__qualname__", "<locals>")
+    if module is None or "<locals>" in name or "<lambda>" in name:
+        msg = f"a worker target must be a module-level function, not {target!r}"
+        raise ValueError(msg)
+    if module == "__main__":
+        path: str | None = getattr(sys.modules["__main__"], "__file__", None)
+        if path is None:
+            msg = (
+                f"{target!r} is in a __main__ without a file; name it 'module:function'"
+            )
+            raise ValueError(msg)
+        module = os.path.abspath(path)
+    return f"{module}:{name}"
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover
+
+
+def retired_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A worker's last report, as it counts once the worker has ended:
+    its levels (in flight, queued, tasks) are gone with it.
+
+    Example:
+        >>> retired_report({"received": 3, "in_flight": 1})
+        {'received': 3}
+    """
+    return {name: value for name, value in report.items() if name not in _LEVELS}

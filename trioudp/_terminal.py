@@ -1,0 +1,42 @@
+"""Peer bytes made safe to print on a terminal. No I/O.
+
+A datagram's payload is chosen by whoever sent it. Printed raw, an ESC
+sequence can clear the screen, retitle the window or write the clipboard
+(OSC 52), BEL rings, and CR or LF forge whole lines of output (a fake
+``Received exit from ...``). :func:`printable` is the one function the CLI
+prints peer data through.
+"""
+
+from __future__ import annotations
+
+__all__ = ["printable"]
+
+#: Code points never printed as they are: C0 controls (ESC, BEL, CR, LF,
+#: TAB, ...), DEL and C1 controls (the 8-bit CSI and OSC among them), the
+#: Unicode line and paragraph separators, and the bidirectional formatting
+#: characters that reorder what a line appears to say.
+_ESCAPED = [
+    *range(0x20),  # C0
+    0x7F,  # DEL
+    *range(0x80, 0xA0),  # C1
+    0x2028,  # line separator
+    0x2029,  # paragraph separator
+    *(0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)),
+]
+_TABLE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _ESCAPED
+}
+
+
+def printable(data: bytes) -> str:
+    """``data`` as one line of text that no terminal acts on.
+
+    Valid UTF-8 is kept as it is (accents, CJK, emoji); bytes that are not
+    UTF-8 and every control character are shown escaped, as ``\\xff``,
+    ``\\x1b`` or ``\\u202e``.
+
+    Example:
+        >>> printable("héllo\\x1b[2J\\r\\n".encode() + b"\\xff")
+        'héllo\\\\x1b[2J\\\\x0d\\\\x0a\\\\xff'
+    """
+    return data.decode("utf-8", "backslashreplace").translate(_TABLE)
