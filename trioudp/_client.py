@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import enum
 import errno
-import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, final
 
@@ -37,6 +36,7 @@ from ._address import SocketAddress, check_address, check_payload, numeric_famil
 from ._backoff import Backoff
 from ._checks import check_attempts
 from ._errors import PeerUnreachable, RequestTimeout
+from ._rng import new_rng
 from ._socket import (
     TRANSIENT_ERRNOS,
     DatagramEndpoint,
@@ -46,6 +46,7 @@ from ._socket import (
 )
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import AsyncIterator, Hashable, Iterator
 
     from ._datagram import Datagram
@@ -634,7 +635,9 @@ async def open_udp_client(
         family: ``AF_INET`` or ``AF_INET6``; by default, the peer's.
         local_address: ``(host, port)`` to bind; default any, ephemeral.
         rng: where jitter comes from; pass ``random.Random(seed)`` for
-            reproducible schedules.
+            reproducible schedules. By default an unseeded generator, or,
+            while a :class:`~trioudp.testing.VirtualNetwork` is installed,
+            one derived from the network's seed.
 
     Example (the tutorial's client)::
 
@@ -663,5 +666,5 @@ async def open_udp_client(
             backoff=backoff,
             match=match,
             on_unreachable=on_unreachable,
-            rng=rng or random.Random(),
+            rng=rng or new_rng(),
         )

@@ -10,7 +10,8 @@ Time. Datagrams travel on the Trio clock. A datagram with no delay is
 delivered inside ``sendto``; delayed ones wait in a heap that one Trio
 system task (started on first need) delivers at their due time, so under
 ``MockClock(autojump_threshold=0)`` a test with seconds of latency takes
-milliseconds. One ``random.Random(seed)`` drives every random choice.
+milliseconds. One ``random.Random(seed)`` drives every random choice of
+the network.
 
 Fidelity. Virtual sockets do what Linux does with the same calls (the
 conformance suite, ``tests/testing/test_conformance.py``, runs the same
@@ -36,6 +37,28 @@ descriptor, so that code which checks ``fileno() < 0`` works and code that
 uses it as a descriptor fails with ``EBADF``; socket options and ancillary
 data that the table in ``_sockopts`` does not know raise NotImplementedError;
 ``SO_TIMESTAMPNS`` stamps are virtual time since :data:`TIMESTAMP_EPOCH`.
+
+Determinism. While installed, the network also seeds the rest of the run
+from its seed: Trio's scheduler orders each batch of runnable tasks by
+creation order and a generator derived from the seed (Trio's own
+deterministic-scheduling hook, see ``trioudp._trio_private``), and trioudp's
+clients draw their retransmission jitter from another derived generator
+(``trioudp._rng``). Same seed and program under the autojump clock: the same
+schedule and a byte-identical trace, in any process and under any
+``PYTHONHASHSEED``. On uninstall Trio's scheduler is restored as it was.
+
+Invariants:
+    * The wire task's wake-up callback (its abort function) runs inside
+      Trio's deadline processing and delivers due datagrams there, so
+      receivers wake in the same scheduler pass as the wire task. Everything
+      it reaches (``_deliver_due`` → ``_arrive`` → ``VirtualSocket._accept``)
+      is synchronous, never raises and only queues datagrams and reschedules
+      tasks; an exception there would be a TrioInternalError. It delivers
+      only when its own deadline has come: any other cancellation (uninstall,
+      the end of the run) ends the wire task with Cancelled, as a sleep
+      would, and what is still in flight is dropped (``uninstalled``) by
+      ``install``'s exit.
+    * A trace entry holds only immutable atoms (see ``_Entry``).
 """
 
 from __future__ import annotations
@@ -49,6 +72,7 @@ import os
 import random
 import socket as stdlib_socket
 import zlib
+from collections import deque
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar, final
@@ -56,12 +80,16 @@ from typing import TYPE_CHECKING, ClassVar, final
 import attrs
 import trio
 
+from .._rng import lend_randomness
+from .._trio_private import BatchShuffler, deterministic_scheduling
 from ._links import LinkPolicy, plan_fate
+from ._pcap import PCAP_EPOCH
+from ._pcap import write_pcap as _write_pcap
 from ._sockopts import ETHERNET_IFINDEX, LOOPBACK_IFINDEX
 from ._sockopts import IP_MULTICAST_ALL as _IP_MULTICAST_ALL
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from trio._socket import _GetAddrInfoEntry
 
@@ -82,6 +110,9 @@ _LOOPBACK_BROADCAST = "127.255.255.255"
 #: Where the wall-clock of ``SO_TIMESTAMP(NS)`` ancillary data starts:
 #: 2000-01-01T00:00:00Z, plus the network's virtual time.
 TIMESTAMP_EPOCH = 946_684_800.0
+
+#: How many events :attr:`VirtualNetwork.trace` keeps by default (the latest).
+DEFAULT_TRACE_LIMIT = 100_000
 
 
 def oserror(code: int, detail: str = "") -> OSError:
@@ -227,6 +258,28 @@ class Packet:
     via: int = 0
 
 
+#: A trace entry as stored: (clock time, kind, packet id, src, dst, payload,
+#: reason). TraceEvents are built on read, with times from the epoch. Only
+#: immutable atoms inside, so the garbage collector untracks entries after one
+#: pass instead of rescanning a long trace on every collection; the events of
+#: one datagram share its addresses and payload.
+_Entry = tuple[float, str, int, Endpoint, Endpoint, bytes, "str | None"]
+
+
+def _event(entry: _Entry, epoch: float) -> TraceEvent:
+    time, kind, packet, src, dst, payload, reason = entry
+    return TraceEvent(
+        time=time - epoch,
+        kind=kind,
+        packet=packet,
+        src=src,
+        dst=dst,
+        size=len(payload),
+        reason=reason,
+        payload=payload,
+    )
+
+
 class _Factory(trio.abc.SocketFactory):
     def __init__(self, net: VirtualNetwork) -> None:
         self._net = net
@@ -275,6 +328,12 @@ class VirtualNetwork:
         record: keep :attr:`trace` (and payloads for :meth:`write_pcap`).
         rmem_max, wmem_max: Linux's ``net.core.rmem_max``/``wmem_max``, the
             most ``SO_RCVBUF``/``SO_SNDBUF`` take (then doubled, as Linux does).
+        trace_limit: keep only the latest this many events (default
+            :data:`DEFAULT_TRACE_LIMIT`, 100,000), or None for all. An event
+            costs about 80 bytes plus its share of the payload, which the
+            events of one datagram share and which is kept as long as one
+            of them is (131 bytes an event with 64-byte payloads, measured
+            by ``benchmarks/virtual_network.py``: 13 MB at the default).
 
     Use it inside ``trio.run`` with :meth:`install`; every
     ``trio.socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` is then virtual.
@@ -310,9 +369,17 @@ class VirtualNetwork:
         record: bool = True,
         rmem_max: int = _LINUX_RMEM_MAX,
         wmem_max: int = _LINUX_RMEM_MAX,
+        trace_limit: int | None = DEFAULT_TRACE_LIMIT,
     ) -> None:
+        if trace_limit is not None and trace_limit < 1:
+            msg = f"trace_limit must be a positive count or None, not {trace_limit!r}"
+            raise ValueError(msg)
         self.seed = seed
         self._rng = random.Random(seed)
+        # Separate streams (str seeds hash with SHA-512, not hash()), so the
+        # scheduler's and clients' draws never shift the network's fates.
+        self._scheduler_rng = BatchShuffler(f"trio-scheduler/{seed}")
+        self._client_rng = random.Random(f"trioudp-clients/{seed}")
         self._policy = LinkPolicy(
             latency=latency,
             jitter=jitter,
@@ -352,7 +419,14 @@ class VirtualNetwork:
         self._held: list[Packet] = []
         self._record = record
         self._epoch: float | None = None
-        self._trace: list[TraceEvent] = []
+        # The clock's own current_time, bound at install: trio.current_time()
+        # costs two more calls per trace event.
+        self._clock_time: Callable[[], float] = trio.current_time
+        # Set while one send runs: the time of everything it causes at once.
+        self._instant: float | None = None
+        self._trace: deque[_Entry] = deque(maxlen=trace_limit)
+        self._policy_seen: LinkPolicy | None = None
+        self._policy_seen_instant = False
         self._packets = 0
         self._sent = 0
         self._delivered = 0
@@ -375,6 +449,10 @@ class VirtualNetwork:
         factory and resolver on exit. Datagrams still in flight then are
         dropped (reason ``uninstalled``).
 
+        While installed, Trio's scheduler and trioudp's clients draw from
+        generators derived from :attr:`seed`, so a program with many tasks
+        replays exactly; Trio's scheduler is restored on exit.
+
         Raises:
             RuntimeError: it is installed already.
         """
@@ -386,8 +464,13 @@ class VirtualNetwork:
         self._installed = True
         if self._epoch is None:
             self._epoch = trio.current_time()
+        self._clock_time = trio.lowlevel.current_clock().current_time
         try:
-            yield self
+            with (
+                deterministic_scheduling(self._scheduler_rng),
+                lend_randomness(self._client_rng),
+            ):
+                yield self
         finally:
             trio.socket.set_custom_socket_factory(old_factory)
             trio.socket.set_custom_hostname_resolver(old_resolver)
@@ -722,12 +805,15 @@ class VirtualNetwork:
 
     @property
     def trace(self) -> list[TraceEvent]:
-        """Every event so far, in order (empty when ``record=False``)."""
-        return list(self._trace)
+        """The events so far, in order: all of them, or the latest
+        ``trace_limit`` (empty when ``record=False``)."""
+        epoch = self._epoch or 0.0
+        return [_event(entry, epoch) for entry in self._trace]
 
     def trace_text(self) -> str:
         """The trace as text, one event a line; same seed and program, same text."""
-        return "".join(f"{event}\n" for event in self._trace)
+        epoch = self._epoch or 0.0
+        return "".join(f"{_event(entry, epoch)}\n" for entry in self._trace)
 
     @property
     def stats(self) -> NetworkStats:
@@ -740,17 +826,35 @@ class VirtualNetwork:
             dropped=dict(self._dropped),
         )
 
-    def write_pcap(self, path: str | os.PathLike[str]) -> int:
-        """Write every datagram sent so far as a pcap capture; returns the count.
+    def write_pcap(
+        self, path: str | os.PathLike[str], *, epoch: float = PCAP_EPOCH
+    ) -> int:
+        """Write the trace as a pcapng capture; returns how many packets it holds.
 
-        ``tcpdump -r`` and Wireshark read it; IP and UDP headers are
-        synthesised, timestamps are virtual.
+        What crossed the wire, with synthesised IP, UDP and ICMP headers, each
+        packet commented with its fate (delivered, dropped and why, held,
+        duplicated); datagrams that never left their host (``mtu``,
+        ``no_route``) are only in the trace. Virtual time 0 is written as
+        ``epoch`` (default 2000-01-01 UTC). ``tcpdump -r`` and Wireshark read
+        it; ``tshark -V`` shows the comments. See :func:`write_pcap`.
+
+        Raises:
+            RuntimeError: the network was made with ``record=False``, so it
+                kept nothing to write (no file is created).
+
+        Example::
+
+            net.write_pcap(tmp_path / "run.pcapng")
         """
-        from ._pcap import write_pcap
-
-        sends = [event for event in self._trace if event.kind in ("send", "duplicate")]
+        if not self._record:
+            msg = (
+                "this VirtualNetwork was made with record=False and kept no"
+                " packets; make it with record=True to write a capture"
+            )
+            raise RuntimeError(msg)
+        events = self.trace
         with open(path, "wb") as file:
-            return write_pcap(file, sends)
+            return _write_pcap(file, events, epoch=epoch)
 
     # ---- sockets' side ----------------------------------------------------
 
@@ -871,39 +975,66 @@ class VirtualNetwork:
     ) -> None:
         """Put a datagram on the wire (``dst`` canonical, of ``family``);
         ``source``: the source address that ``sendmsg`` asked for."""
-        assert sock._binding is not None
-        if dst[0] in self._broadcasts or is_multicast(dst[0]):
+        binding = sock._binding
+        assert binding is not None
+        dst_ip = dst[0]
+        if dst_ip in self._broadcasts or is_multicast(dst_ip):
             self._send_group(sock, payload, dst, family, source)
             return
         explicit = source is not None
         if source is None:
-            source = self._source_for(sock, dst[0], family)
+            if not sock._wildcard and (":" in binding[0]) == (
+                family == stdlib_socket.AF_INET6
+            ):
+                source = binding[0]  # a specific address is its own source
+            else:
+                source = self._source_for(sock, dst_ip, family)
         elif self._host_of(source) is not sock._host:
             raise oserror(errno.EINVAL, f"{source} is not an address of this host")
         if (
-            (explicit or not sock._wildcard)
-            and family == stdlib_socket.AF_INET
+            family == stdlib_socket.AF_INET
+            and (explicit or not sock._wildcard)
+            and not is_loopback(dst_ip)
             and is_loopback(source)
-            and not is_loopback(dst[0])
-            and self._host_by_ip.get(dst[0]) is not sock._host
+            and self._host_by_ip.get(dst_ip) is not sock._host
         ):
             # Linux: an IPv4 loopback source only reaches the host's own
             # addresses (an IPv6 one leaves, and the peer drops it).
-            raise oserror(errno.EINVAL, f"no route from {source} to {dst[0]}")
-        src = (source, sock._binding[1])
+            raise oserror(errno.EINVAL, f"no route from {source} to {dst_ip}")
+        src = binding if source is binding[0] else (source, binding[1])
         self._packets += 1
         packet = Packet(self._packets, family, src, dst, payload, sock)
         self._sent += 1
-        self._record_event("send", packet)
-        self._forward(packet, self._pair(packet))
+        # What follows happens at one instant: the clock is read once.
+        self._instant = self._clock_time()
+        try:
+            self._record_event("send", packet)
+            self._forward(packet)
+        finally:
+            self._instant = None
 
-    def _forward(self, packet: Packet, pair: frozenset[Host] | None) -> None:
-        """Route a datagram just sent, unless a fault keeps it."""
+    def _forward(self, packet: Packet) -> None:
+        """Route a datagram just sent (or one multicast or broadcast copy of
+        it), unless a partition or a hold keeps it."""
+        if not (self._partitions or self._hold_all or self._holds or self._links):
+            # The common case: no per-pair state to look up, only a route.
+            if packet.to is not None or (
+                packet.src[0] in self._host_by_ip
+                and (
+                    packet.dst[0] in self._host_by_ip
+                    or self._host_of(packet.dst[0]) is not None
+                )
+            ):
+                self._route(packet, None)
+            else:
+                self._drop(packet, "no_route")
+            return
+        pair = self._pair(packet)
         if pair is None:
             self._drop(packet, "no_route")
-        elif pair in self._partitions:
+        elif self._partitions and pair in self._partitions:
             self._drop(packet, "partition")
-        elif self._is_held(pair):
+        elif (self._hold_all or self._holds) and self._is_held(pair):
             self._held.append(packet)
             self._held_count += 1
             self._record_event("hold", packet)
@@ -925,9 +1056,14 @@ class VirtualNetwork:
 
     def _route(self, packet: Packet, pair: frozenset[Host] | None) -> None:
         policy = (
-            self._links.get(pair, self._policy) if pair is not None else self._policy
+            self._links.get(pair, self._policy)
+            if pair is not None and self._links
+            else self._policy
         )
-        if policy.is_instant:
+        if policy is not self._policy_seen:  # is_instant compares every field
+            self._policy_seen = policy
+            self._policy_seen_instant = policy.is_instant
+        if self._policy_seen_instant:
             self._arrive(packet)
             return
         size = len(packet.payload) + _UDP_HEADER + _IP_HEADER[packet.family]
@@ -962,7 +1098,7 @@ class VirtualNetwork:
 
     def _lookup(self, packet: Packet) -> VirtualSocket | None:
         ip, port = packet.dst
-        candidates = self._bound.get((ip, port))
+        candidates = self._bound.get(packet.dst)
         if not candidates:
             host = self._host_by_ip.get(ip)
             if host is None:
@@ -1006,16 +1142,16 @@ class VirtualNetwork:
         self, kind: str, packet: Packet, reason: str | None = None
     ) -> None:
         if self._record:
+            instant = self._instant
             self._trace.append(
-                TraceEvent(
-                    time=self.now(),
-                    kind=kind,
-                    packet=packet.id,
-                    src=packet.src,
-                    dst=packet.dst,
-                    size=len(packet.payload),
-                    reason=reason,
-                    payload=packet.payload,
+                (
+                    self._clock_time() if instant is None else instant,
+                    kind,
+                    packet.id,
+                    packet.src,
+                    packet.dst,
+                    packet.payload,
+                    reason,
                 )
             )
 
@@ -1127,10 +1263,15 @@ class VirtualNetwork:
         self._sent += 1
         src = (source, sock._binding[1])
         first = Packet(self._packets, family, src, dst, payload, sock)
-        self._record_event("send", first)
-        for target, via in targets:
-            packet = Packet(first.id, family, src, dst, payload, sock, target, via)
-            self._forward(packet, frozenset((host, target)))
+        # What follows happens at one instant: the clock is read once.
+        self._instant = self._clock_time()
+        try:
+            self._record_event("send", first)
+            for target, via in targets:
+                packet = Packet(first.id, family, src, dst, payload, sock, target, via)
+                self._forward(packet)
+        finally:
+            self._instant = None
 
     def _arrive_group(self, packet: Packet) -> None:
         host, via = packet.to, packet.via
@@ -1179,21 +1320,46 @@ class VirtualNetwork:
 
     async def _run_wire(self, task_scope: trio.CancelScope) -> None:
         wire = self._wire
+        task = trio.lowlevel.current_task()
+
+        def wake(_: object) -> trio.lowlevel.Abort:
+            # Called by Trio inside its deadline processing. A real
+            # cancellation (uninstall, the run ending) ends the task as usual.
+            # A deadline is a delivery time: deliver what is due right here,
+            # so the receivers run in the same scheduler pass as this task
+            # rather than one later, and resume normally, so no Cancelled is
+            # raised and caught on every wake. See the module's invariants.
+            scope = self._wire_scope
+            if scope is None or trio.current_time() < scope.deadline:
+                return trio.lowlevel.Abort.SUCCEEDED
+            self._deliver_due()
+            trio.lowlevel.reschedule(task)
+            return trio.lowlevel.Abort.FAILED
+
         with task_scope:
             while True:
                 with trio.CancelScope(
                     deadline=wire[0][0] if wire else math.inf
                 ) as scope:
                     self._wire_scope = scope
-                    await trio.sleep_forever()
+                    await trio.lowlevel.wait_task_rescheduled(wake)
                 self._wire_scope = None
-                now = trio.current_time()
-                while wire and wire[0][0] <= now:
-                    _, _, packet, kind = heapq.heappop(wire)
-                    if kind == 0:
-                        self._arrive(packet)
-                    elif packet.sender is not None and not packet.sender._closed:
-                        packet.sender._set_error(errno.ECONNREFUSED)
+                self._deliver_due()
         if self._wire_task_scope is task_scope:
             self._wire_task_scope = None
             self._wire_scope = None
+
+    def _deliver_due(self) -> None:
+        """Deliver every datagram (and ICMP report) whose time has come.
+
+        Runs in the wire task and in its wake-up callback; it never awaits
+        and never raises: it only queues datagrams and reschedules tasks.
+        """
+        wire = self._wire
+        now = trio.current_time()
+        while wire and wire[0][0] <= now:
+            _, _, packet, kind = heapq.heappop(wire)
+            if kind == 0:
+                self._arrive(packet)
+            elif packet.sender is not None and not packet.sender._closed:
+                packet.sender._set_error(errno.ECONNREFUSED)

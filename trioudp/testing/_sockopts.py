@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import socket as stdlib_socket
 import struct
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -266,6 +267,7 @@ _HEADROOM: Final[dict[int, int]] = {
 _SIZE_CLASSES: Final = (576, 1024, 2048, 4096, 8192, 16384)
 
 
+@lru_cache(maxsize=4096)  # twice a datagram: on arrival and when it is read
 def truesize(payload: int, family: int) -> int:
     """What a datagram of ``payload`` bytes costs a Linux receive queue.
 

@@ -69,15 +69,15 @@ _MAX_PAYLOAD: dict[int, int] = {
     stdlib_socket.AF_INET: 65_507,
     stdlib_socket.AF_INET6: 65_527,
 }
-_IGNORED_SEND_FLAGS = getattr(stdlib_socket, "MSG_DONTWAIT", 0) | getattr(
-    stdlib_socket, "MSG_NOSIGNAL", 0
+# Plain ints: IntFlag arithmetic costs microseconds per datagram.
+_IGNORED_SEND_FLAGS = int(getattr(stdlib_socket, "MSG_DONTWAIT", 0)) | int(
+    getattr(stdlib_socket, "MSG_NOSIGNAL", 0)
 )
-# Trio's receive waits on EAGAIN even with MSG_DONTWAIT, so it means nothing.
-_SUPPORTED_RECV_FLAGS = int(
-    stdlib_socket.MSG_PEEK | stdlib_socket.MSG_TRUNC | _IGNORED_SEND_FLAGS
-)
+_MSG_PEEK = int(stdlib_socket.MSG_PEEK)
 _MSG_TRUNC = int(stdlib_socket.MSG_TRUNC)
 _MSG_CTRUNC = int(stdlib_socket.MSG_CTRUNC)
+# Trio's receive waits on EAGAIN even with MSG_DONTWAIT, so it means nothing.
+_SUPPORTED_RECV_FLAGS = _MSG_PEEK | _MSG_TRUNC | _IGNORED_SEND_FLAGS
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 
 _SOL, _IP, _IP6 = (
@@ -112,6 +112,41 @@ _ANCILLARY = (
     (_IP, stdlib_socket.IP_RECVTOS),
     (_IP6, IPV6_RECVPKTINFO),
 )
+
+
+@final
+class _Waiters:
+    """The receivers waiting on one socket: ParkingLot's ``park`` and
+    ``unpark_all`` with less bookkeeping per wake-up (every datagram wakes)."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: dict[trio.lowlevel.Task, None] = {}
+
+    async def park(self) -> None:
+        task = trio.lowlevel.current_task()
+        self._tasks[task] = None
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            # Only reached while still parked: unpark_all reschedules first.
+            del self._tasks[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def unpark_all(self) -> None:
+        if self._tasks:
+            tasks, self._tasks = self._tasks, {}
+            for task in tasks:
+                trio.lowlevel.reschedule(task)
+
+
+def _joined(buffers: Iterable[Buffer]) -> bytes:
+    """The datagram's bytes; a lone ``bytes`` buffer is used as is, uncopied."""
+    if type(buffers) is list and len(buffers) == 1 and type(buffers[0]) is bytes:
+        return buffers[0]
+    return b"".join(bytes(memoryview(buffer)) for buffer in buffers)
 
 
 def _unsupported(what: str) -> NoReturn:
@@ -167,7 +202,12 @@ class VirtualSocket(trio.socket.SocketType):
         self._groups: set[tuple[str, int]] = set()  # (group, ifindex) joined
         self._shut = 0  # 1: SHUT_RD, 2: SHUT_WR
         self._v6only = False
-        self._waiters = trio.lowlevel.ParkingLot()
+        self._waiters = _Waiters()
+        # The last numeric destination sendto parsed, and what it gave.
+        self._last_destination: tuple[object, tuple[Endpoint, int]] = (
+            None,
+            (("", 0), 0),
+        )
         self.rcvbuf_errors = 0
 
     @classmethod
@@ -557,7 +597,13 @@ class VirtualSocket(trio.socket.SocketType):
             msg = f"sendto() takes 2 or 3 arguments ({len(args)} given)"
             raise TypeError(msg)
         assert isinstance(flags, int)
-        return await self._sendmsg([data], flags, address)  # type: ignore[list-item]
+        # _sendmsg inlined: one coroutine less per datagram on the hot path.
+        payload = data if type(data) is bytes else _joined([data])  # type: ignore[list-item]
+        dst, family = self._destination(payload, flags, address)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._transmit(payload, dst, family)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return len(payload)
 
     async def sendmsg(
         self,
@@ -578,32 +624,58 @@ class VirtualSocket(trio.socket.SocketType):
         address: object,
         source: str | None = None,
     ) -> int:
+        payload = _joined(buffers)
+        dst, family = self._destination(payload, flags, address)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._transmit(payload, dst, family, source)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return len(payload)
+
+    def _destination(
+        self, payload: bytes, flags: int, address: object
+    ) -> tuple[Endpoint, int]:
+        """Check a send before its cancel point; ``(dst, packet family)``."""
         family: int
-        self._check_open()
-        if self._shut & 2:
-            raise oserror(errno.EPIPE, "shut down for writing")
-        if flags & ~_IGNORED_SEND_FLAGS:
+        if self._closed or self._shut:
+            self._check_open()
+            if self._shut & 2:
+                raise oserror(errno.EPIPE, "shut down for writing")
+        if flags and flags & ~_IGNORED_SEND_FLAGS:
             _unsupported(f"send flags {flags:#x}")
-        payload = b"".join(bytes(memoryview(buffer)) for buffer in buffers)
         if address is None:
             if self._peer is None:
                 raise oserror(errno.EDESTADDRREQ)
             dst = self._peer
             family = stdlib_socket.AF_INET6 if ":" in dst[0] else stdlib_socket.AF_INET
+        elif address == self._last_destination[0]:
+            dst, family = self._last_destination[1]
         else:
             ip, port, family = self._parse(address, for_bind=False)
             assert ip is not None
             dst = (ip, port)
             if not port:
                 raise oserror(errno.EINVAL, "destination port 0")
+            if (
+                type(address) is tuple
+                and address[0] == ip
+                and family == self._family
+                and self._binding
+            ):
+                # Numeric and canonical already, on a bound socket: parsing it
+                # again would give the same answer (no name, no mapped address).
+                self._last_destination = (address, (dst, family))
         if len(payload) > _MAX_PAYLOAD[self._family]:
             raise oserror(errno.EMSGSIZE)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._raise_pending_error()
-        self._autobind()
+        return dst, family
+
+    def _transmit(
+        self, payload: bytes, dst: Endpoint, family: int, source: str | None = None
+    ) -> None:
+        if self._error is not None:
+            self._raise_pending_error()
+        if self._binding is None:
+            self._autobind()
         self._net._send(self, payload, dst, family, source)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return len(payload)
 
     async def wait_writable(self) -> None:
         self._check_open()
@@ -623,11 +695,14 @@ class VirtualSocket(trio.socket.SocketType):
         if self._queued_bytes and self._queued_bytes + size > self._rcvbuf:
             self.rcvbuf_errors += 1
             return "rcvbuf"
-        v4_packet = packet.family == stdlib_socket.AF_INET
+        source: Sockaddr = packet.src
+        if self._family == stdlib_socket.AF_INET6:
+            v4_packet = packet.family == stdlib_socket.AF_INET
+            source = self._sockaddr(packet.src, v4_packet=v4_packet)
         self._queue.append(
             (
                 packet.payload,
-                self._sockaddr(packet.src, v4_packet=v4_packet),
+                source,
                 (packet, self._net.now()) if self._ancillary else None,
             )
         )
@@ -646,21 +721,31 @@ class VirtualSocket(trio.socket.SocketType):
     async def _next(
         self, flags: int
     ) -> tuple[bytes, Sockaddr, tuple[Packet, float] | None]:
-        self._check_open()
-        if flags & ~_SUPPORTED_RECV_FLAGS:
+        # Like trio's real sockets: a datagram already queued costs a cancel
+        # point and a schedule point; when there is none, waiting is both
+        # (parking delivers a pending cancel at once), and the datagram that
+        # ends the wait is returned without another.
+        if self._closed:
+            self._check_open()
+        if flags and flags & ~_SUPPORTED_RECV_FLAGS:
             _unsupported(f"receive flags {flags:#x}")
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._queue or self._error is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
-            self._raise_pending_error()
+            if self._error is not None:
+                self._raise_pending_error()
             if self._queue:
-                if flags & stdlib_socket.MSG_PEEK:
+                if flags & _MSG_PEEK:
                     item = self._queue[0]
                 else:
                     item = self._queue.popleft()
                     self._queued_bytes -= truesize(len(item[0]), self._family)
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return item
             await self._waiters.park()
+            waited = True
             if self._closed:
                 msg = "another task closed this socket"
                 raise trio.ClosedResourceError(msg)
@@ -716,8 +801,8 @@ class VirtualSocket(trio.socket.SocketType):
         payload, source, extra = await self._next(flags)
         ancdata, msg_flags = self._ancillary_data(extra, ancbufsize)
         if len(payload) > bufsize:
-            msg_flags |= _MSG_TRUNC
-        return payload[:bufsize], ancdata, msg_flags, source
+            return payload[:bufsize], ancdata, msg_flags | _MSG_TRUNC, source
+        return payload, ancdata, msg_flags, source
 
     async def recvmsg_into(
         self, buffers: Iterable[Buffer], ancbufsize: int = 0, flags: int = 0, /
@@ -743,7 +828,10 @@ class VirtualSocket(trio.socket.SocketType):
         if bufsize < 0:
             msg = "negative buffersize in recvfrom"
             raise ValueError(msg)
+        # recvmsg inlined: one coroutine less per datagram on the hot path.
         payload, source, _ = await self._next(flags)
+        if len(payload) <= bufsize:
+            return payload, source
         return _truncated(payload, bufsize, flags), source
 
     async def recv(self, buflen: int, flags: int = 0, /) -> bytes:
