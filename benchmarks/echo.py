@@ -84,7 +84,8 @@ def servers(python: str, echo_c: Path) -> dict[str, list[str]]:
         "uvloop": [*reference, "uvloop"],
         "asyncio": [*reference, "asyncio"],
         "trio_naive": [*reference, "trio_naive"],
-        "trioudp": [python, "-m", "trioudp", "echo"],
+        "trioudp": [python, "-m", "trioudp", "echo"],  # a Responder
+        "trioudp_async": [*reference, "trioudp_async"],
     }
 
 
@@ -132,7 +133,9 @@ def chart(table: dict[str, dict[str, float]], names: list[str], path: Path) -> N
     figure, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 3.6))
     for axis, scenario in zip(axes, scenarios, strict=True):
         ratios = [table[scenario][name] for name in names]
-        colors = ["#d62728" if name == "trioudp" else "#7f7f7f" for name in names]
+        colors = [
+            "#d62728" if name.startswith("trioudp") else "#7f7f7f" for name in names
+        ]
         axis.barh(names, ratios, color=colors)
         axis.set_title(f"{scenario}: replies/s vs trio_naive")
         axis.axvline(1.0, color="black", linewidth=0.8)
