@@ -132,7 +132,6 @@ async def test_a_responder_is_an_async_handler_of_the_same_meaning(
         assert (await sock.receive()).data == b"hi"
 
 
-@pytest.mark.xfail(strict=True, reason="the answer's DatagramTooLarge escapes the receive loop")
 async def test_an_answer_too_large_for_a_datagram_is_a_handler_error(nursery, caplog):
     """A peer sends the largest datagram there is and the answer grows past
     it: that one answer fails (logged, counted), as it would for an async

@@ -576,6 +576,11 @@ class UDPServer:
                     rest = None
                     try:
                         answer = respond(datagram)
+                        # An answer the reply refuses (larger than a
+                        # datagram: its size may follow the peer's) fails
+                        # this datagram only, as in an async handler.
+                        if answer is not None:
+                            reply_now(answer, peer)
                     except Exception:
                         self._handler_failed(datagram)
                         continue
@@ -583,8 +588,6 @@ class UDPServer:
                         self._count_base_exception(datagram, exc)
                         raise
                     self._handled += 1
-                    if answer is not None:
-                        reply_now(answer, peer)
                 elif timed:
                     rest = self._start(datagram)
                 else:
