@@ -415,3 +415,47 @@ async def test_bad_grace_is_named(virtual_network, nursery, value, error, fragme
         server.begin_shutdown(value)
     assert not server.stopping
     await server.shutdown()
+
+
+class _ShutdownWhenScheduled(trio.abc.Instrument):
+    """Begins a server's shutdown at the moment Trio makes its receiver task
+    runnable (a datagram arrived), before that task runs."""
+
+    def __init__(self, server: trioudp.UDPServer) -> None:
+        self.server = server
+        self.receivers = set(server._nursery.child_tasks)
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        if task in self.receivers and not self.server.stopping:
+            self.server.begin_shutdown(grace=5.0)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="the fast path takes the datagram inside the cancelled wait"
+)
+async def test_a_datagram_that_wakes_the_receiver_as_shutdown_begins_is_not_taken(
+    nursery,
+):
+    """Shutdown begins after the kernel woke the receiver for a datagram but
+    before the receiver ran: it must not take the datagram and then cancel
+    its handler at once, grace or not (it did, on the fast path: the
+    handler ran inside the receive wait's cancelled scope)."""
+
+    async def slow(datagram):
+        await trio.sleep(0.01)
+        await datagram.reply(b"done")
+
+    server = await start(nursery, slow)
+    await trio.testing.wait_all_tasks_blocked()
+    instrument = _ShutdownWhenScheduled(server)
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(b"work", ("127.0.0.1", server.port))
+            with trio.fail_after(5):
+                await server._stopped.wait()
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    stats = server.stats
+    assert stats.dropped_shutdown == 0
+    assert stats.received == stats.handled == stats.replied
