@@ -461,6 +461,12 @@ class UDPServer:
                         break
                     finally:
                         self._waits.discard(waiting)
+                    if sock.is_fast and self._stopping:
+                        # Shutdown began after the wait ended but before this
+                        # task ran: `waiting` is cancelled, so any handler
+                        # run inside it would be cancelled at once, grace or
+                        # not. Receiving has stopped; take nothing more.
+                        break
                     if sock.is_fast:
                         taken = await self._take_ready(sock)
                         if taken < 0:
