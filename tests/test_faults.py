@@ -60,3 +60,25 @@ async def test_the_cli_ignores_an_exit_from_forged_loopback(netns):
     ``trioudp serve --host ::``; now only a real loopback peer's does."""
     result = await netns("forged_exit_to_cli")
     assert result == {"alive_after_forged_exit": True, "returncode": 0}
+
+
+@pytest.mark.xfail(
+    strict=True, reason="IPv4-mapped sources of IPv6 packets are answered"
+)
+@pytest.mark.parametrize("host", ["::", "none"])
+async def test_ipv4_mapped_sources_of_ipv6_packets_are_never_answered(netns, host):
+    """IPv6 packets from ::ffff:a.b.c.d: no real peer sends them (a real
+    IPv4 peer's datagrams reach a dual-stack socket as IPv4), and a reply
+    goes out as IPv4 to a.b.c.d. Forged as this host's own address, it
+    reached this host's IPv4 services; as a multicast group, it went onto
+    the link (and looped back to them). Each is dropped and counted; real
+    IPv4 peers, over v0 and over loopback, are answered."""
+    result = await netns("forged_mapped_sources", host)
+    stats = result["stats"]
+    assert result["victim_received"] == 0
+    assert result["ipv4_out_to"] == ["192.0.2.2"]
+    assert result["handled"] == ["local4", "neighbour4"]
+    assert stats["dropped_forged"] == 4
+    assert stats["replied"] == 2
+    assert stats["send_errors"] == {}
+    assert stats["accounted"] == stats["received"] == 6

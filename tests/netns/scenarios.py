@@ -221,6 +221,77 @@ async def forged_sources() -> dict[str, Any]:
 
 
 @scenario
+async def forged_mapped_sources(host: str = "::") -> dict[str, Any]:
+    """An echo server (``host``: ``::`` is one dual-stack socket, ``none``
+    an IPv4 and an IPv6-only one) on a host with routes out of v0. A
+    neighbour sends IPv6 packets whose sources are IPv4-mapped: this host's
+    own IPv4 address, a multicast group, the limited and the subnet
+    broadcast. A reply would go out as IPv4 to that address: to this host's
+    own services (a victim listens on 0.0.0.0 at the forged port), or onto
+    the link. A real IPv4 neighbour (192.0.2.2) and a loopback client are
+    answered; what leaves v0 as IPv4 is recorded at v1."""
+    sh("ip link set lo up")
+    add_veth()
+    sh(
+        "ip route add default dev v0",
+        f"ip neigh add 192.0.2.2 lladdr {mac('v1').hex(':')} dev v0",
+    )
+    await trio.sleep(0.2)
+
+    handled = []
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        handled.append(datagram.data.decode())
+        await datagram.reply(datagram.data)
+
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("0.0.0.0", 4000))
+    victim.setblocking(False)
+    wire = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    wire.bind(("v1", 0))
+    wire.setblocking(False)
+    neighbour = Neighbour()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(
+                echo,
+                0,
+                host=None if host == "none" else host,
+                task_status=task_status,
+            )
+        )
+        port = server.port
+        for name, source in (
+            ("own", "::ffff:192.0.2.1"),
+            ("multicast", "::ffff:224.0.0.1"),
+            ("broadcast", "::ffff:255.255.255.255"),
+            ("subnet-broadcast", "::ffff:192.0.2.255"),
+        ):
+            neighbour.send(ipv6_udp(source, V0_IPV6, 4000, port, name.encode()))
+        # Genuine IPv4 peers: a neighbour over v0, and a loopback client.
+        neighbour.send(ipv4_udp("192.0.2.2", V0_IPV4, 4000, port, b"neighbour4"))
+        local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        local.sendto(b"local4", ("127.0.0.1", port))
+        await trio.sleep(0.5)  # a real link: let every datagram and reply land
+        out = []
+        while True:
+            try:
+                frame = wire.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if frame[23] == 17:  # UDP
+                out.append(socket.inet_ntoa(frame[30:34]))
+        result = {
+            "stats": stats_of(server),
+            "victim_received": drain(victim),
+            "ipv4_out_to": sorted(out),
+            "handled": sorted(handled),
+        }
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
 async def unroutable_peers(count: str = "40") -> dict[str, Any]:
     """Datagrams arrive over v0 from a network this host has no route back
     to: every reply fails at once with ENETUNREACH, in batches."""
