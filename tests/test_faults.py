@@ -62,9 +62,6 @@ async def test_the_cli_ignores_an_exit_from_forged_loopback(netns):
     assert result == {"alive_after_forged_exit": True, "returncode": 0}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="IPv4-mapped sources of IPv6 packets are answered"
-)
 @pytest.mark.parametrize("host", ["::", "none"])
 async def test_ipv4_mapped_sources_of_ipv6_packets_are_never_answered(netns, host):
     """IPv6 packets from ::ffff:a.b.c.d: no real peer sends them (a real

@@ -139,11 +139,12 @@ class ServerStats:
         dropped_port_zero: datagrams from source port 0 (never answered: a
             reply there is always spoofed traffic's).
         dropped_forged: datagrams whose source no real peer can have: an
-            unspecified address (``0.0.0.0``, ``::``), or a loopback address
+            unspecified address (``0.0.0.0``, ``::``), a loopback address
             (IPv4-mapped included) on a datagram that arrived over another
-            interface than loopback (Linux, via ``IP_PKTINFO``). Never
-            answered: Linux would deliver the reply to this host's own
-            loopback services.
+            interface than loopback, or an IPv4-mapped address as the source
+            of an IPv6 packet (Linux, via ``IP_PKTINFO``). Never answered:
+            Linux would deliver the reply to this host's own services, or
+            send it as IPv4 to a multicast or broadcast address.
         dropped_amplification: replies withheld by the amplification guard
             (replies, not received datagrams).
         rate_limited_logged: datagrams over the limit in ``log_only`` mode

@@ -112,32 +112,46 @@ def _loopback_index() -> int:
         return 1  # Linux numbers lo first in every network namespace
 
 
-def ingress_index(ancdata: list[tuple[int, int, bytes]]) -> int | None:
-    """The interface a datagram arrived on, from ``IP_PKTINFO`` or
-    ``IPV6_PKTINFO`` control data (None if there is none).
+_V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def ingress(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, bool]:
+    """The interface a datagram arrived on (None if unknown), from
+    ``IP_PKTINFO`` or ``IPV6_PKTINFO`` control data, and whether it came in
+    an IPv6 packet: Linux reports an IPv4 datagram on a dual-stack socket
+    with an IPv4-mapped destination, an IPv6 one with its IPv6 destination.
 
     Example:
-        >>> ingress_index([(0, 8, bytes([2, 0, 0, 0]) + bytes(8))])
-        2
-        >>> ingress_index([]) is None
-        True
+        >>> ingress([(0, 8, bytes([2, 0, 0, 0]) + bytes(8))])
+        (2, False)
+        >>> ingress([(41, 50, bytes.fromhex("20010db8" + "00" * 11 + "01") + bytes([3, 0, 0, 0]))])
+        (3, True)
+        >>> ingress([])
+        (None, False)
     """
     for level, kind, data in ancdata:
         if level == stdlib_socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 4:
-            return int.from_bytes(data[:4], sys.byteorder)
+            return int.from_bytes(data[:4], sys.byteorder), False
         if (
             level == stdlib_socket.IPPROTO_IPV6
             and kind == _IPV6_PKTINFO
             and len(data) >= 20
         ):
-            return int.from_bytes(data[16:20], sys.byteorder)
-    return None
+            index = int.from_bytes(data[16:20], sys.byteorder)
+            return index, not data.startswith(_V4_MAPPED_PREFIX)
+    return None, False
 
 
-def source_is_forged(host: str, ingress: int | None, loopback: int) -> bool:
+def source_is_forged(
+    host: str, ingress: int | None, loopback: int, *, ipv6_packet: bool = False
+) -> bool:
     """Whether a datagram's source ``host`` cannot be its real sender: an
-    unspecified address, or a loopback address (IPv4-mapped included) on a
-    datagram that arrived over an interface other than ``loopback``.
+    unspecified address; a loopback address (IPv4-mapped included) on a
+    datagram that arrived over an interface other than ``loopback``; or an
+    IPv4-mapped address as the source of an IPv6 packet (no real peer sends
+    one: RFC 4291 keeps them inside a host; a reply would go out as IPv4 to
+    whatever the neighbour named, this host's own address or a multicast
+    group included, past the checks Linux makes on real IPv4 sources).
 
     Example:
         >>> source_is_forged("::ffff:127.0.0.1", ingress=2, loopback=1)
@@ -148,10 +162,16 @@ def source_is_forged(host: str, ingress: int | None, loopback: int) -> bool:
         True
         >>> source_is_forged("192.0.2.7", ingress=2, loopback=1)
         False
+        >>> source_is_forged("::ffff:192.0.2.7", ingress=2, loopback=1)
+        False
+        >>> source_is_forged("::ffff:192.0.2.7", 2, 1, ipv6_packet=True)
+        True
     """
     # The kernel writes received addresses in canonical form, so plain string
     # tests are exact here, and they cost a fraction of parsing each address.
     if host in UNSPECIFIED_HOSTS:
+        return True
+    if ipv6_packet and host.startswith("::ffff:"):
         return True
     return (
         ingress is not None
@@ -971,15 +991,19 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
 
     def _recvfrom_screened(self, bufsize: int) -> tuple[bytes, SocketAddress]:
         """``recvfrom`` that reports :data:`FORGED_SOURCE` as the peer of a
-        datagram from an unspecified address, or from a loopback address
-        that did not arrive over the loopback interface (a neighbour forged
-        it: a reply would go to this host's own loopback services, and
+        datagram from an unspecified address, from a loopback address
+        that did not arrive over the loopback interface, or an IPv6 packet
+        from an IPv4-mapped address (a neighbour forged it: a reply would go
+        to this host's own services or onto the link as IPv4, and
         "loopback" is what access lists, rate-limit exemptions and the CLI's
-        ``exit`` trust)."""
+        ``exit`` trust; see :func:`source_is_forged`)."""
         fast = self._fast
         assert fast is not None
         data, ancdata, _flags, peer = fast.recvmsg(bufsize, _PKTINFO_SPACE)
-        if source_is_forged(peer[0], ingress_index(ancdata), self._loopback_index):
+        index, ipv6_packet = ingress(ancdata)
+        if source_is_forged(
+            peer[0], index, self._loopback_index, ipv6_packet=ipv6_packet
+        ):
             count = self._forged_seen = self._forged_seen + 1
             if count & (count - 1) == 0:
                 logger.warning(
