@@ -79,3 +79,24 @@ async def test_ipv4_mapped_sources_of_ipv6_packets_are_never_answered(netns, hos
     assert stats["replied"] == 2
     assert stats["send_errors"] == {}
     assert stats["accounted"] == stats["received"] == 6
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Linux reports a forged IPv6 datagram from this host's own address with"
+        " the same ingress interface (IPV6_PKTINFO) as this host's own traffic to"
+        " that address; telling them apart needs the firewall (fib saddr type"
+        " local iif != lo) or the kernel, not a socket option"
+    ),
+)
+async def test_a_forged_own_ipv6_source_is_never_answered(netns):
+    """A neighbour forges this host's own IPv6 address: the reply reaches
+    this host's own services at the forged port (the victim). A real local
+    client from that address must still be answered."""
+    result = await netns("forged_own_ipv6_source")
+    stats = result["stats"]
+    assert result["local_received"] == 1
+    assert result["victim_received"] == 0
+    assert stats["dropped_forged"] == 1
+    assert stats["accounted"] == stats["received"] == 2

@@ -292,6 +292,48 @@ async def forged_mapped_sources(host: str = "::") -> dict[str, Any]:
 
 
 @scenario
+async def forged_own_ipv6_source() -> dict[str, Any]:
+    """A neighbour sends an IPv6 packet whose source is this host's own
+    address on v0 (2001:db8::1): Linux accepts it (IPv4 would drop it as
+    martian), and the reply goes to this host's own services (a victim on
+    [::]:4000). A real client on this host, sending from that same address,
+    must still be answered."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+
+    handled = []
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        handled.append(datagram.data.decode())
+        await datagram.reply(datagram.data)
+
+    victim = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    victim.bind(("::", 4000))
+    victim.setblocking(False)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(
+                echo, 0, host="::", task_status=task_status
+            )
+        )
+        Neighbour().send(ipv6_udp(V0_IPV6, V0_IPV6, 4000, server.port, b"forged"))
+        local = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        local.bind((V0_IPV6, 0))
+        local.setblocking(False)
+        local.sendto(b"local", (V0_IPV6, server.port))
+        await trio.sleep(0.5)  # a real link: let every datagram and reply land
+        result = {
+            "stats": stats_of(server),
+            "victim_received": drain(victim),
+            "local_received": drain(local),
+            "handled": sorted(handled),
+        }
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
 async def unroutable_peers(count: str = "40") -> dict[str, Any]:
     """Datagrams arrive over v0 from a network this host has no route back
     to: every reply fails at once with ENETUNREACH, in batches."""
