@@ -100,3 +100,17 @@ async def test_a_forged_own_ipv6_source_is_never_answered(netns):
     assert result["victim_received"] == 0
     assert stats["dropped_forged"] == 1
     assert stats["accounted"] == stats["received"] == 2
+
+
+@pytest.mark.xfail(strict=True, reason="ClosedResourceError escapes the receive loop")
+async def test_closing_a_socket_while_replies_wait_for_room_winds_down(netns):
+    """The server's socket is closed under it while its receiver waits for
+    room to send a Responder's replies: the server winds down as after any
+    close (it died with ClosedResourceError), and the replies it gave up on
+    are counted."""
+    result = await netns("closed_while_waiting_for_room")
+    assert result["waited_for_room"]
+    assert result["raised"] is None
+    stats = result["stats"]
+    assert stats["accounted"] == stats["received"] == stats["handled"]
+    assert stats["replied"] + stats["send_errors"].get("EAGAIN", 0) == result["answers"]

@@ -173,6 +173,57 @@ async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str,
 
 
 @scenario
+async def closed_while_waiting_for_room() -> dict[str, Any]:
+    """A Responder echo over the shaped loopback of ``full_send_buffer``,
+    flooded with 3000 B datagrams until the receiver waits for room to send
+    the replies it holds; then its socket is closed under it."""
+    sh(
+        "ip link set lo up",
+        "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
+    )
+    answers = 0
+
+    def echo(datagram: trioudp.Datagram) -> bytes:
+        nonlocal answers
+        answers += 1
+        return datagram.data
+
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE
+    raised = None
+    waited = False
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: trioudp.serve_udp(
+                    trioudp.Responder(echo),
+                    0,
+                    host="127.0.0.1",
+                    task_status=task_status,
+                )
+            )
+            sock = server.sockets[0]
+            with trio.move_on_after(10):
+                while not sock._room_watched:
+                    for _ in range(20):
+                        client.sendto(b"x" * 3000, ("127.0.0.1", server.port))
+                    await trio.sleep(0.002)
+            waited = sock._room_watched
+            sock.close()
+            with trio.fail_after(5):
+                await server._stopped.wait()
+    except Exception as exc:  # what the server raised is the result
+        raised = repr(exc)
+    return {
+        "waited_for_room": waited,
+        "raised": raised,
+        "answers": answers,
+        "stats": stats_of(server),
+    }
+
+
+@scenario
 async def forged_sources() -> dict[str, Any]:
     """An echo server on all addresses (IPv4 and IPv6) of a host with a real interface (v0); a
     neighbour sends datagrams whose sources are forged: unspecified
