@@ -102,7 +102,6 @@ async def test_a_forged_own_ipv6_source_is_never_answered(netns):
     assert stats["accounted"] == stats["received"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="ClosedResourceError escapes the receive loop")
 async def test_closing_a_socket_while_replies_wait_for_room_winds_down(netns):
     """The server's socket is closed under it while its receiver waits for
     room to send a Responder's replies: the server winds down as after any

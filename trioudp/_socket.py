@@ -730,8 +730,17 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         if held:
             self._held_for_room = []
             deadline = trio.current_time() + REPLY_SHIELD_SECONDS
-            for data, peer, counted in held:
-                await self._reply_when_room(data, peer, counted, deadline)
+            for sent, (data, peer, counted) in enumerate(held):
+                try:
+                    await self._reply_when_room(data, peer, counted, deadline)
+                except trio.ClosedResourceError:
+                    # Closed under the server while waiting: no reply of
+                    # this batch can leave now; count them as close() does.
+                    # (One whose send error was counted is not counted again.)
+                    left = sum(not counted for _, _, counted in held[sent:])
+                    if left:
+                        self._count_full_buffer(left)
+                    return
 
     def _end_reply_batch_nowait(self) -> SendBatch | None:
         """Stop collecting and send what the kernel takes now, without
