@@ -385,6 +385,40 @@ async def forged_own_ipv6_source() -> dict[str, Any]:
 
 
 @scenario
+async def forged_sources_with_timestamps() -> dict[str, Any]:
+    """``forged_sources``' loopback and IPv4-mapped forgeries, against a
+    dual-stack socket of the user's own that also asks for receive
+    timestamps (``SO_TIMESTAMPNS``): another control message that comes
+    before the interface's in each datagram."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+
+    handled = []
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        handled.append(datagram.data.decode())
+        await datagram.reply(datagram.data)
+
+    sockets = await trioudp.open_udp_sockets(0, "::")
+    # SO_TIMESTAMPNS (35 on Linux; Python names only SO_TIMESTAMP)
+    sockets[0].trio_socket.setsockopt(socket.SOL_SOCKET, 35, 1)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trioudp.serve_udp_sockets, echo, sockets)
+        port = server.port
+        neighbour = Neighbour()
+        neighbour.send(ipv6_udp("::ffff:127.0.0.1", V0_IPV6, 4000, port, b"exit"))
+        neighbour.send(ipv6_udp("::ffff:192.0.2.1", V0_IPV6, 4000, port, b"own"))
+        neighbour.send(ipv6_udp("2001:db8::2", V0_IPV6, 4000, port, b"hello"))
+        local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        local.sendto(b"local", ("127.0.0.1", port))
+        await trio.sleep(0.5)  # a real link: let every datagram and reply land
+        result = {"stats": stats_of(server), "handled": sorted(handled)}
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
 async def unroutable_peers(count: str = "40") -> dict[str, Any]:
     """Datagrams arrive over v0 from a network this host has no route back
     to: every reply fails at once with ENETUNREACH, in batches."""
