@@ -115,7 +115,6 @@ async def test_closing_a_socket_while_replies_wait_for_room_winds_down(netns):
     assert stats["replied"] + stats["send_errors"].get("EAGAIN", 0) == result["answers"]
 
 
-@pytest.mark.xfail(strict=True, reason="other control messages crowd IPV6_PKTINFO out")
 async def test_forged_sources_are_caught_on_a_socket_with_other_control_messages(
     netns,
 ):

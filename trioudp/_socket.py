@@ -99,10 +99,10 @@ _IP_PKTINFO = getattr(
 _IPV6_RECVPKTINFO = getattr(stdlib_socket, "IPV6_RECVPKTINFO", None)
 _IPV6_PKTINFO = getattr(stdlib_socket, "IPV6_PKTINFO", None)
 _LOOPBACK_PREFIXES = ("127.", "::ffff:127.")
-#: Room for one in6_pktinfo control message (the larger of the two).
-_PKTINFO_SPACE = (
-    stdlib_socket.CMSG_SPACE(20) if hasattr(stdlib_socket, "CMSG_SPACE") else 0
-)
+#: Room for the control messages of one datagram: an in6_pktinfo, and the
+#: ones a socket of the user's own may also ask for (timestamps, TOS, TTL,
+#: ...), which Linux can place before it.
+_ANCILLARY_SPACE = 512
 
 
 def _loopback_index() -> int:
@@ -1008,8 +1008,12 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         ``exit`` trust; see :func:`source_is_forged`)."""
         fast = self._fast
         assert fast is not None
-        data, ancdata, _flags, peer = fast.recvmsg(bufsize, _PKTINFO_SPACE)
+        data, ancdata, _flags, peer = fast.recvmsg(bufsize, _ANCILLARY_SPACE)
         index, ipv6_packet = ingress(ancdata)
+        if index is None:
+            # The interface's control message was asked for but is missing
+            # (truncated): trust no loopback source (fail closed).
+            index = -1
         if source_is_forged(
             peer[0], index, self._loopback_index, ipv6_packet=ipv6_packet
         ):
