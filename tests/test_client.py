@@ -1,5 +1,7 @@
+import contextlib
 import functools
 import json
+import math
 import random
 
 import pytest
@@ -483,6 +485,62 @@ async def test_icmp_error_after_the_request_was_sent_still_fails_it(
         with pytest.raises(PeerUnreachable):
             await client.request(b"0001hello")
         assert trio.current_time() == pytest.approx(0.02)
+
+
+async def never_answer(datagram: trioudp.Datagram) -> None:
+    await trio.sleep_forever()
+
+
+async def icmp_taken_by_another_send(virtual_network, tick):
+    """One round of the test below: when A and C stopped waiting, in ticks
+    after the round's start."""
+    failed = {}
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(serve_udp, never_answer, 0, host="127.0.0.1")
+        )
+        backoff = Backoff(initial=10, jitter=0)
+        async with open_udp_client(
+            "127.0.0.1", server.port, match=first_byte, backoff=backoff, attempts=1
+        ) as client:
+            start = float(math.ceil(trio.current_time()))
+
+            async def request(data, at):
+                await trio.sleep_until(start + at * tick)
+                with contextlib.suppress(PeerUnreachable, RequestTimeout):
+                    await client.request(data)
+                failed[data] = (trio.current_time() - start) / tick
+
+            async with trio.open_nursery() as requests:
+                requests.start_soon(request, b"A", 0)
+                await trio.sleep_until(start + 32 * tick)
+                await server.shutdown(grace=0)
+                requests.start_soon(request, b"C", 64)
+                requests.start_soon(request, b"D", 66)
+                await trio.sleep_until(start + 65.5 * tick)  # C's error is due
+                virtual_network.configure(loss=1.0)
+        virtual_network.configure(loss=0.0)
+    return failed[b"A"], failed[b"C"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="the reader sleeps on the socket until its timer"
+)
+async def test_a_reader_whose_icmp_error_another_request_took_fails_at_once(
+    virtual_network, autojump_clock
+):
+    """A reads the socket for its reply (10 s timer) when the server goes
+    away; C's datagram draws an ICMP error back at tick 66, and D's send at
+    that moment may take it (the kernel hands a pending error to the next
+    call, send or receive). D's send then fails A and C, and its retry draws
+    no new error (lost, as a rate-limited ICMP would be). A must fail then,
+    not sleep on the socket until its timer (it did, at 10 s, whenever D's
+    send ran before A woke). Which runs first is Trio's coin to toss, so it
+    is tossed 20 times (ticks of 1/64 s: exact floats, exact ties)."""
+    tick = 1 / 64
+    virtual_network.configure(latency=tick)
+    ended = [await icmp_taken_by_another_send(virtual_network, tick) for _ in range(20)]
+    assert ended == [(66, 66)] * 20
 
 
 def json_id(data: bytes):
