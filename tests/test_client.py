@@ -523,9 +523,6 @@ async def icmp_taken_by_another_send(virtual_network, tick):
     return failed[b"A"], failed[b"C"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the reader sleeps on the socket until its timer"
-)
 async def test_a_reader_whose_icmp_error_another_request_took_fails_at_once(
     virtual_network, autojump_clock
 ):

@@ -13,10 +13,12 @@ Invariants:
   reads or, if it is done by then, passes the role on the same way.
   Otherwise a reply that arrived would sit in the socket until the parked
   request times out.
-- A request fails with :class:`PeerUnreachable` only for an ICMP error
-  reported after it sent a datagram. The kernel reports an error on the next
-  call on the socket, so an error that a send reports (and that send did not
-  go out) belongs to datagrams sent before it.
+- A request fails with :class:`PeerUnreachable` at once, and only for an
+  ICMP error reported after it sent a datagram. The kernel reports an error
+  on the next call on the socket, so an error that a send reports (and that
+  send did not go out) belongs to datagrams sent before it; and when a send
+  takes the error, the reader it fails stops waiting on the socket (which
+  would not wake it again).
 - What the peer controls never raises out of the routing: ``match`` is
   called on replies only in :func:`_waiter_for_untrusted`, which raises only
   :class:`_BadReply`, which :meth:`UDPClient._route` catches and counts.
@@ -189,6 +191,9 @@ class UDPClient(DatagramEndpoint):
         # How many waiting requests use each match function (usually one).
         self._matches: dict[Match, int] = {}
         self._reader: _Waiter | None = None
+        # The reader's wait on the socket: cancelled when another task fails
+        # the reader's request (see _note_unreachable).
+        self._reading: trio.CancelScope | None = None
         # Requests waiting for the reader to hand them their reply.
         self._parked: dict[_Waiter, None] = {}
         self._sent = 0
@@ -435,19 +440,21 @@ class UDPClient(DatagramEndpoint):
         """Be the reader until ``waiter`` is done (or the wait is cancelled)."""
         self._reader = waiter
         try:
-            while not waiter.done:
-                if self._sock.is_fast:
-                    await self._read_ready()
-                    continue
-                try:
-                    datagram = await self._sock.receive()
-                except OSError as exc:
-                    self._receive_failed(exc)
-                    continue
-                self._received += 1
-                self._route(datagram)
+            with trio.CancelScope() as self._reading:
+                while not waiter.done:
+                    if self._sock.is_fast:
+                        await self._read_ready()
+                        continue
+                    try:
+                        datagram = await self._sock.receive()
+                    except OSError as exc:
+                        self._receive_failed(exc)
+                        continue
+                    self._received += 1
+                    self._route(datagram)
         finally:
             self._reader = None
+            self._reading = None
 
     async def _read_ready(self) -> None:
         """Route the replies queued (up to ``_READ_BATCH``), waiting until
@@ -497,6 +504,11 @@ class UDPClient(DatagramEndpoint):
             for waiter in self._waiters:
                 if waiter.sent and not waiter.done:
                     waiter.finish(error=exc)
+            reader, reading = self._reader, self._reading
+            if reader is not None and reader.done and reading is not None:
+                # Another request's send took the error: the reader, waiting
+                # on the socket, would not wake for it. Stop its wait.
+                reading.cancel()
 
     def _route(self, datagram: Datagram) -> None:
         if self._matches:
