@@ -540,6 +540,57 @@ async def test_a_reader_whose_icmp_error_another_request_took_fails_at_once(
     assert ended == [(66, 66)] * 20
 
 
+async def reply_taken_by_an_unmatched_request(tick):
+    """One round of the test below: when A got its reply, in ticks."""
+
+    async def echo_later(datagram):
+        if datagram.data.startswith(b"A"):
+            await trio.sleep(62 * tick)  # back at tick 64 (one tick each way)
+            await datagram.reply(datagram.data)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(serve_udp, echo_later, 0, host="127.0.0.1")
+        )
+        backoff = Backoff(initial=10, jitter=0)
+        async with open_udp_client(
+            "127.0.0.1", server.port, backoff=backoff, attempts=1
+        ) as client:
+            start = float(math.ceil(trio.current_time()))
+            got = []
+
+            async def a():
+                await trio.sleep_until(start)
+                await client.request(b"A", match=first_byte)
+                got.append((trio.current_time() - start) / tick)
+
+            async def unmatched():
+                await trio.sleep_until(start + 64 * tick)
+                with contextlib.suppress(RequestTimeout):
+                    await client.request(b"U", attempts=1)
+
+            async with trio.open_nursery() as requests:
+                requests.start_soon(a)
+                requests.start_soon(unmatched)
+        nursery.cancel_scope.cancel()
+    return got[0]
+
+
+@pytest.mark.xfail(strict=True, reason="the reader sleeps on the emptied socket")
+async def test_a_reply_an_unmatched_request_routes_reaches_its_reader_at_once(
+    virtual_network, autojump_clock
+):
+    """A (matched) reads the socket for its reply, which arrives at tick 64
+    just as an unmatched request U starts: U first routes what is queued
+    (stale replies are dropped, A's goes to A). A must have it then, not
+    sleep on the emptied socket until its timer (10 s). Which of U and A
+    runs first is Trio's coin to toss, so it is tossed 20 times."""
+    tick = 1 / 64
+    virtual_network.configure(latency=tick)
+    ended = [await reply_taken_by_an_unmatched_request(tick) for _ in range(20)]
+    assert ended == [64] * 20
+
+
 def json_id(data: bytes):
     return json.loads(data)["id"]
 
