@@ -576,7 +576,6 @@ async def reply_taken_by_an_unmatched_request(tick):
     return got[0]
 
 
-@pytest.mark.xfail(strict=True, reason="the reader sleeps on the emptied socket")
 async def test_a_reply_an_unmatched_request_routes_reaches_its_reader_at_once(
     virtual_network, autojump_clock
 ):

@@ -16,9 +16,11 @@ Invariants:
 - A request fails with :class:`PeerUnreachable` at once, and only for an
   ICMP error reported after it sent a datagram. The kernel reports an error
   on the next call on the socket, so an error that a send reports (and that
-  send did not go out) belongs to datagrams sent before it; and when a send
-  takes the error, the reader it fails stops waiting on the socket (which
-  would not wake it again).
+  send did not go out) belongs to datagrams sent before it.
+- A task that finishes the reader's request from outside the reader (a send
+  that takes the ICMP error, an unmatched request that routes the queue as
+  it starts) stops the reader's wait on the socket, which would not wake it
+  again: the request then ends at once, not at its timer.
 - What the peer controls never raises out of the routing: ``match`` is
   called on replies only in :func:`_waiter_for_untrusted`, which raises only
   :class:`_BadReply`, which :meth:`UDPClient._route` catches and counts.
@@ -338,19 +340,22 @@ class UDPClient(DatagramEndpoint):
         request not yet sent) is discarded and counted, as is a pending ICMP
         error. At most ``_READ_BATCH`` datagrams."""
         sock = self._sock
-        if sock.is_fast:
-            self._route_queued()
-            return
-        for _ in range(_READ_BATCH):
-            if not sock.trio_socket.is_readable():
+        try:
+            if sock.is_fast:
+                self._route_queued()
                 return
-            try:
-                datagram = await sock.receive()
-            except OSError as exc:
-                self._receive_failed(exc)
-                continue
-            self._received += 1
-            self._route(datagram)
+            for _ in range(_READ_BATCH):
+                if not sock.trio_socket.is_readable():
+                    return
+                try:
+                    datagram = await sock.receive()
+                except OSError as exc:
+                    self._receive_failed(exc)
+                    continue
+                self._received += 1
+                self._route(datagram)
+        finally:
+            self._wake_reader_if_done()
 
     async def _exchange(
         self,
@@ -504,11 +509,15 @@ class UDPClient(DatagramEndpoint):
             for waiter in self._waiters:
                 if waiter.sent and not waiter.done:
                     waiter.finish(error=exc)
-            reader, reading = self._reader, self._reading
-            if reader is not None and reader.done and reading is not None:
-                # Another request's send took the error: the reader, waiting
-                # on the socket, would not wake for it. Stop its wait.
-                reading.cancel()
+            self._wake_reader_if_done()
+
+    def _wake_reader_if_done(self) -> None:
+        """Stop the reader's wait on the socket if another task finished its
+        request (a send took the ICMP error, or an unmatched request routed
+        its reply as it cleared the queue): the socket would not wake it."""
+        reader, reading = self._reader, self._reading
+        if reader is not None and reader.done and reading is not None:
+            reading.cancel()
 
     def _route(self, datagram: Datagram) -> None:
         if self._matches:
