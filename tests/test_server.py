@@ -455,3 +455,35 @@ async def test_a_datagram_that_wakes_the_receiver_as_shutdown_begins_is_not_take
         trio.lowlevel.remove_instrument(instrument)
     stats = server.stats
     assert (stats.received, stats.dropped_shutdown) == (0, 0)
+
+
+@pytest.mark.xfail(strict=True, reason="the batch goes on taking datagrams")
+@pytest.mark.parametrize("form", ["async", "responder"])
+async def test_begin_shutdown_from_a_handler_stops_receiving_within_the_batch(
+    nursery, form
+):
+    """``exit`` and three more datagrams wait in the kernel; the handler of
+    ``exit`` begins the shutdown: receiving stops at once, so the other
+    three are never taken (they were, and answered: the receive loop took
+    up to a batch before looking)."""
+    box = []
+
+    def answer(datagram):
+        if datagram.data == b"exit":
+            box[0].begin_shutdown()
+        return datagram.data
+
+    async def answer_async(datagram):
+        await datagram.reply(answer(datagram))
+
+    handler = answer_async if form == "async" else trioudp.Responder(answer)
+    server = await start(nursery, handler)
+    box.append(server)
+    await trio.testing.wait_all_tasks_blocked()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        for payload in (b"exit", b"a", b"b", b"c"):
+            client.sendto(payload, ("127.0.0.1", server.port))
+        with trio.fail_after(5):
+            await server._stopped.wait()
+    stats = server.stats
+    assert (stats.received, stats.handled) == (1, 1)
