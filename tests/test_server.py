@@ -457,7 +457,6 @@ async def test_a_datagram_that_wakes_the_receiver_as_shutdown_begins_is_not_take
     assert (stats.received, stats.dropped_shutdown) == (0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="the batch goes on taking datagrams")
 @pytest.mark.parametrize("form", ["async", "responder"])
 async def test_begin_shutdown_from_a_handler_stops_receiving_within_the_batch(
     nursery, form

@@ -557,7 +557,9 @@ class UDPServer:
         batching = False
         held_since = now
         try:
-            while taken < limit:
+            # A handler of this batch may begin the shutdown: receiving
+            # stops at once, so the rest stays in the kernel.
+            while taken < limit and not self._stopping:
                 try:
                     data, peer = recvfrom(bufsize)
                 except BlockingIOError:
