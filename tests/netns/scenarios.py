@@ -9,6 +9,7 @@ inside the namespace; nothing leaves it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import socket
@@ -219,6 +220,67 @@ async def closed_while_waiting_for_room() -> dict[str, Any]:
         "waited_for_room": waited,
         "raised": raised,
         "answers": answers,
+        "stats": stats_of(server),
+    }
+
+
+@scenario
+async def closed_while_a_batch_waits_for_room() -> dict[str, Any]:
+    """An async echo of 1500 B replies over the shaped loopback, where every
+    tenth request makes its handler wait a little (no reply): the batch's
+    replies held until then meet a full send buffer and go to a task of
+    their own (``_send_leftover``), which waits for room; then the socket is
+    closed under it."""
+    sh(
+        "ip link set lo up",
+        "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
+    )
+    replies = 0
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        nonlocal replies
+        if datagram.data == b"wait":
+            await trio.sleep(0.001)
+            return
+        await datagram.reply(b"r" * 1500)
+        replies += 1
+
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE
+    raised = None
+    leftovers = 0
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: trioudp.serve_udp(
+                    echo, 0, host="127.0.0.1", task_status=task_status
+                )
+            )
+            send_leftover = server._send_leftover
+
+            async def counted(held: Any) -> None:
+                nonlocal leftovers
+                leftovers += 1
+                await send_leftover(held)
+
+            server._send_leftover = counted  # type: ignore[method-assign]
+            with trio.move_on_after(10):
+                while not leftovers:
+                    for i in range(30):
+                        payload = b"wait" if i % 10 == 9 else b"x"
+                        with contextlib.suppress(BlockingIOError):
+                            client.sendto(payload, ("127.0.0.1", server.port))
+                    await trio.sleep(0.001)
+            server.sockets[0].close()
+            with trio.fail_after(5):
+                await server._stopped.wait()
+    except Exception as exc:  # what the server raised is the result
+        raised = repr(exc)
+    return {
+        "leftovers": leftovers,
+        "raised": raised,
+        "replies": replies,
         "stats": stats_of(server),
     }
 
