@@ -129,7 +129,6 @@ async def test_forged_sources_are_caught_on_a_socket_with_other_control_messages
     assert stats["accounted"] == stats["received"] == 4
 
 
-@pytest.mark.xfail(strict=True, reason="ClosedResourceError escapes _send_leftover")
 async def test_closing_a_socket_while_a_batch_waits_for_room_winds_down(netns):
     """As above, but the replies waiting are a batch's, in a task of their
     own: the server winds down (it died with ClosedResourceError), and the

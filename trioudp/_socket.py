@@ -760,8 +760,11 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         begun) and count what still did not fit as ``EAGAIN`` send errors."""
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
-            while not self._closed and not self._send_replies_now(replies):
-                await self._wait_for_room()
+            try:
+                while not self._closed and not self._send_replies_now(replies):
+                    await self._wait_for_room()
+            except trio.ClosedResourceError:
+                pass  # closed under the server: what is left is counted below
         self._drop_held(replies)
 
     async def _wait_for_room(self) -> None:
