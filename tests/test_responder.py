@@ -144,3 +144,20 @@ async def test_an_answer_too_large_for_a_datagram_is_a_handler_error(nursery, ca
     assert (stats.handled, stats.handler_errors, stats.replied) == (1, 1, 1)
     assert stats.accounted == stats.received == 2
     assert "DatagramTooLarge" in caplog.text
+
+
+async def test_an_answer_the_socket_cannot_send_is_a_handler_error(nursery, caplog):
+    """A memoryview that is not contiguous passes as an Answer, but no
+    socket can send it: a handler error, logged and counted, as for an async
+    handler (it stopped the server with BufferError)."""
+
+    def answer(datagram: trioudp.Datagram) -> memoryview | bytes:
+        return memoryview(b"abcdef")[::2] if datagram.data == b"odd" else b"ok"
+
+    server = await start(nursery, Responder(answer))
+    with flood(server.port, [b"odd", b"even"]) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        assert receive_all(client, 1) == [b"ok"]
+    stats = server.stats
+    assert (stats.handled, stats.handler_errors, stats.replied) == (1, 1, 1)
+    assert "BufferError" in caplog.text
