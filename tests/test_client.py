@@ -11,7 +11,7 @@ import trio.testing
 import trioudp
 from trioudp import Backoff, PeerUnreachable, RequestTimeout, open_udp_client, serve_udp
 
-from .conftest import open_fds
+from .conftest import open_fds, requires_ipv6
 
 
 async def echo(datagram: trioudp.Datagram) -> None:
@@ -710,3 +710,17 @@ async def test_bad_client_settings_fail_at_construction(virtual_network):
             client.budget(backoff=2.0)
         with pytest.raises(ValueError, match="attempts must be an int >= 1, not 1.5"):
             await client.request(b"x", attempts=1.5)
+
+
+@pytest.mark.xfail(strict=True, reason="the client's IPv6 socket is IPv6-only")
+@requires_ipv6
+async def test_a_client_to_an_ipv4_mapped_address_reaches_the_ipv4_peer(nursery):
+    """A dual-stack server sees IPv4 peers as ::ffff:a.b.c.d; a client
+    opened to such an address (as a program would, from a datagram's peer)
+    reaches it (it failed with a bare OSError, ENETUNREACH: the client's
+    IPv6 socket was IPv6-only)."""
+    server = await nursery.start(functools.partial(serve_udp, echo, 0, host="::"))
+    async with open_udp_client("::ffff:127.0.0.1", server.port) as client:
+        reply = await client.request(b"mapped")
+        assert reply.data == b"mapped"
+        assert client.peer[:2] == ("::ffff:127.0.0.1", server.port)
