@@ -712,7 +712,6 @@ async def test_bad_client_settings_fail_at_construction(virtual_network):
             await client.request(b"x", attempts=1.5)
 
 
-@pytest.mark.xfail(strict=True, reason="the client's IPv6 socket is IPv6-only")
 @requires_ipv6
 async def test_a_client_to_an_ipv4_mapped_address_reaches_the_ipv4_peer(nursery):
     """A dual-stack server sees IPv4 peers as ::ffff:a.b.c.d; a client

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import ipaddress
 import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, final
@@ -603,6 +604,14 @@ def _request_key(
     return key
 
 
+def _is_ipv4_mapped(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+
+
 def _check_backoff(backoff: object) -> Backoff:
     if not isinstance(backoff, Backoff):
         msg = f"backoff must be a trioudp.Backoff, not {backoff!r}"
@@ -629,7 +638,9 @@ async def open_udp_client(
     reports ICMP "port unreachable" as an error instead of silence.
 
     Args:
-        host, port: the peer; a name is resolved once, here.
+        host, port: the peer; a name is resolved once, here. An
+            IPv4-mapped address (``::ffff:192.0.2.1``, as a dual-stack
+            server sees IPv4 peers) is reached as that IPv4 peer.
         attempts: sends per request (1 = no retransmission).
         backoff: the retransmission schedule; default :class:`Backoff()`
             (1 s, doubling, +-10% jitter).
@@ -657,7 +668,12 @@ async def open_udp_client(
     on_unreachable = OnUnreachable(on_unreachable)
     family = family or numeric_family(host) or await _family_of_name(host, port)
     local_host, local_port = local_address or (None, 0)
-    async with open_udp_socket(local_host, local_port, family=family) as sock:
+    # An IPv4-mapped peer (a dual-stack server's view of an IPv4 one) is
+    # reached as IPv4, which an IPv6-only socket cannot do.
+    mapped = _is_ipv4_mapped(host)
+    async with open_udp_socket(
+        local_host, local_port, family=family, dual_stack=mapped or None
+    ) as sock:
         await sock.connect((host, port))
         peer = sock.peer_address
         assert peer is not None
