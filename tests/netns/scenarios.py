@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import socket
 import struct
 import subprocess
@@ -122,6 +123,20 @@ def drain(sock: socket.socket) -> int:
         count += 1
 
 
+class WarningCount(logging.Handler):
+    """Counts the warnings (and worse) logged on the ``trioudp`` logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        trioudp_logger = logging.getLogger("trioudp")
+        trioudp_logger.addHandler(self)
+        trioudp_logger.setLevel(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
 def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
     stats = server.stats
     return attrs.asdict(stats) | {"accounted": stats.accounted}
@@ -131,20 +146,26 @@ def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
 async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str, Any]:
     """An echo over a loopback shaped to 20 Mbit/s, to a mix of 100 B and
     3000 B datagrams: its send buffer fills. ``form`` is the handler: an
-    async one that replies ``twice``, or a ``responder``."""
+    async one that replies ``twice`` or ``five`` times, or a ``responder``.
+    The result counts the warnings logged on the ``trioudp`` logger."""
     sh(
         "ip link set lo up",
         "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
     )
+    warnings = WarningCount()
 
     async def twice(datagram: trioudp.Datagram) -> None:
         await datagram.reply(datagram.data)
         await datagram.reply(datagram.data)
 
+    async def five(datagram: trioudp.Datagram) -> None:
+        for _ in range(5):
+            await datagram.reply(datagram.data)
+
     def echo(datagram: trioudp.Datagram) -> bytes:
         return datagram.data
 
-    handler = twice if form == "twice" else trioudp.Responder(echo)
+    handler = {"twice": twice, "five": five}.get(form) or trioudp.Responder(echo)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.setblocking(False)
     client.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
@@ -170,7 +191,7 @@ async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str,
                 received += drain(client)
         result = {"sent": sent, "received": received, "stats": stats_of(server)}
         await server.shutdown(grace=1)
-    return result
+    return result | {"warnings": warnings.count}
 
 
 @scenario
