@@ -141,7 +141,6 @@ async def test_closing_a_socket_while_a_batch_waits_for_room_winds_down(netns):
     assert stats["replied"] + stats["send_errors"].get("EAGAIN", 0) == result["replies"]
 
 
-@pytest.mark.xfail(strict=True, reason="one warning per reply given up")
 async def test_replies_given_up_are_logged_sparingly(netns):
     """Every reply given up on a full send buffer logged a warning of its
     own: a peer that keeps the link full made the server write a log line

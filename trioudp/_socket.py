@@ -812,11 +812,19 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
 
     def _count_full_buffer(self, dropped: int) -> None:
         """Count replies given up on because the send buffer stayed full for
-        ``REPLY_SHIELD_SECONDS`` (as ``EAGAIN`` send errors) and log it."""
-        self._send_errors["EAGAIN"] = self._send_errors.get("EAGAIN", 0) + dropped
-        logger.warning(
-            "%d UDP replies dropped on %r: the send buffer stayed full", dropped, self
-        )
+        ``REPLY_SHIELD_SECONDS`` (as ``EAGAIN`` send errors) and log it, when
+        the count passes a power of two."""
+        before = self._send_errors.get("EAGAIN", 0)
+        count = self._send_errors["EAGAIN"] = before + dropped
+        # Logged when the count passes a power of two: a peer that keeps the
+        # link full must not make the server write a line per reply.
+        if count.bit_length() > before.bit_length():
+            logger.warning(
+                "%d UDP replies dropped on %r: the send buffer stayed full (%d so far)",
+                dropped,
+                self,
+                count,
+            )
 
     def _send_replies_now(self, replies: SendBatch) -> bool:
         """Send the collected replies that the kernel takes now; count errors.
