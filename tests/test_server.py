@@ -486,3 +486,27 @@ async def test_begin_shutdown_from_a_handler_stops_receiving_within_the_batch(
             await server._stopped.wait()
     stats = server.stats
     assert (stats.received, stats.handled) == (1, 1)
+
+
+@pytest.mark.xfail(strict=True, reason="the receiver goes back to waiting")
+async def test_begin_shutdown_from_a_handler_stops_the_server_without_waiting_out_grace(
+    virtual_network, autojump_clock, nursery
+):
+    """On a socket without the fast path (the virtual network), the handler
+    that begins the shutdown ran from the receiver's queue, which then went
+    back to waiting for datagrams, out of reach of the shutdown: the server
+    kept receiving and stopped only when the grace period ran out."""
+    box = []
+
+    async def stop_on_exit(datagram):
+        if datagram.data == b"exit":
+            box[0].begin_shutdown(grace=10.0)
+
+    server = await start(nursery, stop_on_exit)
+    box.append(server)
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
+        await client.send_to(b"exit", ("127.0.0.1", server.port))
+        await server._stopped.wait()
+        assert trio.current_time() == 0
+        await client.send_to(b"late", ("127.0.0.1", server.port))
+    assert (server.stats.received, server.stats.handled) == (1, 1)
