@@ -444,7 +444,9 @@ class UDPServer:
                 taken = 0
                 while not self._stopping:
                     still_intake = await self._serve_queue(sock)
-                    if not still_intake:
+                    if not still_intake or self._stopping:
+                        # (A handler run from the queue may have begun the
+                        # shutdown, before this wait could be cancelled.)
                         break
                     self._waits.add(waiting)
                     try:
