@@ -33,6 +33,26 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def run_python(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run this Python on ``args`` from the repository root; its stdout.
+
+    Fails the test, with the program's stderr, if it exits non-zero.
+    """
+    import subprocess
+
+    result = subprocess.run(
+        python_command(*args),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 pytest_plugins = ["pytester"]
 
 # Standalone scripts that tests run as programs (netns: inside `unshare -n`).

@@ -1,24 +1,14 @@
 """The benchmark scripts keep working: each runs here on a small workload."""
 
 import re
-import subprocess
-import sys
 
-from .conftest import ROOT
+from .conftest import ROOT, run_python
 
 BENCHMARKS = ROOT / "benchmarks"
 
 
 def run(name, *args):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_python(str(BENCHMARKS / name), *args)
 
 
 def test_flood_reconciles_every_datagram():
@@ -39,6 +29,8 @@ def test_memory_reports_bytes_per_handler():
 def test_virtual_network_versus_fakenet():
     out = run("virtual_network.py", "--datagrams", "2000", "--rounds", "1")
     assert re.search(r"VirtualNetwork / FakeNet = \d+\.\d\d", out)
+    assert re.search(r"\(trace off\) +[\d,]+ datagrams/s", out)
+    assert re.search(r"trace memory per event: \d+ B \([\d,]+ events kept\)", out)
 
 
 def test_echo_benchmark_runs_side_by_side(tmp_path):

@@ -49,7 +49,7 @@ def test_table_size_is_a_hard_bound(addresses):
     [
         ({"rate": 0, "burst": 1}, "rate must be"),
         ({"rate": 1, "burst": 0.5}, "burst must be"),
-        ({"rate": 1, "burst": 1, "ipv4_prefix": 33}, "prefixes must be"),
+        ({"rate": 1, "burst": 1, "ipv4_prefix": 33}, "ipv4_prefix must be in 1..32"),
         ({"rate": 1, "burst": 1, "table_size": 0}, "table_size"),
     ],
 )

@@ -43,6 +43,8 @@ async def answers_like_an_async_handler(nursery, fast):
     async with trioudp.open_udp_client("127.0.0.1", server.port) as client:
         for payload in (b"one", b"", b"x" * 5000):
             assert (await client.request(payload)).data == payload
+    # A reply is counted once its send returns, maybe after the client woke.
+    await trio.testing.wait_all_tasks_blocked()
     stats = server.stats
     assert (stats.received, stats.handled, stats.replied) == (3, 3, 3)
 
@@ -161,3 +163,12 @@ async def test_an_answer_the_socket_cannot_send_is_a_handler_error(nursery, capl
     stats = server.stats
     assert (stats.handled, stats.handler_errors, stats.replied) == (1, 1, 1)
     assert "BufferError" in caplog.text
+
+
+async def test_bytearray_and_memoryview_answers_are_sent(nursery):
+    answers = iter([bytearray(b"array"), memoryview(b"view"), b"bytes"])
+    server = await start(nursery, Responder(lambda datagram: next(answers)))
+    with flood(server.port, [b"1", b"2", b"3"]) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        assert receive_all(client, 3) == [b"array", b"view", b"bytes"]
+    assert server.stats.replied == 3

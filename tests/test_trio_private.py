@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import trio
 
 from trioudp import _trio_private
@@ -22,6 +24,65 @@ async def test_cancel_probe_tells_cancelled_from_calm() -> None:
         assert _trio_private.cancel_requested_probe() is True
         await trio.lowlevel.checkpoint()
     assert _trio_private._unknown() is None
+
+
+def test_the_scheduler_hook_exists_on_this_trio() -> None:
+    # Fails loudly when Trio renames its deterministic-scheduling hook: the
+    # virtual network would otherwise silently lose exact replays.
+    from trio._core import _run
+
+    assert _trio_private._scheduler_module() is _run
+    assert isinstance(_run._ALLOW_DETERMINISTIC_SCHEDULING, bool)
+    assert isinstance(_run._r, random.Random)
+    assert (
+        "trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING" in _trio_private.PRIVATE_NAMES
+    )
+
+
+def test_deterministic_scheduling_restores_trio_as_it_was() -> None:
+    from trio._core import _run
+
+    before = (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r)
+    outer, inner = random.Random(1), random.Random(2)
+    with _trio_private.deterministic_scheduling(outer) as exact:
+        assert exact is True
+        assert (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r) == (True, outer)
+        with _trio_private.deterministic_scheduling(inner):
+            assert _run._r is inner
+        assert _run._r is outer
+    assert (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r) == before
+    try:
+        with _trio_private.deterministic_scheduling(outer):
+            raise KeyError
+    except KeyError:
+        pass
+    assert (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r) == before
+
+
+def schedule(seed: int) -> list[int]:
+    """The order in which 20 tasks pass 5 checkpoints each, under ``seed``."""
+    order: list[int] = []
+
+    async def step(i: int) -> None:
+        for _ in range(5):
+            order.append(i)
+            await trio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        with _trio_private.deterministic_scheduling(random.Random(seed)):
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(step, i)
+
+    trio.run(main)
+    return order
+
+
+def test_deterministic_scheduling_replays_the_schedule_of_a_seed() -> None:
+    first = schedule(1)
+    assert schedule(1) == first
+    assert schedule(2) != first
+    assert first[:20] != sorted(first[:20])  # shuffled, not FIFO
 
 
 async def test_reply_stays_a_cancel_point_on_the_public_fallback(monkeypatch):

@@ -11,7 +11,16 @@ from __future__ import annotations
 import math
 import reprlib
 
-__all__ = ["check_attempts", "check_seconds", "real_number", "short_repr"]
+__all__ = [
+    "check_attempts",
+    "check_bool",
+    "check_instance",
+    "check_int",
+    "check_real",
+    "check_seconds",
+    "real_number",
+    "short_repr",
+]
 
 _repr = reprlib.Repr()
 _repr.maxlong = 40
@@ -90,3 +99,92 @@ def check_attempts(attempts: object) -> int:
         msg = f"attempts must be an int >= 1, not {short_repr(attempts)}"
         raise ValueError(msg)
     return attempts
+
+
+def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) in ``low..high``.
+
+    Raises:
+        TypeError: ``value`` is not an int.
+        ValueError: it is out of range.
+
+    Example:
+        >>> check_int("table_size", 16, low=1)
+        16
+        >>> check_int("ipv4_prefix", 24.5, low=1, high=32)
+        Traceback (most recent call last):
+        ...
+        TypeError: ipv4_prefix must be an int, not float 24.5
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be an int, not {type(value).__name__} {short_repr(value)}"
+        raise TypeError(msg)
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        msg = f"{name} must be {bounds}, not {short_repr(value)}"
+        raise ValueError(msg)
+    return value
+
+
+def check_real(name: str, value: object, *, low: float) -> float:
+    """``value`` as a float, if it is a finite number (see :func:`real_number`)
+    ``>= low``.
+
+    Raises:
+        TypeError: ``value`` is not an int or a float.
+        ValueError: it is nan, infinite or below ``low``.
+
+    Example:
+        >>> check_real("factor", 3, low=1)
+        3.0
+        >>> check_real("factor", 0.5, low=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: factor must be a finite number >= 1, not 0.5
+    """
+    number = real_number(name, value)
+    if not (math.isfinite(number) and number >= low):
+        msg = f"{name} must be a finite number >= {low}, not {short_repr(value)}"
+        raise ValueError(msg)
+    return number
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is True or False (a flag given as 1 or "yes" is a
+    mistake better caught here).
+
+    Raises:
+        TypeError: it is anything else.
+
+    Example:
+        >>> check_bool("log_only", "no")
+        Traceback (most recent call last):
+        ...
+        TypeError: log_only must be True or False, not 'no'
+    """
+    if not isinstance(value, bool):
+        msg = f"{name} must be True or False, not {short_repr(value)}"
+        raise TypeError(msg)
+    return value
+
+
+def check_instance(name: str, value: object, kind: type, example: str) -> None:
+    """Check that ``value`` is None or a ``kind``; ``example`` shows how to
+    make one.
+
+    Raises:
+        TypeError: it is something else.
+
+    Example:
+        >>> check_instance("access", ["10.0.0.0/8"], tuple, "('10.0.0.0/8',)")
+        Traceback (most recent call last):
+        ...
+        TypeError: access must be a tuple or None, not list ['10.0.0.0/8']; for example ('10.0.0.0/8',)
+    """
+    if value is not None and not isinstance(value, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        msg = (
+            f"{name} must be {article} {kind.__name__} or None, not"
+            f" {type(value).__name__} {short_repr(value)}; for example {example}"
+        )
+        raise TypeError(msg)

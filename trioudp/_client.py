@@ -31,7 +31,6 @@ from __future__ import annotations
 import enum
 import errno
 import ipaddress
-import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, final
 
@@ -42,6 +41,7 @@ from ._address import SocketAddress, check_address, check_payload, numeric_famil
 from ._backoff import Backoff
 from ._checks import check_attempts
 from ._errors import PeerUnreachable, RequestTimeout
+from ._rng import new_rng
 from ._socket import (
     TRANSIENT_ERRNOS,
     DatagramEndpoint,
@@ -51,6 +51,7 @@ from ._socket import (
 )
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import AsyncIterator, Hashable, Iterator
 
     from ._datagram import Datagram
@@ -140,7 +141,8 @@ class _Waiter:
     sent: bool = False
     reply: Datagram | None = None
     error: OSError | None = None
-    event: trio.Event = attrs.field(factory=trio.Event)
+    #: Made only when the request parks (most never do).
+    event: trio.Event | None = None
 
     @property
     def done(self) -> bool:
@@ -150,7 +152,8 @@ class _Waiter:
         self, reply: Datagram | None = None, error: OSError | None = None
     ) -> None:
         self.reply, self.error = reply, error
-        self.event.set()
+        if self.event is not None:
+            self.event.set()
 
 
 @final
@@ -378,8 +381,7 @@ class UDPClient(DatagramEndpoint):
                     self._retransmitted += 1
                 attempts += 1
                 await self._send_request(data, waiter)
-                with trio.move_on_at(deadline):
-                    await self._wait(waiter)
+                await self._wait_until(waiter, deadline)
                 if waiter.reply is not None:
                     self._replies += 1
                     return waiter.reply
@@ -418,6 +420,22 @@ class UDPClient(DatagramEndpoint):
         if self._on_unreachable is OnUnreachable.RAISE:
             raise PeerUnreachable(self._peer, error) from error
 
+    async def _wait_until(self, waiter: _Waiter, deadline: float) -> None:
+        """Wait for ``waiter``'s reply (or error) until ``deadline``.
+
+        On a real socket with no reader, it passes a schedule point and
+        looks before it sleeps: on loopback or a fast LAN the reply often
+        arrives meanwhile, and then the request neither sleeps (waking an
+        idle CPU costs more than the round trip) nor needs a timer."""
+        if self._reader is None and self._sock.is_fast:
+            await trio.lowlevel.checkpoint()
+            if self._reader is None:
+                self._route_queued(waiter)
+                if waiter.done:
+                    return
+        with trio.move_on_at(deadline):
+            await self._wait(waiter)
+
     async def _wait(self, waiter: _Waiter) -> None:
         try:
             while not waiter.done:
@@ -434,11 +452,11 @@ class UDPClient(DatagramEndpoint):
     async def _park(self, waiter: _Waiter) -> None:
         """Wait until the reader routes a reply to ``waiter`` or hands it the
         reader role."""
-        waiter.event = trio.Event()
+        waiter.event = event = trio.Event()
         parked = self._parked
         parked[waiter] = None
         try:
-            await waiter.event.wait()
+            await event.wait()
         finally:
             del parked[waiter]
 
@@ -449,7 +467,12 @@ class UDPClient(DatagramEndpoint):
             with trio.CancelScope() as self._reading:
                 while not waiter.done:
                     if self._sock.is_fast:
-                        await self._read_ready()
+                        await self._sock._wait_readable()
+                        if not self._route_queued(waiter):
+                            # Woken with nothing to read: errors queued under
+                            # IP_RECVERR, which keep the socket readable until
+                            # taken.
+                            self._sock._drain_error_queue()
                         continue
                     try:
                         datagram = await self._sock.receive()
@@ -462,23 +485,16 @@ class UDPClient(DatagramEndpoint):
             self._reader = None
             self._reading = None
 
-    async def _read_ready(self) -> None:
-        """Route the replies queued (up to ``_READ_BATCH``), waiting until
-        there is one: the real socket's fast path, one trip through the
-        scheduler for all of them.
-
-        It passes a schedule point before it looks: on loopback or a fast
-        LAN the reply often arrives meanwhile, and the task then does not
-        sleep at all (waking an idle CPU costs more than the round trip)."""
-        await trio.lowlevel.checkpoint()
-        if not self._route_queued():
-            await self._sock._wait_readable()
-            self._route_queued()
-
-    def _route_queued(self) -> int:
+    def _route_queued(self, waiter: _Waiter | None = None) -> int:
+        """Route the replies queued on the real socket (up to ``_READ_BATCH``);
+        return how many. With ``waiter``, stop once it is done if no other
+        request waits (one system call fewer per request)."""
         sock = self._sock
         now = trio.current_time()
+        waiters = self._waiters
         for routed in range(_READ_BATCH):
+            if waiter is not None and waiter.done and len(waiters) == 1:
+                return routed
             try:
                 datagram = sock._receive_nowait(now)
             except OSError as exc:
@@ -501,6 +517,7 @@ class UDPClient(DatagramEndpoint):
         is never parked, so it cannot hand the role to itself)."""
         for other in self._parked:
             if not other.done:
+                assert other.event is not None  # parked requests have one
                 other.event.set()
                 return
 
@@ -650,7 +667,9 @@ async def open_udp_client(
         family: ``AF_INET`` or ``AF_INET6``; by default, the peer's.
         local_address: ``(host, port)`` to bind; default any, ephemeral.
         rng: where jitter comes from; pass ``random.Random(seed)`` for
-            reproducible schedules.
+            reproducible schedules. By default an unseeded generator, or,
+            while a :class:`~trioudp.testing.VirtualNetwork` is installed,
+            one derived from the network's seed.
 
     Example (the tutorial's client)::
 
@@ -684,5 +703,5 @@ async def open_udp_client(
             backoff=backoff,
             match=match,
             on_unreachable=on_unreachable,
-            rng=rng or random.Random(),
+            rng=rng or new_rng(),
         )

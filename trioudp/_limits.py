@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._checks import check_bool, check_int, check_real, short_repr
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -44,8 +46,29 @@ def prefix_key(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> tuple[int, int]:
     return 6, int.from_bytes(packed, "big") >> (128 - ipv6_prefix)
 
 
-def _networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
+def _networks(name: str, values: Iterable[str | Network]) -> tuple[Network, ...]:
+    """The networks a field holds (a lone network or string is refused: it
+    would be taken apart address by address, or letter by letter)."""
+    lone = (str, bytes, ipaddress.IPv4Network, ipaddress.IPv6Network)
+    if isinstance(values, lone) or not hasattr(values, "__iter__"):
+        msg = (
+            f"{name} must be a list of networks such as ['192.0.2.0/24'],"
+            f" not {type(values).__name__} {short_repr(values)}"
+        )
+        raise TypeError(msg)
     return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+
+
+def _exempt(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    return _networks("exempt", values)
+
+
+def _allow(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    return _networks("allow", values)
+
+
+def _deny(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    return _networks("deny", values)
 
 
 def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
@@ -82,11 +105,16 @@ class RateLimit:
     ipv6_prefix: int = 56
     table_size: int = 65_536
     log_only: bool = False
-    exempt: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
+    exempt: tuple[Network, ...] = attrs.field(default=(), converter=_exempt)
 
     @rate.validator
     def _check_rate(self, attribute: attrs.Attribute[float], value: float) -> None:
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if not (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        ):
             msg = (
                 f"rate must be a positive number of datagrams per second, not {value!r}"
             )
@@ -95,18 +123,19 @@ class RateLimit:
     @burst.validator
     def _check_burst(self, attribute: attrs.Attribute[float], value: float) -> None:
         if not (
-            isinstance(value, (int, float)) and math.isfinite(value) and value >= 1
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= 1
         ):
             msg = f"burst must be a number >= 1, not {value!r}"
             raise ValueError(msg)
 
     def __attrs_post_init__(self) -> None:
-        if not 0 < self.ipv4_prefix <= 32 or not 0 < self.ipv6_prefix <= 128:
-            msg = f"prefixes must be in 1..32 and 1..128, not /{self.ipv4_prefix} and /{self.ipv6_prefix}"
-            raise ValueError(msg)
-        if self.table_size < 1:
-            msg = f"table_size must be >= 1, not {self.table_size!r}"
-            raise ValueError(msg)
+        check_int("ipv4_prefix", self.ipv4_prefix, low=1, high=32)
+        check_int("ipv6_prefix", self.ipv6_prefix, low=1, high=128)
+        check_int("table_size", self.table_size, low=1)
+        check_bool("log_only", self.log_only)
 
 
 class RateLimiter:
@@ -173,12 +202,8 @@ class AmplificationGuard:
     """
 
     def __init__(self, factor: float = 3.0, table_size: int = 65_536) -> None:
-        if not (math.isfinite(factor) and factor >= 1):
-            msg = f"factor must be a number >= 1, not {factor!r}"
-            raise ValueError(msg)
-        if table_size < 1:
-            msg = f"table_size must be >= 1, not {table_size!r}"
-            raise ValueError(msg)
+        check_real("factor", factor, low=1)
+        check_int("table_size", table_size, low=1)
         self.factor = factor
         self.table_size = table_size
         # peer not yet validated -> [bytes received, bytes sent]
@@ -243,8 +268,8 @@ class AccessList:
         (True, False, False)
     """
 
-    allow: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
-    deny: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
+    allow: tuple[Network, ...] = attrs.field(default=(), converter=_allow)
+    deny: tuple[Network, ...] = attrs.field(default=(), converter=_deny)
 
     def admits(self, ip: str) -> bool:
         """Whether datagrams from ``ip`` may reach the handler."""

@@ -2,7 +2,9 @@
 
 Registered through the ``pytest11`` entry point, so it is active wherever
 trioudp is installed. It needs pytest-trio (``trio_mode = true``, or tests
-marked ``@pytest.mark.trio``).
+marked ``@pytest.mark.trio``); a test that uses its fixtures or marker
+without that errors at setup with a message naming what to install or set,
+and nothing else in the session is affected.
 
 Fixtures:
     virtual_network: a :class:`~trioudp.testing.VirtualNetwork`, installed
@@ -43,6 +45,18 @@ if TYPE_CHECKING:
 
 _SEED_KEY = pytest.StashKey[int]()
 _MARKER = "virtual_network"
+_FIXTURES = frozenset({"virtual_network", "udp_echo_server"})
+_NO_PYTEST_TRIO = (
+    "trioudp's virtual_network fixtures and marker need pytest-trio, which is"
+    " not installed (or is disabled with -p no:trio): pip install pytest-trio,"
+    " and set trio_mode = true under [tool.pytest.ini_options] (or mark the"
+    " tests @pytest.mark.trio)"
+)
+_NOT_A_TRIO_TEST = (
+    "{name} uses trioudp's virtual network but pytest-trio does not run it:"
+    " make it an async def test and set trio_mode = true under"
+    " [tool.pytest.ini_options] (or mark it @pytest.mark.trio)"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,13 +92,34 @@ def _run_with_autojump(
     )
 
 
+def _has_pytest_trio(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("trio")
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if not _has_pytest_trio(config):
+        return  # the "trio" marker is unknown: pytest_runtest_setup explains
     for item in items:
         marker = item.get_closest_marker(_MARKER)
         if marker is not None and marker.kwargs.get("autojump", True):
             # pytest-trio takes the first "trio" marker's run function.
             item.add_marker(pytest.mark.trio(run=_run_with_autojump), append=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse, clearly and before any fixture runs, a test that uses the
+    virtual network where pytest-trio will not run it."""
+    uses = _FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    if not uses and item.get_closest_marker(_MARKER) is None:
+        return
+    if not _has_pytest_trio(item.config):
+        pytest.fail(_NO_PYTEST_TRIO, pytrace=False)
+    if item.get_closest_marker("trio") is None:
+        pytest.fail(_NOT_A_TRIO_TEST.format(name=item.name), pytrace=False)
 
 
 def seed_for(nodeid: str, override: int | None = None) -> int:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from ._datagram import Datagram
 
-__all__ = ["Answer", "Responder"]
+__all__ = ["Answer", "Responder", "checked_answer"]
 
 #: What a :class:`Responder`'s function returns: the reply's bytes, or None
 #: for no reply.
@@ -104,14 +104,25 @@ class Responder:
         answer = self.respond(datagram)
         if answer is None or type(answer) is bytes:
             return answer
-        if isinstance(answer, (bytes, bytearray, memoryview)):
-            return answer
-        if inspect.isawaitable(answer):
-            close = getattr(answer, "close", None)
-            if close is not None:
-                close()  # no "never awaited" warning on top of the error
-        msg = (
-            f"a Responder's function must return bytes, bytearray, memoryview"
-            f" or None, not {type(answer).__name__}"
-        )
-        raise TypeError(msg)
+        return checked_answer(answer)
+
+
+def checked_answer(answer: object) -> Answer:
+    """``answer`` if it is an :data:`Answer`; else TypeError (a coroutine
+    is closed first: the function was async after all).
+
+    Example:
+        >>> checked_answer(bytearray(b"ok"))
+        bytearray(b'ok')
+    """
+    if answer is None or isinstance(answer, (bytes, bytearray, memoryview)):
+        return answer
+    if inspect.isawaitable(answer):
+        close = getattr(answer, "close", None)
+        if close is not None:
+            close()  # no "never awaited" warning on top of the error
+    msg = (
+        f"a Responder's function must return bytes, bytearray, memoryview"
+        f" or None, not {type(answer).__name__}"
+    )
+    raise TypeError(msg)

@@ -50,7 +50,10 @@ would only add latency, and large datagrams were measured to lose more
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
+import inspect
 import logging
 import socket as stdlib_socket
 import sys
@@ -64,11 +67,12 @@ import trio
 
 from . import _eager as eager
 from ._address import UNSPECIFIED_HOSTS
-from ._checks import check_seconds
+from ._checks import check_instance, check_real, check_seconds, short_repr
 from ._datagram import Datagram
 from ._limits import AccessList, AmplificationGuard, RateLimit, RateLimiter
-from ._responder import Responder
-from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket
+from ._mmsg import MAX_BATCHED_SIZE
+from ._responder import Responder, checked_answer
+from ._socket import FORGED_SOURCE, UDPSocket, bind_udp_socket, check_multicast
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -211,6 +215,84 @@ class ServerStats:
         )
 
 
+def _check_handler(handler: object) -> None:
+    """Refuse, at start, a handler whose calls cannot be awaited.
+
+    The one place that decides which handlers a server takes. Accepted:
+    ``async def`` functions and methods, and callables that show they return
+    awaitables: a ``functools.partial`` or ``functools.wraps`` wrapper of an
+    async function, an object whose ``__call__`` is ``async def``, a class
+    whose instances are awaitable, a function marked with
+    ``inspect.markcoroutinefunction`` (Python 3.12+). Refused: plain
+    functions, methods, builtins, classes and objects with a plain
+    ``__call__``, which would fail on every datagram. Callables that cannot
+    be inspected (written in C) are taken on trust.
+
+    Raises:
+        TypeError: ``handler`` is not callable, or plainly not async.
+    """
+    if not callable(handler):
+        msg = f"handler must be an async function of one Datagram, not {short_repr(handler)}"
+        raise TypeError(msg)
+    target: object = handler
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target):
+        return
+    with contextlib.suppress(ValueError):  # a cycle of __wrapped__
+        target = inspect.unwrap(target)  # type: ignore[arg-type]
+    if inspect.iscoroutinefunction(target):
+        return
+    if isinstance(target, type):
+        plain = not hasattr(target, "__await__")
+    elif (
+        inspect.isfunction(target)
+        or inspect.ismethod(target)
+        or inspect.isbuiltin(target)
+    ):
+        plain = True
+    else:
+        call = inspect.getattr_static(type(target), "__call__", None)
+        if inspect.iscoroutinefunction(call):
+            return
+        plain = inspect.isfunction(call)
+    if plain:
+        msg = (
+            f"handler must be an async function of one Datagram (async def"
+            f" handler(datagram): ...), not the plain callable {short_repr(handler)}:"
+            " the server awaits its result for every datagram. Pass a plain"
+            " function that returns the reply as trioudp.Responder(function);"
+            " wrap one that returns an awaitable in an async def."
+        )
+        raise TypeError(msg)
+
+
+def _check_protection(
+    overflow: Overflow | str,
+    rate_limit: RateLimit | None,
+    amplification_factor: float | None,
+    access: AccessList | None,
+) -> None:
+    """Check the server settings that protect it (and ``overflow``)."""
+    Overflow(overflow)
+    check_instance(
+        "rate_limit", rate_limit, RateLimit, "RateLimit(rate=100, burst=200)"
+    )
+    check_instance("access", access, AccessList, "AccessList(allow=['192.0.2.0/24'])")
+    if amplification_factor is not None:
+        check_real("amplification_factor", amplification_factor, low=1)
+
+
+def _check_sockets(sockets: Sequence[UDPSocket]) -> None:
+    for sock in sockets:
+        if not isinstance(sock, UDPSocket):
+            msg = (
+                "serve_udp_sockets serves trioudp.UDPSocket objects (wrap a trio"
+                f" socket: UDPSocket(sock)), not {type(sock).__name__} {short_repr(sock)}"
+            )
+            raise TypeError(msg)
+
+
 def _check_settings(
     handler: Handler,
     max_in_flight: int,
@@ -218,9 +300,7 @@ def _check_settings(
     batch_size: int,
     handler_timeout: float | None,
 ) -> None:
-    if not callable(handler):
-        msg = f"handler must be an async function of one Datagram, not {handler!r}"
-        raise TypeError(msg)
+    _check_handler(handler)
     for name, value, low in (
         ("max_in_flight", max_in_flight, 1),
         ("queue_size", queue_size, 0),
@@ -475,6 +555,10 @@ class UDPServer:
                         if taken < 0:
                             still_intake = False
                             break
+                        if not taken:
+                            # Woken with nothing to read: errors queued
+                            # under IP_RECVERR, which keep it readable.
+                            sock._drain_error_queue()
                     elif datagram is not None and self._admit(datagram):
                         self._enqueue(datagram)
             if still_intake:
@@ -549,8 +633,9 @@ class UDPServer:
         local = sock._local or sock._local_for_datagrams()
         make_datagram = Datagram._received
         handler = self._handler
-        respond = handler.answer if type(handler) is Responder else None
+        respond = handler.respond if type(handler) is Responder else None
         reply_now = sock._reply_now
+        guard = sock._guard
         timed = self._handler_timeout is not None
         queue = self._queue
         limit = self._batch_size
@@ -587,11 +672,29 @@ class UDPServer:
                     rest = None
                     try:
                         answer = respond(datagram)
-                        # An answer the reply refuses (larger than a
-                        # datagram: its size may follow the peer's) fails
-                        # this datagram only, as in an async handler.
+                        if type(answer) is not bytes and answer is not None:
+                            answer = checked_answer(answer)
                         if answer is not None:
-                            reply_now(answer, peer)
+                            # The common case written out: a small reply
+                            # joins the batch (what _reply_now does, two
+                            # calls less).
+                            replies = sock._replies
+                            try:
+                                joined = (
+                                    replies is not None
+                                    and guard is None
+                                    and type(answer) is bytes
+                                    and len(answer) <= MAX_BATCHED_SIZE
+                                    and replies.add(answer, peer)
+                                )
+                            except ValueError:  # an address it cannot encode
+                                joined = False
+                            if not joined:
+                                # An answer the reply refuses (larger than a
+                                # datagram: its size may follow the peer's)
+                                # fails this datagram only, as in an async
+                                # handler.
+                                reply_now(answer, peer)
                     except Exception:
                         self._handler_failed(datagram)
                         continue
@@ -822,9 +925,13 @@ async def serve_udp_sockets(
     client sends from it, and answering it only serves reflection attacks.
 
     Error handling:
-        A handler's exception is logged on the ``trioudp`` logger with its
-        traceback and counted; the server goes on. Per-datagram network
-        errors (ICMP unreachable and the like) are counted, never fatal.
+        Bad settings raise ``TypeError`` or ``ValueError`` at once, and the
+        sockets are closed. A handler's exception is logged on the
+        ``trioudp`` logger with its traceback and counted; the server goes
+        on. Per-datagram network errors (ICMP unreachable and the like) are
+        counted in ``stats.receive_errors``, never fatal; on a socket with
+        ``IP_RECVERR``/``IPV6_RECVERR`` set, its error queue is drained and
+        each error in it counted.
 
     Resource handling:
         Cancelling the surrounding scope stops everything at once; sockets
@@ -841,9 +948,13 @@ async def serve_udp_sockets(
         raise ValueError(msg)
     try:
         _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
+        _check_protection(overflow, rate_limit, amplification_factor, access)
+        _check_sockets(sockets)
     except BaseException:
-        for sock in sockets:  # they are ours now
-            sock.close()
+        for sock in sockets:  # they are ours now: close them, the port is free
+            close = getattr(sock, "close", None)
+            if callable(close):
+                close()
         raise
     server = UDPServer(
         handler,
@@ -885,6 +996,7 @@ async def open_udp_sockets(
         sockets = await trioudp.open_udp_sockets(0)
         print([s.local_address for s in sockets])
     """
+    check_multicast(multicast)  # before for_family below; bind checks the rest
     families = (
         [0] if host is not None else [stdlib_socket.AF_INET, stdlib_socket.AF_INET6]
     )
@@ -969,6 +1081,9 @@ async def serve_udp(
 
     Raises:
         BindError: a socket could not be bound (port in use, ...).
+        TypeError, ValueError: a setting is of the wrong type or out of range
+            (a plain, non-async ``handler`` included); raised before anything
+            is bound, naming the value.
 
     Example::
 
@@ -979,6 +1094,7 @@ async def serve_udp(
             server = await nursery.start(trioudp.serve_udp, handler, 12345)
     """
     _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
+    _check_protection(overflow, rate_limit, amplification_factor, access)
     sockets = await open_udp_sockets(
         port,
         host,

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket as stdlib_socket
+import struct
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -33,10 +34,11 @@ from ._address import (
     max_payload,
     numeric_family,
 )
+from ._checks import check_bool, check_instance, check_int, short_repr
 from ._datagram import Datagram
 from ._errors import BindError, InvalidAddress
 from ._mmsg import MAX_BATCHED_SIZE, SendBatch, sendmmsg_available
-from ._multicast import MulticastOptions
+from ._multicast import Multicast, MulticastOptions
 from ._trio_private import cancel_requested_probe
 
 if TYPE_CHECKING:
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._limits import AmplificationGuard
-    from ._multicast import Multicast
 
 __all__ = ["SocketStats", "UDPSocket", "open_udp_socket"]
 
@@ -81,6 +82,22 @@ KERNEL_DROPS_REFRESH = 0.1
 #: How long a reply that has begun may wait for buffer space once its
 #: handler has been cancelled.
 REPLY_SHIELD_SECONDS = 0.5
+
+#: Socket error queue (``IP_RECVERR``): most entries taken per drain, the
+#: ``recvmsg`` flag and ancillary buffer, the (level, type) pairs that carry a
+#: ``struct sock_extended_err`` (whose first fields are ``ee_errno`` (u32) and
+#: ``ee_origin`` (u8)), and the origins that are errors: local, ICMP, ICMPv6.
+_ERRQUEUE_BATCH = 256
+_MSG_ERRQUEUE: int | None = getattr(stdlib_socket, "MSG_ERRQUEUE", None)
+_ERRQUEUE_ANCILLARY = 512
+_RECVERR_CMSGS = frozenset(
+    {
+        (stdlib_socket.IPPROTO_IP, getattr(stdlib_socket, "IP_RECVERR", 11)),
+        (stdlib_socket.IPPROTO_IPV6, getattr(stdlib_socket, "IPV6_RECVERR", 25)),
+    }
+)
+_EXTENDED_ERR = struct.Struct("=IB")
+_ERR_ORIGINS = frozenset({1, 2, 3})
 
 #: ICMP-reported errors that Linux hands to the next send on the socket, which
 #: then does not transmit: the send is worth repeating once.
@@ -192,7 +209,9 @@ class SocketStats:
             ``max_datagram_size``, discarded without being handed on.
         dropped_amplification: replies withheld by a server's amplification
             guard.
-        receive_errors: per-datagram errors while receiving, by errno name.
+        receive_errors: per-datagram errors while receiving, by errno name
+            (with ``IP_RECVERR`` set: each error the socket's error queue
+            held, which is drained).
         send_errors: per-datagram errors while replying, by errno name.
 
     Example:
@@ -216,11 +235,12 @@ def _stdlib_twin(sock: trio.socket.SocketType) -> stdlib_socket.socket | None:
     """
     try:
         fd = sock.fileno()
+        if not isinstance(fd, int) or fd < 0:
+            return None
+        fd = os.dup(fd)  # a virtual socket's fileno() is no descriptor: EBADF
     except (NotImplementedError, OSError, ValueError):
         return None
-    if not isinstance(fd, int) or fd < 0:
-        return None
-    twin = stdlib_socket.socket(sock.family, sock.type, sock.proto, os.dup(fd))
+    twin = stdlib_socket.socket(sock.family, sock.type, sock.proto, fd)
     twin.setblocking(False)
     return twin
 
@@ -323,9 +343,7 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         limit = max_payload(trio_socket.family)
         if max_datagram_size is None:
             max_datagram_size = limit
-        elif not 0 <= max_datagram_size <= limit:
-            msg = f"max_datagram_size must be in 0..{limit}, not {max_datagram_size!r}"
-            raise ValueError(msg)
+        check_int("max_datagram_size", max_datagram_size, low=0, high=limit)
         self._sock = trio_socket
         self._fast = _stdlib_twin(trio_socket)
         self._max_payload = limit
@@ -777,6 +795,8 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             return
         self._room_watched = True
         try:
+            # Errors queued under IP_RECVERR would end this wait at once.
+            self._drain_error_queue()
             await trio.lowlevel.wait_writable(self._sock)
         finally:
             self._room_watched = False
@@ -920,8 +940,9 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
 
         Raises:
             trio.ClosedResourceError: the socket is, or gets, closed.
-            ConnectionRefusedError: on a connected socket, the peer's host
-                reported that nothing listens on its port.
+            ConnectionRefusedError: on a connected socket (or any socket
+                with ``IP_RECVERR`` set), a host reported that nothing listens
+                on the port a datagram went to.
 
         Example::
 
@@ -931,7 +952,7 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         while True:
             self._check_open()
             try:
-                data, peer = await self._sock.recvfrom(self._bufsize)
+                data, peer = await self._recvfrom()
             except OSError as exc:
                 if self._closed or exc.errno == errno.EBADF:
                     msg = "this UDPSocket was closed while receiving"
@@ -940,6 +961,31 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             datagram = self._accept(data, peer, trio.current_time())
             if datagram is not None:
                 return datagram
+
+    async def _recvfrom(self) -> tuple[bytes, SocketAddress]:
+        """``trio.socket``'s ``recvfrom``, except that a real socket woken
+        with nothing to read drains its error queue (``IP_RECVERR``), which
+        would otherwise keep it readable and the wait spinning."""
+        fast = self._fast
+        if fast is None:
+            received: tuple[bytes, SocketAddress] = await self._sock.recvfrom(
+                self._bufsize
+            )
+            return received
+        await trio.lowlevel.checkpoint_if_cancelled()
+        woken = False
+        while True:
+            try:
+                received = fast.recvfrom(self._bufsize)
+            except BlockingIOError:
+                if woken:
+                    self._drain_error_queue()
+                await trio.lowlevel.wait_readable(self._sock)
+                woken = True
+                continue
+            if not woken:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return received
 
     def _accept(self, data: bytes, peer: SocketAddress, now: float) -> Datagram | None:
         """A received datagram, counted; None (counted too) if it is oversize."""
@@ -1047,8 +1093,44 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             return False
         if exc.errno not in TRANSIENT_ERRNOS:
             raise exc
-        self._count_error(self._receive_errors, exc, None)
+        # With IP_RECVERR the error also waits in the error queue (the
+        # receive reported only the latest one): count the queue instead.
+        if not self._drain_error_queue():
+            self._count_error(self._receive_errors, exc, None)
         return True
+
+    def _drain_error_queue(self) -> int:
+        """Fast path only: take the errors queued on a socket that has
+        ``IP_RECVERR``/``IPV6_RECVERR`` set (``MSG_ERRQUEUE``), count each in
+        ``receive_errors`` by errno, and return how many there were.
+
+        While that queue holds anything the socket polls as ready (EPOLLERR),
+        so a receiver that never drained it would spin. Timestamping and
+        zero-copy notices, which share the queue, are taken but not counted.
+        At most ``_ERRQUEUE_BATCH`` are taken per call; the rest keep the
+        socket ready and are taken on the next call.
+        """
+        fast = self._fast
+        if fast is None or self._closed or _MSG_ERRQUEUE is None:
+            return 0
+        drained = 0
+        for _ in range(_ERRQUEUE_BATCH):
+            try:
+                _, ancillary, _, offender = fast.recvmsg(
+                    0, _ERRQUEUE_ANCILLARY, _MSG_ERRQUEUE
+                )
+            except OSError:  # BlockingIOError: empty; anything else: give up
+                break
+            for level, kind, payload in ancillary:
+                if (level, kind) not in _RECVERR_CMSGS or len(payload) < 8:
+                    continue
+                code, origin = _EXTENDED_ERR.unpack_from(payload)
+                if origin in _ERR_ORIGINS and code:
+                    drained += 1
+                    self._count_error(
+                        self._receive_errors, OSError(code, os.strerror(code)), offender
+                    )
+        return drained
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._local or "unbound")
@@ -1142,8 +1224,26 @@ async def bind_udp_socket(
     broadcast: bool = False,
     dual_stack: bool | None = None,
 ) -> UDPSocket:
-    """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket."""
+    """Like :func:`open_udp_socket`, but the caller owns (and closes) the socket.
+
+    Every argument is checked before a socket is made: a refusal leaves no
+    descriptor open.
+    """
+    if host is not None and not isinstance(host, str):
+        msg = (
+            f"host must be a str or None, not {type(host).__name__} {short_repr(host)}"
+        )
+        raise TypeError(msg)
     check_port(port)
+    if max_datagram_size is not None:
+        check_int("max_datagram_size", max_datagram_size, low=0)
+    if receive_buffer is not None:
+        check_int("receive_buffer", receive_buffer, low=1)
+    check_multicast(multicast)
+    check_bool("broadcast", broadcast)
+    check_bool("reuse_port", reuse_port)
+    if dual_stack is not None:
+        check_bool("dual_stack", dual_stack)
     if family not in (0, stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
         msg = f"family must be AF_INET or AF_INET6, not {family!r}"
         raise ValueError(msg)
@@ -1154,10 +1254,16 @@ async def bind_udp_socket(
         host = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
     elif not family:
         family = numeric_family(host) or await _family_of_name(host, port)
-    sock = UDPSocket(
-        trio.socket.socket(family, stdlib_socket.SOCK_DGRAM),
-        max_datagram_size=max_datagram_size,
-    )
+    if max_datagram_size is not None:
+        check_int(
+            "max_datagram_size", max_datagram_size, low=0, high=max_payload(family)
+        )
+    trio_socket = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    try:
+        sock = UDPSocket(trio_socket, max_datagram_size=max_datagram_size)
+    except BaseException:
+        trio_socket.close()
+        raise
     try:
         if family == stdlib_socket.AF_INET6:
             sock.trio_socket.setsockopt(
@@ -1189,15 +1295,18 @@ async def bind_udp_socket(
     return sock
 
 
+def check_multicast(multicast: object) -> None:
+    """Refuse anything but a :class:`Multicast` or None, with an example."""
+    check_instance("multicast", multicast, Multicast, "Multicast(groups=['239.1.2.3'])")
+
+
 def _request_receive_buffer(sock: trio.socket.SocketType, size: int) -> int:
-    """Ask for ``size`` bytes of receive buffer; warn if the kernel grants less.
+    """Ask for ``size`` bytes of receive buffer (checked by
+    :func:`bind_udp_socket`); warn if the kernel grants less.
 
     Linux doubles the request for its bookkeeping and caps it at
     ``net.core.rmem_max``; the doubled value is what ``getsockopt`` reports.
     """
-    if size < 1:
-        msg = f"receive_buffer must be a positive number of bytes, not {size!r}"
-        raise ValueError(msg)
     sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, size)
     granted = sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF)
     if granted < size:

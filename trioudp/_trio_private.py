@@ -8,18 +8,31 @@ Invariants:
     * ``tests/test_trio_private.py`` asserts that each private name still
       exists on the installed Trio, so an upgrade that moves one fails the
       test suite loudly instead of silently taking the slow path.
+    * ``deterministic_scheduling`` leaves Trio's scheduler exactly as it found
+      it (the flag and the very ``random.Random`` object) when its block exits,
+      however it exits, and blocks nest: the innermost one's generator is in
+      force. Between entry and exit every batch of runnable tasks is ordered
+      only by task creation order and draws from the given generator, so the
+      same program and seed run the same schedule in any process.
 """
 
 from __future__ import annotations
 
+import random
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, MutableSequence
 
-__all__ = ["PRIVATE_NAMES", "cancel_requested_probe"]
+__all__ = [
+    "PRIVATE_NAMES",
+    "BatchShuffler",
+    "cancel_requested_probe",
+    "deterministic_scheduling",
+]
 
 
 def _probe_cancel_status() -> bool | None:
@@ -49,5 +62,75 @@ cancel_requested_probe: Callable[[], bool | None] = (
     _probe_cancel_status if _cancel_status_available() else _unknown
 )
 
+
+def _scheduler_module() -> object | None:
+    # Trio shuffles each batch of runnable tasks with the module-level
+    # ``_r`` (unseeded). Its Hypothesis hook, ``_ALLOW_DETERMINISTIC_SCHEDULING``,
+    # sorts the batch by task creation order first and then shuffles it with
+    # ``_r``: seeding ``_r`` then makes the schedule a function of the seed.
+    try:
+        from trio._core import _run
+    except ImportError:  # pragma: no cover - Trio moved its run loop
+        return None
+    if isinstance(
+        getattr(_run, "_ALLOW_DETERMINISTIC_SCHEDULING", None), bool
+    ) and hasattr(getattr(_run, "_r", None), "shuffle"):
+        return _run
+    return None  # pragma: no cover - Trio renamed the hook
+
+
+class BatchShuffler(random.Random):
+    """A seeded generator for :func:`deterministic_scheduling` whose shuffle
+    is cheap for the one- and two-task batches that dominate a busy run.
+
+    Still uniform: two tasks are swapped with probability one half.
+
+    Example:
+        >>> batch = [1, 2]
+        >>> BatchShuffler(1).shuffle(batch)
+        >>> sorted(batch)
+        [1, 2]
+    """
+
+    def shuffle(self, x: MutableSequence[object]) -> None:
+        size = len(x)
+        if size == 2:
+            if self.getrandbits(1):
+                x[0], x[1] = x[1], x[0]
+        elif size > 2:
+            super().shuffle(x)
+
+
+@contextmanager
+def deterministic_scheduling(rng: random.Random) -> Iterator[bool]:
+    """Within the block, Trio orders runnable tasks by creation and ``rng``.
+
+    Yields True if the schedule is now deterministic, False where this Trio
+    has no such hook (the public fallback: the schedule stays Trio's own,
+    randomised one, so only single-task programs replay exactly).
+
+    Example:
+        >>> import random
+        >>> with deterministic_scheduling(random.Random(1)) as exact:
+        ...     exact
+        True
+    """
+    run = _scheduler_module()
+    if run is None:  # pragma: no cover - exercised only on a Trio without the hook
+        yield False
+        return
+    saved = (run._ALLOW_DETERMINISTIC_SCHEDULING, run._r)  # type: ignore[attr-defined]
+    run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[attr-defined]
+    run._r = rng  # type: ignore[attr-defined]
+    try:
+        yield True
+    finally:
+        run._ALLOW_DETERMINISTIC_SCHEDULING, run._r = saved  # type: ignore[attr-defined]
+
+
 #: The private names used above, for the test that guards them.
-PRIVATE_NAMES = {"trio.lowlevel.Task._cancel_status.effectively_cancelled"}
+PRIVATE_NAMES = {
+    "trio.lowlevel.Task._cancel_status.effectively_cancelled",
+    "trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING",
+    "trio._core._run._r",
+}

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import select
 import socket
 import struct
 import subprocess
@@ -571,6 +572,67 @@ async def forged_exit_to_cli() -> dict[str, Any]:
         with trio.fail_after(10):
             await server.wait()
     return {"alive_after_forged_exit": alive, "returncode": server.returncode}
+
+
+class _TaskSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+@scenario
+async def recverr_send_wait() -> dict[str, Any]:
+    """A send that waits for room in a full send buffer, on a socket with
+    ``IP_RECVERR`` and an ICMP error queued: the queue keeps the socket
+    polling ready (EPOLLERR), so a wait for room that never drained it woke
+    at once, again and again, until the shaped link made room."""
+    sh(
+        "ip link set lo up",
+        "tc qdisc add dev lo root tbf rate 200kbit burst 4kb latency 2s",
+    )
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))  # never read: it only takes the datagrams
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+        fast = sock._fast
+        assert fast is not None
+        fast.setsockopt(socket.IPPROTO_IP, 11, 1)  # IP_RECVERR
+        fast.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        fast.sendto(b"?", closed)
+        with trio.fail_after(5):  # the ICMP error makes it poll ready
+            await trio.lowlevel.wait_readable(fast)
+        assert _polls_error(fast)
+        # Sends would fail on the pending error (sk_err): clear it; the copy
+        # in the error queue stays, and keeps the socket polling ready.
+        fast.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        filled = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                fast.sendto(b"x" * 1400, sink.getsockname())
+                filled += 1
+        steps = _TaskSteps()
+        trio.lowlevel.add_instrument(steps)
+        started = trio.current_time()
+        with trio.fail_after(10):
+            await sock.send_to(b"x" * 1400, sink.getsockname())
+        waited = trio.current_time() - started
+        trio.lowlevel.remove_instrument(steps)
+        return {
+            "filled": filled,
+            "waited": waited,
+            "steps": steps.steps,
+            "receive_errors": sock.stats.receive_errors,
+        }
+
+
+def _polls_error(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 async def _main(name: str, *args: str) -> None:

@@ -49,12 +49,12 @@ async def test_non_udp_sockets_are_refused_clearly(virtual_network):
 
 async def test_unsupported_operations_name_themselves(virtual_network):
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        with pytest.raises(NotImplementedError, match="fileno"):
-            sock.fileno()
+        with pytest.raises(NotImplementedError, match="detach"):
+            sock.detach()
         with pytest.raises(
-            NotImplementedError, match=r"setsockopt\(level=0, optname=1\)"
+            NotImplementedError, match=r"setsockopt\(level=0, optname=4\)"
         ):
-            sock.setsockopt(0, 1, 1)
+            sock.setsockopt(0, 4, 1)  # IP_OPTIONS
         with pytest.raises(NotImplementedError, match="receive flags"):
             await sock.recv(10, socket.MSG_OOB)
         with pytest.raises(OSError, match="listen"):
@@ -108,6 +108,8 @@ async def test_loss_rate_follows_the_setting():
         a, b = await pair()
         for _ in range(2000):
             await a.sendto(b"x", b.getsockname())
+            while b.is_readable():
+                await b.recv(10)
     lost = net.stats.dropped["loss"]
     assert 400 < lost < 600
     assert net.stats.delivered + lost == 2000
@@ -285,8 +287,9 @@ async def test_rcvbuf_overflow_is_counted_like_rcvbuferrors(virtual_network):
     b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     for _ in range(10):
         await a.sendto(b"x" * 1000, b.getsockname())
-    assert virtual_network.stats.dropped == {"rcvbuf": 6}
-    assert b.rcvbuf_errors == 6
+    # Linux charges a 1000-byte datagram 2304 bytes: one fits in 4096.
+    assert virtual_network.stats.dropped == {"rcvbuf": 9}
+    assert b.rcvbuf_errors == 9
 
 
 async def test_an_unmodified_raw_trio_socket_echo_pair(virtual_network):

@@ -20,8 +20,11 @@ from ._network import TraceEvent as TraceEvent
 from ._network import VirtualNetwork as VirtualNetwork
 from ._pcap import ip_udp_packet as ip_udp_packet
 from ._pcap import write_pcap as write_pcap
+from ._vsocket import VIRTUAL_FILENO as VIRTUAL_FILENO
 from ._vsocket import VirtualSocket as VirtualSocket
 
+# VIRTUAL_FILENO (a plain int, so without a docstring of its own) is
+# importable from here and documented in VirtualSocket.fileno.
 __all__ = [
     "Fate",
     "Host",

@@ -10,7 +10,55 @@ Time. Datagrams travel on the Trio clock. A datagram with no delay is
 delivered inside ``sendto``; delayed ones wait in a heap that one Trio
 system task (started on first need) delivers at their due time, so under
 ``MockClock(autojump_threshold=0)`` a test with seconds of latency takes
-milliseconds. One ``random.Random(seed)`` drives every random choice.
+milliseconds. One ``random.Random(seed)`` drives every random choice of
+the network.
+
+Fidelity. Virtual sockets do what Linux does with the same calls (the
+conformance suite, ``tests/testing/test_conformance.py``, runs the same
+assertions on real loopback sockets, and in a network namespace for
+multicast and broadcast). The whole of ``127.0.0.0/8`` belongs to
+``localhost``. Every host has ``lo`` (interface index 1) and, if it has an
+address that is not a loopback one, ``eth0`` (index 2). As on Linux,
+``IP_PKTINFO``/``IPV6_RECVPKTINFO`` name the interface that owns the
+destination address: ``lo`` only for a loopback address and a sender on the
+same host; ``eth0`` for a host's other addresses and for every datagram from
+another host. Addresses may carry
+a prefix (``"10.0.0.2/24"``): hosts on one subnet hear its broadcasts; all
+hosts with an ``eth0`` share one segment for multicast and ``255.255.255.255``.
+
+Kept differences, on purpose: loopback addresses belong to ``localhost``
+only (a socket on another host that sends to ``127.0.0.1`` reaches
+``localhost``, arriving on ``eth0``; Linux would keep it on the sender's
+host); a host with no ``eth0`` sends multicast through ``lo``, and ``lo``
+carries IPv6 multicast too (Linux's does not); ``shutdown(SHUT_RD)`` leaves a
+receive waiting (on Linux, Trio's receive spins on an empty queue); an open
+socket's ``fileno()`` is :data:`VIRTUAL_FILENO`, a number Linux never gives a
+descriptor, so that code which checks ``fileno() < 0`` works and code that
+uses it as a descriptor fails with ``EBADF``; socket options and ancillary
+data that the table in ``_sockopts`` does not know raise NotImplementedError;
+``SO_TIMESTAMPNS`` stamps are virtual time since :data:`TIMESTAMP_EPOCH`.
+
+Determinism. While installed, the network also seeds the rest of the run
+from its seed: Trio's scheduler orders each batch of runnable tasks by
+creation order and a generator derived from the seed (Trio's own
+deterministic-scheduling hook, see ``trioudp._trio_private``), and trioudp's
+clients draw their retransmission jitter from another derived generator
+(``trioudp._rng``). Same seed and program under the autojump clock: the same
+schedule and a byte-identical trace, in any process and under any
+``PYTHONHASHSEED``. On uninstall Trio's scheduler is restored as it was.
+
+Invariants:
+    * The wire task's wake-up callback (its abort function) runs inside
+      Trio's deadline processing and delivers due datagrams there, so
+      receivers wake in the same scheduler pass as the wire task. Everything
+      it reaches (``_deliver_due`` → ``_arrive`` → ``VirtualSocket._accept``)
+      is synchronous, never raises and only queues datagrams and reschedules
+      tasks; an exception there would be a TrioInternalError. It delivers
+      only when its own deadline has come: any other cancellation (uninstall,
+      the end of the run) ends the wire task with Cancelled, as a sleep
+      would, and what is still in flight is dropped (``uninstalled``) by
+      ``install``'s exit.
+    * A trace entry holds only immutable atoms (see ``_Entry``).
 """
 
 from __future__ import annotations
@@ -24,17 +72,24 @@ import os
 import random
 import socket as stdlib_socket
 import zlib
+from collections import deque
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, ClassVar, final
 
 import attrs
 import trio
 
+from .._rng import lend_randomness
+from .._trio_private import BatchShuffler, deterministic_scheduling
 from ._links import LinkPolicy, plan_fate
+from ._pcap import PCAP_EPOCH
+from ._pcap import write_pcap as _write_pcap
+from ._sockopts import ETHERNET_IFINDEX, LOOPBACK_IFINDEX
+from ._sockopts import IP_MULTICAST_ALL as _IP_MULTICAST_ALL
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from trio._socket import _GetAddrInfoEntry
 
@@ -48,6 +103,16 @@ Endpoint = tuple[str, int]
 _IP_HEADER: dict[int, int] = {stdlib_socket.AF_INET: 20, stdlib_socket.AF_INET6: 40}
 _UDP_HEADER = 8
 _EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+_LINUX_RMEM_MAX = 212_992  # net.core.rmem_max / wmem_max by default
+_LIMITED_BROADCAST = "255.255.255.255"
+_LOOPBACK_BROADCAST = "127.255.255.255"
+
+#: Where the wall-clock of ``SO_TIMESTAMP(NS)`` ancillary data starts:
+#: 2000-01-01T00:00:00Z, plus the network's virtual time.
+TIMESTAMP_EPOCH = 946_684_800.0
+
+#: How many events :attr:`VirtualNetwork.trace` keeps by default (the latest).
+DEFAULT_TRACE_LIMIT = 100_000
 
 
 def oserror(code: int, detail: str = "") -> OSError:
@@ -65,6 +130,18 @@ def canonical_ip(text: str) -> tuple[str, int] | None:
         return None
     family = stdlib_socket.AF_INET if ip.version == 4 else stdlib_socket.AF_INET6
     return ip.compressed, family
+
+
+@lru_cache(maxsize=4096)
+def is_loopback(ip: str) -> bool:
+    """Whether ``ip`` (canonical) is a loopback address."""
+    return ip.startswith("127.") or ip == "::1"
+
+
+@lru_cache(maxsize=4096)
+def is_multicast(ip: str) -> bool:
+    """Whether ``ip`` (canonical) is a multicast group."""
+    return ipaddress.ip_address(ip).is_multicast
 
 
 def unmapped(ip: str) -> str | None:
@@ -110,7 +187,8 @@ class TraceEvent:
 
     Kinds: ``send``, ``deliver``, ``drop`` (with a ``reason``: ``loss``,
     ``partition``, ``mtu``, ``rcvbuf``, ``port_unreachable``, ``no_route``,
-    ``filtered``, ``closed``, ``uninstalled``), ``duplicate``, ``hold``,
+    ``filtered``, ``closed``, ``uninstalled``, ``no_receiver``: a multicast
+    or broadcast copy that no socket of its host takes), ``duplicate``, ``hold``,
     ``release`` and ``icmp`` (an unreachable report on its way back).
     ``str(event)`` is one stable line; equal traces print equal text.
 
@@ -174,6 +252,32 @@ class Packet:
     dst: Endpoint
     payload: bytes
     sender: VirtualSocket | None
+    #: For a multicast or broadcast copy: the host it goes to, and the
+    #: interface index it arrives on there.
+    to: Host | None = None
+    via: int = 0
+
+
+#: A trace entry as stored: (clock time, kind, packet id, src, dst, payload,
+#: reason). TraceEvents are built on read, with times from the epoch. Only
+#: immutable atoms inside, so the garbage collector untracks entries after one
+#: pass instead of rescanning a long trace on every collection; the events of
+#: one datagram share its addresses and payload.
+_Entry = tuple[float, str, int, Endpoint, Endpoint, bytes, "str | None"]
+
+
+def _event(entry: _Entry, epoch: float) -> TraceEvent:
+    time, kind, packet, src, dst, payload, reason = entry
+    return TraceEvent(
+        time=time - epoch,
+        kind=kind,
+        packet=packet,
+        src=src,
+        dst=dst,
+        size=len(payload),
+        reason=reason,
+        payload=payload,
+    )
 
 
 class _Factory(trio.abc.SocketFactory):
@@ -222,9 +326,22 @@ class VirtualNetwork:
         latency, jitter, loss, duplicate, reorder, mtu: the default
             :class:`LinkPolicy` of every link (see there).
         record: keep :attr:`trace` (and payloads for :meth:`write_pcap`).
+        rmem_max, wmem_max: Linux's ``net.core.rmem_max``/``wmem_max``, the
+            most ``SO_RCVBUF``/``SO_SNDBUF`` take (then doubled, as Linux does).
+        trace_limit: keep only the latest this many events (default
+            :data:`DEFAULT_TRACE_LIMIT`, 100,000), or None for all. An event
+            costs about 80 bytes plus its share of the payload, which the
+            events of one datagram share and which is kept as long as one
+            of them is (131 bytes an event with 64-byte payloads, measured
+            by ``benchmarks/virtual_network.py``: 13 MB at the default).
 
     Use it inside ``trio.run`` with :meth:`install`; every
     ``trio.socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` is then virtual.
+
+    Every host's interfaces have fixed indexes, :attr:`LOOPBACK_IFINDEX` (1,
+    ``lo``) and :attr:`ETHERNET_IFINDEX` (2, ``eth0``): the ``ipi_ifindex`` of
+    ``IP_PKTINFO`` and ``ipi6_ifindex`` of ``IPV6_PKTINFO``, and what
+    ``ip_mreqn``, ``ipv6_mreq`` and ``IPV6_MULTICAST_IF`` take.
 
     Example::
 
@@ -235,6 +352,9 @@ class VirtualNetwork:
                 ...
         print(net.stats.dropped)
     """
+
+    LOOPBACK_IFINDEX: ClassVar[int] = LOOPBACK_IFINDEX
+    ETHERNET_IFINDEX: ClassVar[int] = ETHERNET_IFINDEX
 
     def __init__(
         self,
@@ -247,9 +367,19 @@ class VirtualNetwork:
         reorder: float = 0.0,
         mtu: int | None = None,
         record: bool = True,
+        rmem_max: int = _LINUX_RMEM_MAX,
+        wmem_max: int = _LINUX_RMEM_MAX,
+        trace_limit: int | None = DEFAULT_TRACE_LIMIT,
     ) -> None:
+        if trace_limit is not None and trace_limit < 1:
+            msg = f"trace_limit must be a positive count or None, not {trace_limit!r}"
+            raise ValueError(msg)
         self.seed = seed
         self._rng = random.Random(seed)
+        # Separate streams (str seeds hash with SHA-512, not hash()), so the
+        # scheduler's and clients' draws never shift the network's fates.
+        self._scheduler_rng = BatchShuffler(f"trio-scheduler/{seed}")
+        self._client_rng = random.Random(f"trioudp-clients/{seed}")
         self._policy = LinkPolicy(
             latency=latency,
             jitter=jitter,
@@ -259,6 +389,18 @@ class VirtualNetwork:
             mtu=mtu,
         )
         self._links: dict[frozenset[Host], LinkPolicy] = {}
+        #: net.core.rmem_max and wmem_max: the most SO_RCVBUF/SO_SNDBUF take.
+        self.rmem_max = rmem_max
+        self.wmem_max = wmem_max
+        #: Subnet broadcast address -> the hosts on that subnet.
+        self._broadcasts: dict[str, list[Host]] = {
+            _LOOPBACK_BROADCAST: [],
+            _LIMITED_BROADCAST: [],
+        }
+        #: (host, group, ifindex) -> how many sockets there joined it.
+        self._members: dict[tuple[Host, str, int], int] = {}
+        #: Multicast and broadcast addresses that sockets were bound to.
+        self._bound_groups: set[str] = set()
         self._hosts: list[Host] = []
         self._host_by_ip: dict[str, Host] = {}
         self._host_by_name: dict[str, Host] = {}
@@ -277,7 +419,14 @@ class VirtualNetwork:
         self._held: list[Packet] = []
         self._record = record
         self._epoch: float | None = None
-        self._trace: list[TraceEvent] = []
+        # The clock's own current_time, bound at install: trio.current_time()
+        # costs two more calls per trace event.
+        self._clock_time: Callable[[], float] = trio.current_time
+        # Set while one send runs: the time of everything it causes at once.
+        self._instant: float | None = None
+        self._trace: deque[_Entry] = deque(maxlen=trace_limit)
+        self._policy_seen: LinkPolicy | None = None
+        self._policy_seen_instant = False
         self._packets = 0
         self._sent = 0
         self._delivered = 0
@@ -300,6 +449,10 @@ class VirtualNetwork:
         factory and resolver on exit. Datagrams still in flight then are
         dropped (reason ``uninstalled``).
 
+        While installed, Trio's scheduler and trioudp's clients draw from
+        generators derived from :attr:`seed`, so a program with many tasks
+        replays exactly; Trio's scheduler is restored on exit.
+
         Raises:
             RuntimeError: it is installed already.
         """
@@ -311,8 +464,13 @@ class VirtualNetwork:
         self._installed = True
         if self._epoch is None:
             self._epoch = trio.current_time()
+        self._clock_time = trio.lowlevel.current_clock().current_time
         try:
-            yield self
+            with (
+                deterministic_scheduling(self._scheduler_rng),
+                lend_randomness(self._client_rng),
+            ):
+                yield self
         finally:
             trio.socket.set_custom_socket_factory(old_factory)
             trio.socket.set_custom_hostname_resolver(old_resolver)
@@ -346,7 +504,9 @@ class VirtualNetwork:
         if proto not in (0, stdlib_socket.IPPROTO_UDP):
             msg = f"VirtualNetwork only makes UDP sockets, not proto={proto!r}"
             raise OSError(errno.EPROTONOSUPPORT, msg)
-        return VirtualSocket._create(self, family, self._home.get() or self.localhost)
+        return VirtualSocket._create(
+            self, family, self._home.get() or self.localhost, proto
+        )
 
     # ---- hosts and names --------------------------------------------------
 
@@ -359,21 +519,15 @@ class VirtualNetwork:
     ) -> Host:
         """Add a host owning ``addresses``, found by ``names`` in name lookups.
 
+        An address may carry a prefix length (``"10.0.0.2/24"``): the host
+        then hears that subnet's broadcasts (``10.0.0.255``).
+
         Example::
 
             net.add_host("10.0.0.2", names=["db.test"])
-            net.add_host(["10.0.0.3", "fd00::3"])
+            net.add_host(["10.0.0.3/24", "fd00::3"])
         """
-        ips: list[str] = []
-        for address in [addresses] if isinstance(addresses, str) else addresses:
-            parsed = canonical_ip(address)
-            if parsed is None:
-                msg = f"host addresses must be numeric IPs, not {address!r}"
-                raise ValueError(msg)
-            if parsed[0] in self._host_by_ip:
-                msg = f"{address} belongs to {self._host_by_ip[parsed[0]]!r} already"
-                raise ValueError(msg)
-            ips.append(parsed[0])
+        ips, subnets = self._new_addresses(addresses)
         if not ips:
             msg = "a host needs at least one address"
             raise ValueError(msg)
@@ -389,7 +543,60 @@ class VirtualNetwork:
         self._hosts.append(host)
         self._host_by_ip.update(dict.fromkeys(ips, host))
         self._host_by_name.update(dict.fromkeys(host.names, host))
+        self._add_subnets(host, subnets)
         return host
+
+    def add_address(self, host: str | Host, addresses: str | Iterable[str]) -> None:
+        """Give an existing host more addresses (with optional prefix lengths).
+
+        Example::
+
+            net.add_address(net.localhost, "10.0.0.1/24")  # localhost gets an eth0
+        """
+        found = self.host(host)
+        ips, subnets = self._new_addresses(addresses)
+        found.addresses = (*found.addresses, *ips)
+        self._host_by_ip.update(dict.fromkeys(ips, found))
+        self._add_subnets(found, subnets)
+
+    def _new_addresses(
+        self, addresses: str | Iterable[str]
+    ) -> tuple[list[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        ips: list[str] = []
+        subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for address in [addresses] if isinstance(addresses, str) else addresses:
+            text, slash, prefix = address.partition("/")
+            parsed = canonical_ip(text)
+            if parsed is None or (slash and not prefix.isdigit()):
+                msg = f"host addresses must be numeric IPs, not {address!r}"
+                raise ValueError(msg)
+            if parsed[0] in self._host_by_ip or (
+                self._hosts and is_loopback(parsed[0])
+            ):
+                owner = self._host_by_ip.get(parsed[0], self.localhost)
+                msg = f"{address} belongs to {owner!r} already"
+                raise ValueError(msg)
+            ips.append(parsed[0])
+            if slash:
+                subnets.append(ipaddress.ip_network(address, strict=False))
+        return ips, subnets
+
+    def _add_subnets(
+        self,
+        host: Host,
+        subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    ) -> None:
+        for subnet in subnets:
+            if subnet.version == 4 and subnet.prefixlen < 31:
+                hosts = self._broadcasts.setdefault(str(subnet.broadcast_address), [])
+                hosts.append(host)
+
+    def _host_of(self, ip: str) -> Host | None:
+        """The host owning ``ip`` (canonical); all of 127/8 is ``localhost``'s."""
+        found = self._host_by_ip.get(ip)
+        if found is None and ip.startswith("127.") and ip != _LOOPBACK_BROADCAST:
+            found = self._host_by_ip[ip] = self.localhost
+        return found
 
     def host(self, address_or_name: str | Host) -> Host:
         """The host owning an address, or known by a name.
@@ -401,7 +608,7 @@ class VirtualNetwork:
             return address_or_name
         parsed = canonical_ip(address_or_name)
         found = (
-            self._host_by_ip.get(parsed[0])
+            self._host_of(parsed[0])
             if parsed
             else self._host_by_name.get(address_or_name.lower())
         )
@@ -598,12 +805,15 @@ class VirtualNetwork:
 
     @property
     def trace(self) -> list[TraceEvent]:
-        """Every event so far, in order (empty when ``record=False``)."""
-        return list(self._trace)
+        """The events so far, in order: all of them, or the latest
+        ``trace_limit`` (empty when ``record=False``)."""
+        epoch = self._epoch or 0.0
+        return [_event(entry, epoch) for entry in self._trace]
 
     def trace_text(self) -> str:
         """The trace as text, one event a line; same seed and program, same text."""
-        return "".join(f"{event}\n" for event in self._trace)
+        epoch = self._epoch or 0.0
+        return "".join(f"{_event(entry, epoch)}\n" for entry in self._trace)
 
     @property
     def stats(self) -> NetworkStats:
@@ -616,17 +826,35 @@ class VirtualNetwork:
             dropped=dict(self._dropped),
         )
 
-    def write_pcap(self, path: str | os.PathLike[str]) -> int:
-        """Write every datagram sent so far as a pcap capture; returns the count.
+    def write_pcap(
+        self, path: str | os.PathLike[str], *, epoch: float = PCAP_EPOCH
+    ) -> int:
+        """Write the trace as a pcapng capture; returns how many packets it holds.
 
-        ``tcpdump -r`` and Wireshark read it; IP and UDP headers are
-        synthesised, timestamps are virtual.
+        What crossed the wire, with synthesised IP, UDP and ICMP headers, each
+        packet commented with its fate (delivered, dropped and why, held,
+        duplicated); datagrams that never left their host (``mtu``,
+        ``no_route``) are only in the trace. Virtual time 0 is written as
+        ``epoch`` (default 2000-01-01 UTC). ``tcpdump -r`` and Wireshark read
+        it; ``tshark -V`` shows the comments. See :func:`write_pcap`.
+
+        Raises:
+            RuntimeError: the network was made with ``record=False``, so it
+                kept nothing to write (no file is created).
+
+        Example::
+
+            net.write_pcap(tmp_path / "run.pcapng")
         """
-        from ._pcap import write_pcap
-
-        sends = [event for event in self._trace if event.kind in ("send", "duplicate")]
+        if not self._record:
+            msg = (
+                "this VirtualNetwork was made with record=False and kept no"
+                " packets; make it with record=True to write a capture"
+            )
+            raise RuntimeError(msg)
+        events = self.trace
         with open(path, "wb") as file:
-            return write_pcap(file, sends)
+            return _write_pcap(file, events, epoch=epoch)
 
     # ---- sockets' side ----------------------------------------------------
 
@@ -638,10 +866,16 @@ class VirtualNetwork:
         ``dual``: the binding socket is an IPv6 wildcard that also takes IPv4.
         """
         users = list(self._wild.get((host, family, port), ()))
-        for address in host.addresses if ip is None else (ip,):
-            parsed = canonical_ip(address)
-            if parsed is not None and parsed[1] == family:
-                users.extend(self._bound.get((address, port), ()))
+        if ip is not None:
+            users.extend(self._bound.get((ip, port), ()))
+        else:
+            # Every address the host may have sockets on (not every socket:
+            # binding stays cheap with thousands of them).
+            addresses = [ip for ip, owner in self._host_by_ip.items() if owner is host]
+            for address in (*addresses, *self._bound_groups):
+                if (":" in address) == (family == stdlib_socket.AF_INET6):
+                    socks = self._bound.get((address, port), ())
+                    users.extend(sock for sock in socks if sock._host is host)
         if family == stdlib_socket.AF_INET6 and dual:
             users.extend(
                 self._users(host, stdlib_socket.AF_INET, port, None, dual=False)
@@ -653,11 +887,14 @@ class VirtualNetwork:
 
     def _bind(self, sock: VirtualSocket, ip: str | None, port: int) -> Endpoint:
         """Register a binding; ``ip`` None is the wildcard. Returns (ip, port)."""
-        family = sock.family
+        family = sock.family if ip is None or ":" in ip else stdlib_socket.AF_INET
         if ip is None:
             host = sock._home
+        elif ip in self._broadcasts or is_multicast(ip):
+            host = sock._home  # bound to a group: hears it, sends from the host
+            self._bound_groups.add(ip)
         else:
-            found = self._host_by_ip.get(ip)
+            found = self._host_of(ip)
             if found is None:
                 raise oserror(
                     errno.EADDRNOTAVAIL, f"no host on this VirtualNetwork has {ip}"
@@ -668,7 +905,7 @@ class VirtualNetwork:
         else:
             dual = ip is None and not sock._v6only
             users = self._users(host, family, port, ip, dual=dual)
-            if any(not (sock._shares_port and other._shares_port) for other in users):
+            if any(not sock._may_share_port(other) for other in users):
                 raise oserror(errno.EADDRINUSE, f"port {port} is taken on {host.name}")
         if ip is None:
             self._wild.setdefault((host, family, port), []).append(sock)
@@ -711,10 +948,17 @@ class VirtualNetwork:
         """The source address the "kernel" picks for ``sock`` sending to ``dst_ip``."""
         binding = sock._binding
         if binding is not None and not sock._wildcard:
+            if (":" in binding[0]) != (family == stdlib_socket.AF_INET6):
+                raise oserror(errno.EAFNOSUPPORT, "bound to an IPv4 address")
             return binding[0]
         if ipaddress.ip_address(dst_ip).is_loopback:
             return "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
-        source = sock._host.address_of(family)
+        host = sock._host
+        if self._host_by_ip.get(dst_ip) is host:
+            return dst_ip  # Linux: to an address of its own, from that address
+        source = self._iface_address(host, ETHERNET_IFINDEX, family) or (
+            host.address_of(family)
+        )
         if source is None:
             raise oserror(
                 errno.ENETUNREACH, f"{sock._host.name} has no address of that family"
@@ -722,21 +966,75 @@ class VirtualNetwork:
         return source
 
     def _send(
-        self, sock: VirtualSocket, payload: bytes, dst: Endpoint, family: int
+        self,
+        sock: VirtualSocket,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None = None,
     ) -> None:
-        """Put a datagram on the wire (``dst`` canonical, of ``family``)."""
-        assert sock._binding is not None
-        src = (self._source_for(sock, dst[0], family), sock._binding[1])
+        """Put a datagram on the wire (``dst`` canonical, of ``family``);
+        ``source``: the source address that ``sendmsg`` asked for."""
+        binding = sock._binding
+        assert binding is not None
+        dst_ip = dst[0]
+        if dst_ip in self._broadcasts or is_multicast(dst_ip):
+            self._send_group(sock, payload, dst, family, source)
+            return
+        explicit = source is not None
+        if source is None:
+            if not sock._wildcard and (":" in binding[0]) == (
+                family == stdlib_socket.AF_INET6
+            ):
+                source = binding[0]  # a specific address is its own source
+            else:
+                source = self._source_for(sock, dst_ip, family)
+        elif self._host_of(source) is not sock._host:
+            raise oserror(errno.EINVAL, f"{source} is not an address of this host")
+        if (
+            family == stdlib_socket.AF_INET
+            and (explicit or not sock._wildcard)
+            and not is_loopback(dst_ip)
+            and is_loopback(source)
+            and self._host_by_ip.get(dst_ip) is not sock._host
+        ):
+            # Linux: an IPv4 loopback source only reaches the host's own
+            # addresses (an IPv6 one leaves, and the peer drops it).
+            raise oserror(errno.EINVAL, f"no route from {source} to {dst_ip}")
+        src = binding if source is binding[0] else (source, binding[1])
         self._packets += 1
         packet = Packet(self._packets, family, src, dst, payload, sock)
         self._sent += 1
-        self._record_event("send", packet)
+        # What follows happens at one instant: the clock is read once.
+        self._instant = self._clock_time()
+        try:
+            self._record_event("send", packet)
+            self._forward(packet)
+        finally:
+            self._instant = None
+
+    def _forward(self, packet: Packet) -> None:
+        """Route a datagram just sent (or one multicast or broadcast copy of
+        it), unless a partition or a hold keeps it."""
+        if not (self._partitions or self._hold_all or self._holds or self._links):
+            # The common case: no per-pair state to look up, only a route.
+            if packet.to is not None or (
+                packet.src[0] in self._host_by_ip
+                and (
+                    packet.dst[0] in self._host_by_ip
+                    or self._host_of(packet.dst[0]) is not None
+                )
+            ):
+                self._route(packet, None)
+            else:
+                self._drop(packet, "no_route")
+            return
         pair = self._pair(packet)
         if pair is None:
             self._drop(packet, "no_route")
-        elif pair in self._partitions:
+        elif self._partitions and pair in self._partitions:
             self._drop(packet, "partition")
-        elif self._is_held(pair):
+        elif (self._hold_all or self._holds) and self._is_held(pair):
             self._held.append(packet)
             self._held_count += 1
             self._record_event("hold", packet)
@@ -744,8 +1042,11 @@ class VirtualNetwork:
             self._route(packet, pair)
 
     def _pair(self, packet: Packet) -> frozenset[Host] | None:
+        if packet.to is not None:
+            assert packet.sender is not None
+            return frozenset((packet.sender._host, packet.to))
         src_host = self._host_by_ip.get(packet.src[0])
-        dst_host = self._host_by_ip.get(packet.dst[0])
+        dst_host = self._host_by_ip.get(packet.dst[0]) or self._host_of(packet.dst[0])
         if src_host is None or dst_host is None:
             return None
         return frozenset((src_host, dst_host))
@@ -755,9 +1056,14 @@ class VirtualNetwork:
 
     def _route(self, packet: Packet, pair: frozenset[Host] | None) -> None:
         policy = (
-            self._links.get(pair, self._policy) if pair is not None else self._policy
+            self._links.get(pair, self._policy)
+            if pair is not None and self._links
+            else self._policy
         )
-        if policy.is_instant:
+        if policy is not self._policy_seen:  # is_instant compares every field
+            self._policy_seen = policy
+            self._policy_seen_instant = policy.is_instant
+        if self._policy_seen_instant:
             self._arrive(packet)
             return
         size = len(packet.payload) + _UDP_HEADER + _IP_HEADER[packet.family]
@@ -775,6 +1081,9 @@ class VirtualNetwork:
                 self._schedule(trio.current_time() + delay, packet, 0)
 
     def _arrive(self, packet: Packet) -> None:
+        if packet.to is not None:
+            self._arrive_group(packet)
+            return
         receiver = self._lookup(packet)
         if receiver is None:
             self._drop(packet, "port_unreachable")
@@ -789,7 +1098,7 @@ class VirtualNetwork:
 
     def _lookup(self, packet: Packet) -> VirtualSocket | None:
         ip, port = packet.dst
-        candidates = self._bound.get((ip, port))
+        candidates = self._bound.get(packet.dst)
         if not candidates:
             host = self._host_by_ip.get(ip)
             if host is None:
@@ -802,9 +1111,13 @@ class VirtualNetwork:
             return None
         if len(candidates) == 1:
             return candidates[0]
+        last = candidates[-1]
+        if not last._reuseport:
+            return last  # SO_REUSEADDR: Linux gives it all to the last bound
         # SO_REUSEPORT: spread by a stable hash of the source, as Linux does.
+        group = [sock for sock in candidates if sock._reuseport]
         key = f"{packet.src[0]}:{packet.src[1]}".encode()
-        return candidates[zlib.crc32(key) % len(candidates)]
+        return group[zlib.crc32(key) % len(group)]
 
     def _report_unreachable(self, packet: Packet) -> None:
         """ICMP port unreachable: Linux reports it to connected sockets only."""
@@ -829,18 +1142,166 @@ class VirtualNetwork:
         self, kind: str, packet: Packet, reason: str | None = None
     ) -> None:
         if self._record:
+            instant = self._instant
             self._trace.append(
-                TraceEvent(
-                    time=self.now(),
-                    kind=kind,
-                    packet=packet.id,
-                    src=packet.src,
-                    dst=packet.dst,
-                    size=len(packet.payload),
-                    reason=reason,
-                    payload=packet.payload,
+                (
+                    self._clock_time() if instant is None else instant,
+                    kind,
+                    packet.id,
+                    packet.src,
+                    packet.dst,
+                    packet.payload,
+                    reason,
                 )
             )
+
+    # ---- interfaces, multicast and broadcast ---------------------------------
+
+    def _iface_address(self, host: Host, ifindex: int, family: int) -> str | None:
+        """The address of ``host``'s interface ``ifindex`` (1 lo, 2 eth0), or None."""
+        if ifindex == LOOPBACK_IFINDEX:
+            return "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
+        if ifindex == ETHERNET_IFINDEX:
+            for ip in host.addresses:
+                if (":" in ip) == (
+                    family == stdlib_socket.AF_INET6
+                ) and not is_loopback(ip):
+                    return ip
+        return None
+
+    def _default_iface(self, host: Host, family: int) -> int:
+        """Where the host routes multicast: eth0 if it has one, else lo."""
+        if self._iface_address(host, ETHERNET_IFINDEX, family) is not None:
+            return ETHERNET_IFINDEX
+        return LOOPBACK_IFINDEX
+
+    def _iface_index(self, host: Host, family: int, address: str, ifindex: int) -> int:
+        """The interface an ``ip_mreqn``/``IP_MULTICAST_IF`` names (by index, or
+        by address; neither: the default one). ENODEV if the host has none."""
+        if ifindex:
+            if self._iface_address(host, ifindex, family) is None:
+                raise oserror(errno.ENODEV, f"{host.name} has no interface {ifindex}")
+            return ifindex
+        if address in ("0.0.0.0", "::"):
+            return self._default_iface(host, family)
+        if is_loopback(address):
+            return LOOPBACK_IFINDEX
+        if self._host_by_ip.get(address) is host:
+            return ETHERNET_IFINDEX
+        raise oserror(errno.ENODEV, f"{host.name} has no interface with {address}")
+
+    def _join(
+        self, sock: VirtualSocket, group: str, ifindex: int, *, join: bool
+    ) -> None:
+        key = (sock._host, group, ifindex)
+        if join:
+            if (group, ifindex) in sock._groups:
+                raise oserror(errno.EADDRINUSE, f"{group} joined already")
+            sock._groups.add((group, ifindex))
+            self._members[key] = self._members.get(key, 0) + 1
+            return
+        if (group, ifindex) not in sock._groups:
+            raise oserror(errno.EADDRNOTAVAIL, f"{group} was not joined")
+        sock._groups.discard((group, ifindex))
+        self._members[key] -= 1
+        if not self._members[key]:
+            del self._members[key]
+
+    def _send_group(
+        self,
+        sock: VirtualSocket,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None,
+    ) -> None:
+        """A multicast or broadcast datagram: one copy per host that hears it."""
+        host = sock._host
+        group = dst[0]
+        targets: list[tuple[Host, int]]
+        if group in self._broadcasts:
+            if group == _LOOPBACK_BROADCAST:
+                ifindex, targets = LOOPBACK_IFINDEX, [(host, LOOPBACK_IFINDEX)]
+            else:
+                ifindex = ETHERNET_IFINDEX
+                if self._iface_address(host, ifindex, family) is None:
+                    raise oserror(errno.ENETUNREACH, f"{host.name} has no eth0")
+                hosts = self._broadcasts[group] or [
+                    other
+                    for other in self._hosts
+                    if self._iface_address(other, ifindex, family) is not None
+                ]
+                targets = [(other, ifindex) for other in hosts]
+            if not sock._opt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_BROADCAST):
+                raise oserror(errno.EACCES, "broadcast needs SO_BROADCAST")
+        else:
+            ifindex = sock._multicast_iface(family) or self._default_iface(host, family)
+            ttl, loop = sock._multicast_ttl_loop(family)
+            targets = []
+            if ifindex == LOOPBACK_IFINDEX or loop:
+                targets.append((host, ifindex))
+            if ifindex == ETHERNET_IFINDEX and ttl > 0:
+                targets.extend(
+                    (other, ifindex)
+                    for other in self._hosts
+                    if other is not host
+                    and self._iface_address(other, ifindex, family) is not None
+                )
+        if source is None:
+            binding = sock._binding
+            assert binding is not None
+            bound = binding[0]
+            if sock._wildcard or bound in self._broadcasts or is_multicast(bound):
+                source = self._iface_address(host, ifindex, family)
+            else:
+                source = bound
+        if ifindex == ETHERNET_IFINDEX and is_loopback(source):
+            raise oserror(errno.EINVAL, f"{source} cannot send on eth0")
+        assert source is not None
+        assert sock._binding is not None
+        self._packets += 1
+        self._sent += 1
+        src = (source, sock._binding[1])
+        first = Packet(self._packets, family, src, dst, payload, sock)
+        # What follows happens at one instant: the clock is read once.
+        self._instant = self._clock_time()
+        try:
+            self._record_event("send", first)
+            for target, via in targets:
+                packet = Packet(first.id, family, src, dst, payload, sock, target, via)
+                self._forward(packet)
+        finally:
+            self._instant = None
+
+    def _arrive_group(self, packet: Packet) -> None:
+        host, via = packet.to, packet.via
+        assert host is not None
+        group, port = packet.dst
+        candidates = list(self._wild.get((host, packet.family, port), ()))
+        if packet.family == stdlib_socket.AF_INET:
+            dual = self._wild.get((host, stdlib_socket.AF_INET6, port), ())
+            candidates.extend(sock for sock in dual if not sock._v6only)
+        candidates.extend(
+            sock for sock in self._bound.get((group, port), ()) if sock._host is host
+        )
+        if is_multicast(group):
+            joined = (host, group, via) in self._members
+            candidates = [
+                sock
+                for sock in candidates
+                if (group, via) in sock._groups
+                or (joined and sock._opt(stdlib_socket.IPPROTO_IP, _IP_MULTICAST_ALL))
+            ]
+        if not candidates:
+            self._drop(packet, "no_receiver")
+            return
+        for sock in candidates:
+            reason = sock._accept(packet)
+            if reason is not None:
+                self._drop(packet, reason)
+            else:
+                self._delivered += 1
+                self._record_event("deliver", packet)
 
     # ---- the wire: delayed deliveries --------------------------------------
 
@@ -859,21 +1320,46 @@ class VirtualNetwork:
 
     async def _run_wire(self, task_scope: trio.CancelScope) -> None:
         wire = self._wire
+        task = trio.lowlevel.current_task()
+
+        def wake(_: object) -> trio.lowlevel.Abort:
+            # Called by Trio inside its deadline processing. A real
+            # cancellation (uninstall, the run ending) ends the task as usual.
+            # A deadline is a delivery time: deliver what is due right here,
+            # so the receivers run in the same scheduler pass as this task
+            # rather than one later, and resume normally, so no Cancelled is
+            # raised and caught on every wake. See the module's invariants.
+            scope = self._wire_scope
+            if scope is None or trio.current_time() < scope.deadline:
+                return trio.lowlevel.Abort.SUCCEEDED
+            self._deliver_due()
+            trio.lowlevel.reschedule(task)
+            return trio.lowlevel.Abort.FAILED
+
         with task_scope:
             while True:
                 with trio.CancelScope(
                     deadline=wire[0][0] if wire else math.inf
                 ) as scope:
                     self._wire_scope = scope
-                    await trio.sleep_forever()
+                    await trio.lowlevel.wait_task_rescheduled(wake)
                 self._wire_scope = None
-                now = trio.current_time()
-                while wire and wire[0][0] <= now:
-                    _, _, packet, kind = heapq.heappop(wire)
-                    if kind == 0:
-                        self._arrive(packet)
-                    elif packet.sender is not None and not packet.sender._closed:
-                        packet.sender._set_error(errno.ECONNREFUSED)
+                self._deliver_due()
         if self._wire_task_scope is task_scope:
             self._wire_task_scope = None
             self._wire_scope = None
+
+    def _deliver_due(self) -> None:
+        """Deliver every datagram (and ICMP report) whose time has come.
+
+        Runs in the wire task and in its wake-up callback; it never awaits
+        and never raises: it only queues datagrams and reschedules tasks.
+        """
+        wire = self._wire
+        now = trio.current_time()
+        while wire and wire[0][0] <= now:
+            _, _, packet, kind = heapq.heappop(wire)
+            if kind == 0:
+                self._arrive(packet)
+            elif packet.sender is not None and not packet.sender._closed:
+                packet.sender._set_error(errno.ECONNREFUSED)

@@ -1,0 +1,124 @@
+"""The ``lan`` fixture: one host with ``lo`` and an ``eth0``, either a real
+network namespace that the test creates or the virtual network.
+
+A test that takes ``lan`` runs twice. With ``lan="namespace"`` this process
+does not run it: it runs the same test again in a child process inside
+``unshare -n`` (a network namespace of its own, no way out), where the fixture
+gives the namespace ``lo`` (index 1) and a carrier-less tap device ``d0``
+(index 2, the stand-in for ``eth0``) holding 10.9.0.1/24 and fd00:9::1/64, with
+a default route and IPv6 multicast routes through it. Nothing it sends can
+leave the namespace. With ``lan="virtual"`` it runs here, on a VirtualNetwork
+whose ``localhost`` has the same addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+
+from trioudp.testing import VirtualNetwork
+
+_IN_NAMESPACE = "TRIOUDP_TEST_IN_NETNS"
+_ROOT = Path(__file__).resolve().parents[2]
+_SETUP = [
+    "ip link set lo up",
+    "ip link set lo multicast on",
+    "ip tuntap add d0 mode tap",
+    "ip addr add 10.9.0.1/24 brd + dev d0",
+    "ip addr add fd00:9::1/64 nodad dev d0",
+    "ip link set d0 up",
+    "ip route add default dev d0",
+    "ip -6 route add ff00::/8 dev d0 table local metric 10",
+]
+
+
+@attrs.frozen
+class Lan:
+    """What a ``lan`` test knows about its host."""
+
+    kind: str
+    net: VirtualNetwork | None
+    eth4: str = "10.9.0.1"
+    eth6: str = "fd00:9::1"
+    broadcast: str = "10.9.0.255"
+    lo_index: int = 1
+    eth_index: int = 2
+
+
+def _in_fresh_namespace() -> bool:
+    """True only where the sole interface is a loopback that is down: the
+    state of a namespace that ``unshare -n`` just made."""
+    if socket.if_nameindex() != [(1, "lo")]:
+        return False
+    link = subprocess.run(
+        ["ip", "-o", "link", "show", "lo"], capture_output=True, text=True, check=True
+    ).stdout
+    return "<LOOPBACK>" in link
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    callspec = getattr(pyfuncitem, "callspec", None)
+    if callspec is None or callspec.params.get("lan") != "namespace":
+        return None
+    if os.environ.get(_IN_NAMESPACE):
+        return None  # we are the child: run the test here
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip (util-linux, iproute2)")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("needs /dev/net/tun for the namespace's eth0 (a tap device)")
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
+    if probe.returncode:
+        pytest.skip("cannot create a network namespace here (needs root)")
+    child = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--no-header",
+            pyfuncitem.nodeid,
+        ],
+        cwd=_ROOT,
+        env={**os.environ, _IN_NAMESPACE: "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if child.returncode:
+        pytest.fail(
+            f"in a network namespace:\n{child.stdout[-6000:]}{child.stderr[-2000:]}",
+            pytrace=False,
+        )
+    return True
+
+
+def _configure_namespace() -> None:
+    if not os.environ.get(_IN_NAMESPACE) or not _in_fresh_namespace():
+        pytest.fail("the namespace side of a lan test runs only in unshare -n")
+    for command in _SETUP:
+        subprocess.run(command.split(), check=True)
+
+
+@pytest.fixture(params=["namespace", "virtual"])
+async def lan(request):
+    if request.param == "namespace":
+        _configure_namespace()
+        yield Lan("namespace", None)
+        return
+    net = VirtualNetwork(seed=0)
+    net.add_address(net.localhost, ["10.9.0.1/24", "fd00:9::1/64"])
+    with net.install():
+        yield Lan("virtual", net)

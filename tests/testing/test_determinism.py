@@ -1,0 +1,115 @@
+"""Same seed, same program: a byte-identical trace, even with many tasks.
+
+The scenario runs in fresh interpreters under different ``PYTHONHASHSEED``
+values, so nothing process-local (task ids, hash order, memory addresses,
+Trio's unseeded scheduler) can leak into the result.
+"""
+
+import contextlib
+import functools
+import hashlib
+import os
+import socket
+import sys
+
+import trio
+import trio.testing
+
+import trioudp
+from trioudp.testing import VirtualNetwork
+
+from ..conftest import run_python
+
+
+async def six_tasks_on_a_bad_network(seed: int) -> str:
+    """Three raw trio.socket clients and three open_udp_clients against one
+    trioudp echo server, on a lossy, duplicating, reordering link."""
+    net = VirtualNetwork(
+        seed, latency=0.01, jitter=0.005, loss=0.2, duplicate=0.1, reorder=0.2
+    )
+
+    async def echo(datagram):
+        await datagram.reply(datagram.data)
+
+    async def raw_client(i, port):
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+        for k in range(5):
+            await sock.sendto(b"raw%d-%d" % (i, k), ("127.0.0.1", port))
+            with trio.move_on_after(0.05):
+                await sock.recvfrom(100)
+        sock.close()
+
+    async def trioudp_client(i, port):
+        async with trioudp.open_udp_client(
+            "127.0.0.1", port, attempts=6, backoff=trioudp.Backoff(initial=0.03)
+        ) as client:
+            for k in range(5):
+                with contextlib.suppress(trioudp.RequestTimeout):
+                    await client.request(b"cli%d-%d" % (i, k))
+
+    with net.install():
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(trioudp.serve_udp, echo, 0, host="127.0.0.1")
+            )
+            async with trio.open_nursery() as clients:
+                for i in range(3):
+                    clients.start_soon(raw_client, i, server.port)
+                    clients.start_soon(trioudp_client, i, server.port)
+            nursery.cancel_scope.cancel()
+    return net.trace_text()
+
+
+def main(seed: int) -> None:
+    """Entry point of the fresh interpreters: print the trace."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    sys.stdout.write(trio.run(six_tasks_on_a_bad_network, seed, clock=clock))
+
+
+def trace_in_fresh_process(seed: int, hash_seed: int) -> str:
+    return run_python(
+        "-c",
+        f"from tests.testing.test_determinism import main; main({seed})",
+        env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+    )
+
+
+def test_many_tasks_same_seed_same_trace_in_fresh_processes():
+    traces = [trace_in_fresh_process(5, hash_seed) for hash_seed in (1, 2, 3)]
+    assert traces[0].count("\n") > 100
+    # Every kind of fate happened, so each could have landed elsewhere.
+    for word in ("drop", "duplicate", "deliver", " loss"):
+        assert word in traces[0]
+    digests = {hashlib.sha256(trace.encode()).hexdigest() for trace in traces}
+    assert len(digests) == 1, "same seed, different traces"
+    assert trace_in_fresh_process(6, 1) != traces[0]
+
+
+async def test_client_jitter_comes_from_the_network_seed(autojump_clock):
+    # Every datagram is lost: the request's give-up time is the sum of its
+    # jittered timeouts, so it shows which generator the client drew from.
+    async def give_up_time(seed):
+        with VirtualNetwork(seed, loss=1.0).install():
+            async with trioudp.open_udp_client("127.0.0.1", 9, attempts=4) as client:
+                start = trio.current_time()
+                try:
+                    await client.request(b"?")
+                except trioudp.RequestTimeout:
+                    return trio.current_time() - start
+        raise AssertionError("a request on a dead network succeeded")
+
+    first, again, other = [await give_up_time(seed) for seed in (1, 1, 2)]
+    assert first == again
+    assert first != other
+    assert 15 * 0.9 <= first <= 15 * 1.1  # 1 + 2 + 4 + 8 s, +-10%
+
+
+async def test_uninstalling_restores_trios_scheduler():
+    from trio._core import _run
+
+    before = (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r)
+    with VirtualNetwork(3).install():
+        assert _run._ALLOW_DETERMINISTIC_SCHEDULING is True
+        assert _run._r is not before[1]
+    assert (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r) == before

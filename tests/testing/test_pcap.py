@@ -1,0 +1,175 @@
+"""pcapng captures: what crossed the wire, each packet with its fate, read
+back by the real tcpdump, tshark and capinfos."""
+
+import os
+import shutil
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from trioudp.testing import VirtualNetwork
+from trioudp.testing._pcap import PCAP_EPOCH
+
+from ..conftest import has_ipv6
+
+
+def tool(name):
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; .ci/run installs it")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+async def output(*command):
+    result = await trio.run_process(
+        list(command), capture_stdout=True, capture_stderr=True
+    )
+    return result.stdout.decode()
+
+
+async def eventful_run(seed=3, **settings):
+    """A 3000-byte datagram over a 1500-byte MTU, duplicates, a lossy spell,
+    and datagrams to a closed port from a connected and an unconnected socket."""
+    net = VirtualNetwork(seed, mtu=1500, duplicate=0.5, latency=0.01, **settings)
+    with net.install():
+        a = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await a.bind(("127.0.0.1", 0))
+        await b.bind(("127.0.0.1", 0))
+        await a.sendto(b"x" * 3000, b.getsockname())
+        for i in range(3):
+            await a.sendto(b"hello%d" % i, b.getsockname())
+        net.configure(loss=1.0)
+        await a.sendto(b"lost", b.getsockname())
+        net.configure(loss=0.0)
+        connected = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await connected.connect(("127.0.0.1", 9))
+        await connected.send(b"anyone?")
+        await a.sendto(b"stray", ("127.0.0.1", 9))
+        if has_ipv6():
+            six = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            await six.connect(("::1", 9))
+            await six.send(b"six?")
+        await trio.sleep(1)
+    return net
+
+
+async def test_the_capture_holds_the_wire_and_each_fate(tmp_path, autojump_clock):
+    tcpdump, tshark = tool("tcpdump"), tool("tshark")
+    net = await eventful_run()
+    path = tmp_path / "run.pcapng"
+    count = net.write_pcap(path)
+
+    text = await output(tcpdump, "-nn", "-vv", "-r", str(path))
+    assert "length 3028" not in text  # dropped for MTU: never on the wire
+    assert "length 3000" not in text
+    assert text.count("UDP, length 6") == 5  # three datagrams, two duplicates
+    assert "UDP, length 4" in text  # the lost one was on the wire
+    assert "ICMP 127.0.0.1 udp port 9 unreachable" in text
+    assert "bad" not in text.lower()
+    if has_ipv6():
+        assert (
+            "ICMP6, destination unreachable, unreachable port, ::1 udp port 9" in text
+        )
+
+    comments = (
+        await output(tshark, "-r", str(path), "-T", "fields", "-e", "frame.comment")
+    ).splitlines()
+    assert len(comments) == count
+    assert any(c.startswith("#2 sent; duplicate at") for c in comments)
+    assert any(c.startswith("#2 duplicate copy") for c in comments)
+    assert any("drop loss at 0.000000000" in c for c in comments)
+    assert any("deliver at 0.010000000" in c for c in comments)
+    assert any("reported to the connected sender" in c for c in comments)
+    assert any(
+        "not reported: Linux reports it to connected sockets only" in c
+        for c in comments
+    )
+
+
+async def test_the_capture_is_dated_from_a_documented_epoch(tmp_path, autojump_clock):
+    capinfos = tool("capinfos")
+    net = await eventful_run()
+    default, chosen = tmp_path / "default.pcapng", tmp_path / "chosen.pcapng"
+    net.write_pcap(default)
+    net.write_pcap(chosen, epoch=1_700_000_000)
+    assert PCAP_EPOCH == 946_684_800  # 2000-01-01 00:00:00 UTC
+    info = await output(capinfos, "-a", "-k", "-e", str(default))
+    assert "2000-01-01 00:00:00.000000000" in info
+    assert "1 for mtu" in info  # the section comment names what was left out
+    info = await output(capinfos, "-S", "-a", str(chosen))
+    assert "1700000000.000000000" in info
+
+
+async def test_same_seed_same_capture_bytes(tmp_path, autojump_clock):
+    paths = [tmp_path / "1.pcapng", tmp_path / "2.pcapng"]
+    for path in paths:
+        (await eventful_run()).write_pcap(path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+async def test_record_false_refuses_to_write_a_capture(tmp_path):
+    net = VirtualNetwork(record=False)
+    with net.install():
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+        await sock.sendto(b"x", sock.getsockname())
+    path = tmp_path / "empty.pcapng"
+    with pytest.raises(RuntimeError, match="record=False"):
+        net.write_pcap(path)
+    assert not path.exists()
+
+
+async def test_a_multicast_datagram_is_one_packet_with_each_copy_s_fate(
+    tmp_path, autojump_clock
+):
+    """One record per multicast or broadcast datagram, to the group, listing
+    every host's copy; a datagram whose copy for one host exceeds that link's
+    MTU still went out to the others, so it is written."""
+    tshark = tool("tshark")
+    group = "239.7.7.7"
+    net = VirtualNetwork(seed=1, latency=0.01)
+    with net.install():
+        one, two, three = (
+            net.add_host(f"10.0.0.{n}/24", name=f"h{n}") for n in (1, 2, 3)
+        )
+        net.set_link(one, three, mtu=100)
+        members = []
+        for host in (two, three):
+            with net.on_host(host):
+                member = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            await member.bind(("0.0.0.0", 5000))
+            member.setsockopt(
+                socket.IPPROTO_IP,
+                socket.IP_ADD_MEMBERSHIP,
+                socket.inet_aton(group) + socket.inet_aton("0.0.0.0"),
+            )
+            members.append(member)
+        with net.on_host(one):
+            sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        await sender.sendto(b"small", (group, 5000))
+        await sender.sendto(b"x" * 500, (group, 5000))
+        await sender.sendto(b"all", ("10.0.0.255", 5000))
+        await trio.sleep(1)
+    path = tmp_path / "group.pcapng"
+    assert net.write_pcap(path) == 3
+    fields = ["-e", "ip.dst", "-e", "udp.length", "-e", "frame.comment"]
+    text = await output(tshark, "-r", str(path), "-T", "fields", *fields)
+    rows = [line.split("\t") for line in text.splitlines()]
+    assert [row[:2] for row in rows] == [
+        [group, "13"],
+        [group, "508"],
+        ["10.0.0.255", "11"],
+    ]
+    # The sender's own host gets a copy too (IP_MULTICAST_LOOP), unheard.
+    fates = "drop no_receiver at 0.010000000; deliver at 0.010000000"
+    assert rows[0][2] == f"#1 sent; {fates}; deliver at 0.010000000"
+    assert rows[1][2] == f"#2 sent; drop mtu at 0.000000000; {fates}"
+    assert rows[2][2] == f"#3 sent; {fates}; deliver at 0.010000000"
+    for sock in (*members, sender):
+        sock.close()

@@ -1,0 +1,69 @@
+"""The trace: bounded, built on read, stable text."""
+
+import socket
+
+import pytest
+import trio
+
+from trioudp.testing import TraceEvent, VirtualNetwork
+from trioudp.testing._network import DEFAULT_TRACE_LIMIT
+
+
+async def send_some(count):
+    a = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await a.bind(("127.0.0.1", 0))
+    await b.bind(("127.0.0.1", 0))
+    for i in range(count):
+        await a.sendto(b"%d" % i, b.getsockname())
+    return a, b
+
+
+async def test_the_trace_keeps_the_latest_trace_limit_events():
+    net = VirtualNetwork(trace_limit=5)
+    with net.install():
+        await send_some(10)  # a send and a deliver each
+    trace = net.trace
+    assert len(trace) == 5
+    assert [(e.kind, e.packet) for e in trace] == [
+        ("deliver", 8),
+        ("send", 9),
+        ("deliver", 9),
+        ("send", 10),
+        ("deliver", 10),
+    ]
+    assert trace[-1].payload == b"9"
+    assert net.stats.sent == 10  # counters are not bounded
+
+
+async def test_the_default_bound_and_no_bound():
+    assert DEFAULT_TRACE_LIMIT == 100_000
+    net = VirtualNetwork(trace_limit=None)
+    with net.install():
+        await send_some(3)
+    assert len(net.trace) == 6
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_trace_limit_must_be_positive(limit):
+    with pytest.raises(ValueError, match="trace_limit must be a positive count"):
+        VirtualNetwork(trace_limit=limit)
+
+
+async def test_events_are_built_on_read_with_times_from_the_epoch(autojump_clock):
+    await trio.sleep(100)  # the network's epoch is its first install, not 0
+    net = VirtualNetwork(latency=0.25)
+    with net.install():
+        a, b = await send_some(1)
+        await b.recv(10)
+    send, deliver = net.trace
+    assert send == TraceEvent(
+        time=0.0,
+        kind="send",
+        packet=1,
+        src=a.getsockname(),
+        dst=b.getsockname(),
+        size=1,
+    )
+    assert (deliver.kind, deliver.time, deliver.payload) == ("deliver", 0.25, b"0")
+    assert net.trace_text().splitlines() == [str(send), str(deliver)]
