@@ -351,15 +351,20 @@ class UDPClient(DatagramEndpoint):
             for _ in range(_READ_BATCH):
                 if not sock.trio_socket.is_readable():
                     return
-                try:
-                    datagram = await sock.receive()
-                except OSError as exc:
-                    self._receive_failed(exc)
-                    continue
-                self._received += 1
-                self._route(datagram)
+                await self._receive_one()
         finally:
             self._wake_reader_if_done()
+
+    async def _receive_one(self) -> None:
+        """Without the fast path: receive one datagram and route it (or
+        count the per-datagram error the receive reported)."""
+        try:
+            datagram = await self._sock.receive()
+        except OSError as exc:
+            self._receive_failed(exc)
+            return
+        self._received += 1
+        self._route(datagram)
 
     async def _exchange(
         self,
@@ -474,13 +479,7 @@ class UDPClient(DatagramEndpoint):
                             # taken.
                             self._sock._drain_error_queue()
                         continue
-                    try:
-                        datagram = await self._sock.receive()
-                    except OSError as exc:
-                        self._receive_failed(exc)
-                        continue
-                    self._received += 1
-                    self._route(datagram)
+                    await self._receive_one()
         finally:
             self._reader = None
             self._reading = None

@@ -124,6 +124,17 @@ def drain(sock: socket.socket) -> int:
         count += 1
 
 
+def recording_echo() -> tuple[list[str], Callable[[trioudp.Datagram], Awaitable[None]]]:
+    """An echo handler, and the list of the texts it answered."""
+    handled: list[str] = []
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        handled.append(datagram.data.decode())
+        await datagram.reply(datagram.data)
+
+    return handled, echo
+
+
 class WarningCount(logging.Handler):
     """Counts the warnings (and worse) logged on the ``trioudp`` logger."""
 
@@ -317,11 +328,7 @@ async def forged_sources() -> dict[str, Any]:
     add_veth()
     await trio.sleep(0.2)  # let the links come up
 
-    handled = []
-
-    async def echo(datagram: trioudp.Datagram) -> None:
-        handled.append(datagram.data.decode())
-        await datagram.reply(datagram.data)
+    handled, echo = recording_echo()
 
     victims = []
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
@@ -373,11 +380,7 @@ async def forged_mapped_sources(host: str = "::") -> dict[str, Any]:
     )
     await trio.sleep(0.2)
 
-    handled = []
-
-    async def echo(datagram: trioudp.Datagram) -> None:
-        handled.append(datagram.data.decode())
-        await datagram.reply(datagram.data)
+    handled, echo = recording_echo()
 
     victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     victim.bind(("0.0.0.0", 4000))
@@ -437,11 +440,7 @@ async def forged_own_ipv6_source() -> dict[str, Any]:
     add_veth()
     await trio.sleep(0.2)
 
-    handled = []
-
-    async def echo(datagram: trioudp.Datagram) -> None:
-        handled.append(datagram.data.decode())
-        await datagram.reply(datagram.data)
+    handled, echo = recording_echo()
 
     victim = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     victim.bind(("::", 4000))
@@ -478,11 +477,7 @@ async def forged_sources_with_timestamps() -> dict[str, Any]:
     add_veth()
     await trio.sleep(0.2)
 
-    handled = []
-
-    async def echo(datagram: trioudp.Datagram) -> None:
-        handled.append(datagram.data.decode())
-        await datagram.reply(datagram.data)
+    handled, echo = recording_echo()
 
     sockets = await trioudp.open_udp_sockets(0, "::")
     # SO_TIMESTAMPNS (35 on Linux; Python names only SO_TIMESTAMP)
