@@ -1,5 +1,7 @@
+import contextlib
 import functools
 import json
+import math
 import random
 
 import pytest
@@ -9,7 +11,7 @@ import trio.testing
 import trioudp
 from trioudp import Backoff, PeerUnreachable, RequestTimeout, open_udp_client, serve_udp
 
-from .conftest import open_fds
+from .conftest import open_fds, requires_ipv6
 
 
 async def echo(datagram: trioudp.Datagram) -> None:
@@ -485,6 +487,109 @@ async def test_icmp_error_after_the_request_was_sent_still_fails_it(
         assert trio.current_time() == pytest.approx(0.02)
 
 
+async def never_answer(datagram: trioudp.Datagram) -> None:
+    await trio.sleep_forever()
+
+
+async def icmp_taken_by_another_send(virtual_network, tick):
+    """One round of the test below: when A and C stopped waiting, in ticks
+    after the round's start."""
+    failed = {}
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(serve_udp, never_answer, 0, host="127.0.0.1")
+        )
+        backoff = Backoff(initial=10, jitter=0)
+        async with open_udp_client(
+            "127.0.0.1", server.port, match=first_byte, backoff=backoff, attempts=1
+        ) as client:
+            start = float(math.ceil(trio.current_time()))
+
+            async def request(data, at):
+                await trio.sleep_until(start + at * tick)
+                with contextlib.suppress(PeerUnreachable, RequestTimeout):
+                    await client.request(data)
+                failed[data] = (trio.current_time() - start) / tick
+
+            async with trio.open_nursery() as requests:
+                requests.start_soon(request, b"A", 0)
+                await trio.sleep_until(start + 32 * tick)
+                await server.shutdown(grace=0)
+                requests.start_soon(request, b"C", 64)
+                requests.start_soon(request, b"D", 66)
+                await trio.sleep_until(start + 65.5 * tick)  # C's error is due
+                virtual_network.configure(loss=1.0)
+        virtual_network.configure(loss=0.0)
+    return failed[b"A"], failed[b"C"]
+
+
+async def test_a_reader_whose_icmp_error_another_request_took_fails_at_once(
+    virtual_network, autojump_clock
+):
+    """A reads the socket for its reply (10 s timer) when the server goes
+    away; C's datagram draws an ICMP error back at tick 66, and D's send at
+    that moment may take it (the kernel hands a pending error to the next
+    call, send or receive). D's send then fails A and C, and its retry draws
+    no new error (lost, as a rate-limited ICMP would be). A must fail then,
+    not sleep on the socket until its timer (it did, at 10 s, whenever D's
+    send ran before A woke). Which runs first is Trio's coin to toss, so it
+    is tossed 20 times (ticks of 1/64 s: exact floats, exact ties)."""
+    tick = 1 / 64
+    virtual_network.configure(latency=tick)
+    ended = [await icmp_taken_by_another_send(virtual_network, tick) for _ in range(20)]
+    assert ended == [(66, 66)] * 20
+
+
+async def reply_taken_by_an_unmatched_request(tick):
+    """One round of the test below: when A got its reply, in ticks."""
+
+    async def echo_later(datagram):
+        if datagram.data.startswith(b"A"):
+            await trio.sleep(62 * tick)  # back at tick 64 (one tick each way)
+            await datagram.reply(datagram.data)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(serve_udp, echo_later, 0, host="127.0.0.1")
+        )
+        backoff = Backoff(initial=10, jitter=0)
+        async with open_udp_client(
+            "127.0.0.1", server.port, backoff=backoff, attempts=1
+        ) as client:
+            start = float(math.ceil(trio.current_time()))
+            got = []
+
+            async def a():
+                await trio.sleep_until(start)
+                await client.request(b"A", match=first_byte)
+                got.append((trio.current_time() - start) / tick)
+
+            async def unmatched():
+                await trio.sleep_until(start + 64 * tick)
+                with contextlib.suppress(RequestTimeout):
+                    await client.request(b"U", attempts=1)
+
+            async with trio.open_nursery() as requests:
+                requests.start_soon(a)
+                requests.start_soon(unmatched)
+        nursery.cancel_scope.cancel()
+    return got[0]
+
+
+async def test_a_reply_an_unmatched_request_routes_reaches_its_reader_at_once(
+    virtual_network, autojump_clock
+):
+    """A (matched) reads the socket for its reply, which arrives at tick 64
+    just as an unmatched request U starts: U first routes what is queued
+    (stale replies are dropped, A's goes to A). A must have it then, not
+    sleep on the emptied socket until its timer (10 s). Which of U and A
+    runs first is Trio's coin to toss, so it is tossed 20 times."""
+    tick = 1 / 64
+    virtual_network.configure(latency=tick)
+    ended = [await reply_taken_by_an_unmatched_request(tick) for _ in range(20)]
+    assert ended == [64] * 20
+
+
 def json_id(data: bytes):
     return json.loads(data)["id"]
 
@@ -605,3 +710,16 @@ async def test_bad_client_settings_fail_at_construction(virtual_network):
             client.budget(backoff=2.0)
         with pytest.raises(ValueError, match="attempts must be an int >= 1, not 1.5"):
             await client.request(b"x", attempts=1.5)
+
+
+@requires_ipv6
+async def test_a_client_to_an_ipv4_mapped_address_reaches_the_ipv4_peer(nursery):
+    """A dual-stack server sees IPv4 peers as ::ffff:a.b.c.d; a client
+    opened to such an address (as a program would, from a datagram's peer)
+    reaches it (it failed with a bare OSError, ENETUNREACH: the client's
+    IPv6 socket was IPv6-only)."""
+    server = await nursery.start(functools.partial(serve_udp, echo, 0, host="::"))
+    async with open_udp_client("::ffff:127.0.0.1", server.port) as client:
+        reply = await client.request(b"mapped")
+        assert reply.data == b"mapped"
+        assert client.peer[:2] == ("::ffff:127.0.0.1", server.port)

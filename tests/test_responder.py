@@ -134,6 +134,37 @@ async def test_a_responder_is_an_async_handler_of_the_same_meaning(
         assert (await sock.receive()).data == b"hi"
 
 
+async def test_an_answer_too_large_for_a_datagram_is_a_handler_error(nursery, caplog):
+    """A peer sends the largest datagram there is and the answer grows past
+    it: that one answer fails (logged, counted), as it would for an async
+    handler; the server goes on (it died with DatagramTooLarge)."""
+    server = await start(nursery, Responder(lambda datagram: b"echo: " + datagram.data))
+    with flood(server.port, [b"x" * 65507, b"small"]) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        assert receive_all(client, 1) == [b"echo: small"]
+    stats = server.stats
+    assert (stats.handled, stats.handler_errors, stats.replied) == (1, 1, 1)
+    assert stats.accounted == stats.received == 2
+    assert "DatagramTooLarge" in caplog.text
+
+
+async def test_an_answer_the_socket_cannot_send_is_a_handler_error(nursery, caplog):
+    """A memoryview that is not contiguous passes as an Answer, but no
+    socket can send it: a handler error, logged and counted, as for an async
+    handler (it stopped the server with BufferError)."""
+
+    def answer(datagram: trioudp.Datagram) -> memoryview | bytes:
+        return memoryview(b"abcdef")[::2] if datagram.data == b"odd" else b"ok"
+
+    server = await start(nursery, Responder(answer))
+    with flood(server.port, [b"odd", b"even"]) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        assert receive_all(client, 1) == [b"ok"]
+    stats = server.stats
+    assert (stats.handled, stats.handler_errors, stats.replied) == (1, 1, 1)
+    assert "BufferError" in caplog.text
+
+
 async def test_bytearray_and_memoryview_answers_are_sent(nursery):
     answers = iter([bytearray(b"array"), memoryview(b"view"), b"bytes"])
     server = await start(nursery, Responder(lambda datagram: next(answers)))

@@ -13,10 +13,14 @@ Invariants:
   reads or, if it is done by then, passes the role on the same way.
   Otherwise a reply that arrived would sit in the socket until the parked
   request times out.
-- A request fails with :class:`PeerUnreachable` only for an ICMP error
-  reported after it sent a datagram. The kernel reports an error on the next
-  call on the socket, so an error that a send reports (and that send did not
-  go out) belongs to datagrams sent before it.
+- A request fails with :class:`PeerUnreachable` at once, and only for an
+  ICMP error reported after it sent a datagram. The kernel reports an error
+  on the next call on the socket, so an error that a send reports (and that
+  send did not go out) belongs to datagrams sent before it.
+- A task that finishes the reader's request from outside the reader (a send
+  that takes the ICMP error, an unmatched request that routes the queue as
+  it starts) stops the reader's wait on the socket, which would not wake it
+  again: the request then ends at once, not at its timer.
 - What the peer controls never raises out of the routing: ``match`` is
   called on replies only in :func:`_waiter_for_untrusted`, which raises only
   :class:`_BadReply`, which :meth:`UDPClient._route` catches and counts.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import ipaddress
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, final
 
@@ -192,6 +197,9 @@ class UDPClient(DatagramEndpoint):
         # How many waiting requests use each match function (usually one).
         self._matches: dict[Match, int] = {}
         self._reader: _Waiter | None = None
+        # The reader's wait on the socket: cancelled when another task fails
+        # the reader's request (see _note_unreachable).
+        self._reading: trio.CancelScope | None = None
         # Requests waiting for the reader to hand them their reply.
         self._parked: dict[_Waiter, None] = {}
         self._sent = 0
@@ -336,19 +344,27 @@ class UDPClient(DatagramEndpoint):
         request not yet sent) is discarded and counted, as is a pending ICMP
         error. At most ``_READ_BATCH`` datagrams."""
         sock = self._sock
-        if sock.is_fast:
-            self._route_queued()
-            return
-        for _ in range(_READ_BATCH):
-            if not sock.trio_socket.is_readable():
+        try:
+            if sock.is_fast:
+                self._route_queued()
                 return
-            try:
-                datagram = await sock.receive()
-            except OSError as exc:
-                self._receive_failed(exc)
-                continue
-            self._received += 1
-            self._route(datagram)
+            for _ in range(_READ_BATCH):
+                if not sock.trio_socket.is_readable():
+                    return
+                await self._receive_one()
+        finally:
+            self._wake_reader_if_done()
+
+    async def _receive_one(self) -> None:
+        """Without the fast path: receive one datagram and route it (or
+        count the per-datagram error the receive reported)."""
+        try:
+            datagram = await self._sock.receive()
+        except OSError as exc:
+            self._receive_failed(exc)
+            return
+        self._received += 1
+        self._route(datagram)
 
     async def _exchange(
         self,
@@ -453,24 +469,20 @@ class UDPClient(DatagramEndpoint):
         """Be the reader until ``waiter`` is done (or the wait is cancelled)."""
         self._reader = waiter
         try:
-            while not waiter.done:
-                if self._sock.is_fast:
-                    await self._sock._wait_readable()
-                    if not self._route_queued(waiter):
-                        # Woken with nothing to read: errors queued under
-                        # IP_RECVERR, which keep the socket readable until
-                        # taken.
-                        self._sock._drain_error_queue()
-                    continue
-                try:
-                    datagram = await self._sock.receive()
-                except OSError as exc:
-                    self._receive_failed(exc)
-                    continue
-                self._received += 1
-                self._route(datagram)
+            with trio.CancelScope() as self._reading:
+                while not waiter.done:
+                    if self._sock.is_fast:
+                        await self._sock._wait_readable()
+                        if not self._route_queued(waiter):
+                            # Woken with nothing to read: errors queued under
+                            # IP_RECVERR, which keep the socket readable until
+                            # taken.
+                            self._sock._drain_error_queue()
+                        continue
+                    await self._receive_one()
         finally:
             self._reader = None
+            self._reading = None
 
     def _route_queued(self, waiter: _Waiter | None = None) -> int:
         """Route the replies queued on the real socket (up to ``_READ_BATCH``);
@@ -514,6 +526,15 @@ class UDPClient(DatagramEndpoint):
             for waiter in self._waiters:
                 if waiter.sent and not waiter.done:
                     waiter.finish(error=exc)
+            self._wake_reader_if_done()
+
+    def _wake_reader_if_done(self) -> None:
+        """Stop the reader's wait on the socket if another task finished its
+        request (a send took the ICMP error, or an unmatched request routed
+        its reply as it cleared the queue): the socket would not wake it."""
+        reader, reading = self._reader, self._reading
+        if reader is not None and reader.done and reading is not None:
+            reading.cancel()
 
     def _route(self, datagram: Datagram) -> None:
         if self._matches:
@@ -599,6 +620,14 @@ def _request_key(
     return key
 
 
+def _is_ipv4_mapped(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+
+
 def _check_backoff(backoff: object) -> Backoff:
     if not isinstance(backoff, Backoff):
         msg = f"backoff must be a trioudp.Backoff, not {backoff!r}"
@@ -625,7 +654,9 @@ async def open_udp_client(
     reports ICMP "port unreachable" as an error instead of silence.
 
     Args:
-        host, port: the peer; a name is resolved once, here.
+        host, port: the peer; a name is resolved once, here. An
+            IPv4-mapped address (``::ffff:192.0.2.1``, as a dual-stack
+            server sees IPv4 peers) is reached as that IPv4 peer.
         attempts: sends per request (1 = no retransmission).
         backoff: the retransmission schedule; default :class:`Backoff()`
             (1 s, doubling, +-10% jitter).
@@ -655,7 +686,12 @@ async def open_udp_client(
     on_unreachable = OnUnreachable(on_unreachable)
     family = family or numeric_family(host) or await _family_of_name(host, port)
     local_host, local_port = local_address or (None, 0)
-    async with open_udp_socket(local_host, local_port, family=family) as sock:
+    # An IPv4-mapped peer (a dual-stack server's view of an IPv4 one) is
+    # reached as IPv4, which an IPv6-only socket cannot do.
+    mapped = _is_ipv4_mapped(host)
+    async with open_udp_socket(
+        local_host, local_port, family=family, dual_stack=mapped or None
+    ) as sock:
         await sock.connect((host, port))
         peer = sock.peer_address
         assert peer is not None

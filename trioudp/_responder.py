@@ -63,7 +63,9 @@ class Responder:
     :meth:`Datagram.reply` sends it; a full send buffer is waited for by the
     server (never by ``respond``), and a reply that still finds no room is
     counted. ``handler_timeout`` does not apply (nothing waits). A function
-    that raises is logged and counted in ``handler_errors``.
+    that raises, or whose answer is larger than one datagram (an echo with a
+    prefix, to the largest request), is logged and counted in
+    ``handler_errors``; the server goes on.
 
     A Responder is also an async handler of the same meaning (``await
     responder(datagram)`` replies), which is how servers on sockets without

@@ -143,11 +143,12 @@ class ServerStats:
         dropped_port_zero: datagrams from source port 0 (never answered: a
             reply there is always spoofed traffic's).
         dropped_forged: datagrams whose source no real peer can have: an
-            unspecified address (``0.0.0.0``, ``::``), or a loopback address
+            unspecified address (``0.0.0.0``, ``::``), a loopback address
             (IPv4-mapped included) on a datagram that arrived over another
-            interface than loopback (Linux, via ``IP_PKTINFO``). Never
-            answered: Linux would deliver the reply to this host's own
-            loopback services.
+            interface than loopback, or an IPv4-mapped address as the source
+            of an IPv6 packet (Linux, via ``IP_PKTINFO``). Never answered:
+            Linux would deliver the reply to this host's own services, or
+            send it as IPv4 to a multicast or broadcast address.
         dropped_amplification: replies withheld by the amplification guard
             (replies, not received datagrams).
         rate_limited_logged: datagrams over the limit in ``log_only`` mode
@@ -523,7 +524,9 @@ class UDPServer:
                 taken = 0
                 while not self._stopping:
                     still_intake = await self._serve_queue(sock)
-                    if not still_intake:
+                    if not still_intake or self._stopping:
+                        # (A handler run from the queue may have begun the
+                        # shutdown, before this wait could be cancelled.)
                         break
                     self._waits.add(waiting)
                     try:
@@ -541,6 +544,12 @@ class UDPServer:
                         break
                     finally:
                         self._waits.discard(waiting)
+                    if sock.is_fast and self._stopping:
+                        # Shutdown began after the wait ended but before this
+                        # task ran: `waiting` is cancelled, so any handler
+                        # run inside it would be cancelled at once, grace or
+                        # not. Receiving has stopped; take nothing more.
+                        break
                     if sock.is_fast:
                         taken = await self._take_ready(sock)
                         if taken < 0:
@@ -635,7 +644,9 @@ class UDPServer:
         batching = False
         held_since = now
         try:
-            while taken < limit:
+            # A handler of this batch may begin the shutdown: receiving
+            # stops at once, so the rest stays in the kernel.
+            while taken < limit and not self._stopping:
                 try:
                     data, peer = recvfrom(bufsize)
                 except BlockingIOError:
@@ -663,6 +674,27 @@ class UDPServer:
                         answer = respond(datagram)
                         if type(answer) is not bytes and answer is not None:
                             answer = checked_answer(answer)
+                        if answer is not None:
+                            # The common case written out: a small reply
+                            # joins the batch (what _reply_now does, two
+                            # calls less).
+                            replies = sock._replies
+                            try:
+                                joined = (
+                                    replies is not None
+                                    and guard is None
+                                    and type(answer) is bytes
+                                    and len(answer) <= MAX_BATCHED_SIZE
+                                    and replies.add(answer, peer)
+                                )
+                            except ValueError:  # an address it cannot encode
+                                joined = False
+                            if not joined:
+                                # An answer the reply refuses (larger than a
+                                # datagram: its size may follow the peer's)
+                                # fails this datagram only, as in an async
+                                # handler.
+                                reply_now(answer, peer)
                     except Exception:
                         self._handler_failed(datagram)
                         continue
@@ -670,22 +702,6 @@ class UDPServer:
                         self._count_base_exception(datagram, exc)
                         raise
                     self._handled += 1
-                    if answer is not None:
-                        # The common case written out: a small reply joins
-                        # the batch (what _reply_now does, two calls less).
-                        replies = sock._replies
-                        try:
-                            joined = (
-                                replies is not None
-                                and guard is None
-                                and type(answer) is bytes
-                                and len(answer) <= MAX_BATCHED_SIZE
-                                and replies.add(answer, peer)
-                            )
-                        except ValueError:  # an address the batch cannot encode
-                            joined = False
-                        if not joined:
-                            reply_now(answer, peer)
                 elif timed:
                     rest = self._start(datagram)
                 else:

@@ -116,10 +116,10 @@ _IP_PKTINFO = getattr(
 _IPV6_RECVPKTINFO = getattr(stdlib_socket, "IPV6_RECVPKTINFO", None)
 _IPV6_PKTINFO = getattr(stdlib_socket, "IPV6_PKTINFO", None)
 _LOOPBACK_PREFIXES = ("127.", "::ffff:127.")
-#: Room for one in6_pktinfo control message (the larger of the two).
-_PKTINFO_SPACE = (
-    stdlib_socket.CMSG_SPACE(20) if hasattr(stdlib_socket, "CMSG_SPACE") else 0
-)
+#: Room for the control messages of one datagram: an in6_pktinfo, and the
+#: ones a socket of the user's own may also ask for (timestamps, TOS, TTL,
+#: ...), which Linux can place before it.
+_ANCILLARY_SPACE = 512
 
 
 def _loopback_index() -> int:
@@ -129,32 +129,46 @@ def _loopback_index() -> int:
         return 1  # Linux numbers lo first in every network namespace
 
 
-def ingress_index(ancdata: list[tuple[int, int, bytes]]) -> int | None:
-    """The interface a datagram arrived on, from ``IP_PKTINFO`` or
-    ``IPV6_PKTINFO`` control data (None if there is none).
+_V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def ingress(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, bool]:
+    """The interface a datagram arrived on (None if unknown), from
+    ``IP_PKTINFO`` or ``IPV6_PKTINFO`` control data, and whether it came in
+    an IPv6 packet: Linux reports an IPv4 datagram on a dual-stack socket
+    with an IPv4-mapped destination, an IPv6 one with its IPv6 destination.
 
     Example:
-        >>> ingress_index([(0, 8, bytes([2, 0, 0, 0]) + bytes(8))])
-        2
-        >>> ingress_index([]) is None
-        True
+        >>> ingress([(0, 8, bytes([2, 0, 0, 0]) + bytes(8))])
+        (2, False)
+        >>> ingress([(41, 50, bytes.fromhex("20010db8" + "00" * 11 + "01") + bytes([3, 0, 0, 0]))])
+        (3, True)
+        >>> ingress([])
+        (None, False)
     """
     for level, kind, data in ancdata:
         if level == stdlib_socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 4:
-            return int.from_bytes(data[:4], sys.byteorder)
+            return int.from_bytes(data[:4], sys.byteorder), False
         if (
             level == stdlib_socket.IPPROTO_IPV6
             and kind == _IPV6_PKTINFO
             and len(data) >= 20
         ):
-            return int.from_bytes(data[16:20], sys.byteorder)
-    return None
+            index = int.from_bytes(data[16:20], sys.byteorder)
+            return index, not data.startswith(_V4_MAPPED_PREFIX)
+    return None, False
 
 
-def source_is_forged(host: str, ingress: int | None, loopback: int) -> bool:
+def source_is_forged(
+    host: str, ingress: int | None, loopback: int, *, ipv6_packet: bool = False
+) -> bool:
     """Whether a datagram's source ``host`` cannot be its real sender: an
-    unspecified address, or a loopback address (IPv4-mapped included) on a
-    datagram that arrived over an interface other than ``loopback``.
+    unspecified address; a loopback address (IPv4-mapped included) on a
+    datagram that arrived over an interface other than ``loopback``; or an
+    IPv4-mapped address as the source of an IPv6 packet (no real peer sends
+    one: RFC 4291 keeps them inside a host; a reply would go out as IPv4 to
+    whatever the neighbour named, this host's own address or a multicast
+    group included, past the checks Linux makes on real IPv4 sources).
 
     Example:
         >>> source_is_forged("::ffff:127.0.0.1", ingress=2, loopback=1)
@@ -165,10 +179,16 @@ def source_is_forged(host: str, ingress: int | None, loopback: int) -> bool:
         True
         >>> source_is_forged("192.0.2.7", ingress=2, loopback=1)
         False
+        >>> source_is_forged("::ffff:192.0.2.7", ingress=2, loopback=1)
+        False
+        >>> source_is_forged("::ffff:192.0.2.7", 2, 1, ipv6_packet=True)
+        True
     """
     # The kernel writes received addresses in canonical form, so plain string
     # tests are exact here, and they cost a fraction of parsing each address.
     if host in UNSPECIFIED_HOSTS:
+        return True
+    if ipv6_packet and host.startswith("::ffff:"):
         return True
     return (
         ingress is not None
@@ -728,8 +748,17 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         if held:
             self._held_for_room = []
             deadline = trio.current_time() + REPLY_SHIELD_SECONDS
-            for data, peer, counted in held:
-                await self._reply_when_room(data, peer, counted, deadline)
+            for sent, (data, peer, counted) in enumerate(held):
+                try:
+                    await self._reply_when_room(data, peer, counted, deadline)
+                except trio.ClosedResourceError:
+                    # Closed under the server while waiting: no reply of
+                    # this batch can leave now; count them as close() does.
+                    # (One whose send error was counted is not counted again.)
+                    left = sum(not counted for _, _, counted in held[sent:])
+                    if left:
+                        self._count_full_buffer(left)
+                    return
 
     def _end_reply_batch_nowait(self) -> SendBatch | None:
         """Stop collecting and send what the kernel takes now, without
@@ -749,8 +778,11 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         begun) and count what still did not fit as ``EAGAIN`` send errors."""
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + REPLY_SHIELD_SECONDS
-            while not self._closed and not self._send_replies_now(replies):
-                await self._wait_for_room()
+            try:
+                while not self._closed and not self._send_replies_now(replies):
+                    await self._wait_for_room()
+            except trio.ClosedResourceError:
+                pass  # closed under the server: what is left is counted below
         self._drop_held(replies)
 
     async def _wait_for_room(self) -> None:
@@ -800,11 +832,19 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
 
     def _count_full_buffer(self, dropped: int) -> None:
         """Count replies given up on because the send buffer stayed full for
-        ``REPLY_SHIELD_SECONDS`` (as ``EAGAIN`` send errors) and log it."""
-        self._send_errors["EAGAIN"] = self._send_errors.get("EAGAIN", 0) + dropped
-        logger.warning(
-            "%d UDP replies dropped on %r: the send buffer stayed full", dropped, self
-        )
+        ``REPLY_SHIELD_SECONDS`` (as ``EAGAIN`` send errors) and log it, when
+        the count passes a power of two."""
+        before = self._send_errors.get("EAGAIN", 0)
+        count = self._send_errors["EAGAIN"] = before + dropped
+        # Logged when the count passes a power of two: a peer that keeps the
+        # link full must not make the server write a line per reply.
+        if count.bit_length() > before.bit_length():
+            logger.warning(
+                "%d UDP replies dropped on %r: the send buffer stayed full (%d so far)",
+                dropped,
+                self,
+                count,
+            )
 
     def _send_replies_now(self, replies: SendBatch) -> bool:
         """Send the collected replies that the kernel takes now; count errors.
@@ -1017,15 +1057,23 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
 
     def _recvfrom_screened(self, bufsize: int) -> tuple[bytes, SocketAddress]:
         """``recvfrom`` that reports :data:`FORGED_SOURCE` as the peer of a
-        datagram from an unspecified address, or from a loopback address
-        that did not arrive over the loopback interface (a neighbour forged
-        it: a reply would go to this host's own loopback services, and
+        datagram from an unspecified address, from a loopback address
+        that did not arrive over the loopback interface, or an IPv6 packet
+        from an IPv4-mapped address (a neighbour forged it: a reply would go
+        to this host's own services or onto the link as IPv4, and
         "loopback" is what access lists, rate-limit exemptions and the CLI's
-        ``exit`` trust)."""
+        ``exit`` trust; see :func:`source_is_forged`)."""
         fast = self._fast
         assert fast is not None
-        data, ancdata, _flags, peer = fast.recvmsg(bufsize, _PKTINFO_SPACE)
-        if source_is_forged(peer[0], ingress_index(ancdata), self._loopback_index):
+        data, ancdata, _flags, peer = fast.recvmsg(bufsize, _ANCILLARY_SPACE)
+        index, ipv6_packet = ingress(ancdata)
+        if index is None:
+            # The interface's control message was asked for but is missing
+            # (truncated): trust no loopback source (fail closed).
+            index = -1
+        if source_is_forged(
+            peer[0], index, self._loopback_index, ipv6_packet=ipv6_packet
+        ):
             count = self._forged_seen = self._forged_seen + 1
             if count & (count - 1) == 0:
                 logger.warning(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import select
 import socket
 import struct
@@ -123,6 +124,31 @@ def drain(sock: socket.socket) -> int:
         count += 1
 
 
+def recording_echo() -> tuple[list[str], Callable[[trioudp.Datagram], Awaitable[None]]]:
+    """An echo handler, and the list of the texts it answered."""
+    handled: list[str] = []
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        handled.append(datagram.data.decode())
+        await datagram.reply(datagram.data)
+
+    return handled, echo
+
+
+class WarningCount(logging.Handler):
+    """Counts the warnings (and worse) logged on the ``trioudp`` logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        trioudp_logger = logging.getLogger("trioudp")
+        trioudp_logger.addHandler(self)
+        trioudp_logger.setLevel(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
 def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
     stats = server.stats
     return attrs.asdict(stats) | {"accounted": stats.accounted}
@@ -132,20 +158,26 @@ def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
 async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str, Any]:
     """An echo over a loopback shaped to 20 Mbit/s, to a mix of 100 B and
     3000 B datagrams: its send buffer fills. ``form`` is the handler: an
-    async one that replies ``twice``, or a ``responder``."""
+    async one that replies ``twice`` or ``five`` times, or a ``responder``.
+    The result counts the warnings logged on the ``trioudp`` logger."""
     sh(
         "ip link set lo up",
         "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
     )
+    warnings = WarningCount()
 
     async def twice(datagram: trioudp.Datagram) -> None:
         await datagram.reply(datagram.data)
         await datagram.reply(datagram.data)
 
+    async def five(datagram: trioudp.Datagram) -> None:
+        for _ in range(5):
+            await datagram.reply(datagram.data)
+
     def echo(datagram: trioudp.Datagram) -> bytes:
         return datagram.data
 
-    handler = twice if form == "twice" else trioudp.Responder(echo)
+    handler = {"twice": twice, "five": five}.get(form) or trioudp.Responder(echo)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.setblocking(False)
     client.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
@@ -171,7 +203,119 @@ async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str,
                 received += drain(client)
         result = {"sent": sent, "received": received, "stats": stats_of(server)}
         await server.shutdown(grace=1)
-    return result
+    return result | {"warnings": warnings.count}
+
+
+@scenario
+async def closed_while_waiting_for_room() -> dict[str, Any]:
+    """A Responder echo over the shaped loopback of ``full_send_buffer``,
+    flooded with 3000 B datagrams until the receiver waits for room to send
+    the replies it holds; then its socket is closed under it."""
+    sh(
+        "ip link set lo up",
+        "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
+    )
+    answers = 0
+
+    def echo(datagram: trioudp.Datagram) -> bytes:
+        nonlocal answers
+        answers += 1
+        return datagram.data
+
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE
+    raised = None
+    waited = False
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: trioudp.serve_udp(
+                    trioudp.Responder(echo),
+                    0,
+                    host="127.0.0.1",
+                    task_status=task_status,
+                )
+            )
+            sock = server.sockets[0]
+            with trio.move_on_after(10):
+                while not sock._room_watched:
+                    for _ in range(20):
+                        client.sendto(b"x" * 3000, ("127.0.0.1", server.port))
+                    await trio.sleep(0.002)
+            waited = sock._room_watched
+            sock.close()
+            with trio.fail_after(5):
+                await server._stopped.wait()
+    except Exception as exc:  # what the server raised is the result
+        raised = repr(exc)
+    return {
+        "waited_for_room": waited,
+        "raised": raised,
+        "answers": answers,
+        "stats": stats_of(server),
+    }
+
+
+@scenario
+async def closed_while_a_batch_waits_for_room() -> dict[str, Any]:
+    """An async echo of 1500 B replies over the shaped loopback, where every
+    tenth request makes its handler wait a little (no reply): the batch's
+    replies held until then meet a full send buffer and go to a task of
+    their own (``_send_leftover``), which waits for room; then the socket is
+    closed under it."""
+    sh(
+        "ip link set lo up",
+        "tc qdisc add dev lo root tbf rate 20mbit burst 32kb latency 300ms",
+    )
+    replies = 0
+
+    async def echo(datagram: trioudp.Datagram) -> None:
+        nonlocal replies
+        if datagram.data == b"wait":
+            await trio.sleep(0.001)
+            return
+        await datagram.reply(b"r" * 1500)
+        replies += 1
+
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    client.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE
+    raised = None
+    leftovers = 0
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: trioudp.serve_udp(
+                    echo, 0, host="127.0.0.1", task_status=task_status
+                )
+            )
+            send_leftover = server._send_leftover
+
+            async def counted(held: Any) -> None:
+                nonlocal leftovers
+                leftovers += 1
+                await send_leftover(held)
+
+            server._send_leftover = counted  # type: ignore[method-assign]
+            with trio.move_on_after(10):
+                while not leftovers:
+                    for i in range(30):
+                        payload = b"wait" if i % 10 == 9 else b"x"
+                        with contextlib.suppress(BlockingIOError):
+                            client.sendto(payload, ("127.0.0.1", server.port))
+                    await trio.sleep(0.001)
+            server.sockets[0].close()
+            with trio.fail_after(5):
+                await server._stopped.wait()
+    except Exception as exc:  # what the server raised is the result
+        raised = repr(exc)
+    return {
+        "leftovers": leftovers,
+        "raised": raised,
+        "replies": replies,
+        "stats": stats_of(server),
+    }
 
 
 @scenario
@@ -184,11 +328,7 @@ async def forged_sources() -> dict[str, Any]:
     add_veth()
     await trio.sleep(0.2)  # let the links come up
 
-    handled = []
-
-    async def echo(datagram: trioudp.Datagram) -> None:
-        handled.append(datagram.data.decode())
-        await datagram.reply(datagram.data)
+    handled, echo = recording_echo()
 
     victims = []
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
@@ -218,6 +358,141 @@ async def forged_sources() -> dict[str, Any]:
             "victims_received": sum(drain(victim) for victim in victims),
             "handled": sorted(handled),
         }
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
+async def forged_mapped_sources(host: str = "::") -> dict[str, Any]:
+    """An echo server (``host``: ``::`` is one dual-stack socket, ``none``
+    an IPv4 and an IPv6-only one) on a host with routes out of v0. A
+    neighbour sends IPv6 packets whose sources are IPv4-mapped: this host's
+    own IPv4 address, a multicast group, the limited and the subnet
+    broadcast. A reply would go out as IPv4 to that address: to this host's
+    own services (a victim listens on 0.0.0.0 at the forged port), or onto
+    the link. A real IPv4 neighbour (192.0.2.2) and a loopback client are
+    answered; what leaves v0 as IPv4 is recorded at v1."""
+    sh("ip link set lo up")
+    add_veth()
+    sh(
+        "ip route add default dev v0",
+        f"ip neigh add 192.0.2.2 lladdr {mac('v1').hex(':')} dev v0",
+    )
+    await trio.sleep(0.2)
+
+    handled, echo = recording_echo()
+
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("0.0.0.0", 4000))
+    victim.setblocking(False)
+    wire = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    wire.bind(("v1", 0))
+    wire.setblocking(False)
+    neighbour = Neighbour()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(
+                echo,
+                0,
+                host=None if host == "none" else host,
+                task_status=task_status,
+            )
+        )
+        port = server.port
+        for name, source in (
+            ("own", "::ffff:192.0.2.1"),
+            ("multicast", "::ffff:224.0.0.1"),
+            ("broadcast", "::ffff:255.255.255.255"),
+            ("subnet-broadcast", "::ffff:192.0.2.255"),
+        ):
+            neighbour.send(ipv6_udp(source, V0_IPV6, 4000, port, name.encode()))
+        # Genuine IPv4 peers: a neighbour over v0, and a loopback client.
+        neighbour.send(ipv4_udp("192.0.2.2", V0_IPV4, 4000, port, b"neighbour4"))
+        local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        local.sendto(b"local4", ("127.0.0.1", port))
+        await trio.sleep(0.5)  # a real link: let every datagram and reply land
+        out = []
+        while True:
+            try:
+                frame = wire.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if frame[23] == 17:  # UDP
+                out.append(socket.inet_ntoa(frame[30:34]))
+        result = {
+            "stats": stats_of(server),
+            "victim_received": drain(victim),
+            "ipv4_out_to": sorted(out),
+            "handled": sorted(handled),
+        }
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
+async def forged_own_ipv6_source() -> dict[str, Any]:
+    """A neighbour sends an IPv6 packet whose source is this host's own
+    address on v0 (2001:db8::1): Linux accepts it (IPv4 would drop it as
+    martian), and the reply goes to this host's own services (a victim on
+    [::]:4000). A real client on this host, sending from that same address,
+    must still be answered."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+
+    handled, echo = recording_echo()
+
+    victim = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    victim.bind(("::", 4000))
+    victim.setblocking(False)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trioudp.serve_udp(
+                echo, 0, host="::", task_status=task_status
+            )
+        )
+        Neighbour().send(ipv6_udp(V0_IPV6, V0_IPV6, 4000, server.port, b"forged"))
+        local = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        local.bind((V0_IPV6, 0))
+        local.setblocking(False)
+        local.sendto(b"local", (V0_IPV6, server.port))
+        await trio.sleep(0.5)  # a real link: let every datagram and reply land
+        result = {
+            "stats": stats_of(server),
+            "victim_received": drain(victim),
+            "local_received": drain(local),
+            "handled": sorted(handled),
+        }
+        await server.shutdown(grace=1)
+    return result
+
+
+@scenario
+async def forged_sources_with_timestamps() -> dict[str, Any]:
+    """``forged_sources``' loopback and IPv4-mapped forgeries, against a
+    dual-stack socket of the user's own that also asks for receive
+    timestamps (``SO_TIMESTAMPNS``): another control message that comes
+    before the interface's in each datagram."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+
+    handled, echo = recording_echo()
+
+    sockets = await trioudp.open_udp_sockets(0, "::")
+    # SO_TIMESTAMPNS (35 on Linux; Python names only SO_TIMESTAMP)
+    sockets[0].trio_socket.setsockopt(socket.SOL_SOCKET, 35, 1)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trioudp.serve_udp_sockets, echo, sockets)
+        port = server.port
+        neighbour = Neighbour()
+        neighbour.send(ipv6_udp("::ffff:127.0.0.1", V0_IPV6, 4000, port, b"exit"))
+        neighbour.send(ipv6_udp("::ffff:192.0.2.1", V0_IPV6, 4000, port, b"own"))
+        neighbour.send(ipv6_udp("2001:db8::2", V0_IPV6, 4000, port, b"hello"))
+        local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        local.sendto(b"local", ("127.0.0.1", port))
+        await trio.sleep(0.5)  # a real link: let every datagram and reply land
+        result = {"stats": stats_of(server), "handled": sorted(handled)}
         await server.shutdown(grace=1)
     return result
 
