@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -144,6 +145,28 @@ def chart(table: dict[str, dict[str, float]], names: list[str], path: Path) -> N
     figure.savefig(path, dpi=110)
 
 
+def harness_ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Replies/s over trio_naive's, per scenario and server, from the JSON
+    that ``shared/bench/run.py --json`` writes (each cell already the median
+    of its rounds).
+
+    Example:
+        >>> cell = lambda server, pps: {"server": server, "scenario": "latency",
+        ...                             "result": {"rate_pps": pps}}
+        >>> harness_ratios({"cells": [cell("trio_naive", 10.0), cell("c", 15.0)]})
+        {'latency': {'trio_naive': 1.0, 'c': 1.5}}
+    """
+    rates: dict[str, dict[str, float]] = {}
+    for cell in report["cells"]:
+        rates.setdefault(cell["scenario"], {})[cell["server"]] = cell["result"][
+            "rate_pps"
+        ]
+    return {
+        scenario: {name: rate / row["trio_naive"] for name, rate in row.items()}
+        for scenario, row in rates.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,11 +184,25 @@ def main() -> None:
         "--chart", type=Path, help="write a PNG chart of the ratios here"
     )
     parser.add_argument(
+        "--from-harness",
+        type=Path,
+        metavar="JSON",
+        help="draw --chart from the shared harness's --json output instead of running",
+    )
+    parser.add_argument(
         "--build-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "trioudp-benchmarks",
     )
     args = parser.parse_args()
+    if args.from_harness:
+        table = harness_ratios(json.loads(args.from_harness.read_text()))
+        names = sorted(
+            {name for row in table.values() for name in row},
+            key=lambda name: -table["throughput"].get(name, 0.0),
+        )
+        chart(table, names, args.chart or Path("echo.png"))
+        return
     binaries = build(args.build_dir)
     commands = servers(args.python, binaries["echo_c"])
     if args.only:

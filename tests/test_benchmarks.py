@@ -86,3 +86,14 @@ def test_workers_benchmark_spreads_flows_and_reports_memory(tmp_path):
     rows = [line for line in out.splitlines() if re.match(r"\| [12] \| 4 \|", line)]
     assert len(rows) == 2, out
     assert "totals of 2 workers: received" in out
+
+
+def test_harness_ratios_are_relative_to_trio_naive():
+    import doctest
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_echo", BENCHMARKS / "echo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    failures, tried = doctest.testmod(module, verbose=False)
+    assert tried and not failures
