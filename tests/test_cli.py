@@ -553,3 +553,18 @@ def test_listen_prints_hostile_peer_data_escaped():
     assert line.endswith(
         f" {len(HOSTILE)} bytes: \\x1b[2J\\x1b[H\\x1b]52;c;ZXZpbA==\\x07\\x0dReceived exit from ('127.0.0.1', 1)\\x0a\\x7f\\x9b\n"
     )
+
+
+@pytest.mark.parametrize("command", ["send", "bench"])
+def test_port_zero_is_no_destination(capsys, command):
+    with pytest.raises(SystemExit) as exited:
+        _cli.main([command, "--port", "0"])
+    assert exited.value.code == 2
+    assert "1..65535 for a destination" in capsys.readouterr().err
+
+
+def test_workers_beyond_the_cap_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(["serve", "--workers", "100000"])
+    assert exited.value.code == 2
+    assert "100000" in capsys.readouterr().err

@@ -723,3 +723,9 @@ async def test_a_client_to_an_ipv4_mapped_address_reaches_the_ipv4_peer(nursery)
         reply = await client.request(b"mapped")
         assert reply.data == b"mapped"
         assert client.peer[:2] == ("::ffff:127.0.0.1", server.port)
+
+
+async def test_port_zero_is_an_invalid_destination(virtual_network):
+    with pytest.raises(trioudp.InvalidAddress, match="port 0 is not a destination"):
+        async with open_udp_client("127.0.0.1", 0):
+            pass  # pragma: no cover

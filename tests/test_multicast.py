@@ -210,6 +210,22 @@ async def test_real_multicast_and_broadcast_inside_a_network_namespace():
     assert "Permission denied" in err
 
 
-def test_cli_listen_refuses_a_group_that_is_not_multicast(capsys):
-    assert _cli.main(["listen", "--group", "192.0.2.1", "--port", "0"]) == 1
-    assert "not a multicast address" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--group", "192.0.2.1"], "must be a multicast address"),
+        (["--group", "not-an-address"], "must be a multicast address"),
+        (["--group", "239.1.2.3", "--interface", "nosuch0"], "no network interface"),
+    ],
+)
+def test_cli_listen_refuses_bad_group_settings_as_usage_errors(
+    capsys, options, message
+):
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(["listen", *options, "--port", "0"])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_listen_takes_an_interface_index():
+    assert _cli._group_settings("239.1.2.3", "1").interface == 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["number", "port"]
+__all__ = ["destination_port", "number", "port"]
 
 N = TypeVar("N", int, float)
 
@@ -73,6 +73,21 @@ def number(
 
 def _show(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def destination_port(text: str) -> int:
+    """An argparse ``type=`` for the port of a peer: 1..65535 (0 is no
+    destination).
+
+    Example:
+        >>> destination_port("53")
+        53
+    """
+    value = port(text)
+    if value == 0:
+        msg = "port must be in 1..65535 for a destination, not '0'"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def port(text: str) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from ._argtypes import number, port
+from ._argtypes import destination_port, number
 from ._backoff import Backoff
 from ._client import open_udp_client
 from ._errors import RequestTimeout
@@ -147,7 +147,10 @@ def add_bench_parser(
         "--host", default="127.0.0.1", help="echo server address (default 127.0.0.1)"
     )
     bench.add_argument(
-        "--port", type=port, default=12345, help="echo server port (default 12345)"
+        "--port",
+        type=destination_port,
+        default=12345,
+        help="echo server port (default 12345)",
     )
     bench.add_argument(
         "--concurrency",

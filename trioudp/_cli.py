@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import ipaddress
 import logging
 import signal
+import socket as stdlib_socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -22,8 +24,8 @@ import attrs
 import trio
 
 from . import __version__
-from ._address import is_loopback
-from ._argtypes import number, port
+from ._address import is_loopback, numeric_family
+from ._argtypes import destination_port, number, port
 from ._backoff import Backoff
 from ._cli_workers import supervise
 from ._client import open_udp_client
@@ -49,6 +51,8 @@ __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+#: The most ``--workers`` a command line may ask for.
+MAX_WORKERS = 1024
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 DEFAULT_PORT = 12345
@@ -139,6 +143,7 @@ async def _serve_until_exit(
     protection: Protection | None = None,
     worker: Worker | None = None,
     multicast: Multicast | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Serve with the handler ``handler_for(exit_requested)`` builds, until
@@ -155,7 +160,7 @@ async def _serve_until_exit(
     signals: list[int] = []
     protection = protection or Protection()
     sockets = await open_udp_sockets(
-        port, host, multicast=multicast, reuse_port=worker is not None
+        port, host, multicast=multicast, reuse_port=reuse_port or worker is not None
     )
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
@@ -267,12 +272,16 @@ async def listen_command(args: argparse.Namespace) -> int:
         return await _serve_until_exit(
             _listen_handler, args.host, args.port, "Listening on {address}"
         )
+    multicast: Multicast = args.multicast
     return await _serve_until_exit(
         _listen_handler,
         None,  # group datagrams are addressed to the group, not to a host
         args.port,
         f"Listening to group {args.group} on port {{port}}",
-        multicast=Multicast(groups=[args.group], interface=args.interface),
+        multicast=multicast,
+        # Several listeners of groups may share a port, as multicast
+        # receivers conventionally do.
+        reuse_port=True,
     )
 
 
@@ -418,12 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     def workers_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--workers",
-            type=_non_negative_int,
+            # Each worker is a process with its own interpreter (~27 MiB).
+            type=number(int, minimum=0, maximum=MAX_WORKERS),
             default=1,
             metavar="N",
             help="processes sharing the port (SO_REUSEPORT), supervised and"
             " restarted if they die; SIGUSR1 prints their summed counters;"
-            " 0 = one per CPU (default 1)",
+            f" 0 = one per CPU, at most {MAX_WORKERS} (default 1)",
         )
 
     def server_parser(
@@ -476,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument(
         "--interface",
         metavar="IF",
-        help="with --group: the interface to join on, by name or (IPv4) address"
+        help="with --group: the interface to join on, by name, index or (IPv4) address"
         " (default: the routing table's choice)",
     )
     listen.set_defaults(func=listen_command)
@@ -499,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--port",
-        type=_port,
+        type=destination_port,
         default=DEFAULT_PORT,
         help=f"server port (default {DEFAULT_PORT})",
     )
@@ -560,9 +570,38 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
     return None
 
 
+def _group_settings(group: str, interface_text: str | None) -> Multicast:
+    """``listen --group``'s settings, checked (ValueError naming the value):
+    a multicast group, an interface by name, index or IPv4 address."""
+    try:
+        multicast_group = ipaddress.ip_address(group).is_multicast
+    except ValueError:
+        multicast_group = False
+    if not multicast_group:
+        msg = f"--group must be a multicast address (224.0.0.0/4 or ff00::/8), not {group!r}"
+        raise ValueError(msg)
+    interface: str | int | None = interface_text
+    if interface_text is not None:
+        if interface_text.isdigit():
+            interface = int(interface_text)
+        elif numeric_family(interface_text) is None:
+            try:
+                stdlib_socket.if_nametoindex(interface_text)
+            except OSError:
+                msg = f"--interface: no network interface is named {interface_text!r}"
+                raise ValueError(msg) from None
+    return Multicast(groups=[group], interface=interface)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trioudp`` command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "group", None) is not None:
+        try:
+            args.multicast = _group_settings(args.group, args.interface)
+        except (TypeError, ValueError) as exc:
+            parser.error(str(exc))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -51,8 +51,10 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
     """Run ``args.workers`` workers of the command in ``args``; returns the exit code."""
 
     count = args.workers or default_workers()
+    stopped_by: list[int] = []
 
     def on_signal(signum: signal.Signals) -> None:
+        stopped_by.append(signum)
         print(f"Received {signum.name}, shutting down...", file=sys.stderr, flush=True)
 
     def on_stats(total: ServerStats) -> None:
@@ -86,7 +88,8 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
             flush=True,
         )
     on_stats(await pool.stats())
-    return 0
+    # As one process: 128 + the signal after a graceful stop, else 0.
+    return 128 + stopped_by[0] if stopped_by else 0
 
 
 async def cli_worker(worker: Worker) -> int:

@@ -40,7 +40,7 @@ import trio
 from ._address import SocketAddress, check_address, check_payload, numeric_family
 from ._backoff import Backoff
 from ._checks import check_attempts
-from ._errors import PeerUnreachable, RequestTimeout
+from ._errors import InvalidAddress, PeerUnreachable, RequestTimeout
 from ._rng import new_rng
 from ._socket import (
     TRANSIENT_ERRNOS,
@@ -678,6 +678,10 @@ async def open_udp_client(
             await client.send(b"exit")
     """
     host, port = check_address((host, port))
+    if port == 0:
+        raise InvalidAddress(
+            (host, port), "port 0 is not a destination; give the peer's port"
+        )
     check_attempts(attempts)
     if match is not None and not callable(match):
         msg = f"match must be a function of the bytes, or None, not {match!r}"
