@@ -374,9 +374,6 @@ async def demo_command(args: argparse.Namespace) -> int:
 
 # Shared argument types (see _argtypes): inf, nan and bad text are usage
 # errors. Reuse these (or number(...)) for new options.
-_positive_float = number(float, above=0)
-_non_negative_float = number(float, minimum=0)
-_non_negative_int = number(int, minimum=0)
 _port = port
 #: A rate limit's N: bursts are 2N, which must stay a finite float.
 _rate_or_off = number(float, above=0, maximum=1e9, zero_is_off=True)
