@@ -45,6 +45,17 @@ async def test_forged_sources_are_never_answered(netns):
     assert stats["accounted"] == stats["received"] == 5
 
 
+async def test_unspecified_sources_are_dropped_where_the_interface_is_unknown(netns):
+    """Without IP_PKTINFO (not Linux) the ingress interface cannot be read,
+    but a datagram from 0.0.0.0 or :: is still never answered."""
+    result = await netns("forged_sources", "no")
+    stats = result["stats"]
+    assert stats["dropped_forged"] == 2  # the two unspecified sources
+    assert "unspecified" not in result["handled"]
+    assert "bcast" not in result["handled"]
+    assert stats["accounted"] == stats["received"] == 5
+
+
 async def test_each_failed_reply_is_counted_once(netns):
     """Replies to a network with no route back fail with ENETUNREACH; each
     is counted once (the batched path counted each twice: 264 for 132)."""

@@ -1046,10 +1046,13 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             level, option = stdlib_socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO
         else:
             level, option = stdlib_socket.IPPROTO_IP, _IP_PKTINFO
-        if is_loopback(host) or option is None:
-            # Without the option (not Linux) only the unspecified-source
-            # check of the server's screening applies.
+        if is_loopback(host):
             self._screened_recvfrom = fast.recvfrom
+            return
+        if option is None:
+            # Without the option (not Linux) the interface cannot be told:
+            # only unspecified sources are known to be forged.
+            self._screened_recvfrom = self._recvfrom_specified
             return
         fast.setsockopt(level, option, 1)
         self._loopback_index = _loopback_index()
@@ -1082,6 +1085,17 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
                     self,
                     count,
                 )
+            return data, FORGED_SOURCE
+        return data, peer
+
+    def _recvfrom_specified(self, bufsize: int) -> tuple[bytes, SocketAddress]:
+        """``recvfrom`` that reports :data:`FORGED_SOURCE` as the peer of a
+        datagram from an unspecified address (where the ingress interface
+        cannot be read, see :meth:`_screen_sources`)."""
+        fast = self._fast
+        assert fast is not None
+        data, peer = fast.recvfrom(bufsize)
+        if peer[0] in UNSPECIFIED_HOSTS:
             return data, FORGED_SOURCE
         return data, peer
 

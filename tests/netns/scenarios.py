@@ -319,11 +319,16 @@ async def closed_while_a_batch_waits_for_room() -> dict[str, Any]:
 
 
 @scenario
-async def forged_sources() -> dict[str, Any]:
+async def forged_sources(pktinfo: str = "yes") -> dict[str, Any]:
     """An echo server on all addresses (IPv4 and IPv6) of a host with a real interface (v0); a
     neighbour sends datagrams whose sources are forged: unspecified
     addresses, and loopback (IPv4-mapped) arriving over v0. Victim services
-    listen on the host's loopback at the port the forged sources name."""
+    listen on the host's loopback at the port the forged sources name.
+    ``pktinfo="no"`` serves as on a system without IP_PKTINFO."""
+    if pktinfo == "no":
+        from trioudp import _socket
+
+        _socket._IP_PKTINFO = _socket._IPV6_RECVPKTINFO = None
     sh("ip link set lo up")
     add_veth()
     await trio.sleep(0.2)  # let the links come up
