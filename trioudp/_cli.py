@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from ._address import SocketAddress
     from ._datagram import Datagram
-    from ._worker import Worker
+    from ._workers import Worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import TrioUDPError
-from ._supervision import default_workers
 from ._workers import run_workers
+from ._workers._policy import default_workers
 
 if TYPE_CHECKING:
     import argparse
     import signal
 
     from ._server import ServerStats
-    from ._worker import Worker
+    from ._workers import Worker
 
 __all__ = ["cli_worker", "stats_line", "supervise"]
 
