@@ -2,46 +2,26 @@
 real processes on loopback."""
 
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 
 import pytest
 import trio
 
-from .conftest import ROOT
-from .workers.helpers import DEADLINE, SOURCES, alive, wait_gone
+from trioudp._cli._main import cli_worker
+from trioudp._cli._supervise import WORKER_TARGET
+from trioudp._workers._protocol import load_target
+
+from ..workers.helpers import DEADLINE, SOURCES, alive, wait_gone
+from .helpers import run_cli, spawn_cli, workers_banner
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT"
 )
 
 
-def spawn_cli(*args, **options):
-    return subprocess.Popen(
-        [sys.executable, "-m", "trioudp", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        **options,
-    )
-
-
-def read_banner(process):
-    line = process.stdout.readline()
-    match = re.search(r"listening on [\d.:]+:(\d+)$", line.strip())
-    assert match, (line, process.stderr.read() if process.poll() is not None else "")
-    workers = process.stdout.readline()
-    match_pids = re.search(
-        r"^(\d+) workers? shares? the port \(pids ([\d ]+)\)", workers
-    )
-    assert match_pids, workers
-    pids = [int(pid) for pid in match_pids.group(2).split()]
-    assert len(pids) == int(match_pids.group(1))
-    return int(match.group(1)), pids
+def test_each_worker_runs_the_command_line_entry_point():
+    assert load_target(WORKER_TARGET) is cli_worker
 
 
 def echo_many(port, count=SOURCES):
@@ -56,7 +36,7 @@ def echo_many(port, count=SOURCES):
 def test_cli_workers_answer_report_counters_and_stop_on_a_signal(signum):
     server = spawn_cli("echo", "--port", "0", "--workers", "2")
     try:
-        port, pids = read_banner(server)
+        port, pids = workers_banner(server)
         assert len(pids) == 2
         echo_many(port)
         server.send_signal(signal.SIGUSR1)
@@ -84,7 +64,7 @@ def test_cli_workers_zero_means_one_per_cpu():
         preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
     )
     try:
-        port, pids = read_banner(server)
+        port, pids = workers_banner(server)
         assert len(pids) == 1  # one CPU allowed: one worker
         echo_many(port, 4)
         server.send_signal(signal.SIGTERM)
@@ -110,7 +90,7 @@ def test_cli_workers_that_cannot_bind_exit_1_with_the_cause():
 async def test_workers_stop_when_the_supervisor_is_killed():
     with spawn_cli("echo", "--port", "0", "--workers", "2") as server:
         try:
-            _, pids = read_banner(server)
+            _, pids = workers_banner(server)
         finally:
             server.kill()  # SIGKILL: no chance to stop its workers
     with trio.fail_after(DEADLINE):
@@ -121,16 +101,10 @@ async def test_workers_stop_when_the_supervisor_is_killed():
 def test_cli_serve_workers_all_stop_when_one_is_told_to_exit():
     server = spawn_cli("serve", "--host", "127.0.0.1", "--port", "0", "--workers", "2")
     try:
-        port, pids = read_banner(server)
+        port, pids = workers_banner(server)
         # The tutorial client: "Hello, server!", then "exit" from the same
         # source port, so to the same worker; it stops, and so do the others.
-        client = subprocess.run(
-            [sys.executable, "-m", "trioudp", "send", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE,
-            check=False,
-        )
+        client = run_cli("send", "--port", str(port), timeout=DEADLINE)
         out, err = server.communicate(timeout=DEADLINE)
     finally:
         server.kill()

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from .conftest import requires_ipv6
-from .realprocs import run, running, trioudp_command
+from ..conftest import requires_ipv6
+from ..realprocs import run, running, trioudp_command
 
 requires_socat = pytest.mark.skipif(
     shutil.which("socat") is None, reason="socat is not installed"
