@@ -2,7 +2,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioudp import _eager as eager
+from trioudp import _handlers as eager
 
 
 async def test_a_coroutine_that_never_suspends_finishes_inline():

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import trioudp
-from trioudp import _mmsg, _server
+from trioudp import _fastpath, _mmsg
 from trioudp._mmsg import MAX_BATCHED_SIZE, MAX_MESSAGES, SendBatch, encode_sockaddr
 
 from .conftest import requires_ipv6
@@ -175,7 +175,7 @@ async def test_replies_of_a_batch_arrive_all_and_in_order(nursery, monkeypatch):
     calls = wrap_sendmmsg(monkeypatch)
     # A loaded machine may take over REPLY_DELAY for the batch: not this test's
     # subject (test_slow_handlers_do_not_hold_replies_back_for_long is).
-    monkeypatch.setattr(_server, "REPLY_DELAY", 60.0)
+    monkeypatch.setattr(_fastpath, "REPLY_DELAY", 60.0)
     server = await serve(nursery)
     # Small ones are batched; big ones go on their own, after those before.
     sizes = [10] * 20 + [MAX_BATCHED_SIZE + 1] + [10] * 20 + [5000] + [10] * 10
@@ -294,7 +294,7 @@ async def test_slow_handlers_do_not_hold_replies_back_for_long(
 ):
     """Held replies leave once the batch has run for REPLY_DELAY (checked
     every 8 datagrams), not only when the batch ends."""
-    from trioudp._server import REPLY_DELAY
+    from trioudp._fastpath import REPLY_DELAY
 
     async def slow_echo(datagram: trioudp.Datagram) -> None:
         mock_clock.jump(REPLY_DELAY * 0.3)  # a handler busy for 0.3 ms

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import trioudp
 from trioudp import AccessList, RateLimit, serve_udp
-from trioudp._socket import bind_udp_socket
+from trioudp._open import bind_udp_socket
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -134,9 +134,9 @@ async def test_source_port_zero_is_never_answered(virtual_network, nursery):
         peer=("192.0.2.1", 0),
         local=("127.0.0.1", 53),
         received_at=0.0,
-        origin=server.sockets[0],
+        origin=server.sockets[0]._outbox,
     )
-    assert not server._admit(spoofed)
+    assert not server._admission.admit(spoofed)
     assert server.stats.dropped_port_zero == 1
 
 
@@ -162,9 +162,9 @@ async def test_icmp_error_on_send_then_the_next_request_is_answered(
             server.sockets[0].trio_socket._error = errno.EHOSTUNREACH
             await datagram.reply(datagram.data)
 
-        server._handler = report_then_echo
+        server._handlers.handler = report_then_echo
         assert (await client.request(b"one")).data == b"one"
-        server._handler = echo
+        server._handlers.handler = echo
         assert (await client.request(b"two")).data == b"two"
     assert server.stats.send_errors == {"EHOSTUNREACH": 1}
     assert server.stats.replied == 2
@@ -209,8 +209,8 @@ async def test_receive_buffer_is_requested_and_a_shortfall_logged(
 ):
     server = await start(nursery, host="127.0.0.1", receive_buffer=4_000_000)
     granted = server.sockets[0].trio_socket.getsockopt(
-        trioudp._socket.stdlib_socket.SOL_SOCKET,
-        trioudp._socket.stdlib_socket.SO_RCVBUF,
+        socket.SOL_SOCKET,
+        socket.SO_RCVBUF,
     )
     assert granted == 425_984
     assert (
@@ -312,7 +312,7 @@ async def test_an_icmp_report_on_a_fast_reply_is_counted_and_the_reply_sent_agai
         functools.partial(serve_udp, echo, 0, host="127.0.0.1")
     )
     sock = server.sockets[0]
-    real = sock._fast
+    real = sock._outbox.fast
 
     class ReportsOnce:
         reported = False
@@ -326,13 +326,13 @@ async def test_an_icmp_report_on_a_fast_reply_is_counted_and_the_reply_sent_agai
         def __getattr__(self, name):
             return getattr(real, name)
 
-    sock._fast = ReportsOnce()
+    sock._outbox.fast = ReportsOnce()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.settimeout(5)
         client.sendto(b"ping", ("127.0.0.1", server.port))
         await trio.testing.wait_all_tasks_blocked()
         assert client.recv(100) == b"ping"
-    sock._fast = real
+    sock._outbox.fast = real
     stats = server.stats
     assert stats.send_errors == {"EHOSTUNREACH": 1}
     assert stats.replied == 1

@@ -274,7 +274,7 @@ async def test_handler_timeout_is_counted(virtual_network, autojump_clock, nurse
 
 
 async def test_serve_udp_sockets_serves_your_own_socket(virtual_network, nursery):
-    sock = await trioudp._socket.bind_udp_socket("127.0.0.1", 0)
+    sock = await trioudp._open.bind_udp_socket("127.0.0.1", 0)
     server = await nursery.start(serve_udp_sockets, echo, [sock])
     assert server.sockets == (sock,)
     async with trioudp.open_udp_client("127.0.0.1", server.port) as client:
@@ -373,7 +373,7 @@ async def test_a_handler_must_be_callable(virtual_network, nursery):
 
 
 async def test_serve_udp_sockets_closes_the_sockets_it_refuses(virtual_network):
-    sock = await trioudp._socket.bind_udp_socket("127.0.0.1", 0)
+    sock = await trioudp._open.bind_udp_socket("127.0.0.1", 0)
     with pytest.raises(ValueError, match="max_in_flight"):
         await serve_udp_sockets(echo, [sock], max_in_flight=0)
     assert sock.closed
@@ -419,7 +419,7 @@ class _ShutdownWhenScheduled(trio.abc.Instrument):
 
     def __init__(self, server: trioudp.UDPServer) -> None:
         self.server = server
-        self.receivers = set(server._nursery.child_tasks)
+        self.receivers = set(server._intake.nursery.child_tasks)
 
     def task_scheduled(self, task: trio.lowlevel.Task) -> None:
         if task in self.receivers and not self.server.stopping:

@@ -89,9 +89,9 @@ async def test_reply_stays_a_cancel_point_on_the_public_fallback(monkeypatch):
     """Where Trio's cancel status cannot be read, a reply takes the full
     checkpoint_if_cancelled() instead: still a cancel point."""
     import trioudp
-    from trioudp import _socket
+    from trioudp import _outbox
 
-    monkeypatch.setattr(_socket, "cancel_requested_probe", _trio_private._unknown)
+    monkeypatch.setattr(_outbox, "cancel_requested_probe", _trio_private._unknown)
     async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
         await sock.send_to(b"y", sock.local_address)
         datagram = await sock.receive()

@@ -41,14 +41,10 @@ from ._address import SocketAddress, check_address, check_payload, numeric_famil
 from ._backoff import Backoff
 from ._checks import check_attempts
 from ._errors import InvalidAddress, PeerUnreachable, RequestTimeout
+from ._kernel import TRANSIENT_ERRNOS
+from ._open import family_of_name, open_udp_socket
 from ._rng import new_rng
-from ._socket import (
-    TRANSIENT_ERRNOS,
-    DatagramEndpoint,
-    UDPSocket,
-    _family_of_name,
-    open_udp_socket,
-)
+from ._socket import DatagramEndpoint, UDPSocket
 
 if TYPE_CHECKING:
     import random
@@ -316,7 +312,7 @@ class UDPClient(DatagramEndpoint):
                 reply = await client.request(b"Hello, server!")
                 print(reply.data)
         """
-        check_payload(data, self._sock._max_payload)
+        check_payload(data, self._sock._outbox.max_payload)
         attempts = self._attempts if attempts is None else attempts
         waits = _check_backoff(backoff or self._backoff).waits(attempts, self._rng)
         match = match or self._match
@@ -407,7 +403,7 @@ class UDPClient(DatagramEndpoint):
     ) -> None:
         for _ in range(2):
             try:
-                await self._sock._send_soon(data)
+                await self._sock._outbox.send_soon(data)
             except OSError as exc:
                 if exc.errno not in _UNREACHABLE_ERRNOS:
                     raise
@@ -472,12 +468,12 @@ class UDPClient(DatagramEndpoint):
             with trio.CancelScope() as self._reading:
                 while not waiter.done:
                     if self._sock.is_fast:
-                        await self._sock._wait_readable()
+                        await self._sock._inbox.wait_readable()
                         if not self._route_queued(waiter):
                             # Woken with nothing to read: errors queued under
                             # IP_RECVERR, which keep the socket readable until
                             # taken.
-                            self._sock._drain_error_queue()
+                            self._sock._inbox.drain_error_queue()
                         continue
                     await self._receive_one()
         finally:
@@ -488,14 +484,14 @@ class UDPClient(DatagramEndpoint):
         """Route the replies queued on the real socket (up to ``_READ_BATCH``);
         return how many. With ``waiter``, stop once it is done if no other
         request waits (one system call fewer per request)."""
-        sock = self._sock
+        receive_nowait = self._sock._inbox.receive_nowait
         now = trio.current_time()
         waiters = self._waiters
         for routed in range(_READ_BATCH):
             if waiter is not None and waiter.done and len(waiters) == 1:
                 return routed
             try:
-                datagram = sock._receive_nowait(now)
+                datagram = receive_nowait(now)
             except OSError as exc:
                 self._receive_failed(exc)
                 continue
@@ -688,7 +684,7 @@ async def open_udp_client(
         raise TypeError(msg)
     backoff = _check_backoff(backoff or Backoff())
     on_unreachable = OnUnreachable(on_unreachable)
-    family = family or numeric_family(host) or await _family_of_name(host, port)
+    family = family or numeric_family(host) or await family_of_name(host, port)
     local_host, local_port = local_address or (None, 0)
     # An IPv4-mapped peer (a dual-stack server's view of an IPv4 one) is
     # reached as IPv4, which an IPv6-only socket cannot do.

@@ -1,8 +1,13 @@
-"""The Datagram value: one received UDP datagram and where it came from."""
+"""The Datagram value: one received UDP datagram, where it came from, and how to answer it.
+
+A datagram knows the socket it arrived on only as a :class:`DatagramOrigin`
+(what it needs of it: a way to reply, and the server's amplification guard),
+so this module depends on no socket class.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
 
@@ -10,9 +15,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from ._address import SocketAddress
-    from ._socket import UDPSocket
+    from ._limits import AmplificationGuard
 
-__all__ = ["Datagram"]
+__all__ = ["Datagram", "DatagramOrigin"]
+
+
+class DatagramOrigin(Protocol):
+    """What a received datagram needs of the socket it arrived on (a
+    socket's ``_outbox.Outbox``)."""
+
+    #: The amplification guard of the server serving the socket, if any.
+    guard: AmplificationGuard | None
+
+    def reply(
+        self, data: bytes | bytearray | memoryview, peer: SocketAddress
+    ) -> Coroutine[Any, Any, None]:
+        """Send ``data`` to ``peer`` as a reply; see :meth:`Datagram.reply`."""
+        ...
+
 
 #: Payload bytes a Datagram's repr shows (logs and tracebacks stay readable).
 REPR_BYTES = 64
@@ -57,7 +77,7 @@ class Datagram:
     peer: SocketAddress
     local: SocketAddress
     received_at: float
-    _origin: UDPSocket | None = attrs.field(
+    _origin: DatagramOrigin | None = attrs.field(
         default=None, eq=False, repr=False, alias="origin"
     )
 
@@ -68,7 +88,7 @@ class Datagram:
         peer: SocketAddress,
         local: SocketAddress,
         received_at: float,
-        origin: UDPSocket,
+        origin: DatagramOrigin,
     ) -> Datagram:
         """Construct on the receive hot path: the fields go straight into their
         slots, which takes half the time of the frozen ``__init__`` (no
@@ -93,8 +113,8 @@ class Datagram:
                 datagram.validate_peer()
         """
         origin = self._origin
-        if origin is not None and origin._guard is not None:
-            origin._guard.validate((self.peer[0], self.peer[1]))
+        if origin is not None and origin.guard is not None:
+            origin.guard.validate((self.peer[0], self.peer[1]))
 
     def reply(self, data: bytes | bytearray | memoryview) -> Coroutine[Any, Any, None]:
         """Send ``data`` back to :attr:`peer` from the socket this came in on.
@@ -125,8 +145,8 @@ class Datagram:
                 " nowhere to reply from; use UDPSocket.send_to instead"
             )
             raise RuntimeError(msg)
-        # Returning the socket's coroutine saves a layer on the hot path.
-        return self._origin._reply(data, self.peer)
+        # Returning the origin's coroutine saves a layer on the hot path.
+        return self._origin.reply(data, self.peer)
 
 
 def _slot_setter(name: str) -> Callable[[Datagram, object], None]:

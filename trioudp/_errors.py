@@ -13,6 +13,8 @@ import os
 import signal
 from typing import Any
 
+import trio
+
 __all__ = [
     "BindError",
     "DatagramTooLarge",
@@ -128,6 +130,16 @@ _BIND_HINTS = {
         " addresses, or 0.0.0.0 / :: for all)"
     ),
 }
+
+
+def closed_socket_error() -> trio.ClosedResourceError:
+    """What an operation on a closed :class:`~trioudp.UDPSocket` raises.
+
+    Example:
+        >>> closed_socket_error()
+        ClosedResourceError('this UDPSocket has been closed')
+    """
+    return trio.ClosedResourceError("this UDPSocket has been closed")
 
 
 class RequestTimeout(TrioUDPError, TimeoutError):

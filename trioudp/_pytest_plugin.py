@@ -35,7 +35,7 @@ import pytest
 import trio
 import trio.testing
 
-from ._server import serve_udp
+from ._serve import serve_udp
 from .testing import VirtualNetwork
 
 if TYPE_CHECKING:

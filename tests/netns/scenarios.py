@@ -239,11 +239,11 @@ async def closed_while_waiting_for_room() -> dict[str, Any]:
             )
             sock = server.sockets[0]
             with trio.move_on_after(10):
-                while not sock._room_watched:
+                while not sock._outbox.room_watched:
                     for _ in range(20):
                         client.sendto(b"x" * 3000, ("127.0.0.1", server.port))
                     await trio.sleep(0.002)
-            waited = sock._room_watched
+            waited = sock._outbox.room_watched
             sock.close()
             with trio.fail_after(5):
                 await server._stopped.wait()
@@ -290,14 +290,14 @@ async def closed_while_a_batch_waits_for_room() -> dict[str, Any]:
                     echo, 0, host="127.0.0.1", task_status=task_status
                 )
             )
-            send_leftover = server._send_leftover
+            send_leftover = server._intake._send_leftover
 
             async def counted(held: Any) -> None:
                 nonlocal leftovers
                 leftovers += 1
                 await send_leftover(held)
 
-            server._send_leftover = counted  # type: ignore[method-assign]
+            server._intake._send_leftover = counted  # type: ignore[method-assign]
             with trio.move_on_after(10):
                 while not leftovers:
                     for i in range(30):
@@ -326,9 +326,9 @@ async def forged_sources(pktinfo: str = "yes") -> dict[str, Any]:
     listen on the host's loopback at the port the forged sources name.
     ``pktinfo="no"`` serves as on a system without IP_PKTINFO."""
     if pktinfo == "no":
-        from trioudp import _socket
+        from trioudp import _screening
 
-        _socket._IP_PKTINFO = _socket._IPV6_RECVPKTINFO = None
+        _screening._IP_PKTINFO = _screening._IPV6_RECVPKTINFO = None
     sh("ip link set lo up")
     add_veth()
     await trio.sleep(0.2)  # let the links come up

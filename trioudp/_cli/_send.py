@@ -11,7 +11,7 @@ import trio
 
 from .._backoff import Backoff
 from .._client import open_udp_client
-from .._socket import open_udp_socket
+from .._open import open_udp_socket
 from ._output import EXIT_FAILURE, EXIT_OK, peer_repr
 from ._serve import hello_handler, serve_until_exit
 from ._terminal import printable

@@ -18,8 +18,9 @@ import trio
 
 from .._address import is_loopback
 from .._limits import RateLimit
+from .._open import open_udp_sockets
 from .._responder import Responder
-from .._server import UDPServer, open_udp_sockets, serve_udp_sockets
+from .._serve import serve_udp_sockets
 from ._output import EXIT_OK, peer_repr, plural, served_addresses
 from ._supervise import supervise
 from ._terminal import printable
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from .._datagram import Datagram
     from .._multicast import Multicast
+    from .._server import UDPServer
     from .._workers import Worker
 
 __all__ = [

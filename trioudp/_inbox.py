@@ -1,0 +1,208 @@
+"""A socket's receiving side: takes datagrams from the kernel, drops oversize ones, and counts what it took.
+
+Every :class:`UDPSocket` owns one :class:`Inbox`. It counts what it receives
+(``received``, ``dropped_oversize``, ``receive_errors``); the socket's
+``stats`` read them. A server's fast path (``_fastpath.take_ready``) has
+:meth:`Inbox.receive_nowait` written out inline, and counts into the same
+attributes exactly as it does.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._datagram import Datagram
+from ._errors import closed_socket_error
+from ._kernel import TRANSIENT_ERRNOS, KernelDrops, count_error, drain_error_queue
+from ._screening import screened_recvfrom
+
+if TYPE_CHECKING:
+    import socket as stdlib_socket
+    from collections.abc import Callable
+
+    from ._address import SocketAddress
+    from ._datagram import DatagramOrigin
+
+__all__ = ["Inbox"]
+
+
+class Inbox:
+    """Everything a socket receives; see the module docstring.
+
+    ``sock`` is the socket's ``trio.socket``, ``fast`` its non-blocking twin
+    (None: the plain ``trio.socket`` path), ``origin`` what its datagrams
+    reply through, ``where`` names the socket in logs.
+    """
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        fast: stdlib_socket.socket | None,
+        *,
+        max_datagram_size: int,
+        origin: DatagramOrigin,
+        where: object,
+    ) -> None:
+        self._sock = sock
+        self.fast = fast
+        # One byte more than the limit tells an oversize datagram apart.
+        self.bufsize = max_datagram_size + 1
+        self.origin = origin
+        self._where = where
+        self.closed = False
+        #: The bound address, once it has a port (see local_for_datagrams).
+        self.local: SocketAddress | None = None
+        self.received = 0
+        self.dropped_oversize = 0
+        self.receive_errors: dict[str, int] = {}
+        #: Set by screen_sources: the receive function a server's fast path uses.
+        self.screened_recvfrom: Callable[[int], tuple[bytes, SocketAddress]] | None = (
+            None
+        )
+        self._drops = KernelDrops(fast)
+
+    def local_for_datagrams(self) -> SocketAddress:
+        """The ``local`` address of the datagrams received (cached once bound)."""
+        local = self.local
+        if local is None:
+            local = self._sock.getsockname()
+            if local[1] != 0:
+                self.local = local
+        return local
+
+    def kernel_drops(self) -> int | None:
+        """See :meth:`UDPSocket.kernel_drops`."""
+        if self.closed:
+            return self._drops.at_close
+        return self._drops.read()
+
+    def keep_kernel_drops(self) -> None:
+        """Take a fresh reading of :meth:`kernel_drops` to report after closing."""
+        if not self.closed:
+            self._drops.keep()
+
+    def accept(self, data: bytes, peer: SocketAddress, now: float) -> Datagram | None:
+        """A received datagram, counted; None (counted too) if it is oversize."""
+        if len(data) >= self.bufsize:
+            self.dropped_oversize += 1
+            return None
+        self.received += 1
+        return Datagram._received(
+            data, peer, self.local or self.local_for_datagrams(), now, self.origin
+        )
+
+    # ---- waiting ---------------------------------------------------------
+
+    async def receive(self) -> Datagram:
+        """See :meth:`UDPSocket.receive`."""
+        while True:
+            if self.closed:
+                raise closed_socket_error()
+            try:
+                data, peer = await self._recvfrom()
+            except OSError as exc:
+                if self.closed or exc.errno == errno.EBADF:
+                    msg = "this UDPSocket was closed while receiving"
+                    raise trio.ClosedResourceError(msg) from exc
+                raise
+            datagram = self.accept(data, peer, trio.current_time())
+            if datagram is not None:
+                return datagram
+
+    async def _recvfrom(self) -> tuple[bytes, SocketAddress]:
+        """``trio.socket``'s ``recvfrom``, except that a real socket woken
+        with nothing to read drains its error queue (``IP_RECVERR``), which
+        would otherwise keep it readable and the wait spinning."""
+        fast = self.fast
+        if fast is None:
+            received: tuple[bytes, SocketAddress] = await self._sock.recvfrom(
+                self.bufsize
+            )
+            return received
+        await trio.lowlevel.checkpoint_if_cancelled()
+        woken = False
+        while True:
+            try:
+                received = fast.recvfrom(self.bufsize)
+            except BlockingIOError:
+                if woken:
+                    self.drain_error_queue()
+                await trio.lowlevel.wait_readable(self._sock)
+                woken = True
+                continue
+            if not woken:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return received
+
+    async def receive_counted(self) -> Datagram | None:
+        """:meth:`receive`, but a per-datagram network error (an ICMP report)
+        is counted and returns None instead of raising."""
+        try:
+            return await self.receive()
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ERRNOS:
+                raise
+            count_error(self.receive_errors, exc, self._where, None)
+            return None
+
+    # ---- the fast path ---------------------------------------------------
+
+    async def wait_readable(self) -> None:
+        """Fast path only: wait until a datagram (or an error) is queued."""
+        if self.closed:
+            raise closed_socket_error()
+        await trio.lowlevel.wait_readable(self._sock)
+
+    def receive_nowait(self, now: float) -> Datagram | None:
+        """Fast path only: a queued datagram, or None if there is none.
+
+        ``now`` is its ``received_at``. Oversize datagrams are counted and
+        skipped; errors are raised as :meth:`receive` raises them. (A
+        server's fast path has this written out inline.)
+        """
+        fast = self.fast
+        assert fast is not None
+        while True:
+            if self.closed:
+                raise closed_socket_error()
+            try:
+                data, peer = fast.recvfrom(self.bufsize)
+            except BlockingIOError:
+                return None
+            datagram = self.accept(data, peer, now)
+            if datagram is not None:
+                return datagram
+
+    def screen_sources(self) -> None:
+        """Fast path only: make a server's receive loop check each datagram's
+        source (see :func:`_screening.screened_recvfrom`)."""
+        fast = self.fast
+        if fast is None or self.screened_recvfrom is not None:
+            return
+        host = self.local_for_datagrams()[0]
+        self.screened_recvfrom = screened_recvfrom(fast, host, self._where)
+
+    def receive_failed(self, exc: OSError) -> bool:
+        """Fast path only: a non-blocking receive raised ``exc``. Count a
+        per-datagram network error and return True (receive on); return False
+        if the socket has been closed; raise anything else."""
+        if self.closed:
+            return False
+        if exc.errno not in TRANSIENT_ERRNOS:
+            raise exc
+        # With IP_RECVERR the error also waits in the error queue (the
+        # receive reported only the latest one): count the queue instead.
+        if not self.drain_error_queue():
+            count_error(self.receive_errors, exc, self._where, None)
+        return True
+
+    def drain_error_queue(self) -> int:
+        """Fast path only: take and count the errors queued under
+        ``IP_RECVERR`` (see :func:`_kernel.drain_error_queue`); how many."""
+        fast = self.fast
+        if fast is None or self.closed:
+            return 0
+        return drain_error_queue(fast, self.receive_errors, self._where)
