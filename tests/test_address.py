@@ -1,7 +1,7 @@
 import socket
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trioudp import DatagramTooLarge, InvalidAddress
@@ -126,3 +126,11 @@ def test_check_address_only_accepts_host_port_tuples(value):
     assert isinstance(value, tuple)
     assert host
     assert 0 <= port <= 65535
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=65_507))
+def test_any_payload_size_round_trips_through_the_parsers(data):
+    from trioudp._address import check_payload
+
+    assert check_payload(data, 65_507) == data

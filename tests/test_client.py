@@ -12,16 +12,8 @@ import trioudp
 from trioudp import Backoff, PeerUnreachable, RequestTimeout, open_udp_client, serve_udp
 
 from .conftest import open_fds, requires_ipv6
-
-
-async def echo(datagram: trioudp.Datagram) -> None:
-    await datagram.reply(datagram.data)
-
-
-async def start_echo(nursery, handler=echo):
-    return await nursery.start(
-        functools.partial(serve_udp, handler, 0, host="127.0.0.1")
-    )
+from .helpers import echo
+from .helpers import start as start_echo
 
 
 def by_id(data: bytes) -> bytes:

@@ -1,9 +1,11 @@
 import ipaddress
+import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import trioudp
 from trioudp import AccessList, AmplificationGuard, RateLimit, RateLimiter
 from trioudp._limits import prefix_key
 
@@ -149,3 +151,26 @@ def test_ipv4_mapped_sources_are_judged_as_their_ipv4_form_everywhere():
     assert limiter.allow("192.0.2.1", now=0.0)
     assert not limiter.allow("::ffff:192.0.2.9", now=0.0)  # same /24, same bucket
     assert all(limiter.allow("::ffff:127.0.0.1", now=0.0) for _ in range(5))
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "fragment"),
+    [
+        (lambda: RateLimit(rate=1, burst=1, ipv4_prefix=24.5), TypeError, "ipv4_prefix must be an int, not float 24.5"),
+        (lambda: RateLimit(rate=1, burst=1, ipv6_prefix="56"), TypeError, "ipv6_prefix must be an int, not str '56'"),
+        (lambda: RateLimit(rate=1, burst=1, ipv6_prefix=129), ValueError, "ipv6_prefix must be in 1..128, not 129"),
+        (lambda: RateLimit(rate=1, burst=1, table_size=1.5), TypeError, "table_size must be an int"),
+        (lambda: RateLimit(rate=1, burst=1, log_only="no"), TypeError, "log_only must be True or False, not 'no'"),
+        (lambda: RateLimit(rate=True, burst=1), ValueError, "rate must be a positive number"),
+        (lambda: RateLimit(rate=1, burst=1, exempt="127.0.0.0/8"), TypeError, "exempt must be a list of networks"),
+        (lambda: AccessList(allow="10.0.0.0/8"), TypeError, "allow must be a list of networks .* not str '10.0.0.0/8'"),
+        (lambda: AccessList(deny=ipaddress.ip_network("192.0.2.0/30")), TypeError, "deny must be a list of networks"),
+        (lambda: AccessList(allow=["10.0.0.0/33"]), ValueError, "10.0.0.0/33"),
+        (lambda: trioudp.AmplificationGuard(factor="3"), TypeError, "factor must be a number, not '3'"),
+        (lambda: trioudp.AmplificationGuard(factor=math.nan), ValueError, "factor must be a number, not nan"),
+        (lambda: trioudp.AmplificationGuard(table_size=1.5), TypeError, "table_size must be an int"),
+    ],
+)  # fmt: skip
+def test_protection_settings_are_checked_when_made(make, error, fragment):
+    with pytest.raises(error, match=fragment):
+        make()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import socket
 
 import pytest
@@ -12,29 +11,8 @@ import trio.testing
 import trioudp
 from trioudp import Responder
 
-
-def echo(datagram: trioudp.Datagram) -> bytes:
-    return datagram.data
-
-
-async def start(nursery, handler, **settings):
-    settings.setdefault("host", "127.0.0.1")
-    return await nursery.start(
-        functools.partial(trioudp.serve_udp, handler, 0, **settings)
-    )
-
-
-def flood(port, payloads):
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.bind(("127.0.0.1", 0))
-    for payload in payloads:
-        client.sendto(payload, ("127.0.0.1", port))
-    return client
-
-
-def receive_all(client, count):
-    client.settimeout(5)
-    return [client.recv(70_000) for _ in range(count)]
+from .helpers import echo_answer as echo
+from .helpers import flood, receive_all, start
 
 
 async def answers_like_an_async_handler(nursery, fast):
