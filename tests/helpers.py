@@ -41,6 +41,11 @@ def accounted(stats: trioudp.ServerStats) -> int:
     )
 
 
+def by_id(data: bytes) -> bytes:
+    """A client's ``match``: the first four bytes are the request's id."""
+    return data[:4]
+
+
 def client_socket(host):
     """A trioudp socket on ``host``, any port (``async with``)."""
     return trioudp.open_udp_socket(host, 0)

@@ -142,7 +142,27 @@ def test_only_the_pytest_plugin_imports_the_virtual_network():
     ] == [("trioudp._pytest_plugin", "trioudp.testing")]
 
 
-def test_the_graph_sees_every_kind_of_relative_import(tmp_path):
+#: "About 600 lines at most" (STYLE.md, guideline 7: a few hundred).
+MAX_LINES = 620
+
+
+def test_every_module_says_what_it_is_for_and_stays_small():
+    """Each module opens with its responsibility: a first paragraph that is
+    a sentence; and none outgrows a few hundred lines."""
+    unfit = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        if name.startswith(_NOT_YET):
+            continue
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        first = " ".join(doc.split("\n\n")[0].split())
+        if not first.endswith((".", ")")) or len(text.splitlines()) > MAX_LINES:
+            unfit[name] = (first[:60], len(text.splitlines()))
+    assert unfit == {}
+
+
+def test_the_graph_sees_every_kind_of_relative_import():
     """The checker itself: a circle made only by a function-level import, or
     one only under TYPE_CHECKING, is still a circle."""
     assert circles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]

@@ -1,6 +1,5 @@
 import contextlib
 import functools
-import json
 import math
 import random
 
@@ -12,12 +11,8 @@ import trioudp
 from trioudp import Backoff, PeerUnreachable, RequestTimeout, open_udp_client, serve_udp
 
 from .conftest import open_fds, requires_ipv6
-from .helpers import echo
+from .helpers import by_id, echo
 from .helpers import start as start_echo
-
-
-def by_id(data: bytes) -> bytes:
-    return data[:4]
 
 
 async def test_request_gets_the_reply(virtual_network, nursery):
@@ -169,38 +164,6 @@ async def test_late_replies_are_discarded_and_counted(
         await ask()
         assert reply_task_result[0].data == b"0002"
         assert client.stats.discarded == 1
-
-
-async def test_duplicate_replies_never_reach_another_request(virtual_network, nursery):
-    virtual_network.configure(duplicate=1.0)
-    server = await start_echo(nursery)
-    async with open_udp_client("127.0.0.1", server.port, match=by_id) as client:
-        for i in range(20):
-            payload = i.to_bytes(4, "big")
-            assert (await client.request(payload)).data == payload
-        await client.request(b"last")
-        assert client.stats.discarded >= 20
-
-
-async def test_same_id_twice_is_busy(virtual_network, autojump_clock):
-    virtual_network.configure(loss=1.0)
-    async with (
-        open_udp_client("127.0.0.1", 9, match=by_id) as client,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(functools.partial(client.request, b"SAME-1"))
-        await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(trio.BusyResourceError, match="already waiting"):
-            await client.request(b"SAME-2")
-        nursery.cancel_scope.cancel()
-
-
-async def test_match_without_id_is_a_value_error(virtual_network):
-    async with open_udp_client(
-        "127.0.0.1", 9, match=lambda data: data[10:11] or None
-    ) as client:
-        with pytest.raises(ValueError, match="found no id"):
-            await client.request(b"short")
 
 
 async def test_refused_port_fails_fast_on_real_loopback():
@@ -580,40 +543,6 @@ async def test_a_reply_an_unmatched_request_routes_reaches_its_reader_at_once(
     virtual_network.configure(latency=tick)
     ended = [await reply_taken_by_an_unmatched_request(tick) for _ in range(20)]
     assert ended == [64] * 20
-
-
-def json_id(data: bytes):
-    return json.loads(data)["id"]
-
-
-async def test_replies_that_break_match_are_discarded_and_counted():
-    """Replies for which match raises or returns an unhashable id (a JSON
-    list) are discarded; the real reply still arrives."""
-    async with trioudp.open_udp_socket("127.0.0.1", 0) as server:
-        port = server.local_address[1]
-        async with open_udp_client("127.0.0.1", port, match=json_id) as client:
-
-            async def serve():
-                request = await server.receive()
-                for hostile in (b'{"id": [1]}', b"not json", b'{"id": {"a": 1}}'):
-                    await server.send_to(hostile, request.peer)
-                await server.send_to(b'{"id": 1, "ok": true}', request.peer)
-
-            with trio.fail_after(10):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(serve)
-                    reply = await client.request(b'{"id": 1}')
-            assert json.loads(reply.data) == {"id": 1, "ok": True}
-            assert client.stats.discarded == 3
-            assert client.stats.received == 4
-
-
-async def test_request_with_an_unhashable_id_is_a_type_error(virtual_network):
-    async with open_udp_client("127.0.0.1", 9, match=json_id) as client:
-        with pytest.raises(TypeError, match=r"returned \[1\].*not hashable"):
-            await client.request(b'{"id": [1]}')
-        with pytest.raises(ValueError, match="found no id"):
-            await client.request(b"not json")
 
 
 async def test_huge_attempts_cost_nothing_up_front(monkeypatch):

@@ -20,7 +20,6 @@ Example::
 from ._address import SocketAddress as SocketAddress
 from ._backoff import Backoff as Backoff
 from ._client import ClientStats as ClientStats
-from ._client import Match as Match
 from ._client import OnUnreachable as OnUnreachable
 from ._client import UDPClient as UDPClient
 from ._client import open_udp_client as open_udp_client
@@ -38,6 +37,7 @@ from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimiter as RateLimiter
+from ._matching import Match as Match
 from ._multicast import Multicast as Multicast
 from ._open import open_udp_socket as open_udp_socket
 from ._open import open_udp_sockets as open_udp_sockets

@@ -22,8 +22,8 @@ Invariants:
   it starts) stops the reader's wait on the socket, which would not wake it
   again: the request then ends at once, not at its timer.
 - What the peer controls never raises out of the routing: ``match`` is
-  called on replies only in :func:`_waiter_for_untrusted`, which raises only
-  :class:`_BadReply`, which :meth:`UDPClient._route` catches and counts.
+  called on replies only in ``_matching.waiter_for_untrusted``, which raises only
+  ``BadReply``, which :meth:`UDPClient._route` catches and counts.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import enum
 import errno
 import ipaddress
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
@@ -42,6 +42,7 @@ from ._backoff import Backoff
 from ._checks import check_attempts
 from ._errors import InvalidAddress, PeerUnreachable, RequestTimeout
 from ._kernel import TRANSIENT_ERRNOS
+from ._matching import BadReply, Match, Waiter, request_key, waiter_for_untrusted
 from ._open import family_of_name, open_udp_socket
 from ._rng import new_rng
 from ._socket import DatagramEndpoint, UDPSocket
@@ -52,29 +53,7 @@ if TYPE_CHECKING:
 
     from ._datagram import Datagram
 
-__all__ = ["ClientStats", "Match", "OnUnreachable", "UDPClient", "open_udp_client"]
-
-
-class Match(Protocol):
-    """Extracts the id that pairs a request with its reply, from either's bytes.
-
-    Any callable that takes a datagram's bytes and returns a hashable id is a
-    ``Match``: the client calls it on each request it sends and on each reply
-    it receives, and hands a reply to the request with the same id. It must
-    return a hashable id for every request. A reply for which it raises,
-    returns an unhashable value, or returns an id no request waits for is
-    discarded and counted (``stats.discarded``), never propagated.
-
-    Example:
-        A DNS-like protocol whose first four bytes are the id:
-
-        >>> match: Match = lambda data: data[:4]
-        >>> match(b"id-7 query") == match(b"id-7 answer")
-        True
-    """
-
-    def __call__(self, data: bytes, /) -> Hashable:
-        """Return the id in ``data``, or None if it carries none."""
+__all__ = ["ClientStats", "OnUnreachable", "UDPClient", "open_udp_client"]
 
 
 _UNREACHABLE_ERRNOS = frozenset(
@@ -129,29 +108,6 @@ class ClientStats:
     unreachable: int = 0
 
 
-@attrs.define(eq=False)
-class _Waiter:
-    key: tuple[Match, Hashable] | None
-    #: Whether a datagram of this request has left: only then can an ICMP
-    #: error be about it.
-    sent: bool = False
-    reply: Datagram | None = None
-    error: OSError | None = None
-    #: Made only when the request parks (most never do).
-    event: trio.Event | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.reply is not None or self.error is not None
-
-    def finish(
-        self, reply: Datagram | None = None, error: OSError | None = None
-    ) -> None:
-        self.reply, self.error = reply, error
-        if self.event is not None:
-            self.event.set()
-
-
 @final
 class UDPClient(DatagramEndpoint):
     """Sends requests to one peer and waits for their replies, retransmitting.
@@ -188,16 +144,16 @@ class UDPClient(DatagramEndpoint):
         self._on_unreachable = on_unreachable
         self._rng = rng
         self._turn = trio.Lock()
-        self._waiters: dict[_Waiter, None] = {}
-        self._by_key: dict[tuple[Match, Hashable], _Waiter] = {}
+        self._waiters: dict[Waiter, None] = {}
+        self._by_key: dict[tuple[Match, Hashable], Waiter] = {}
         # How many waiting requests use each match function (usually one).
         self._matches: dict[Match, int] = {}
-        self._reader: _Waiter | None = None
+        self._reader: Waiter | None = None
         # The reader's wait on the socket: cancelled when another task fails
         # the reader's request (see _note_unreachable).
         self._reading: trio.CancelScope | None = None
         # Requests waiting for the reader to hand them their reply.
-        self._parked: dict[_Waiter, None] = {}
+        self._parked: dict[Waiter, None] = {}
         self._sent = 0
         self._retransmitted = 0
         self._received = 0
@@ -325,14 +281,14 @@ class UDPClient(DatagramEndpoint):
                 self._turn.acquire_nowait()
             try:
                 await self._drop_queued()
-                return await self._exchange(data, _Waiter(None), waits)
+                return await self._exchange(data, Waiter(None), waits)
             finally:
                 self._turn.release()
-        key = _request_key(match, data)
+        key = request_key(match, data)
         if key in self._by_key:
             msg = f"a request with id {key[1]!r} is already waiting for its reply"
             raise trio.BusyResourceError(msg)
-        return await self._exchange(data, _Waiter(key), waits)
+        return await self._exchange(data, Waiter(key), waits)
 
     async def _drop_queued(self) -> None:
         """Route what is queued before an unmatched request is sent: replies
@@ -365,7 +321,7 @@ class UDPClient(DatagramEndpoint):
     async def _exchange(
         self,
         data: bytes | bytearray | memoryview,
-        waiter: _Waiter,
+        waiter: Waiter,
         waits: Iterator[float],
     ) -> Datagram:
         key = waiter.key
@@ -399,7 +355,7 @@ class UDPClient(DatagramEndpoint):
                     self._matches[key[0]] = remaining
 
     async def _send_request(
-        self, data: bytes | bytearray | memoryview, waiter: _Waiter
+        self, data: bytes | bytearray | memoryview, waiter: Waiter
     ) -> None:
         for _ in range(2):
             try:
@@ -421,7 +377,7 @@ class UDPClient(DatagramEndpoint):
         if self._on_unreachable is OnUnreachable.RAISE:
             raise PeerUnreachable(self._peer, error) from error
 
-    async def _wait_until(self, waiter: _Waiter, deadline: float) -> None:
+    async def _wait_until(self, waiter: Waiter, deadline: float) -> None:
         """Wait for ``waiter``'s reply (or error) until ``deadline``.
 
         On a real socket with no reader, it passes a schedule point and
@@ -437,7 +393,7 @@ class UDPClient(DatagramEndpoint):
         with trio.move_on_at(deadline):
             await self._wait(waiter)
 
-    async def _wait(self, waiter: _Waiter) -> None:
+    async def _wait(self, waiter: Waiter) -> None:
         try:
             while not waiter.done:
                 if self._reader is None:
@@ -450,7 +406,7 @@ class UDPClient(DatagramEndpoint):
                 # a cancellation), no one reads now: wake a parked request.
                 self._hand_over()
 
-    async def _park(self, waiter: _Waiter) -> None:
+    async def _park(self, waiter: Waiter) -> None:
         """Wait until the reader routes a reply to ``waiter`` or hands it the
         reader role."""
         waiter.event = event = trio.Event()
@@ -461,7 +417,7 @@ class UDPClient(DatagramEndpoint):
         finally:
             del parked[waiter]
 
-    async def _read_for(self, waiter: _Waiter) -> None:
+    async def _read_for(self, waiter: Waiter) -> None:
         """Be the reader until ``waiter`` is done (or the wait is cancelled)."""
         self._reader = waiter
         try:
@@ -480,7 +436,7 @@ class UDPClient(DatagramEndpoint):
             self._reader = None
             self._reading = None
 
-    def _route_queued(self, waiter: _Waiter | None = None) -> int:
+    def _route_queued(self, waiter: Waiter | None = None) -> int:
         """Route the replies queued on the real socket (up to ``_READ_BATCH``);
         return how many. With ``waiter``, stop once it is done if no other
         request waits (one system call fewer per request)."""
@@ -535,10 +491,10 @@ class UDPClient(DatagramEndpoint):
     def _route(self, datagram: Datagram) -> None:
         if self._matches:
             try:
-                waiter = _waiter_for_untrusted(
+                waiter = waiter_for_untrusted(
                     self._matches, self._by_key, datagram.data
                 )
-            except _BadReply:
+            except BadReply:
                 self._discarded += 1
                 return
             if waiter is not None:
@@ -562,58 +518,6 @@ class UDPClient(DatagramEndpoint):
 
     def __repr__(self) -> str:
         return f"<trioudp.UDPClient to {self._peer!r}>"
-
-
-class _BadReply(Exception):
-    """``match`` raised on a reply, or returned an unhashable id."""
-
-
-def _waiter_for_untrusted(
-    matches: dict[Match, int],
-    by_key: dict[tuple[Match, Hashable], _Waiter],
-    data: bytes,
-) -> _Waiter | None:
-    """The waiting request that a reply answers, or None.
-
-    ``match`` runs on bytes the peer chose, so it may raise anything, or
-    return an id that cannot be hashed or compared: any of that raises
-    :class:`_BadReply` (if no other match function claimed the reply), and
-    nothing else escapes.
-    """
-    bad: Exception | None = None
-    for match in matches:
-        try:
-            waiter = by_key.get((match, match(data)))
-        except Exception as exc:
-            bad = exc
-            continue
-        if waiter is not None and not waiter.done:
-            return waiter
-    if bad is not None:
-        raise _BadReply from bad
-    return None
-
-
-def _request_key(
-    match: Match, data: bytes | bytearray | memoryview
-) -> tuple[Match, Hashable]:
-    """The routing key of a request (its own bytes: errors are the caller's)."""
-    payload = bytes(data)
-    try:
-        request_id = match(payload)
-    except Exception as exc:
-        msg = f"match {match!r} found no id in the request {payload[:32]!r}: {exc!r}"
-        raise ValueError(msg) from exc
-    if request_id is None:
-        msg = f"match {match!r} found no id in the request {payload[:32]!r}"
-        raise ValueError(msg)
-    key = (match, request_id)
-    try:
-        hash(key)
-    except TypeError as exc:
-        msg = f"match {match!r} returned {request_id!r} for the request, which is not hashable"
-        raise TypeError(msg) from exc
-    return key
 
 
 def _is_ipv4_mapped(host: str) -> bool:
