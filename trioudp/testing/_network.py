@@ -52,7 +52,12 @@ interfaces), ``_resolver`` (name lookups), ``_ports`` (bindings),
 partitions, holds), ``_wire`` (delivery and the wire task), ``_trace``
 (what happened), ``_vsocket`` and ``_sock`` (the sockets: the calls, and
 the kernel's half that the network holds), ``_stack`` (what a socket may
-call of the network), ``_model`` (values they share).
+call of the network), ``_model`` (values they share). Where new behaviour
+goes: a fault between hosts (one-way partitions, rules) in ``_faults`` and
+its one gate, ``Wire.forward``; a link's effect on one datagram in
+``_links``; an ICMP error back to the sender in ``Wire._report_unreachable``
+and ``Sock.refuse``; a host's own state (down, restarted) in ``_hosts``,
+with ``Ports`` for the sockets it loses.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ from ._pcap import write_pcap as _write_pcap
 from ._ports import Ports
 from ._resolver import Resolver, getaddrinfo, getnameinfo
 from ._sockopts import ETHERNET_IFINDEX, LOOPBACK_IFINDEX
-from ._stack import Stack, Sysctl
+from ._stack import LINUX_RMEM_MAX, Stack, Sysctl
 from ._trace import DEFAULT_TRACE_LIMIT, Recorder
 from ._vsocket import VirtualSocket
 from ._wire import Wire
@@ -93,8 +98,6 @@ if TYPE_CHECKING:
     from ._trace import NetworkStats, TraceEvent
 
 __all__ = ["VirtualNetwork"]
-
-_LINUX_RMEM_MAX = 212_992  # net.core.rmem_max / wmem_max by default
 
 
 class _Factory(trio.abc.SocketFactory):
@@ -160,8 +163,8 @@ class VirtualNetwork:
         reorder: float = 0.0,
         mtu: int | None = None,
         record: bool = True,
-        rmem_max: int = _LINUX_RMEM_MAX,
-        wmem_max: int = _LINUX_RMEM_MAX,
+        rmem_max: int = LINUX_RMEM_MAX,
+        wmem_max: int = LINUX_RMEM_MAX,
         trace_limit: int | None = DEFAULT_TRACE_LIMIT,
     ) -> None:
         if trace_limit is not None and trace_limit < 1:
@@ -205,7 +208,7 @@ class VirtualNetwork:
             groups=self._groups,
             wire=self._wire,
             sysctl=self._sysctl,
-            now=self.now,
+            now=self._trace.now,
         )
         self._installed = False
 

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from ._ports import Ports
     from ._wire import Wire
 
-__all__ = ["Stack", "Sysctl"]
+__all__ = ["LINUX_RMEM_MAX", "Stack", "Sysctl"]
 
-_LINUX_RMEM_MAX = 212_992  # net.core.rmem_max / wmem_max by default
+#: Linux's default ``net.core.rmem_max`` and ``wmem_max``.
+LINUX_RMEM_MAX = 212_992
 
 
 @final
@@ -29,9 +30,9 @@ class Sysctl:
     """The network's kernel settings that sockets read when options are set."""
 
     #: ``net.core.rmem_max``: the most ``SO_RCVBUF`` takes (then doubled).
-    rmem_max: int = _LINUX_RMEM_MAX
+    rmem_max: int = LINUX_RMEM_MAX
     #: ``net.core.wmem_max``: the most ``SO_SNDBUF`` takes (then doubled).
-    wmem_max: int = _LINUX_RMEM_MAX
+    wmem_max: int = LINUX_RMEM_MAX
 
 
 @final
