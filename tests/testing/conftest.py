@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import attrs
 import pytest
+import trio
 
 from trioudp.testing import VirtualNetwork
 
@@ -122,3 +124,34 @@ async def lan(request):
     net.add_address(net.localhost, ["10.9.0.1/24", "fd00:9::1/64"])
     with net.install():
         yield Lan("virtual", net)
+
+
+async def pair(a_host="127.0.0.1", b_host="127.0.0.1"):
+    """Two IPv4 sockets, bound to ``a_host`` and ``b_host`` (any port)."""
+    a = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await a.bind((a_host, 0))
+    await b.bind((b_host, 0))
+    return a, b
+
+
+async def drain(sock, count):
+    return [await sock.recv(100) for _ in range(count)]
+
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+
+
+async def bound(host, port=0, *, family=socket.AF_INET):
+    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await sock.bind((host, port))
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    return sock
+
+
+async def ifindex_of_next(sock):
+    data, ancdata, _, peer = await sock.recvmsg(100, 256)
+    [(_, _, info)] = ancdata
+    return data, peer[0], struct.unpack("@i", info[:4])[0]

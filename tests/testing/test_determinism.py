@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import random
 import socket
 import sys
 
@@ -16,6 +17,7 @@ import trio
 import trio.testing
 
 import trioudp
+from trioudp._trio_private import BatchShuffler
 from trioudp.testing import VirtualNetwork
 
 from ..conftest import run_python
@@ -113,3 +115,73 @@ async def test_uninstalling_restores_trios_scheduler():
         assert _run._ALLOW_DETERMINISTIC_SCHEDULING is True
         assert _run._r is not before[1]
     assert (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r) == before
+
+
+async def run_lossy_exchange(seed):
+    net = VirtualNetwork(
+        seed=seed, latency=0.01, jitter=0.01, loss=0.2, duplicate=0.1, reorder=0.1
+    )
+    with net.install():
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(trioudp.serve_udp, echo, 5000, host="127.0.0.1")
+            )
+            import random
+
+            async with trioudp.open_udp_client(
+                "127.0.0.1",
+                5000,
+                attempts=10,
+                backoff=trioudp.Backoff(initial=0.05),
+                rng=random.Random(seed),
+                match=lambda data: data[:2],
+            ) as client:
+                for i in range(30):
+                    await client.request(b"%02d" % i)
+            await server.shutdown()
+    return net
+
+
+async def echo(datagram):
+    await datagram.reply(datagram.data)
+
+
+async def test_same_seed_gives_a_byte_identical_trace(autojump_clock):
+    first = (await run_lossy_exchange(5)).trace_text()
+    second = (await run_lossy_exchange(5)).trace_text()
+    assert first == second
+    assert "drop" in first
+    assert "duplicate" in first
+
+
+async def test_different_seeds_give_different_loss_patterns(autojump_clock):
+    def losses(net):
+        return [e.packet for e in net.trace if e.reason == "loss"]
+
+    assert losses(await run_lossy_exchange(1)) != losses(await run_lossy_exchange(2))
+
+
+def test_the_batch_shuffler_is_seeded_and_uniform():
+    def orders(seed):
+        rng = BatchShuffler(seed)
+        out = []
+        for _ in range(200):
+            batch = [1, 2]
+            rng.shuffle(batch)
+            out.append(tuple(batch))
+        return out
+
+    first = orders(1)
+    assert orders(1) == first
+    assert 60 < first.count((2, 1)) < 140
+    three = [1, 2, 3]
+    BatchShuffler(1).shuffle(three)
+    assert sorted(three) == [1, 2, 3]
+    single = [1]
+    BatchShuffler(1).shuffle(single)
+    assert single == [1]
+    # Longer batches shuffle as random.Random does.
+    long_batch, expected = list(range(10)), list(range(10))
+    BatchShuffler(5).shuffle(long_batch)
+    random.Random(5).shuffle(expected)
+    assert long_batch == expected

@@ -13,6 +13,7 @@ from trioudp.testing import VirtualNetwork
 from trioudp.testing._pcap import PCAP_EPOCH
 
 from ..conftest import has_ipv6
+from .conftest import pair
 
 
 def tool(name):
@@ -173,3 +174,35 @@ async def test_a_multicast_datagram_is_one_packet_with_each_copy_s_fate(
     assert rows[2][2] == f"#3 sent; {fates}; deliver at 0.010000000"
     for sock in (*members, sender):
         sock.close()
+
+
+async def test_pcap_is_read_back_by_tcpdump(virtual_network, tmp_path):
+    tcpdump = tool("tcpdump")
+    a, b = await pair()
+    await a.sendto(b"hello", b.getsockname())
+    await b.sendto(b"a longer answer", a.getsockname())
+    if socket.has_ipv6:
+        c = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        await c.bind(("::1", 0))
+        await c.sendto(b"six", c.getsockname())
+    path = tmp_path / "capture.pcap"
+    count = virtual_network.write_pcap(path)
+    result = await trio.run_process(
+        [tcpdump, "-nn", "-vv", "-r", str(path)],
+        capture_stdout=True,
+        capture_stderr=True,
+    )
+    lines = result.stdout.decode().splitlines()
+    text = "\n".join(lines)
+    a_port, b_port = a.getsockname()[1], b.getsockname()[1]
+    assert (
+        f"127.0.0.1.{a_port} > 127.0.0.1.{b_port}: [udp sum ok] UDP, length 5" in text
+    )
+    assert (
+        f"127.0.0.1.{b_port} > 127.0.0.1.{a_port}: [udp sum ok] UDP, length 15" in text
+    )
+    if socket.has_ipv6:
+        assert "::1." in text
+        assert "length 3" in text
+    assert "bad" not in text.lower()
+    assert count == (3 if socket.has_ipv6 else 2)

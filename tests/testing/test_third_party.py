@@ -1,16 +1,23 @@
 """Other people's Trio UDP code runs unmodified on the virtual network:
-anyio's UDP sockets on its Trio backend and trio's DTLSEndpoint (dnspython's
-Trio backend: tests/testing/test_network.py)."""
+anyio's UDP sockets on its Trio backend, trio's DTLSEndpoint and dnspython's
+Trio backend."""
 
+import functools
 import socket
 
 import anyio
+import dns.asyncbackend
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rrset
 import pytest
 import trio
 import trustme
 from anyio.abc import SocketAttribute
 from OpenSSL import SSL
 
+import trioudp
 from trioudp.testing import VirtualNetwork
 
 
@@ -95,3 +102,54 @@ async def test_trio_dtls_handshake_and_data_through_loss(autojump_clock):
                 assert replies == [b"ONE", b"TWO", b"THREE"]
                 nursery.cancel_scope.cancel()
     assert net.stats.dropped["loss"] > 0
+
+
+def dns_responder(answers):
+    async def handler(datagram):
+        query = dns.message.from_wire(datagram.data)
+        response = dns.message.make_response(query)
+        name = query.question[0].name
+        response.answer.append(
+            dns.rrset.from_text(name, 60, "IN", "A", answers[name.to_text()])
+        )
+        await datagram.reply(response.to_wire())
+
+    return handler
+
+
+async def test_dnspython_trio_backend_retries_through_20_percent_loss(autojump_clock):
+    import time
+
+    net = VirtualNetwork(seed=20, latency=0.02, loss=0.2)
+    backend = dns.asyncbackend.get_backend("trio")
+    wall = time.monotonic()
+    with net.install():
+        net.add_host("10.53.0.1", names=["ns.test"])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(
+                    trioudp.serve_udp,
+                    dns_responder({"www.example.": "192.0.2.80"}),
+                    53,
+                    host="10.53.0.1",
+                )
+            )
+            start = trio.current_time()
+            answers = []
+            tries = 0
+            while len(answers) < 20:
+                tries += 1
+                query = dns.message.make_query("www.example.", "A")
+                try:
+                    response = await dns.asyncquery.udp(
+                        query, "10.53.0.1", timeout=0.5, backend=backend
+                    )
+                except dns.exception.Timeout:
+                    continue
+                answers.append(response.answer[0][0].address)
+            nursery.cancel_scope.cancel()
+    assert answers == ["192.0.2.80"] * 20
+    assert tries > 20  # some queries were lost and retried
+    assert net.stats.dropped["loss"] > 0
+    assert trio.current_time() - start > 1.0  # seconds of virtual time...
+    assert time.monotonic() - wall < 1.0  # ...in well under a second

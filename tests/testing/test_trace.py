@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from trioudp.testing import TraceEvent, VirtualNetwork
-from trioudp.testing._network import DEFAULT_TRACE_LIMIT
+from trioudp.testing._trace import DEFAULT_TRACE_LIMIT
 
 
 async def send_some(count):

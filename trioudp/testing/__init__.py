@@ -14,12 +14,12 @@ Example::
 from ._links import Fate as Fate
 from ._links import LinkPolicy as LinkPolicy
 from ._links import plan_fate as plan_fate
-from ._network import Host as Host
-from ._network import NetworkStats as NetworkStats
-from ._network import TraceEvent as TraceEvent
+from ._model import Host as Host
 from ._network import VirtualNetwork as VirtualNetwork
 from ._pcap import ip_udp_packet as ip_udp_packet
 from ._pcap import write_pcap as write_pcap
+from ._trace import NetworkStats as NetworkStats
+from ._trace import TraceEvent as TraceEvent
 from ._vsocket import VIRTUAL_FILENO as VIRTUAL_FILENO
 from ._vsocket import VirtualSocket as VirtualSocket
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._network import TraceEvent
+    from ._trace import TraceEvent
 
 __all__ = ["PCAP_EPOCH", "ip_udp_packet", "write_pcap"]
 

@@ -1,5 +1,5 @@
 """What a Linux UDP socket's options, ancillary data and buffer accounting look
-like, as data and pure functions (no Trio, no I/O) for :mod:`._vsocket`.
+like, as data and pure functions (no Trio, no I/O) for ``_options`` and ``_sock``.
 
 Everything here was measured on Linux 6.x (the CI machine's kernel) with the
 same calls on real sockets; ``tests/testing/test_conformance.py`` runs those

@@ -11,23 +11,9 @@ import trio
 
 from trioudp.testing import VirtualNetwork
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+from .conftest import bound, ifindex_of_next
+
 GROUP = "239.7.7.7"
-
-
-async def bound(host, port=0, *, family=socket.AF_INET):
-    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    await sock.bind((host, port))
-    if family == socket.AF_INET:
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-    return sock
-
-
-async def ifindex_of_next(sock):
-    data, ancdata, _, peer = await sock.recvmsg(100, 256)
-    [(_, _, info)] = ancdata
-    return data, peer[0], struct.unpack("@i", info[:4])[0]
 
 
 async def on_hosts(net, hosts, port):
@@ -48,31 +34,6 @@ async def broadcaster(net, host):
 
 def lan(net, count=3, prefix="10.0.0"):
     return [net.add_host(f"{prefix}.{n}/24", name=f"h{n}") for n in range(1, count + 1)]
-
-
-async def test_ingress_interface_tells_loopback_from_the_network(virtual_network):
-    """What a server needs to trust "loopback" only on ``lo``: a datagram
-    from another host is on eth0 (2), even one addressed to 127.0.0.1."""
-    remote_host = virtual_network.add_host("10.0.0.2")
-    server = await bound("0.0.0.0")
-    port = server.getsockname()[1]
-    local = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    await local.sendto(b"local", ("127.0.0.1", port))
-    assert await ifindex_of_next(server) == (
-        b"local",
-        "127.0.0.1",
-        VirtualNetwork.LOOPBACK_IFINDEX,
-    )
-    with virtual_network.on_host(remote_host):
-        remote = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    await remote.sendto(b"remote", ("127.0.0.1", port))
-    assert await ifindex_of_next(server) == (
-        b"remote",
-        "127.0.0.1",
-        VirtualNetwork.ETHERNET_IFINDEX,
-    )
-    for sock in (server, local, remote):
-        sock.close()
 
 
 async def test_multicast_reaches_members_on_other_hosts_unless_ttl_0():
@@ -209,34 +170,3 @@ async def test_closing_a_member_leaves_its_groups(virtual_network):
     assert not bystander.is_readable()
     assert virtual_network.stats.dropped == {"no_receiver": 1}
     bystander.close()
-
-
-def test_addresses_with_prefixes_and_loopback_ownership():
-    net = VirtualNetwork()
-    host = net.add_host(["10.0.0.2/24", "fd00::2/64"], name="db")
-    assert host.addresses == ("10.0.0.2", "fd00::2")
-    net.add_address(host, "10.0.1.2")
-    assert net.host("10.0.1.2") is host
-    assert net.host("127.3.4.5") is net.localhost
-    with pytest.raises(ValueError, match="belongs to"):
-        net.add_host("127.0.0.2")
-    with pytest.raises(ValueError, match="numeric IPs"):
-        net.add_host("10.0.0.3/x")
-
-
-async def test_dual_stack_socket_reaches_an_ipv4_only_name(virtual_network):
-    """trio resolves names for an IPv6 socket with AI_V4MAPPED."""
-    virtual_network.add_address(virtual_network.localhost, "10.0.0.5")
-    virtual_network.add_host("10.0.0.6", names=["four.test"])
-    virtual_network.add_host(["10.0.0.7", "fd00::7"], names=["both.test"])
-    dual = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    await dual.connect(("four.test", 53))
-    assert dual.getpeername() == ("::ffff:10.0.0.6", 53, 0, 0)
-    await dual.connect(("both.test", 53))
-    assert dual.getpeername() == ("fd00::7", 53, 0, 0)  # IPv6 first
-    six = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    six.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    with pytest.raises(socket.gaierror):
-        await six.connect(("four.test", 53))
-    dual.close()
-    six.close()

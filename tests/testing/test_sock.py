@@ -1,26 +1,20 @@
-"""Schedule and cancel points of virtual sockets match trio's real sockets.
+"""A socket's kernel half: its receive queue, the buffer it charges, and the
+interface its ancillary data names.
 
-A receive that finds a datagram queued takes one cancel point and one
+Schedule and cancel points of virtual sockets match trio's real sockets. A receive that finds a datagram queued takes one cancel point and one
 schedule point; a receive that must wait is woken by the datagram and returns
 it without yielding again (trio's real sockets do the same after
 ``wait_readable``), which halves the scheduler passes of an echo round trip.
 """
 
-import random
 import socket
 
 import trio
 import trio.testing
 
-from trioudp._trio_private import BatchShuffler
+from trioudp.testing import VirtualNetwork
 
-
-async def pair():
-    a = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    b = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    await a.bind(("127.0.0.1", 0))
-    await b.bind(("127.0.0.1", 0))
-    return a, b
+from .conftest import bound, ifindex_of_next, pair
 
 
 class StepCounter(trio.abc.Instrument):
@@ -77,27 +71,36 @@ async def test_a_cancelled_receive_takes_nothing(virtual_network):
     assert await b.recv(10) == b"x"
 
 
-def test_the_batch_shuffler_is_seeded_and_uniform():
-    def orders(seed):
-        rng = BatchShuffler(seed)
-        out = []
-        for _ in range(200):
-            batch = [1, 2]
-            rng.shuffle(batch)
-            out.append(tuple(batch))
-        return out
+async def test_rcvbuf_overflow_is_counted_like_rcvbuferrors(virtual_network):
+    a, b = await pair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    for _ in range(10):
+        await a.sendto(b"x" * 1000, b.getsockname())
+    # Linux charges a 1000-byte datagram 2304 bytes: one fits in 4096.
+    assert virtual_network.stats.dropped == {"rcvbuf": 9}
+    assert b.rcvbuf_errors == 9
 
-    first = orders(1)
-    assert orders(1) == first
-    assert 60 < first.count((2, 1)) < 140
-    three = [1, 2, 3]
-    BatchShuffler(1).shuffle(three)
-    assert sorted(three) == [1, 2, 3]
-    single = [1]
-    BatchShuffler(1).shuffle(single)
-    assert single == [1]
-    # Longer batches shuffle as random.Random does.
-    long_batch, expected = list(range(10)), list(range(10))
-    BatchShuffler(5).shuffle(long_batch)
-    random.Random(5).shuffle(expected)
-    assert long_batch == expected
+
+async def test_ingress_interface_tells_loopback_from_the_network(virtual_network):
+    """What a server needs to trust "loopback" only on ``lo``: a datagram
+    from another host is on eth0 (2), even one addressed to 127.0.0.1."""
+    remote_host = virtual_network.add_host("10.0.0.2")
+    server = await bound("0.0.0.0")
+    port = server.getsockname()[1]
+    local = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await local.sendto(b"local", ("127.0.0.1", port))
+    assert await ifindex_of_next(server) == (
+        b"local",
+        "127.0.0.1",
+        VirtualNetwork.LOOPBACK_IFINDEX,
+    )
+    with virtual_network.on_host(remote_host):
+        remote = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await remote.sendto(b"remote", ("127.0.0.1", port))
+    assert await ifindex_of_next(server) == (
+        b"remote",
+        "127.0.0.1",
+        VirtualNetwork.ETHERNET_IFINDEX,
+    )
+    for sock in (server, local, remote):
+        sock.close()

@@ -1,0 +1,310 @@
+"""The kernel's half of a virtual socket (Linux's ``struct sock``): its binding, the options the network obeys, and its receive queue.
+
+This is the one thing the network holds of a socket. The network reads the
+fields below and calls three methods: :meth:`Sock.deliver` (the one entry
+point for an arriving datagram), :meth:`Sock.refuse` and
+:meth:`Sock.connected_to` (an ICMP error coming back). It never sees the
+:class:`~trioudp.testing.VirtualSocket` that owns it; the socket, in turn,
+reaches the network only through its :class:`~._stack.Stack`.
+
+Invariants:
+    * :meth:`Sock.deliver` runs inside Trio's deadline processing (see
+      ``_wire``): it is synchronous, never raises, and only queues the
+      datagram and reschedules waiting receivers.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as stdlib_socket
+from collections import deque
+from typing import TYPE_CHECKING, final
+
+import trio
+
+from ._model import is_loopback, oserror, unsupported
+from ._sockopts import (
+    ETHERNET_IFINDEX,
+    INT_OPTIONS,
+    IP_MULTICAST_ALL,
+    IP_PKTINFO,
+    IP_RECVTTL,
+    IPV6_PKTINFO,
+    IPV6_RECVPKTINFO,
+    LOOPBACK_IFINDEX,
+    SO_TIMESTAMP,
+    SO_TIMESTAMPNS,
+    fit_ancillary,
+    in6_pktinfo,
+    in_pktinfo,
+    timespec,
+    timeval,
+    truesize,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._hosts import Hosts
+    from ._model import Binding, Endpoint, Host, Packet, Sockaddr
+
+__all__ = ["TIMESTAMP_EPOCH", "Sock"]
+
+#: Where the wall-clock of ``SO_TIMESTAMP(NS)`` ancillary data starts:
+#: 2000-01-01T00:00:00Z, plus the network's virtual time.
+TIMESTAMP_EPOCH = 946_684_800.0
+
+_LINUX_DEFAULT_RCVBUF = 212_992  # net.core.rmem_default
+# Plain ints: IntFlag arithmetic costs microseconds per datagram.
+_IGNORED_FLAGS = int(getattr(stdlib_socket, "MSG_DONTWAIT", 0)) | int(
+    getattr(stdlib_socket, "MSG_NOSIGNAL", 0)
+)
+_MSG_PEEK = int(stdlib_socket.MSG_PEEK)
+_MSG_TRUNC = int(stdlib_socket.MSG_TRUNC)
+# Trio's receive waits on EAGAIN even with MSG_DONTWAIT, so it means nothing.
+_SUPPORTED_RECV_FLAGS = _MSG_PEEK | _MSG_TRUNC | _IGNORED_FLAGS
+_MSG_CTRUNC = int(stdlib_socket.MSG_CTRUNC)
+_SOL, _IP, _IP6 = (
+    stdlib_socket.SOL_SOCKET,
+    stdlib_socket.IPPROTO_IP,
+    stdlib_socket.IPPROTO_IPV6,
+)
+
+#: A queued datagram: (payload, source, (packet, arrival time) if ancillary
+#: data is on).
+Queued = tuple[bytes, "Sockaddr", "tuple[Packet, float] | None"]
+
+
+@final
+class _Waiters:
+    """The receivers waiting on one socket: ParkingLot's ``park`` and
+    ``unpark_all`` with less bookkeeping per wake-up (every datagram wakes)."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: dict[trio.lowlevel.Task, None] = {}
+
+    async def park(self) -> None:
+        task = trio.lowlevel.current_task()
+        self._tasks[task] = None
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            # Only reached while still parked: unpark_all reschedules first.
+            del self._tasks[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def unpark_all(self) -> None:
+        if self._tasks:
+            tasks, self._tasks = self._tasks, {}
+            for task in tasks:
+                trio.lowlevel.reschedule(task)
+
+
+@final
+class Sock:
+    """A socket's state as the kernel keeps it; made by VirtualSocket.
+
+    ``now`` reads the network's virtual time (for arrival stamps).
+    """
+
+    def __init__(
+        self, family: stdlib_socket.AddressFamily, home: Host, now: Callable[[], float]
+    ) -> None:
+        self.family = family
+        self.home = home
+        #: The host it lives on: its home until bound to an address.
+        self.host = home
+        self.binding: Binding | None = None
+        self.peer: Endpoint | None = None
+        self.closed = False
+        self.error: int | None = None
+        self.queue: deque[Queued] = deque()
+        self.queued_bytes = 0
+        self.rcvbuf = _LINUX_DEFAULT_RCVBUF
+        self.sndbuf = _LINUX_DEFAULT_RCVBUF
+        # Integer options set to other than their default (see _sockopts).
+        self.ints: dict[tuple[int, int], int] = {}
+        self.ancillary = False  # some option asks for ancillary data
+        self.reuseaddr = False
+        self.reuseport = False
+        self.multicast_if4 = ("0.0.0.0", 0)  # (address, ifindex) as set
+        self.multicast_if6 = 0
+        self.groups: set[tuple[str, int]] = set()  # (group, ifindex) joined
+        self.v6only = False
+        self.rcvbuf_errors = 0
+        self.waiters = _Waiters()
+        self._now = now
+
+    # ---- what the network asks ----------------------------------------------
+
+    def opt(self, level: int, optname: int) -> int:
+        """The value of an integer option (its default if never set)."""
+        key = (level, optname)
+        value = self.ints.get(key)
+        return INT_OPTIONS[key].default if value is None else value
+
+    def may_share_port(self, other: Sock) -> bool:
+        """Linux: both SO_REUSEADDR, or both SO_REUSEPORT (one each: EADDRINUSE)."""
+        return (self.reuseaddr and other.reuseaddr) or (
+            self.reuseport and other.reuseport
+        )
+
+    def hears(self, group: str, via: int, joined: bool) -> bool:
+        """Whether a copy sent to multicast ``group`` arriving on interface
+        ``via`` is for it: it joined there, or some socket of its host did
+        (``joined``) and ``IP_MULTICAST_ALL`` is on, as by default."""
+        return (group, via) in self.groups or (
+            joined and bool(self.opt(_IP, IP_MULTICAST_ALL))
+        )
+
+    def multicast_ttl_loop(self, family: int) -> tuple[int, int]:
+        """TTL (hop limit) and loopback flag for multicast of ``family``; an
+        IPv6 socket's IPv4 (mapped) multicast follows the IPv4 options."""
+        if family == stdlib_socket.AF_INET6:
+            return (
+                self.opt(_IP6, stdlib_socket.IPV6_MULTICAST_HOPS),
+                self.opt(_IP6, stdlib_socket.IPV6_MULTICAST_LOOP),
+            )
+        return (
+            self.opt(_IP, stdlib_socket.IP_MULTICAST_TTL),
+            self.opt(_IP, stdlib_socket.IP_MULTICAST_LOOP),
+        )
+
+    def deliver(self, packet: Packet) -> str | None:
+        """Queue an arriving datagram; returns a drop reason, or None."""
+        if self.closed:
+            return "closed"
+        if self.peer is not None and packet.src != self.peer:
+            return "filtered"
+        # Linux charges each datagram its buffer's true size, and always
+        # takes one into an empty queue.
+        size = truesize(len(packet.payload), self.family)
+        if self.queued_bytes and self.queued_bytes + size > self.rcvbuf:
+            self.rcvbuf_errors += 1
+            return "rcvbuf"
+        source: Sockaddr = packet.src
+        if self.family == stdlib_socket.AF_INET6:
+            v4_packet = packet.family == stdlib_socket.AF_INET
+            source = self.sockaddr(packet.src, v4_packet=v4_packet)
+        self.queue.append(
+            (
+                packet.payload,
+                source,
+                (packet, self._now()) if self.ancillary else None,
+            )
+        )
+        self.queued_bytes += size
+        self.waiters.unpark_all()
+        return None
+
+    def connected_to(self, dst: Endpoint) -> bool:
+        """Whether it is open and connected to ``dst``."""
+        return not self.closed and self.peer == dst
+
+    def refuse(self) -> None:
+        """An ICMP port unreachable came back: ECONNREFUSED, if still open."""
+        if not self.closed:
+            self.set_error(errno.ECONNREFUSED)
+
+    # ---- what the socket asks ---------------------------------------------
+
+    def sockaddr(self, endpoint: Endpoint, *, v4_packet: bool = False) -> Sockaddr:
+        """``endpoint`` as this socket's family writes it (IPv4 mapped on IPv6)."""
+        ip, port = endpoint
+        if self.family == stdlib_socket.AF_INET6:
+            return (f"::ffff:{ip}" if v4_packet else ip, port, 0, 0)
+        return (ip, port)
+
+    def check_open(self) -> None:
+        """EBADF once closed."""
+        if self.closed:
+            raise oserror(errno.EBADF, "the virtual socket is closed")
+
+    def set_error(self, code: int) -> None:
+        """Make ``code`` the pending error (``SO_ERROR``) and wake receivers."""
+        self.error = code
+        self.waiters.unpark_all()
+
+    def raise_pending_error(self) -> None:
+        """Raise the pending error, if any, clearing it."""
+        if self.error is not None:
+            code, self.error = self.error, None
+            raise oserror(code)
+
+    def discard_queue(self) -> None:
+        """Drop what is queued and wake receivers (they find it closed)."""
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.waiters.unpark_all()
+
+    def ancillary_data(
+        self, extra: tuple[Packet, float] | None, ancbufsize: int, hosts: Hosts
+    ) -> tuple[list[tuple[int, int, bytes]], int]:
+        """Ancillary items for a datagram, as Linux orders them, and MSG_CTRUNC."""
+        if extra is None or not ancbufsize:
+            return [], 0
+        packet, when = extra
+        items: list[tuple[int, int, bytes]] = []
+        if self.opt(_SOL, SO_TIMESTAMPNS):
+            items.append((_SOL, SO_TIMESTAMPNS, timespec(TIMESTAMP_EPOCH + when)))
+        elif self.opt(_SOL, SO_TIMESTAMP):
+            items.append((_SOL, SO_TIMESTAMP, timeval(TIMESTAMP_EPOCH + when)))
+        dst = packet.dst[0]
+        # Linux names the interface that owns the destination address.
+        ifindex = packet.via or (
+            LOOPBACK_IFINDEX
+            if is_loopback(dst)
+            and packet.sender is not None
+            and packet.sender.host is self.host
+            else ETHERNET_IFINDEX
+        )
+        v4 = packet.family == stdlib_socket.AF_INET
+        if self.family == stdlib_socket.AF_INET6 and self.opt(_IP6, IPV6_RECVPKTINFO):
+            address = f"::ffff:{dst}" if v4 else dst
+            items.append((_IP6, IPV6_PKTINFO, in6_pktinfo(address, ifindex)))
+        if v4 and self.opt(_IP, IP_PKTINFO):
+            local = dst
+            if packet.to is not None:  # broadcast or multicast: the interface's
+                local = hosts.iface_address(self.host, ifindex, packet.family) or dst
+            items.append((_IP, IP_PKTINFO, in_pktinfo(ifindex, local, dst)))
+        if v4 and self.opt(_IP, IP_RECVTTL):
+            items.append((_IP, stdlib_socket.IP_TTL, (64).to_bytes(4, "little")))
+        if v4 and self.opt(_IP, stdlib_socket.IP_RECVTOS):
+            items.append((_IP, stdlib_socket.IP_TOS, b"\0"))
+        kept, cut = fit_ancillary(items, ancbufsize)
+        return kept, _MSG_CTRUNC if cut else 0
+
+    async def take(self, flags: int) -> Queued:
+        """The next datagram (left queued with MSG_PEEK), waiting for one."""
+        # Like trio's real sockets: a datagram already queued costs a cancel
+        # point and a schedule point; when there is none, waiting is both
+        # (parking delivers a pending cancel at once), and the datagram that
+        # ends the wait is returned without another.
+        if self.closed:
+            self.check_open()
+        if flags and flags & ~_SUPPORTED_RECV_FLAGS:
+            unsupported(f"receive flags {flags:#x}")
+        queue = self.queue
+        if queue or self.error is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            if self.error is not None:
+                self.raise_pending_error()
+            if queue:
+                if flags & _MSG_PEEK:
+                    item = queue[0]
+                else:
+                    item = queue.popleft()
+                    self.queued_bytes -= truesize(len(item[0]), self.family)
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return item
+            await self.waiters.park()
+            waited = True
+            if self.closed:
+                msg = "another task closed this socket"
+                raise trio.ClosedResourceError(msg)

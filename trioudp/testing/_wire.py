@@ -1,0 +1,385 @@
+"""Delivery on a virtual network: a datagram from ``sendto`` to a receive queue, through faults, link fates and the clock.
+
+The path of one datagram: :meth:`Wire.send` picks its source and records
+it; :meth:`Wire.forward` drops, holds or routes it by the faults between
+its hosts (``_faults``); :meth:`Wire._route` asks its link's policy for a
+fate (``_links.plan_fate``): lost, or arriving after some delays;
+:meth:`Wire._arrive` finds its receiver (``_ports``, or ``_groups`` for a
+multicast or broadcast copy) and hands it to :meth:`Sock.deliver`, or
+reports the port unreachable back to a connected sender.
+
+Time. A datagram with no delay is delivered inside ``sendto``; delayed ones
+wait in a heap that one Trio system task (started on first need) delivers
+at their due time, so under ``MockClock(autojump_threshold=0)`` a test with
+seconds of latency takes milliseconds.
+
+Invariants:
+    * The wire task's wake-up callback (its abort function) runs inside
+      Trio's deadline processing and delivers due datagrams there, so
+      receivers wake in the same scheduler pass as the wire task. Everything
+      it reaches (``_deliver_due`` → ``_arrive`` → ``Sock.deliver``) is
+      synchronous, never raises and only queues datagrams and reschedules
+      tasks; an exception there would be a TrioInternalError. It delivers
+      only when its own deadline has come: any other cancellation (uninstall,
+      the end of the run) ends the wire task with Cancelled, as a sleep
+      would, and what is still in flight is dropped (``uninstalled``) by
+      :meth:`Wire.uninstall`.
+    * Every random choice of the network is drawn here, from one
+      ``random.Random``, in the order datagrams are routed.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import math
+import socket as stdlib_socket
+from typing import TYPE_CHECKING, final
+
+import trio
+
+from ._links import plan_fate
+from ._model import IP_HEADER, UDP_HEADER, Packet, is_loopback, is_multicast, oserror
+from ._trace import NetworkStats
+
+if TYPE_CHECKING:
+    import random
+
+    from ._faults import Faults, Pair
+    from ._groups import Groups
+    from ._hosts import Hosts
+    from ._links import LinkPolicy
+    from ._model import Endpoint
+    from ._ports import Ports
+    from ._sock import Sock
+    from ._trace import Recorder
+
+__all__ = ["Wire"]
+
+# What a heap entry carries: a datagram arriving, or an ICMP error arriving
+# back at the datagram's sender.
+_ARRIVAL, _ICMP = 0, 1
+
+
+@final
+class Wire:
+    """The delivery of one network's datagrams, and its counters."""
+
+    def __init__(
+        self,
+        *,
+        hosts: Hosts,
+        ports: Ports,
+        groups: Groups,
+        faults: Faults,
+        trace: Recorder,
+        rng: random.Random,
+        policy: LinkPolicy,
+    ) -> None:
+        self._hosts = hosts
+        self._host_by_ip = hosts.by_ip
+        self._broadcasts = hosts.broadcasts
+        self._ports = ports
+        self._groups = groups
+        self._faults = faults
+        self._trace = trace
+        self._rng = rng
+        #: The default link policy (``VirtualNetwork.configure`` replaces it).
+        self.policy = policy
+        self._policy_seen: LinkPolicy | None = None
+        self._policy_seen_instant = False
+        self._packets = 0
+        self.sent = 0
+        self.delivered = 0
+        self.duplicated = 0
+        self.held = 0
+        self.dropped: dict[str, int] = {}
+        self._heap: list[tuple[float, int, Packet, int]] = []
+        self._heap_seq = 0
+        self._wake_scope: trio.CancelScope | None = None
+        self._task_scope: trio.CancelScope | None = None
+
+    def stats(self) -> NetworkStats:
+        """A snapshot of the counters."""
+        return NetworkStats(
+            sent=self.sent,
+            delivered=self.delivered,
+            duplicated=self.duplicated,
+            held=self.held,
+            dropped=dict(self.dropped),
+        )
+
+    # ---- sending ------------------------------------------------------------
+
+    def send(
+        self,
+        sock: Sock,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None = None,
+    ) -> None:
+        """Put a datagram from bound ``sock`` on the wire (``dst`` canonical,
+        of ``family``); ``source``: the source address ``sendmsg`` asked for."""
+        binding = sock.binding
+        assert binding is not None
+        dst_ip = dst[0]
+        if dst_ip in self._broadcasts or is_multicast(dst_ip):
+            self._send_group(sock, payload, dst, family, source)
+            return
+        explicit = source is not None
+        ip = binding.ip
+        if source is None:
+            if ip is not None and (":" in ip) == (family == stdlib_socket.AF_INET6):
+                source = ip  # a specific address is its own source
+            else:
+                source = self._hosts.source_for(binding, dst_ip, family)
+        elif self._hosts.host_of(source) is not sock.host:
+            raise oserror(errno.EINVAL, f"{source} is not an address of this host")
+        if (
+            family == stdlib_socket.AF_INET
+            and (explicit or ip is not None)
+            and not is_loopback(dst_ip)
+            and is_loopback(source)
+            and self._host_by_ip.get(dst_ip) is not sock.host
+        ):
+            # Linux: an IPv4 loopback source only reaches the host's own
+            # addresses (an IPv6 one leaves, and the peer drops it).
+            raise oserror(errno.EINVAL, f"no route from {source} to {dst_ip}")
+        address = binding.address
+        src = address if source is address[0] else (source, binding.port)
+        self._packets += 1
+        packet = Packet(self._packets, family, src, dst, payload, sock)
+        self.sent += 1
+        # What follows happens at one instant: the clock is read once.
+        trace = self._trace
+        trace.instant = trace.clock_time()
+        try:
+            trace.event("send", packet)
+            self.forward(packet)
+        finally:
+            trace.instant = None
+
+    def _send_group(
+        self,
+        sock: Sock,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None,
+    ) -> None:
+        """A multicast or broadcast datagram: one copy per host that hears it."""
+        src, targets = self._groups.copies(sock, dst, family, source)
+        self._packets += 1
+        self.sent += 1
+        first = Packet(self._packets, family, src, dst, payload, sock)
+        # What follows happens at one instant: the clock is read once.
+        trace = self._trace
+        trace.instant = trace.clock_time()
+        try:
+            trace.event("send", first)
+            for target, via in targets:
+                packet = Packet(first.id, family, src, dst, payload, sock, target, via)
+                self.forward(packet)
+        finally:
+            trace.instant = None
+
+    # ---- between the hosts ----------------------------------------------------
+
+    def forward(self, packet: Packet) -> None:
+        """Route a datagram just sent (or one multicast or broadcast copy of
+        it), unless a partition or a hold keeps it."""
+        faults = self._faults
+        if not (faults.partitions or faults.hold_all or faults.holds or faults.links):
+            # The common case: no per-pair state to look up, only a route.
+            if packet.to is not None or (
+                packet.src[0] in self._host_by_ip
+                and (
+                    packet.dst[0] in self._host_by_ip
+                    or self._hosts.host_of(packet.dst[0]) is not None
+                )
+            ):
+                self._route(packet, None)
+            else:
+                self._drop(packet, "no_route")
+            return
+        pair = self.pair(packet)
+        if pair is None:
+            self._drop(packet, "no_route")
+        elif faults.partitions and pair in faults.partitions:
+            self._drop(packet, "partition")
+        elif (faults.hold_all or faults.holds) and faults.is_held(pair):
+            faults.held.append(packet)
+            self.held += 1
+            self._trace.event("hold", packet)
+        else:
+            self._route(packet, pair)
+
+    def pair(self, packet: Packet) -> Pair | None:
+        """The two hosts a datagram goes between, or None if either is unknown."""
+        if packet.to is not None:
+            assert packet.sender is not None
+            return frozenset((packet.sender.host, packet.to))
+        host_by_ip = self._host_by_ip
+        src_host = host_by_ip.get(packet.src[0])
+        dst_host = host_by_ip.get(packet.dst[0]) or self._hosts.host_of(packet.dst[0])
+        if src_host is None or dst_host is None:
+            return None
+        return frozenset((src_host, dst_host))
+
+    def release(self) -> None:
+        """Send on every held datagram no hold keeps any more, each with its
+        link's delay counted from now."""
+        faults = self._faults
+        still_held = []
+        for packet in faults.held:
+            pair = self.pair(packet)
+            if pair is not None and faults.is_held(pair):
+                still_held.append(packet)
+            else:
+                self._trace.event("release", packet)
+                self._route(packet, pair)
+        faults.held = still_held
+
+    def _route(self, packet: Packet, pair: Pair | None) -> None:
+        links = self._faults.links
+        policy = (
+            links.get(pair, self.policy) if pair is not None and links else self.policy
+        )
+        if policy is not self._policy_seen:  # is_instant compares every field
+            self._policy_seen = policy
+            self._policy_seen_instant = policy.is_instant
+        if self._policy_seen_instant:
+            self._arrive(packet)
+            return
+        size = len(packet.payload) + UDP_HEADER + IP_HEADER[packet.family]
+        fate = plan_fate(policy, size, self._rng)
+        if fate.drop is not None:
+            self._drop(packet, fate.drop)
+            return
+        for copy, delay in enumerate(fate.delays):
+            if copy:
+                self.duplicated += 1
+                self._trace.event("duplicate", packet)
+            if delay <= 0:
+                self._arrive(packet)
+            else:
+                self._schedule(trio.current_time() + delay, packet, _ARRIVAL)
+
+    # ---- arriving -------------------------------------------------------------
+
+    def _arrive(self, packet: Packet) -> None:
+        if packet.to is not None:
+            self._arrive_group(packet)
+            return
+        receiver = self._ports.receiver(packet)
+        if receiver is None:
+            self._drop(packet, "port_unreachable")
+            self._report_unreachable(packet)
+            return
+        reason = receiver.deliver(packet)
+        if reason is not None:
+            self._drop(packet, reason)
+            return
+        self.delivered += 1
+        self._trace.event("deliver", packet)
+
+    def _arrive_group(self, packet: Packet) -> None:
+        receivers = self._groups.receivers(packet)
+        if not receivers:
+            self._drop(packet, "no_receiver")
+            return
+        for sock in receivers:
+            reason = sock.deliver(packet)
+            if reason is not None:
+                self._drop(packet, reason)
+            else:
+                self.delivered += 1
+                self._trace.event("deliver", packet)
+
+    def _report_unreachable(self, packet: Packet) -> None:
+        """ICMP port unreachable: Linux reports it to connected sockets only."""
+        sender = packet.sender
+        if sender is None or not sender.connected_to(packet.dst):
+            return
+        self._trace.event("icmp", packet)
+        policy = self._faults.policy(self.pair(packet), self.policy)
+        if policy.latency <= 0:
+            sender.refuse()
+        else:
+            self._schedule(trio.current_time() + policy.latency, packet, _ICMP)
+
+    def _drop(self, packet: Packet, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self._trace.event("drop", packet, reason)
+
+    # ---- the wire task: delayed deliveries ---------------------------------
+
+    def _schedule(self, when: float, packet: Packet, kind: int) -> None:
+        self._heap_seq += 1
+        heapq.heappush(self._heap, (when, self._heap_seq, packet, kind))
+        if self._task_scope is None:
+            self._task_scope = trio.CancelScope()
+            trio.lowlevel.spawn_system_task(
+                self._run,
+                self._task_scope,
+                name="trioudp VirtualNetwork wire",
+            )
+        elif self._wake_scope is not None and when < self._wake_scope.deadline:
+            self._wake_scope.deadline = when
+
+    async def _run(self, task_scope: trio.CancelScope) -> None:
+        heap = self._heap
+        task = trio.lowlevel.current_task()
+
+        def wake(_: object) -> trio.lowlevel.Abort:
+            # Called by Trio inside its deadline processing. A real
+            # cancellation (uninstall, the run ending) ends the task as usual.
+            # A deadline is a delivery time: deliver what is due right here,
+            # so the receivers run in the same scheduler pass as this task
+            # rather than one later, and resume normally, so no Cancelled is
+            # raised and caught on every wake. See the module's invariants.
+            scope = self._wake_scope
+            if scope is None or trio.current_time() < scope.deadline:
+                return trio.lowlevel.Abort.SUCCEEDED
+            self._deliver_due()
+            trio.lowlevel.reschedule(task)
+            return trio.lowlevel.Abort.FAILED
+
+        with task_scope:
+            while True:
+                with trio.CancelScope(
+                    deadline=heap[0][0] if heap else math.inf
+                ) as scope:
+                    self._wake_scope = scope
+                    await trio.lowlevel.wait_task_rescheduled(wake)
+                self._wake_scope = None
+                self._deliver_due()
+        if self._task_scope is task_scope:
+            self._task_scope = None
+            self._wake_scope = None
+
+    def _deliver_due(self) -> None:
+        """Deliver every datagram (and ICMP report) whose time has come.
+
+        Runs in the wire task and in its wake-up callback; it never awaits
+        and never raises: it only queues datagrams and reschedules tasks.
+        """
+        heap = self._heap
+        now = trio.current_time()
+        while heap and heap[0][0] <= now:
+            _, _, packet, kind = heapq.heappop(heap)
+            if kind == _ARRIVAL:
+                self._arrive(packet)
+            elif packet.sender is not None:
+                packet.sender.refuse()
+
+    def uninstall(self) -> None:
+        """End the wire task and drop what is still in flight (``uninstalled``)."""
+        task_scope, self._task_scope = self._task_scope, None
+        self._wake_scope = None
+        if task_scope is not None:
+            task_scope.cancel()
+        for _, _, packet, _ in self._heap:
+            self._drop(packet, "uninstalled")
+        self._heap.clear()
