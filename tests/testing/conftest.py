@@ -14,7 +14,6 @@ whose ``localhost`` has the same addresses.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import attrs
 import pytest
 
 from trioudp.testing import VirtualNetwork
+
+from ..conftest import netns_missing, unavailable
 
 _IN_NAMESPACE = "TRIOUDP_TEST_IN_NETNS"
 _ROOT = Path(__file__).resolve().parents[2]
@@ -70,13 +71,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     if os.environ.get(_IN_NAMESPACE):
         return None  # we are the child: run the test here
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare and ip (util-linux, iproute2)")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("needs /dev/net/tun for the namespace's eth0 (a tap device)")
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
-    if probe.returncode:
-        pytest.skip("cannot create a network namespace here (needs root)")
+    missing = netns_missing()
+    if missing is None and not os.path.exists("/dev/net/tun"):
+        missing = "needs /dev/net/tun for the namespace's eth0 (a tap device)"
+    if missing is not None:
+        unavailable(missing)
     child = subprocess.run(
         [
             "unshare",

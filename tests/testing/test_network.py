@@ -1,6 +1,4 @@
 import functools
-import os
-import shutil
 import socket
 
 import dns.asyncbackend
@@ -13,6 +11,8 @@ import trio.testing
 
 import trioudp
 from trioudp.testing import LinkPolicy, VirtualNetwork, plan_fate
+
+from ..conftest import system_tool, unavailable
 
 
 async def pair(net=None, a_host="127.0.0.1", b_host="127.0.0.1"):
@@ -380,11 +380,9 @@ async def test_dnspython_trio_backend_retries_through_20_percent_loss(autojump_c
 
 @pytest.fixture
 def tcpdump():
-    path = shutil.which("tcpdump")
+    path = system_tool("tcpdump")
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("tcpdump is not installed; .ci/run installs it")
-        pytest.skip("tcpdump is not installed")
+        unavailable("tcpdump is not installed (Debian: tcpdump; .ci/run installs it)")
     return path
 
 
