@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from sphinx.util.nodes import make_refnode
+
 import trioudp
 
 # The tutorial's program and the how-to guides' examples import from here.
@@ -45,7 +47,7 @@ autodoc_typehints = "signature"
 autodoc_default_options: dict[str, object] = {}
 # Attributes sections become field lists: attrs classes document their
 # fields there, and autodoc would describe each one a second time.
-napoleon_use_ivar = True
+napoleon_use_ivar = False
 
 # CI has no network: the inventories are small ones kept in the repository
 # (see _inventories/make_inventories.py), pointing at the published docs.
@@ -54,15 +56,30 @@ intersphinx_mapping = {
     "trio": ("https://trio.readthedocs.io/en/stable", "_inventories/trio.inv"),
 }
 
-# Every testcode block starts from these imports, as a reader's program would.
-doctest_global_setup = """
-import trio
-import trio.testing
-import trioudp
-from trioudp import *
-from trioudp.testing import *
-"""
-doctest_test_doctest_blocks = "default"
+# No doctest_global_setup: each block imports what it uses, as the reader's
+# copy of it must (tests/test_docs.py also runs each one alone). The API
+# reference's ">>>" examples are doctests of their modules, which pytest runs
+# (--doctest-modules) in the module's namespace: not again here, without it.
+doctest_test_doctest_blocks = ""
+
+#: Aliases that signatures show by name; they live in private modules, so
+#: each links to its entry on the reference page, which says what it means.
+TYPE_ALIASES = {"Handler": "type-handler", "Answer": "type-answer", "Network": "type-network"}
+
+
+def link_type_alias(app, env, node, contnode):  # noqa: ANN001, ANN201 (Sphinx's event)
+    """Resolve a reference to one of :data:`TYPE_ALIASES` (Sphinx's
+    ``missing-reference`` event; None leaves any other reference alone)."""
+    label = TYPE_ALIASES.get(node.get("reftarget", ""))
+    if node.get("refdomain") != "py" or label is None:
+        return None
+    docname, anchor = env.get_domain("std").labels[label][:2]
+    return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode)
+
+
+def setup(app) -> None:  # noqa: ANN001
+    app.connect("missing-reference", link_type_alias)
+
 
 html_theme = "furo"
 html_title = f"trioudp {release}"

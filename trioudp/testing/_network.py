@@ -329,7 +329,7 @@ class VirtualNetwork:
         rmem_max, wmem_max: Linux's ``net.core.rmem_max``/``wmem_max``, the
             most ``SO_RCVBUF``/``SO_SNDBUF`` take (then doubled, as Linux does).
         trace_limit: keep only the latest this many events (default
-            :data:`DEFAULT_TRACE_LIMIT`, 100,000), or None for all. An event
+            ``DEFAULT_TRACE_LIMIT``, 100,000), or None for all. An event
             costs about 80 bytes plus its share of the payload, which the
             events of one datagram share and which is kept as long as one
             of them is (131 bytes an event with 64-byte payloads, measured
@@ -389,7 +389,7 @@ class VirtualNetwork:
             mtu=mtu,
         )
         self._links: dict[frozenset[Host], LinkPolicy] = {}
-        #: net.core.rmem_max and wmem_max: the most SO_RCVBUF/SO_SNDBUF take.
+        #: The most SO_RCVBUF/SO_SNDBUF take (Linux's net.core.rmem_max, wmem_max).
         self.rmem_max = rmem_max
         self.wmem_max = wmem_max
         #: Subnet broadcast address -> the hosts on that subnet.
@@ -805,7 +805,7 @@ class VirtualNetwork:
 
     @property
     def trace(self) -> list[TraceEvent]:
-        """The events so far, in order: all of them, or the latest
+        """The events so far in order, all of them or the latest
         ``trace_limit`` (empty when ``record=False``)."""
         epoch = self._epoch or 0.0
         return [_event(entry, epoch) for entry in self._trace]
