@@ -26,11 +26,12 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
+    "sphinx.ext.graphviz",
     "sphinxcontrib_trio",
     "sphinxarg.ext",
 ]
 
-exclude_patterns = ["_build", "_inventories", "examples"]
+exclude_patterns = ["_build", "_inventories", "examples", "diagrams"]
 default_role = "py:obj"
 # Keep "--option" as typed: the CLI reference quotes help texts.
 smartquotes = False
@@ -64,7 +65,11 @@ doctest_test_doctest_blocks = ""
 
 #: Aliases that signatures show by name; they live in private modules, so
 #: each links to its entry on the reference page, which says what it means.
-TYPE_ALIASES = {"Handler": "type-handler", "Answer": "type-answer", "Network": "type-network"}
+TYPE_ALIASES = {
+    "Handler": "type-handler",
+    "Answer": "type-answer",
+    "Network": "type-network",
+}
 
 
 def link_type_alias(app, env, node, contnode):  # noqa: ANN001, ANN201 (Sphinx's event)
@@ -80,6 +85,9 @@ def link_type_alias(app, env, node, contnode):  # noqa: ANN001, ANN201 (Sphinx's
 def setup(app) -> None:  # noqa: ANN001
     app.connect("missing-reference", link_type_alias)
 
+
+# The diagrams: Graphviz sources in diagrams/, drawn by dot at build time.
+graphviz_output_format = "svg"
 
 html_theme = "furo"
 html_title = f"trioudp {release}"
