@@ -5,9 +5,10 @@ prints. A block that is not a whole program says so on its first line
 (``# Fragment: ...``), visibly, and is not run.
 
 The blocks run where the downloadable examples (docs/examples/*.py) are, as
-the tutorial asks the reader to save them, and under an audit hook that
-refuses any real socket address off loopback (the virtual network's
-addresses are not real sockets, so they pass).
+the tutorial asks the reader to save them, and under an audit hook (in a
+sitecustomize.py, so the Pythons a block starts have it too) that refuses
+any real socket address off loopback; the virtual network's sockets are not
+real ones, so its addresses pass.
 """
 
 from __future__ import annotations
