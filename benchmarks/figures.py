@@ -420,28 +420,36 @@ def chart(section: dict[str, Any]) -> str:
 # ---- where they go --------------------------------------------------------------
 
 
+#: How to render each marker's content from the results, in a page's markup.
+_SHOWN_ON_BOTH = {
+    "echo-against-uvloop": lambda style, r: echo_against(style, r["echo"], "uvloop"),
+    "client": lambda style, r: client(style, r["client"]),
+    "memory": memory,
+    "flood": lambda style, r: flood(style, r["flood"]),
+    "virtual-network": lambda style, r: virtual_network(style, r["virtual_network"]),
+    "workers": lambda style, r: workers(style, r["workers"]),
+}
+#: The markers of each page.
+SECTIONS: dict[Path, dict[str, Any]] = {
+    PERFORMANCE: {
+        "echo-summary": lambda style, r: echo_summary(style, r["echo"]),
+        **_SHOWN_ON_BOTH,
+    },
+    BENCHMARKS: {
+        "echo-full": lambda style, r: echo_full(style, r["echo"]),
+        **_SHOWN_ON_BOTH,
+    },
+}
+
+
 def blocks(results: dict[str, Any]) -> dict[Path, dict[str, str]]:
     """What goes between each marker of each file."""
-    echo = results["echo"]
     return {
-        PERFORMANCE: {
-            "echo-summary": echo_summary("rst", echo),
-            "echo-against-uvloop": echo_against("rst", echo, "uvloop"),
-            "client": client("rst", results["client"]),
-            "memory": memory("rst", results),
-            "flood": flood("rst", results["flood"]),
-            "virtual-network": virtual_network("rst", results["virtual_network"]),
-            "workers": workers("rst", results["workers"]),
-        },
-        BENCHMARKS: {
-            "echo-full": echo_full("md", echo),
-            "echo-against-uvloop": echo_against("md", echo, "uvloop"),
-            "client": client("md", results["client"]),
-            "memory": memory("md", results),
-            "flood": flood("md", results["flood"]),
-            "virtual-network": virtual_network("md", results["virtual_network"]),
-            "workers": workers("md", results["workers"]),
-        },
+        path: {
+            name: render("md" if path.suffix == ".md" else "rst", results)
+            for name, render in sections.items()
+        }
+        for path, sections in SECTIONS.items()
     }
 
 
