@@ -19,7 +19,8 @@ def unavailable(reason: str) -> NoReturn:
     there a skip would only hide a test that did not run."""
     if os.environ.get("CI"):
         pytest.fail(f"CI must run this test: {reason}", pytrace=False)
-    pytest.skip(reason)
+    # Reported at the test, as a skipif mark's skip is, not at this line.
+    raise pytest.skip.Exception(reason, _use_item_location=True)
 
 
 def needs(missing: str | None) -> pytest.MarkDecorator:

@@ -64,18 +64,26 @@ def _in_fresh_namespace() -> bool:
     return "<LOOPBACK>" in link
 
 
+def _runs_in_a_child_namespace(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or callspec.params.get("lan") != "namespace":
+        return False
+    return not os.environ.get(_IN_NAMESPACE)  # else we are the child
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _runs_in_a_child_namespace(item):
+        missing = netns_missing()
+        if missing is None and not os.path.exists("/dev/net/tun"):
+            missing = "needs /dev/net/tun for the namespace's eth0 (a tap device)"
+        if missing is not None:
+            unavailable(missing)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    callspec = getattr(pyfuncitem, "callspec", None)
-    if callspec is None or callspec.params.get("lan") != "namespace":
+    if not _runs_in_a_child_namespace(pyfuncitem):
         return None
-    if os.environ.get(_IN_NAMESPACE):
-        return None  # we are the child: run the test here
-    missing = netns_missing()
-    if missing is None and not os.path.exists("/dev/net/tun"):
-        missing = "needs /dev/net/tun for the namespace's eth0 (a tap device)"
-    if missing is not None:
-        unavailable(missing)
     child = subprocess.run(
         [
             "unshare",
