@@ -126,7 +126,9 @@ def provenance(style: str, section: dict[str, Any]) -> str:
     if (HERE / kept[0]).exists():
         command = code(style, " ".join(["python", f"benchmarks/{kept[0]}", *kept[1:]]))
     else:
-        command = "the project's benchmark harness, " + code(style, " ".join(kept))
+        # The shared harness (outside the repository) takes echo.py's options.
+        same = " ".join(["python", "benchmarks/echo.py", *kept[1:]])
+        command = f"the project's benchmark harness; from a clone: {code(style, same)}"
     python = meta.get("python", "")
     machine = [meta["host"], f"{meta['cpus']} CPUs"]
     if python[:1].isdigit():
