@@ -169,21 +169,24 @@ def _servers(section: dict[str, Any]) -> list[str]:
 
 
 def echo_summary(style: str, section: dict[str, Any]) -> str:
-    """Ratios to trio_naive per scenario, and the one-at-a-time latency."""
-    servers = _servers(section)
+    """Per server: its ratios to trio_naive, and its one-at-a-time latency."""
     cells, ratio = _echo_cells(section), ratios(section)
-    rows = [
-        [SCENARIOS.get(s, s), *(f"{ratio[s][n]:.2f}" for n in servers)]
-        for s in ("throughput", "large")
-        if s in ratio
-    ]
+    loaded = [s for s in ("throughput", "large") if s in ratio]
+    header = ["server", *(f"{SCENARIOS[s]}, x trio_naive" for s in loaded)]
     if "latency" in cells:
-        latency = cells["latency"]
-        rows.append(
-            ["latency p50, one at a time"]
-            + [f"{latency[n]['p50_us']:.0f} us" for n in servers]
-        )
-    header = ["replies/s over trio_naive's", *(SERVERS.get(n, n) for n in servers)]
+        header.append("latency p50, one at a time")
+    rows = [
+        [
+            SERVERS.get(name, name),
+            *(f"{ratio[s][name]:.2f}" for s in loaded),
+            *(
+                [f"{cells['latency'][name]['p50_us']:.0f} us"]
+                if "latency" in cells
+                else []
+            ),
+        ]
+        for name in _servers(section)
+    ]
     return provenance(style, section) + "\n\n" + table(style, header, rows)
 
 
