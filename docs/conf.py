@@ -73,13 +73,28 @@ TYPE_ALIASES = {
 
 
 def link_type_alias(app, env, node, contnode):  # noqa: ANN001, ANN201 (Sphinx's event)
-    """Resolve a reference to one of :data:`TYPE_ALIASES` (Sphinx's
-    ``missing-reference`` event; None leaves any other reference alone)."""
-    label = TYPE_ALIASES.get(node.get("reftarget", ""))
-    if node.get("refdomain") != "py" or label is None:
+    """Resolve a type in a signature that Sphinx did not (its
+    ``missing-reference`` event; None leaves the reference unresolved):
+    one of :data:`TYPE_ALIASES`, or a documented alias such as
+    ``SocketAddress``, which signatures name as a class (Python 3.10 keeps
+    the alias's name where later versions spell out what it stands for)."""
+    if node.get("refdomain") != "py":
         return None
-    docname, anchor = env.get_domain("std").labels[label][:2]
-    return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode)
+    target = node.get("reftarget", "")
+    label = TYPE_ALIASES.get(target)
+    if label is not None:
+        docname, anchor = env.get_domain("std").labels[label][:2]
+        return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode)
+    if node.get("reftype") != "class":
+        return None
+    py = env.get_domain("py")
+    found = py.find_obj(env, node.get("py:module"), None, target, "data", 1)
+    if len(found) != 1:
+        return None
+    entry = found[0][1]
+    return make_refnode(
+        app.builder, node["refdoc"], entry.docname, entry.node_id, contnode
+    )
 
 
 def setup(app) -> None:  # noqa: ANN001
