@@ -12,7 +12,6 @@ import pytest
 import trio
 
 import trioudp
-from trioudp import _cli
 from trioudp._multicast import (
     Multicast,
     interface_index,
@@ -194,24 +193,3 @@ async def test_real_multicast_and_broadcast_inside_a_network_namespace():
     code, err = results["without"]
     assert code == 1
     assert "Permission denied" in err
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        (["--group", "192.0.2.1"], "must be a multicast address"),
-        (["--group", "not-an-address"], "must be a multicast address"),
-        (["--group", "239.1.2.3", "--interface", "nosuch0"], "no network interface"),
-    ],
-)
-def test_cli_listen_refuses_bad_group_settings_as_usage_errors(
-    capsys, options, message
-):
-    with pytest.raises(SystemExit) as exited:
-        _cli.main(["listen", *options, "--port", "0"])
-    assert exited.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_cli_listen_takes_an_interface_index():
-    assert _cli._group_settings("239.1.2.3", "1").interface == 1

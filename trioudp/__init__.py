@@ -48,7 +48,7 @@ from ._server import serve_udp_sockets as serve_udp_sockets
 from ._socket import SocketStats as SocketStats
 from ._socket import UDPSocket as UDPSocket
 from ._socket import open_udp_socket as open_udp_socket
-from ._worker import Worker as Worker
+from ._workers import Worker as Worker
 from ._workers import WorkerPool as WorkerPool
 from ._workers import run_workers as run_workers
 

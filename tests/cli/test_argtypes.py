@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from trioudp._argtypes import number, port
+from trioudp._cli._argtypes import number, port
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The application tests/test_workers.py runs in worker processes.
+"""The application tests/workers/ runs in worker processes.
 
 Replies ``<pid> <data>``; ``crash`` makes the worker exit with status 3 at
 once; with ``args == ["crash-when-ready"]`` every worker exits with status 3

@@ -1,17 +1,10 @@
-"""One worker process of :func:`trioudp.run_workers`: the child's side.
+"""A worker process's side of :func:`trioudp.run_workers`: the :class:`Worker`
+its main function receives, and the process's entry point.
 
-The supervisor starts ``python -c "import trioudp._worker as w; w.main()"``
-with its settings in the ``TRIOUDP_WORKER`` environment variable and two
-pipes: *control* (supervisor to worker) and *reports* (worker to
-supervisor). Both carry lines of text:
-
-- control: ``stats`` asks for a report of the counters. End of file means
-  the supervisor is gone: the worker stops as on SIGTERM, so a supervisor
-  killed with SIGKILL leaves no worker behind.
-- reports: JSON objects, one a line: ``{"event": "ready", "port": N}`` once
-  the worker serves, ``{"event": "stats", "stats": {...}}`` for each
-  request, and ``{"event": "final", "stats": {...}}`` after a clean stop.
-  ``stats`` holds the fields of :class:`ServerStats`.
+The process runs ``main`` (``_protocol.CHILD_PROGRAM``), loads the target it
+was given, and calls it with a :class:`Worker` under its own ``trio.run``;
+the worker answers ``stats`` requests on its control pipe and writes its
+reports (see ``_protocol``).
 
 SIGINT and SIGTERM start a graceful stop (repeats are ignored: a Ctrl-C in a
 terminal reaches the worker and the supervisor, which forwards it); SIGUSR1
@@ -21,8 +14,6 @@ not kill workers.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -33,85 +24,14 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 import trio
 
+from ._protocol import ENVIRONMENT_KEY, STOP_MARGIN, WorkerSettings, load_target
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ._server import UDPServer
+    from .._server import UDPServer
 
-__all__ = ["Worker", "load_target", "main"]
-
-#: The environment variable that carries a worker's settings.
-ENVIRONMENT_KEY = "TRIOUDP_WORKER"
-#: The program a worker runs (``python -c``): this module's :func:`main`.
-CHILD_PROGRAM = "import trioudp._worker as w; w.main()"
-#: Seconds a worker's main may run past ``grace`` after a stop before it is
-#: cancelled.
-STOP_MARGIN = 1.0
-
-
-@attrs.frozen(kw_only=True)
-class WorkerSettings:
-    """What the supervisor tells a worker (JSON in ``TRIOUDP_WORKER``)."""
-
-    target: str
-    index: int
-    count: int
-    port: int
-    args: tuple[str, ...]
-    grace: float
-    control_fd: int
-    report_fd: int
-    path: tuple[str, ...] = ()
-
-    def to_environment(self) -> str:
-        return json.dumps(attrs.asdict(self))
-
-    @classmethod
-    def from_environment(cls) -> WorkerSettings:
-        fields = json.loads(os.environ[ENVIRONMENT_KEY])
-        fields["args"] = tuple(fields["args"])
-        fields["path"] = tuple(fields["path"])
-        return cls(**fields)
-
-
-def load_target(spec: str) -> Callable[[Worker], Awaitable[int | None]]:
-    """The function a ``"module:function"`` or ``"/path/file.py:function"``
-    spec names.
-
-    A file is loaded as a module named ``__trioudp_worker__``, so its
-    ``if __name__ == "__main__":`` block does not run in the worker.
-
-    Raises:
-        ValueError: ``spec`` has no ``:`` between a module and a name.
-        ImportError, AttributeError: the module or the name does not exist.
-
-    Example:
-        >>> load_target("trioudp._cli_workers:cli_worker").__name__
-        'cli_worker'
-    """
-    module_name, _, name = spec.rpartition(":")
-    if not module_name or not name:
-        msg = (
-            f"a worker target is 'module:function' or 'file.py:function', not {spec!r}"
-        )
-        raise ValueError(msg)
-    if module_name.endswith(".py"):
-        location = importlib.util.spec_from_file_location(
-            "__trioudp_worker__", module_name
-        )
-        if location is None or location.loader is None:
-            msg = f"cannot load {module_name!r}"
-            raise ImportError(msg)
-        module = importlib.util.module_from_spec(location)
-        sys.modules[location.name] = module
-        location.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    found: Any = module
-    for part in name.split("."):
-        found = getattr(found, part)
-    target: Callable[[Worker], Awaitable[int | None]] = found
-    return target
+__all__ = ["Worker", "main"]
 
 
 @final

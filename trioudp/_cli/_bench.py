@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .._backoff import Backoff
+from .._client import open_udp_client
+from .._errors import RequestTimeout
 from ._argtypes import destination_port, number
-from ._backoff import Backoff
-from ._client import open_udp_client
-from ._errors import RequestTimeout
 
 if TYPE_CHECKING:
     import argparse

@@ -1,13 +1,9 @@
 """The supervisor's decisions, with no processes: restart delays, crash
-loops, summed counters, naming and loading a worker's function."""
+loops, summed counters."""
 
-import pytest
+from trioudp._workers._policy import CrashBudget, retired_report, sum_stats
 
-import trioudp
-from trioudp._supervision import CrashBudget, retired_report, sum_stats, target_spec
-from trioudp._worker import load_target
-
-FAST = trioudp.Backoff(initial=0.01, multiplier=2.0, maximum=0.05, jitter=0.0)
+from .helpers import FAST
 
 
 def test_crash_budget_backs_off_then_gives_up_and_forgets_old_crashes():
@@ -34,32 +30,6 @@ def test_sum_stats_adds_counts_and_tables_and_skips_what_is_not_a_count():
     assert total.kernel_drops == 2
     assert total.send_errors == {"EAGAIN": 2}
     assert sum_stats([{}]).kernel_drops is None
-
-
-def test_target_spec_names_module_functions_and_refuses_the_rest():
-    assert target_spec("pkg.mod:main") == "pkg.mod:main"
-    assert target_spec(load_target) == "trioudp._worker:load_target"
-
-    async def local(worker):
-        pass
-
-    for bad in ("no-colon", ":main", "mod:", local, lambda worker: None):
-        with pytest.raises(ValueError, match="worker target"):
-            target_spec(bad)
-
-
-def test_load_target_loads_a_file_without_running_its_main_block(tmp_path):
-    script = tmp_path / "app.py"
-    script.write_text(
-        "RAN = []\n"
-        "async def main(worker):\n    return 7\n"
-        "if __name__ == '__main__':\n    raise SystemExit('must not run')\n"
-    )
-    main = load_target(f"{script}:main")
-    assert main.__name__ == "main"
-    assert load_target("trioudp._workers:sum_stats") is sum_stats
-    with pytest.raises(AttributeError):
-        load_target("trioudp._workers:nothing_here")
 
 
 def test_a_retired_report_keeps_counts_and_drops_levels():

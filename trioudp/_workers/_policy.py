@@ -1,32 +1,28 @@
 """What the workers' supervisor decides, with no I/O: restart delays and
-crash loops, the sum of the workers' counters, and how a worker finds the
-function it runs.
+crash loops, and the sum of the workers' counters.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._backoff import Backoff
-from ._server import ServerStats
+from .._backoff import Backoff
+from .._server import ServerStats
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
-
-    from ._worker import Worker
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "DEFAULT_RESTART_BACKOFF",
     "CrashBudget",
     "default_workers",
+    "is_count",
     "retired_report",
     "sum_stats",
-    "target_spec",
 ]
 
 #: Restart delays: 0.1 s after the first crash, doubling to at most 5 s.
@@ -100,39 +96,6 @@ def sum_stats(reports: Iterable[Mapping[str, Any]]) -> ServerStats:
 
 def is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def target_spec(target: str | Callable[[Worker], Awaitable[object]]) -> str:
-    """The ``"module:function"`` (or ``"/path/file.py:function"``) a worker loads.
-
-    A function of the script being run (``__main__``) is named by the script's
-    path.
-
-    Example:
-        >>> from trioudp._cli_workers import cli_worker
-        >>> target_spec(cli_worker)
-        'trioudp._cli_workers:cli_worker'
-    """
-    if isinstance(target, str):
-        head, _, tail = target.rpartition(":")
-        if not head or not tail:
-            msg = f"a worker target is 'module:function' or 'file.py:function', not {target!r}"
-            raise ValueError(msg)
-        return target
-    module: str | None = getattr(target, "__module__", None)
-    name: str = getattr(target, "__qualname__", "<locals>")
-    if module is None or "<locals>" in name or "<lambda>" in name:
-        msg = f"a worker target must be a module-level function, not {target!r}"
-        raise ValueError(msg)
-    if module == "__main__":
-        path: str | None = getattr(sys.modules["__main__"], "__file__", None)
-        if path is None:
-            msg = (
-                f"{target!r} is in a __main__ without a file; name it 'module:function'"
-            )
-            raise ValueError(msg)
-        module = os.path.abspath(path)
-    return f"{module}:{name}"
 
 
 def default_workers() -> int:

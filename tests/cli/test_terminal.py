@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioudp._terminal import printable
+from trioudp._cli._terminal import printable
 
 HOSTILE = {
     "clear screen": (b"\x1b[2J\x1b[H", "\\x1b[2J\\x1b[H"),

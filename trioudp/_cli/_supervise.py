@@ -1,50 +1,34 @@
-"""``trioudp serve|echo --workers N``: the command line over :func:`run_workers`.
+"""``trioudp serve|echo --workers N``: the supervisor's side, over :func:`run_workers`.
 
 The supervisor prints the banner once every worker serves, prints the summed
 counters on SIGUSR1 and on exit, and says which signal stopped it. Each
 worker runs the same command line (``--workers`` aside) through
-:func:`cli_worker`, binding the shared port with ``SO_REUSEPORT``.
+``_main.cli_worker``, binding the shared port with ``SO_REUSEPORT``.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._errors import TrioUDPError
-from ._supervision import default_workers
-from ._workers import run_workers
+from .._workers import run_workers
+from .._workers._policy import default_workers
+from ._output import served_addresses, stats_line
 
 if TYPE_CHECKING:
     import argparse
     import signal
 
-    from ._server import ServerStats
-    from ._worker import Worker
+    from .._server import ServerStats
 
-__all__ = ["cli_worker", "stats_line", "supervise"]
+__all__ = ["WORKER_TARGET", "supervise"]
+
 
 #: What each worker process runs.
-WORKER_TARGET = "trioudp._cli_workers:cli_worker"
-
-
-def stats_line(total: ServerStats, workers: int) -> str:
-    """One line of the workers' summed counters.
-
-    Example:
-        >>> from trioudp import ServerStats
-        >>> stats_line(ServerStats(received=3, handled=3, replied=3), 2)
-        'totals of 2 workers: received 3, handled 3, replied 3, dropped 0, handler errors 0'
-    """
-    return (
-        f"totals of {workers} workers: received {total.received},"
-        f" handled {total.handled}, replied {total.replied},"
-        f" dropped {total.dropped}, handler errors {total.handler_errors}"
-    )
+WORKER_TARGET = "trioudp._cli._main:cli_worker"
 
 
 async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
@@ -73,8 +57,6 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
                 on_stats=on_stats,
             )
         )
-        from ._cli import served_addresses
-
         hosts = ["0.0.0.0", "::"] if args.host is None else [args.host]
         address = served_addresses((host, pool.port) for host in hosts)
         print(
@@ -90,24 +72,3 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
     on_stats(await pool.stats())
     # As one process: 128 + the signal after a graceful stop, else 0.
     return 128 + stopped_by[0] if stopped_by else 0
-
-
-async def cli_worker(worker: Worker) -> int:
-    """One worker: the same command line, serving ``worker.port`` with
-    ``SO_REUSEPORT``; returns the command's exit code."""
-    from ._cli import EXIT_FAILURE, build_parser
-
-    args = build_parser().parse_args(worker.args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format=f"%(levelname)s %(name)s (worker {worker.index}): %(message)s",
-    )
-    args.workers = 1
-    args.port = worker.port
-    args.worker = worker
-    try:
-        code: int = await args.func(args)
-    except (TrioUDPError, OSError) as exc:
-        print(f"trioudp {args.command}: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_FAILURE
-    return code

@@ -1,5 +1,5 @@
-"""Several processes serving one port: the supervisor (see ``_worker`` for a
-worker's side).
+"""The supervisor of several processes serving one port: :class:`WorkerPool`
+and :func:`run_workers` (``_worker`` is a worker's side).
 
 Each worker is its own Python process with its own ``trio.run``; they bind
 the same port with ``SO_REUSEPORT`` and the kernel spreads datagrams over them
@@ -21,35 +21,34 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-import os
 import signal
-import sys
 from typing import TYPE_CHECKING, Any, final
 
-import attrs
 import trio
 
-from ._address import check_port
-from ._errors import WorkerCrashLoop, WorkerStartFailed, describe_exit
-from ._supervision import (
+from .._address import check_port
+from .._errors import WorkerCrashLoop, WorkerStartFailed, describe_exit
+from ._child import spawn_child
+from ._policy import (
     DEFAULT_RESTART_BACKOFF,
     CrashBudget,
     default_workers,
     is_count,
     retired_report,
     sum_stats,
-    target_spec,
 )
-from ._worker import CHILD_PROGRAM, ENVIRONMENT_KEY, STOP_MARGIN, WorkerSettings
+from ._protocol import STOP_MARGIN, target_spec
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from ._backoff import Backoff
-    from ._server import ServerStats
+    from .._backoff import Backoff
+    from .._server import ServerStats
+    from ._child import Child
     from ._worker import Worker
 
 __all__ = ["WorkerPool", "run_workers"]
@@ -60,28 +59,6 @@ logger = logging.getLogger("trioudp")
 STATS_WAIT = 1.0
 #: Seconds the supervisor waits for a worker's last reports after it exits.
 REPORT_DRAIN = 1.0
-#: Longest report line accepted from a worker.
-MAX_REPORT = 1 << 20
-
-
-@attrs.define(eq=False)
-class _Child:
-    """A worker process and the supervisor's ends of its pipes."""
-
-    index: int
-    process: trio.Process
-    control: trio.lowlevel.FdStream
-    reports: trio.lowlevel.FdStream
-    ready: trio.Event = attrs.Factory(trio.Event)
-    reports_done: trio.Event = attrs.Factory(trio.Event)
-    changed: trio.Event = attrs.Factory(trio.Event)
-    port: int | None = None
-    latest: dict[str, Any] = attrs.Factory(dict)
-    answers: int = 0
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
 
 
 @final
@@ -113,7 +90,7 @@ class WorkerPool:
         self._args = tuple(args)
         self._grace = grace
         self._budget = budget
-        self._children: dict[int, _Child] = {}
+        self._children: dict[int, Child] = {}
         self._retired: list[dict[str, Any]] = []
         self._restarts = 0
         self._stopping = False
@@ -260,7 +237,7 @@ class WorkerPool:
         while not self._stopping:
             child = await self._spawn(index)
 
-            def on_ready(child: _Child = child) -> None:
+            def on_ready(child: Child = child) -> None:
                 nonlocal first
                 if first:
                     first = False
@@ -309,74 +286,38 @@ class WorkerPool:
         if first:
             task_status.started()
 
-    async def _spawn(self, index: int) -> _Child:
-        control_read, control_write = os.pipe()
-        report_read, report_write = os.pipe()
-        settings = WorkerSettings(
+    async def _spawn(self, index: int) -> Child:
+        child = await spawn_child(
+            index,
             target=self._spec,
-            index=index,
             count=self._count,
             port=self._port,
             args=self._args,
             grace=self._grace,
-            control_fd=control_read,
-            report_fd=report_write,
-            path=tuple(sys.path),
         )
-        env = dict(os.environ)
-        env[ENVIRONMENT_KEY] = settings.to_environment()
-        try:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-c", CHILD_PROGRAM],
-                env=env,
-                pass_fds=(control_read, report_write),
-            )
-        except BaseException:
-            os.close(control_write)
-            os.close(report_read)
-            raise
-        finally:
-            os.close(control_read)
-            os.close(report_write)
-        child = _Child(
-            index,
-            process,
-            trio.lowlevel.FdStream(control_write),
-            trio.lowlevel.FdStream(report_read),
-        )
+        process = child.process
         self._children[index] = child
         if self._stopping:  # a stop began while it was starting
             process.send_signal(self._stop_signal)
         logger.info("worker %d started (pid %d)", index, process.pid)
         return child
 
-    async def _run_child(self, child: _Child, on_ready: Callable[[], None]) -> int:
+    async def _run_child(self, child: Child, on_ready: Callable[[], None]) -> int:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_reports, child, on_ready)
+            nursery.start_soon(
+                child.read_reports,
+                functools.partial(
+                    self._take_report_untrusted, child, on_ready=on_ready
+                ),
+            )
             returncode = await child.process.wait()
             with trio.move_on_after(REPORT_DRAIN):
                 await child.reports_done.wait()
             nursery.cancel_scope.cancel()
         return returncode
 
-    async def _read_reports(self, child: _Child, on_ready: Callable[[], None]) -> None:
-        buffer = bytearray()
-        try:
-            async for chunk in child.reports:
-                buffer += chunk
-                while (end := buffer.find(b"\n")) >= 0:
-                    line = bytes(buffer[:end])
-                    del buffer[: end + 1]
-                    self._take_report_untrusted(child, line, on_ready)
-                if len(buffer) > MAX_REPORT:
-                    logger.warning("worker %d sent an overlong report", child.index)
-                    buffer.clear()
-        finally:
-            child.reports_done.set()
-            child.notify()
-
     def _take_report_untrusted(
-        self, child: _Child, line: bytes, on_ready: Callable[[], None]
+        self, child: Child, line: bytes, *, on_ready: Callable[[], None]
     ) -> None:
         """Act on one report line; a malformed one is logged and ignored."""
         try:
@@ -408,7 +349,7 @@ class WorkerPool:
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("worker %d sent a bad report %r: %r", child.index, line, exc)
 
-    async def _reap(self, child: _Child) -> None:
+    async def _reap(self, child: Child) -> None:
         """Wait for ``child`` to end (signalling it, then killing it, if need
         be) and move its counters to the retired total."""
         with trio.CancelScope(shield=True):

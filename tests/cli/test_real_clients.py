@@ -3,8 +3,8 @@ OpenBSD netcat (``nc -u``), over IPv4, IPv6 and a dual-stack ``--host ::``."""
 
 import signal
 
-from .conftest import needs, requires_ipv6, tool_missing
-from .realprocs import run, running, trioudp_command
+from ..conftest import needs, requires_ipv6, tool_missing
+from ..realprocs import run, running, trioudp_command
 
 requires_socat = needs(tool_missing("socat", "socat"))
 requires_nc = needs(tool_missing("nc", "netcat-openbsd"))

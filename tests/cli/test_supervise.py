@@ -1,0 +1,117 @@
+"""``trioudp serve|echo --workers``: the command line over run_workers, with
+real processes on loopback."""
+
+import os
+import signal
+import socket
+
+import pytest
+import trio
+
+from trioudp._cli._main import cli_worker
+from trioudp._cli._supervise import WORKER_TARGET
+from trioudp._workers._protocol import load_target
+
+from ..workers.helpers import DEADLINE, SOURCES, alive, wait_gone
+from .helpers import run_cli, spawn_cli, workers_banner
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT"
+)
+
+
+def test_each_worker_runs_the_command_line_entry_point():
+    assert load_target(WORKER_TARGET) is cli_worker
+
+
+def echo_many(port, count=SOURCES):
+    for i in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.settimeout(10)
+            probe.sendto(b"e%d" % i, ("127.0.0.1", port))
+            assert probe.recv(100) == b"e%d" % i
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_workers_answer_report_counters_and_stop_on_a_signal(signum):
+    server = spawn_cli("echo", "--port", "0", "--workers", "2")
+    try:
+        port, pids = workers_banner(server)
+        assert len(pids) == 2
+        echo_many(port)
+        server.send_signal(signal.SIGUSR1)
+        line = server.stderr.readline()
+        assert line.startswith(f"totals of 2 workers: received {SOURCES}, "), line
+        server.send_signal(signum)
+        _, err = server.communicate(timeout=DEADLINE)
+    finally:
+        server.kill()
+    assert server.returncode == 128 + signum, err  # as one process
+    assert f"Received {signum.name}, shutting down" in err
+    assert f"totals of 2 workers: received {SOURCES}, handled {SOURCES}" in err
+    for pid in pids:
+        assert not alive(pid)
+
+
+def test_cli_workers_zero_means_one_per_cpu():
+    cpu = min(os.sched_getaffinity(0))
+    server = spawn_cli(
+        "echo",
+        "--port",
+        "0",
+        "--workers",
+        "0",
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    try:
+        port, pids = workers_banner(server)
+        assert len(pids) == 1  # one CPU allowed: one worker
+        echo_many(port, 4)
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=DEADLINE)
+    finally:
+        server.kill()
+    assert server.returncode == 128 + signal.SIGTERM
+
+
+def test_cli_workers_that_cannot_bind_exit_1_with_the_cause():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        server = spawn_cli(
+            "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"
+        )
+        _, err = server.communicate(timeout=DEADLINE)
+    assert server.returncode == 1
+    assert f"cannot bind UDP socket to '127.0.0.1' port {port}" in err
+    assert "worker 0 exited with code 1 before it was serving" in err
+
+
+async def test_workers_stop_when_the_supervisor_is_killed():
+    with spawn_cli("echo", "--port", "0", "--workers", "2") as server:
+        try:
+            _, pids = workers_banner(server)
+        finally:
+            server.kill()  # SIGKILL: no chance to stop its workers
+    with trio.fail_after(DEADLINE):
+        for pid in pids:
+            await wait_gone(pid)  # their control pipe closed: they stop
+
+
+def test_cli_serve_workers_all_stop_when_one_is_told_to_exit():
+    server = spawn_cli("serve", "--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    try:
+        port, pids = workers_banner(server)
+        # The tutorial client: "Hello, server!", then "exit" from the same
+        # source port, so to the same worker; it stops, and so do the others.
+        client = run_cli("send", "--port", str(port), timeout=DEADLINE)
+        out, err = server.communicate(timeout=DEADLINE)
+    finally:
+        server.kill()
+    assert client.returncode == 0, client.stderr
+    assert server.returncode == 0, err
+    assert "Received Hello, server! from ('127.0.0.1'," in out
+    assert "Server exiting..." in out
+    assert "totals of 2 workers: received 2, handled 2, replied 1" in err
+    for pid in pids:
+        assert not alive(pid)

@@ -1,0 +1,173 @@
+"""run_workers and the worker processes it supervises.
+
+These tests start real processes on loopback; their waits are events (a
+reply, a report, a process's pidfd becoming readable) under ``fail_after``
+deadlines, never sleeps.
+"""
+
+import functools
+import logging
+import re
+import socket
+
+import pytest
+import trio
+
+import trioudp
+
+from .helpers import (
+    APP,
+    DEADLINE,
+    FAST,
+    SOURCES,
+    Capture,
+    alive,
+    ask,
+    ask_from_many_ports,
+)
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT"
+)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+async def test_run_workers_refuses_a_bad_count(bad):
+    with pytest.raises(ValueError, match="workers must be an int >= 0"):
+        await trioudp.run_workers(APP, bad)
+
+
+# ---- SO_REUSEPORT -------------------------------------------------------------
+
+
+async def test_reuse_port_lets_two_servers_share_a_port_and_without_it_bind_fails():
+    async def handler(datagram):
+        await datagram.reply(b"ok")
+
+    serve = functools.partial(trioudp.serve_udp, handler, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        first = await nursery.start(functools.partial(serve, 0, reuse_port=True))
+        second = await nursery.start(
+            functools.partial(serve, first.port, reuse_port=True)
+        )
+        assert second.port == first.port
+        with pytest.raises(trioudp.BindError, match="already"):
+            await nursery.start(serve, first.port)
+        assert await ask(first.port, b"hi") == b"ok"
+        nursery.cancel_scope.cancel()
+
+
+# ---- the library API ------------------------------------------------------------
+
+
+async def test_workers_start_share_the_port_answer_and_sum_their_counters():
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            pool = await nursery.start(
+                functools.partial(trioudp.run_workers, APP, 2, grace=2.0)
+            )
+            assert pool.workers == 2
+            assert len(set(pool.pids)) == 2
+            answered_by = await ask_from_many_ports(pool.port)
+            # The kernel spread the source ports over both workers.
+            assert set(answered_by) == set(pool.pids)
+            stats = await pool.stats()
+            assert stats.received == stats.handled == stats.replied == SOURCES
+            pids = pool.pids
+            pool.shutdown()
+    for pid in pids:
+        assert not alive(pid)
+    # After the stop, the final reports are what is left.
+    assert (await pool.stats()).received == SOURCES
+
+
+async def test_run_workers_returns_the_total_after_shutdown():
+    capture = Capture()
+
+    async def stop_soon():
+        with trio.fail_after(DEADLINE):
+            await capture.reported.wait()
+            await ask_from_many_ports(capture.value.port, 8)
+            capture.value.shutdown()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_soon)
+        total = await trioudp.run_workers(
+            APP, 2, grace=2.0, handle_signals=False, task_status=capture
+        )
+    assert total.received == total.replied == 8
+    assert total.in_flight == 0
+
+
+async def test_a_crashed_worker_is_reported_and_restarted(caplog):
+    caplog.set_level(logging.INFO, logger="trioudp")
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            pool = await nursery.start(
+                functools.partial(
+                    trioudp.run_workers, APP, 2, grace=2.0, restart_backoff=FAST
+                )
+            )
+            before = pool.pids
+            # Counters reported before the crash are kept, once.
+            await ask_from_many_ports(pool.port, 16)
+            assert (await pool.stats()).received == 16
+            async with trioudp.open_udp_socket("127.0.0.1") as sock:
+                await sock.send_to(b"crash", ("127.0.0.1", pool.port))
+            await pool.wait_restarts(1)
+            after = pool.pids
+            assert len(after) == 2
+            assert len(set(before) & set(after)) == 1
+            # The restarted worker serves again: both answer.
+            assert set(await ask_from_many_ports(pool.port)) == set(after)
+            assert (await pool.stats()).received == 16 + SOURCES
+            pool.shutdown()
+    crashed = (set(before) - set(after)).pop()
+    assert f"(pid {crashed}) exited with code 3; restarting it in 0.01 s" in caplog.text
+    assert "serves again" in caplog.text
+    for pid in before + after:
+        assert not alive(pid)
+
+
+async def test_a_crash_loop_stops_the_supervisor_with_a_clear_error(caplog):
+    caplog.set_level(logging.INFO, logger="trioudp")
+    with trio.fail_after(DEADLINE), pytest.raises(trioudp.WorkerCrashLoop) as info:
+        await trioudp.run_workers(
+            APP,
+            2,
+            args=["crash-when-ready"],
+            restart_backoff=FAST,
+            max_crashes=3,
+            crash_window=60.0,
+        )
+    error = info.value
+    assert (error.returncode, error.crashes, error.window) == (3, 4, 60.0)
+    assert "4 worker crashes within 60 s, giving up (a crash loop)" in str(error)
+    started = [int(pid) for pid in re.findall(r"started \(pid (\d+)\)", caplog.text)]
+    assert len(started) >= 5  # two workers, and three restarts
+    for pid in started:
+        assert not alive(pid)
+
+
+async def test_a_worker_that_cannot_bind_fails_the_start():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with (
+            trio.fail_after(DEADLINE),
+            pytest.raises(trioudp.WorkerStartFailed) as info,
+        ):
+            await trioudp.run_workers(APP, 2, port=port)
+    assert (info.value.index, info.value.returncode) == (0, 1)
+
+
+async def test_cancelling_run_workers_stops_every_worker():
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            pool = await nursery.start(
+                functools.partial(trioudp.run_workers, APP, 2, grace=2.0)
+            )
+            pids = pool.pids
+            nursery.cancel_scope.cancel()
+    for pid in pids:
+        assert not alive(pid)

@@ -1,0 +1,229 @@
+"""The argument parser of the ``trioudp`` command, and the checks of what
+argparse cannot check alone (``listen --group``).
+
+``docs/reference/cli.rst`` renders :func:`build_parser` (sphinx-argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket as stdlib_socket
+
+from .. import __version__
+from .._address import numeric_family
+from .._multicast import Multicast
+from ._argtypes import destination_port, number, port
+from ._bench import add_bench_parser
+from ._send import demo_command, send_command
+from ._serve import echo_command, listen_command, serve_command
+
+__all__ = ["DEFAULT_PORT", "MAX_WORKERS", "build_parser", "group_settings"]
+
+DEFAULT_PORT = 12345
+#: The most ``--workers`` a command line may ask for.
+MAX_WORKERS = 1024
+
+
+# Shared argument types (see _argtypes): inf, nan and bad text are usage
+# errors. Reuse these (or number(...)) for new options.
+_port = port
+#: A rate limit's N: bursts are 2N, which must stay a finite float.
+_rate_or_off = number(float, above=0, maximum=1e9, zero_is_off=True)
+#: An amplification factor: 0 turns it off, else QUIC's rule needs >= 1.
+_factor_or_off = number(float, minimum=1, zero_is_off=True)
+#: send --retries and --timeout: Backoff.within halves the first wait per
+#: retry, and the first wait must stay a normal float.
+MAX_RETRIES = 100
+MIN_TIMEOUT = 0.001
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``trioudp`` command."""
+    parser = argparse.ArgumentParser(
+        prog="trioudp",
+        description="UDP server and client tools built on Trio.",
+        epilog="Exit codes: 0 success, 1 network failure, 2 bad usage,"
+        " 130 interrupted (SIGINT), 143 stopped by SIGTERM.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def protection_options(
+        sub: argparse.ArgumentParser, *, rate: float, factor: float
+    ) -> None:
+        sub.add_argument(
+            "--rate-limit",
+            type=_rate_or_off,
+            default=rate,
+            metavar="N",
+            help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
+            f" bursts of 2N, loopback exempt; 0 = no limit (default {rate:g})",
+        )
+        sub.add_argument(
+            "--amplification-factor",
+            type=_factor_or_off,
+            default=factor,
+            metavar="K",
+            help="reply to each peer with at most K times the bytes it sent"
+            f" (QUIC's anti-amplification rule); 0 = no limit (default {factor:g})",
+        )
+
+    def workers_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--workers",
+            # Each worker is a process with its own interpreter (~27 MiB).
+            type=number(int, minimum=0, maximum=MAX_WORKERS),
+            default=1,
+            metavar="N",
+            help="processes sharing the port (SO_REUSEPORT), supervised and"
+            " restarted if they die; SIGUSR1 prints their summed counters;"
+            f" 0 = one per CPU, at most {MAX_WORKERS} (default 1)",
+        )
+
+    def server_parser(
+        name: str, help_text: str, default_host: str | None
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--host",
+            default=default_host,
+            help="address to bind (default "
+            + (default_host or "every address, IPv4 and IPv6, as serve_udp")
+            + ")",
+        )
+        sub.add_argument(
+            "--port",
+            type=_port,
+            default=DEFAULT_PORT,
+            help=f"port to bind (default {DEFAULT_PORT}; 0 = any free port)",
+        )
+        return sub
+
+    serve = server_parser(
+        "serve",
+        "The tutorial's server: print each datagram, reply 'Hello, client!', stop on 'exit'.",
+        None,
+    )
+    serve.add_argument(
+        "--allow-remote-exit",
+        action="store_true",
+        help="accept 'exit' from any peer (by default only from loopback)",
+    )
+    protection_options(serve, rate=50, factor=3)
+    workers_option(serve)
+    serve.set_defaults(func=serve_command)
+    echo = server_parser(
+        "echo", "Echo server: answer each datagram with its own bytes.", "127.0.0.1"
+    )
+    protection_options(echo, rate=0, factor=0)
+    workers_option(echo)
+    echo.set_defaults(func=echo_command)
+    listen = server_parser(
+        "listen", "Print each datagram received; answer nothing.", "127.0.0.1"
+    )
+    listen.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="join this multicast group (e.g. 239.1.2.3 or ff15::1234) and print"
+        " what is sent to it; binds every address (--host is not used)",
+    )
+    listen.add_argument(
+        "--interface",
+        metavar="IF",
+        help="with --group: the interface to join on, by name, index or (IPv4) address"
+        " (default: the routing table's choice)",
+    )
+    listen.set_defaults(func=listen_command)
+
+    send = commands.add_parser(
+        "send",
+        help="The tutorial's client: send a message, print the reply, then send 'exit'.",
+        description="Send MESSAGE, print the reply, then send 'exit'. Fails with exit"
+        " code 1 if no reply comes within --timeout seconds over all attempts.",
+    )
+    send.add_argument(
+        "message",
+        nargs="?",
+        default="Hello, server!",
+        metavar="MESSAGE",
+        help="what to send (default 'Hello, server!')",
+    )
+    send.add_argument(
+        "--host", default="127.0.0.1", help="server address (default 127.0.0.1)"
+    )
+    send.add_argument(
+        "--port",
+        type=destination_port,
+        default=DEFAULT_PORT,
+        help=f"server port (default {DEFAULT_PORT})",
+    )
+    send.add_argument(
+        "--timeout",
+        type=number(float, minimum=MIN_TIMEOUT),
+        default=1.0,
+        help="seconds to wait for a reply, over all attempts, at least"
+        f" {MIN_TIMEOUT:g} (default 1.0)",
+    )
+    send.add_argument(
+        "--retries",
+        type=number(int, minimum=0, maximum=MAX_RETRIES),
+        default=2,
+        help=f"retransmissions after the first send, 0..{MAX_RETRIES} (default 2)",
+    )
+    send.add_argument(
+        "--no-exit", action="store_true", help="do not send 'exit' afterwards"
+    )
+    send.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="--host is a broadcast address: send MESSAGE once (SO_BROADCAST) and"
+        " print every reply within --timeout; no 'exit' is sent; exit code 1 if"
+        " none came",
+    )
+    send.set_defaults(func=send_command)
+
+    demo = commands.add_parser(
+        "demo", help="Run the tutorial's server and client together over loopback."
+    )
+    demo.set_defaults(func=demo_command)
+
+    add_bench_parser(commands)
+    for sub in commands.choices.values():
+        # -v also after the command; SUPPRESS keeps an earlier -v in force.
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log debug messages",
+        )
+    return parser
+
+
+def group_settings(group: str, interface_text: str | None) -> Multicast:
+    """``listen --group``'s settings, checked (ValueError naming the value):
+    a multicast group, an interface by name, index or IPv4 address."""
+    try:
+        multicast_group = ipaddress.ip_address(group).is_multicast
+    except ValueError:
+        multicast_group = False
+    if not multicast_group:
+        msg = f"--group must be a multicast address (224.0.0.0/4 or ff00::/8), not {group!r}"
+        raise ValueError(msg)
+    interface: str | int | None = interface_text
+    if interface_text is not None:
+        if interface_text.isdigit():
+            interface = int(interface_text)
+        elif numeric_family(interface_text) is None:
+            try:
+                stdlib_socket.if_nametoindex(interface_text)
+            except OSError:
+                msg = f"--interface: no network interface is named {interface_text!r}"
+                raise ValueError(msg) from None
+    return Multicast(groups=[group], interface=interface)
