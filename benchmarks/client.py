@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
+from _results import add_json_option, write_json
 from echo import build, free_port, pinned, wait_until_echoing
 
 import trioudp
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument(
         "--build-dir", type=Path, default=Path(tempfile.gettempdir()) / "trioudp-bench"
     )
+    add_json_option(parser)
     args = parser.parse_args()
     concurrency = [int(n) for n in args.concurrency.split(",") if n]
 
@@ -152,6 +154,9 @@ def main() -> None:
             f"| {name} | {cell['rate']:,.0f} | {cell['rate'] / baseline:.2f}"
             f" | {cell['p50_us']:,.0f} | {cell['p99_us']:,.0f} |"
         )
+    settings = {"duration_s": args.duration, "repeat": args.repeat}
+    rows = [{"client": name, **cell} for name, cell in results.items()]
+    write_json(args.json, {"settings": settings, "clients": rows})
 
 
 def median_rate(cells: list[dict[str, float]]) -> float:

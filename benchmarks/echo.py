@@ -3,14 +3,15 @@
 Each cell starts a fresh server pinned to CPU 0, drives it from a closed-loop
 C load generator (benchmarks/loadgen.c, sendmmsg/recvmmsg) pinned to CPU 1,
 and reads the reply rate and latency. Ratios are to trio_naive in the same
-round; each cell is the median of --repeat rounds. The C echo server is the
-ceiling: the generator drives it several times faster than any Python
-server, so it is not what limits them.
+round; each cell is the median-rate one of --repeat rounds. The C echo
+server is the ceiling: the generator drives it several times faster than
+any Python server, so it is not what limits them.
 
 Run:  python benchmarks/echo.py            (about 2 minutes)
-      python benchmarks/echo.py --chart benchmarks/echo.png --repeat 3
+      python benchmarks/echo.py --repeat 3 --json echo.json
+      python benchmarks/figures.py --record echo=echo.json   (tables, chart)
 
-Needs a C compiler (cc); uvloop and matplotlib come with ``pip install '.[bench]'``.
+Needs a C compiler (cc); uvloop comes with ``pip install '.[bench]'``.
 Traffic stays on 127.0.0.1.
 """
 
@@ -21,13 +22,14 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _results import add_json_option, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -85,7 +87,9 @@ def servers(python: str, echo_c: Path) -> dict[str, list[str]]:
         "uvloop": [*reference, "uvloop"],
         "asyncio": [*reference, "asyncio"],
         "trio_naive": [*reference, "trio_naive"],
-        "trioudp": [python, "-m", "trioudp", "echo"],  # a Responder
+        "trio_task": [*reference, "trio_task"],
+        "anyio": [*reference, "anyio"],
+        "trioudp": [python, "-m", "trioudp", "echo", "--host", "127.0.0.1"],
         "trioudp_async": [*reference, "trioudp_async"],
     }
 
@@ -103,7 +107,7 @@ def loadgen_command(
 
 def run_cell(
     command: list[str], loadgen: Path, scenario: str, duration: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     port = free_port()
     server = subprocess.Popen(
         pinned(0, [*command, "--port", str(port)]), stdout=subprocess.DEVNULL
@@ -117,54 +121,11 @@ def run_cell(
             text=True,
             check=True,
         ).stdout
-        result: dict[str, float] = json.loads(output)
+        result: dict[str, Any] = json.loads(output)
         return result
     finally:
         server.terminate()
         server.wait(timeout=10)
-
-
-def chart(table: dict[str, dict[str, float]], names: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scenarios = list(table)
-    figure, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 3.6))
-    for axis, scenario in zip(axes, scenarios, strict=True):
-        ratios = [table[scenario][name] for name in names]
-        colors = [
-            "#d62728" if name.startswith("trioudp") else "#7f7f7f" for name in names
-        ]
-        axis.barh(names, ratios, color=colors)
-        axis.set_title(f"{scenario}: replies/s vs trio_naive")
-        axis.axvline(1.0, color="black", linewidth=0.8)
-        axis.invert_yaxis()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-
-
-def harness_ratios(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Replies/s over trio_naive's, per scenario and server, from the JSON
-    that ``shared/bench/run.py --json`` writes (each cell already the median
-    of its rounds).
-
-    Example:
-        >>> cell = lambda server, pps: {"server": server, "scenario": "latency",
-        ...                             "result": {"rate_pps": pps}}
-        >>> harness_ratios({"cells": [cell("trio_naive", 10.0), cell("c", 15.0)]})
-        {'latency': {'trio_naive': 1.0, 'c': 1.5}}
-    """
-    rates: dict[str, dict[str, float]] = {}
-    for cell in report["cells"]:
-        rates.setdefault(cell["scenario"], {})[cell["server"]] = cell["result"][
-            "rate_pps"
-        ]
-    return {
-        scenario: {name: rate / row["trio_naive"] for name, rate in row.items()}
-        for scenario, row in rates.items()
-    }
 
 
 def main() -> None:
@@ -181,39 +142,18 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--only", default="", help="comma-separated server names")
     parser.add_argument(
-        "--chart", type=Path, help="write a PNG chart of the ratios here"
-    )
-    parser.add_argument(
-        "--from-harness",
-        type=Path,
-        metavar="JSON",
-        help="draw --chart from the shared harness's --json output instead of running",
-    )
-    parser.add_argument(
         "--build-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "trioudp-benchmarks",
     )
+    add_json_option(parser)
     args = parser.parse_args()
-    if args.from_harness:
-        table = harness_ratios(json.loads(args.from_harness.read_text()))
-        names = sorted(
-            {name for row in table.values() for name in row},
-            key=lambda name: -table["throughput"].get(name, 0.0),
-        )
-        chart(table, names, args.chart or Path("echo.png"))
-        return
     binaries = build(args.build_dir)
     commands = servers(args.python, binaries["echo_c"])
     if args.only:
         commands = {name: commands[name] for name in args.only.split(",")}
     scenarios = args.scenarios.split(",")
-    rates: dict[str, dict[str, list[float]]] = {
-        s: {n: [] for n in commands} for s in scenarios
-    }
-    p50: dict[str, dict[str, list[float]]] = {
-        s: {n: [] for n in commands} for s in scenarios
-    }
+    rounds: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for round_number in range(args.repeat):
         for scenario in scenarios:
             for name, command in commands.items():
@@ -222,23 +162,42 @@ def main() -> None:
                     file=sys.stderr,
                 )
                 result = run_cell(command, binaries["loadgen"], scenario, args.duration)
-                rates[scenario][name].append(result["rate_pps"])
-                p50[scenario][name].append(result["p50_us"])
-    ratios: dict[str, dict[str, float]] = {}
+                rounds.setdefault((scenario, name), []).append(result)
+    cells = [
+        {
+            "server": name,
+            "scenario": scenario,
+            "command": " ".join(commands[name]),
+            "result": median_round(results),
+            "all_rates_pps": [r["rate_pps"] for r in results],
+        }
+        for (scenario, name), results in rounds.items()
+    ]
     print("| scenario | server | replies/s | x trio_naive | p50 us |")
     print("|---|---|--:|--:|--:|")
     for scenario in scenarios:
-        baseline = statistics.median(rates[scenario].get("trio_naive") or [1.0])
-        ratios[scenario] = {}
-        for name in commands:
-            rate = statistics.median(rates[scenario][name])
-            ratios[scenario][name] = rate / baseline
+        row = {c["server"]: c["result"] for c in cells if c["scenario"] == scenario}
+        baseline = row["trio_naive"]["rate_pps"] if "trio_naive" in row else 1.0
+        for name, result in row.items():
+            rate = result["rate_pps"]
             print(
-                f"| {scenario} | {name} | {rate:,.0f} | {rate / baseline:.2f} | {statistics.median(p50[scenario][name]):,.0f} |"
+                f"| {scenario} | {name} | {rate:,.0f} | {rate / baseline:.2f}"
+                f" | {result['p50_us']:,.0f} |"
             )
-    if args.chart:
-        chart(ratios, list(commands), args.chart)
-        print(f"chart written to {args.chart}", file=sys.stderr)
+    settings = {"duration_s": args.duration, "repeat": args.repeat}
+    write_json(args.json, {"settings": settings, "cells": cells})
+
+
+def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose rate is the median of all rounds' (the lower middle
+    one of an even number), as the shared harness reports a cell.
+
+    Example:
+        >>> median_round([{"rate_pps": 3}, {"rate_pps": 1}, {"rate_pps": 2}])
+        {'rate_pps': 2}
+    """
+    ordered = sorted(results, key=lambda result: result["rate_pps"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import time
 import attrs
 import trio
 from _proc import rss_kib
+from _results import add_json_option, write_json
 
 import trioudp
 
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--queue-size", type=int, default=256)
     parser.add_argument("--limit-seconds", type=float, default=120.0)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.serve:
         trio.run(serve, args.max_in_flight, args.queue_size)
@@ -159,6 +161,26 @@ def main() -> None:
     print(
         f"unaccounted (received - outcomes)              {received - stats['accounted']:,}"
     )
+    figures = {
+        "sent": sent,
+        "seconds": round(flood_seconds, 2),
+        "received": received,
+        "kernel_drops": kernel_drops,
+        "handled": stats["handled"],
+        "dropped": drops,
+        "handler_errors": stats["handler_errors"],
+        "answering": answering,
+        "rss_kib_before": rss_before,
+        "rss_kib_after": rss_after,
+        "unaccounted_sent": unaccounted,
+        "unaccounted_received": received - stats["accounted"],
+    }
+    settings = {
+        "handler_seconds": HANDLER_SECONDS,
+        **{k: getattr(args, k) for k in ("senders", "size", "max_in_flight")},
+        "queue_size": args.queue_size,
+    }
+    write_json(args.json, {"settings": settings, "flood": figures})
 
 
 if __name__ == "__main__":

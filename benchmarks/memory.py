@@ -10,15 +10,20 @@ import argparse
 import functools
 import gc
 import socket
+from typing import TYPE_CHECKING
 
 import trio
 import trio.testing
 from _proc import rss_kib
+from _results import add_json_option, write_json
 
 import trioudp
 
+if TYPE_CHECKING:
+    from pathlib import Path
 
-async def measure(handlers: int) -> None:
+
+async def measure(json_path: Path | None, handlers: int) -> None:
     release = trio.Event()
 
     async def waiting(datagram: trioudp.Datagram) -> None:
@@ -58,15 +63,24 @@ async def measure(handlers: int) -> None:
         f"RSS with an idle server                {idle / 1024:.1f} MiB (+{idle - before_server} KiB)"
     )
     print(f"RSS with {in_flight:,} handlers in flight    {busy / 1024:.1f} MiB")
-    print(
-        f"bytes per in-flight handler            {(busy - idle) * 1024 / max(in_flight, 1):,.0f}"
-    )
+    per_handler = (busy - idle) * 1024 / max(in_flight, 1)
+    print(f"bytes per in-flight handler            {per_handler:,.0f}")
+    figures = {
+        "rss_kib_before_server": before_server,
+        "rss_kib_idle_server": idle,
+        "handlers_in_flight": in_flight,
+        "rss_kib_busy": busy,
+        "bytes_per_handler": round(per_handler),
+    }
+    write_json(json_path, {"memory": figures})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--handlers", type=int, default=10_000)
-    trio.run(measure, parser.parse_args().handlers)
+    add_json_option(parser)
+    args = parser.parse_args()
+    trio.run(measure, args.json, args.handlers)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Reference UDP echo servers for benchmarks/echo.py (each binds 127.0.0.1:--port).
 
-Kinds: trio_naive (one recvfrom/sendto loop on trio.socket), asyncio and
-uvloop (DatagramProtocol), stdlib (a blocking loop), and trioudp's two
+Kinds: trio_naive (one recvfrom/sendto loop on trio.socket), trio_task (the
+same, with a task started for each datagram's reply), anyio (its UDP socket
+on the trio backend), asyncio and uvloop (DatagramProtocol), stdlib (a
+blocking loop), and trioudp's two
 handler forms without protection: trioudp_async (``async def`` +
 ``await datagram.reply``) and trioudp_responder (a :class:`trioudp.Responder`).
 trioudp as users run it is measured as ``python -m trioudp echo``.
@@ -23,6 +25,25 @@ async def trio_naive(port: int) -> None:
     while True:
         data, address = await sock.recvfrom(65536)
         await sock.sendto(data, address)
+
+
+async def trio_task(port: int) -> None:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", port))
+    async with trio.open_nursery() as nursery:
+        while True:
+            data, address = await sock.recvfrom(65536)
+            nursery.start_soon(sock.sendto, data, address)
+
+
+async def anyio_echo(port: int) -> None:
+    import anyio
+
+    async with await anyio.create_udp_socket(
+        local_host="127.0.0.1", local_port=port
+    ) as sock:
+        async for data, address in sock:
+            await sock.sendto(data, *address)
 
 
 async def trioudp_echo(port: int, form: str) -> None:
@@ -67,6 +88,8 @@ def main() -> None:
         "kind",
         choices=[
             "trio_naive",
+            "trio_task",
+            "anyio",
             "asyncio",
             "uvloop",
             "stdlib",
@@ -79,6 +102,10 @@ def main() -> None:
     try:
         if args.kind == "trio_naive":
             trio.run(trio_naive, args.port)
+        elif args.kind == "trio_task":
+            trio.run(trio_task, args.port)
+        elif args.kind == "anyio":
+            trio.run(anyio_echo, args.port)
         elif args.kind.startswith("trioudp_"):
             trio.run(trioudp_echo, args.port, args.kind.removeprefix("trioudp_"))
         elif args.kind == "asyncio":

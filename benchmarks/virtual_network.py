@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 import trio.testing
+from _results import add_json_option, write_json
 from trio.testing._fake_net import FakeNet
 
 from trioudp.testing import VirtualNetwork
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--datagrams", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--window", type=int, default=1)
+    add_json_option(parser)
     args = parser.parse_args()
     n, window = args.datagrams, args.window
     rates: dict[str, list[float]] = {
@@ -127,6 +129,13 @@ def main() -> None:
     )
     per_event, events = trace_bytes_per_event(min(n, 20_000))
     print(f"trace memory per event: {per_event:.0f} B ({events:,} events kept)")
+    settings = {"datagrams": n, "rounds": args.rounds, "window": window}
+    figures = {
+        "datagrams_per_cpu_second": {k: round(v) for k, v in medians.items()},
+        "trace_bytes_per_event": round(per_event),
+        "trace_events": events,
+    }
+    write_json(args.json, {"settings": settings, "virtual_network": figures})
 
 
 if __name__ == "__main__":

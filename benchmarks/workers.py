@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from _proc import pss_kib, rss_kib
+from _results import add_json_option, write_json
 from echo import build, loadgen_command
 
 HERE = Path(__file__).resolve().parent
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument(
         "--build-dir", default=str(Path(tempfile.gettempdir()) / "trioudp-bench")
     )
+    add_json_option(parser)
     args = parser.parse_args()
     loadgen = build(Path(args.build_dir))["loadgen"]
     rows = [
@@ -147,6 +149,8 @@ def main() -> None:
         )
     for row in rows:
         print(f"workers={row['workers']}: {row['totals']}")
+    settings = {"window": args.window, "duration_s": args.duration}
+    write_json(args.json, {"settings": settings, "workers": rows})
 
 
 if __name__ == "__main__":

@@ -1,13 +1,57 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the running test: ``reason`` says what this machine lacks (a
+    tool, root for a network namespace). Under CI (``CI`` set in the
+    environment) fail instead: CI installs every tool and runs as root, so
+    there a skip would only hide a test that did not run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {reason}", pytrace=False)
+    # Reported at the test, as a skipif mark's skip is, not at this line.
+    raise pytest.skip.Exception(reason, _use_item_location=True)
+
+
+def needs(missing: str | None) -> pytest.MarkDecorator:
+    """Mark a test that cannot run where ``missing`` says why (None: it can);
+    at setup it skips, or under CI fails (:func:`unavailable`)."""
+    return pytest.mark.needs(missing)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(missing): skip (under CI: fail) when missing is not None"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        if mark.args[0] is not None:
+            unavailable(mark.args[0])
+
+
+def system_tool(name: str) -> str | None:
+    """Where the program ``name`` is: on PATH, or in /usr/sbin or /sbin,
+    where Debian puts ip, tc and nginx (not on an ordinary user's PATH)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def tool_missing(name: str, package: str) -> str | None:
+    """Why the program ``name`` cannot be run here (None if it can)."""
+    if system_tool(name) is None:
+        return f"{name} is not installed (Debian: {package}; .ci/run installs it)"
+    return None
 
 
 def open_fds() -> int:
@@ -76,17 +120,19 @@ def count_tasks() -> int:
 NETNS_SCENARIOS = ROOT / "tests" / "netns" / "scenarios.py"
 
 
-def _netns_missing() -> str | None:
-    """Why fault scenarios cannot run here (None if they can)."""
-    import shutil
+def netns_missing() -> str | None:
+    """Why this process cannot make network namespaces and build a network
+    in them (None if it can): they need ``unshare`` and ``ip``, and root."""
     import subprocess
 
-    for tool in ("unshare", "ip", "tc"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (Debian: util-linux, iproute2)"
+    for tool, package in (("unshare", "util-linux"), ("ip", "iproute2")):
+        missing = tool_missing(tool, package)
+        if missing is not None:
+            return missing
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
     if probe.returncode:
-        return f"cannot create a network namespace: {probe.stderr.decode().strip()}"
+        error = probe.stderr.decode().strip()
+        return f"cannot create a network namespace (needs root): {error}"
     return None
 
 
@@ -99,11 +145,9 @@ def netns():
 
     import trio
 
-    missing = _netns_missing()
+    missing = netns_missing() or tool_missing("tc", "iproute2")
     if missing is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"fault tests must run in CI: {missing}")
-        pytest.skip(missing)
+        unavailable(missing)
 
     async def run(name: str, *args: str, limit: float = 60) -> dict:
         command = ["unshare", "-n", sys.executable, str(NETNS_SCENARIOS), name, *args]

@@ -1,6 +1,14 @@
-"""The benchmark scripts keep working: each runs here on a small workload."""
+"""The benchmark scripts keep working: each runs here on a small workload,
+and what it writes with --json renders into the tables; the committed tables
+and chart are what benchmarks/figures.py renders from the committed results."""
 
+import copy
+import doctest
+import importlib.util
+import json
 import re
+
+import pytest
 
 from .conftest import ROOT, run_python
 
@@ -9,6 +17,66 @@ BENCHMARKS = ROOT / "benchmarks"
 
 def run(name, *args):
     return run_python(str(BENCHMARKS / name), *args)
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", BENCHMARKS / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def figures():
+    return load("figures")
+
+
+@pytest.fixture(scope="module")
+def results(figures):
+    return json.loads(figures.RESULTS.read_text())
+
+
+def test_committed_tables_and_chart_are_what_the_results_render(figures, results):
+    stale = [str(path.relative_to(ROOT)) for path in figures.stale(results)]
+    assert not stale, f"stale, run python benchmarks/figures.py: {stale}"
+
+
+def test_a_number_changed_in_the_results_makes_the_pages_stale(figures, results):
+    changed = copy.deepcopy(results)
+    changed["echo"]["cells"][0]["result"]["rate_pps"] *= 1.5
+    assert set(figures.stale(changed)) == {
+        figures.CHART,
+        figures.PERFORMANCE,
+        figures.BENCHMARKS,
+    }
+
+
+def test_the_pages_show_the_figures_they_are_rendered_from(figures, results):
+    """Spot checks against the results file itself, not the renderers."""
+    echo = {(c["scenario"], c["server"]): c["result"] for c in results["echo"]["cells"]}
+    ratio = (
+        echo["throughput", "trioudp"]["rate_pps"]
+        / echo["throughput", "trio_naive"]["rate_pps"]
+    )
+    performance = figures.PERFORMANCE.read_text()
+    assert f"     - {ratio:.2f}\n" in performance
+    readme = figures.BENCHMARKS.read_text()
+    assert f"| {echo['throughput', 'uvloop']['rate_pps']:,.0f} |" in readme
+    assert f">{ratio:.2f}</text>" in figures.CHART.read_text()
+    # The front page shows the chart and cites the page; it copies no figure.
+    front = (ROOT / "README.md").read_text()
+    assert "benchmarks/echo.svg" in front
+    assert f"{ratio:.2f}" not in front
+
+
+@pytest.mark.parametrize("name", ["figures", "echo"])
+def test_benchmark_helpers_doctests(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # their sibling modules
+    failures, tried = doctest.testmod(load(name), verbose=False)
+    assert tried
+    assert not failures
 
 
 def test_flood_reconciles_every_datagram():
@@ -33,28 +101,36 @@ def test_virtual_network_versus_fakenet():
     assert re.search(r"trace memory per event: \d+ B \([\d,]+ events kept\)", out)
 
 
-def test_echo_benchmark_runs_side_by_side(tmp_path):
+def test_echo_benchmark_runs_side_by_side_and_its_json_renders(tmp_path, figures):
     out = run(
         "echo.py",
         "--only",
-        "c,trio_naive,trioudp",
+        "c,trio_naive,trio_task,anyio,trioudp",
         "--scenarios",
         "throughput",
         "--duration",
         "0.5",
         "--build-dir",
         str(tmp_path),
+        "--json",
+        str(tmp_path / "echo.json"),
     )
     rows = {
         line.split("|")[2].strip(): line
         for line in out.splitlines()
         if line.startswith("| throughput")
     }
-    assert set(rows) == {"c", "trio_naive", "trioudp"}
+    assert set(rows) == {"c", "trio_naive", "trio_task", "anyio", "trioudp"}
     assert "| 1.00 |" in rows["trio_naive"]
+    section = json.loads((tmp_path / "echo.json").read_text())
+    assert figures.ratios(section)["throughput"]["trio_naive"] == 1.0
+    summary = figures.echo_summary("md", section)
+    assert summary.startswith("Measured ")
+    assert "`python benchmarks/echo.py --only" in summary
+    assert "<svg" in figures.chart(section)
 
 
-def test_client_benchmark_runs_side_by_side(tmp_path):
+def test_client_benchmark_runs_side_by_side(tmp_path, figures):
     out = run(
         "client.py",
         "--duration",
@@ -63,6 +139,8 @@ def test_client_benchmark_runs_side_by_side(tmp_path):
         "8",
         "--build-dir",
         str(tmp_path),
+        "--json",
+        str(tmp_path / "client.json"),
     )
     rates = {
         line.split("|")[1].strip(): float(line.split("|")[2].replace(",", ""))
@@ -71,6 +149,8 @@ def test_client_benchmark_runs_side_by_side(tmp_path):
     }
     assert set(rates) == {"trio_naive", "request", "request x8"}
     assert all(rate > 0 for rate in rates.values())
+    table = figures.client("md", json.loads((tmp_path / "client.json").read_text()))
+    assert "| `request x8` |" in table
 
 
 def test_workers_benchmark_spreads_flows_and_reports_memory(tmp_path):
@@ -86,15 +166,3 @@ def test_workers_benchmark_spreads_flows_and_reports_memory(tmp_path):
     rows = [line for line in out.splitlines() if re.match(r"\| [12] \| 4 \|", line)]
     assert len(rows) == 2, out
     assert "totals of 2 workers: received" in out
-
-
-def test_harness_ratios_are_relative_to_trio_naive():
-    import doctest
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_echo", BENCHMARKS / "echo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    failures, tried = doctest.testmod(module, verbose=False)
-    assert tried
-    assert not failures

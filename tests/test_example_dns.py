@@ -4,7 +4,6 @@ dnspython's Trio resolver."""
 
 import doctest
 import json
-import shutil
 import signal
 import struct
 
@@ -19,7 +18,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .conftest import ROOT
+from .conftest import ROOT, needs, tool_missing
 from .realprocs import WAIT, example, example_module, run, running
 
 dnsex = example_module("_dns")
@@ -110,9 +109,7 @@ def test_any_question_bytes_after_a_valid_header(tail):
     dnsex.answer_untrusted(ZONE, header + tail)
 
 
-requires_dig = pytest.mark.skipif(
-    shutil.which("dig") is None, reason="dig (bind9-dnsutils) is not installed"
-)
+requires_dig = needs(tool_missing("dig", "bind9-dnsutils"))
 
 
 def dig(port, *args):

@@ -4,13 +4,13 @@ against util-linux ``logger --udp`` in both formats."""
 import contextlib
 import doctest
 import json
-import shutil
 import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from .conftest import needs, tool_missing
 from .realprocs import example, example_module, run, running
 
 syslog = example_module("_syslog")
@@ -99,9 +99,7 @@ def test_any_rfc5424_tail_gives_a_message_or_malformed(text):
         parse(b"<13>1 " + text.encode())
 
 
-requires_logger = pytest.mark.skipif(
-    shutil.which("logger") is None, reason="util-linux logger is not installed"
-)
+requires_logger = needs(tool_missing("logger", "bsdutils"))
 
 
 @requires_logger

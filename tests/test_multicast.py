@@ -3,7 +3,6 @@ loopback (no group is joined on the host's network), and real exchanges inside
 a network namespace the test creates."""
 
 import json
-import shutil
 import socket
 import struct
 import subprocess
@@ -21,7 +20,7 @@ from trioudp._multicast import (
     outgoing_interface,
 )
 
-from .conftest import ROOT, requires_ipv6
+from .conftest import ROOT, needs, netns_missing, requires_ipv6
 
 LO = socket.if_nametoindex("lo")
 
@@ -148,32 +147,19 @@ async def test_open_and_serve_options_set_broadcast(nursery):
     server.begin_shutdown(0)
 
 
-def can_unshare() -> bool:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return False
-    probe = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "ip",
-            "link",
-            "add",
-            "v0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "v1",
-        ],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
+def veth_missing() -> str | None:
+    """Why a namespace with a veth pair cannot be made here (None if it can)."""
+    missing = netns_missing()
+    if missing is not None:
+        return missing
+    veth = ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"]
+    probe = subprocess.run(["unshare", "-n", *veth], capture_output=True, check=False)
+    if probe.returncode:
+        return f"cannot make a veth pair: {probe.stderr.decode().strip()}"
+    return None
 
 
-@pytest.mark.skipif(
-    not can_unshare(), reason="needs root for `unshare -n` and veth (CI runs as root)"
-)
+@needs(veth_missing())
 async def test_real_multicast_and_broadcast_inside_a_network_namespace():
     with trio.fail_after(90):
         done = await trio.run_process(

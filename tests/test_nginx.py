@@ -6,7 +6,6 @@ The distribution counts are printed (``pytest -s tests/test_nginx.py``).
 """
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,21 +17,17 @@ import trio
 
 import trioudp
 
-from .conftest import ROOT
+from .conftest import ROOT, needs, system_tool, tool_missing
 
 EXAMPLE = ROOT / "examples" / "nginx-udp-lb"
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-NGINX = shutil.which("nginx") or (
-    "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-)
+NGINX = system_tool("nginx")
 DEADLINE = 60
 SOURCES = 64
 #: Client addresses for the affinity test: all on loopback (127.0.0.0/8).
 CLIENT_HOSTS = [f"127.0.0.{10 + i}" for i in range(16)]
 
-pytestmark = pytest.mark.skipif(
-    NGINX is None, reason="nginx is not installed (.ci/run installs it)"
-)
+pytestmark = needs(tool_missing("nginx", "nginx, libnginx-mod-stream"))
 
 
 def free_udp_port():
@@ -200,8 +195,13 @@ async def test_run_sh_serves_in_the_foreground_and_cleans_up_on_sigterm():
         "BACKEND_A": free_udp_port(),
         "BACKEND_B": free_udp_port(),
     }
+    # run.sh calls nginx by name: /usr/sbin is not on an ordinary user's PATH.
+    path = f"{os.environ.get('PATH', '')}{os.pathsep}{Path(NGINX).parent}"
     env = dict(
-        os.environ, PYTHON=sys.executable, **{k: str(v) for k, v in ports.items()}
+        os.environ,
+        PATH=path,
+        PYTHON=sys.executable,
+        **{k: str(v) for k, v in ports.items()},
     )
     script = await trio.lowlevel.open_process(
         [str(EXAMPLE / "run.sh")],

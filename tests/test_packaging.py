@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import importlib.metadata
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 from packaging.requirements import Requirement
 
-from .conftest import ROOT
+from .conftest import ROOT, unavailable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -124,6 +125,10 @@ def test_wheel_metadata_has_the_license_and_the_platforms(wheel):
     assert "trioudp/py.typed" in names
     classifiers = metadata.get_all("Classifier")
     assert "Operating System :: POSIX :: Linux" in classifiers
+    # The versions CI tests (.ci/run), and no other.
+    assert metadata["Requires-Python"] == ">=3.10"
+    versions = [c.split(" :: ")[-1] for c in classifiers if " :: 3." in c]
+    assert versions == ["3.10", "3.11", "3.12", "3.13"]
 
 
 def test_wheel_installs_into_a_fresh_venv_and_runs_the_demo(wheel, tmp_path):
@@ -157,12 +162,13 @@ def test_plain_pytest_runs_the_doctests_against_an_installed_trioudp(wheel, tmp_
         _closure(["trio", "attrs", "pytest", "pytest-trio", "hypothesis"]),
     )
     _pip_install(bin_dir, wheel)
-    # What the ``pytest`` console script does: no current directory on sys.path
-    # (-P), unlike ``python -m pytest``.
+    # What the ``pytest`` console script does: no current directory on sys.path,
+    # unlike ``python -m pytest`` (-I: isolated mode leaves it out, from 3.4 on;
+    # -P does only that, but only from 3.11 on).
     result = subprocess.run(
         [
             bin_dir / "python",
-            "-P",
+            "-I",
             "-c",
             "import sys, pytest; sys.exit(pytest.main())",
             "-p",
@@ -179,3 +185,33 @@ def test_plain_pytest_runs_the_doctests_against_an_installed_trioudp(wheel, tmp_
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mismatch" not in result.stdout
+
+
+def test_the_install_pages_git_form_builds_the_pinned_commit(tmp_path):
+    """docs/install.rst: ``pip install "trioudp @ git+file://localhost$PWD@$(git
+    rev-parse HEAD)"`` in a clone (pip 23.2, Python 3.11's, refuses the form
+    without a host). pip clones the URL and checks the commit out; built here
+    offline (no build isolation, no dependencies)."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        unavailable("needs git and a git checkout of trioudp")
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    page = (ROOT / "docs" / "install.rst").read_text()
+    command = 'pip install "trioudp @ git+file://localhost$PWD@$(git rev-parse HEAD)"'
+    assert command in page
+    built = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"),
+            *("--no-build-isolation", "--wheel-dir", tmp_path / "wheels"),
+            f"trioudp @ git+file://localhost{ROOT}@{commit}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheels").glob("trioudp-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "trioudp/__init__.py" in archive.namelist()

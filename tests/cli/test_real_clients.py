@@ -1,20 +1,13 @@
 """``trioudp echo`` answers the programs people already use: socat and
 OpenBSD netcat (``nc -u``), over IPv4, IPv6 and a dual-stack ``--host ::``."""
 
-import shutil
 import signal
 
-import pytest
-
-from ..conftest import requires_ipv6
+from ..conftest import needs, requires_ipv6, tool_missing
 from ..realprocs import run, running, trioudp_command
 
-requires_socat = pytest.mark.skipif(
-    shutil.which("socat") is None, reason="socat is not installed"
-)
-requires_nc = pytest.mark.skipif(
-    shutil.which("nc") is None, reason="nc (netcat-openbsd) is not installed"
-)
+requires_socat = needs(tool_missing("socat", "socat"))
+requires_nc = needs(tool_missing("nc", "netcat-openbsd"))
 
 
 def socat(address):

@@ -70,7 +70,7 @@ def test_signals_stop_serve_gracefully(signum):
         assert probe.recv(100) == b"ping"
     server.send_signal(signum)
     code, _, err = finish(server)
-    assert code == 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as the README says
+    assert code == 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as the docs say
     assert f"Received {signal.Signals(signum).name}, shutting down" in err
 
 

@@ -14,7 +14,6 @@ whose ``localhost`` has the same addresses.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -26,6 +25,8 @@ import pytest
 import trio
 
 from trioudp.testing import VirtualNetwork
+
+from ..conftest import netns_missing, unavailable
 
 _IN_NAMESPACE = "TRIOUDP_TEST_IN_NETNS"
 _ROOT = Path(__file__).resolve().parents[2]
@@ -65,20 +66,26 @@ def _in_fresh_namespace() -> bool:
     return "<LOOPBACK>" in link
 
 
+def _runs_in_a_child_namespace(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or callspec.params.get("lan") != "namespace":
+        return False
+    return not os.environ.get(_IN_NAMESPACE)  # else we are the child
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _runs_in_a_child_namespace(item):
+        missing = netns_missing()
+        if missing is None and not os.path.exists("/dev/net/tun"):
+            missing = "needs /dev/net/tun for the namespace's eth0 (a tap device)"
+        if missing is not None:
+            unavailable(missing)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    callspec = getattr(pyfuncitem, "callspec", None)
-    if callspec is None or callspec.params.get("lan") != "namespace":
+    if not _runs_in_a_child_namespace(pyfuncitem):
         return None
-    if os.environ.get(_IN_NAMESPACE):
-        return None  # we are the child: run the test here
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare and ip (util-linux, iproute2)")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("needs /dev/net/tun for the namespace's eth0 (a tap device)")
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
-    if probe.returncode:
-        pytest.skip("cannot create a network namespace here (needs root)")
     child = subprocess.run(
         [
             "unshare",

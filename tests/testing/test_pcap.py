@@ -1,8 +1,6 @@
 """pcapng captures: what crossed the wire, each packet with its fate, read
 back by the real tcpdump, tshark and capinfos."""
 
-import os
-import shutil
 import socket
 
 import pytest
@@ -12,16 +10,14 @@ import trio.testing
 from trioudp.testing import VirtualNetwork
 from trioudp.testing._pcap import PCAP_EPOCH
 
-from ..conftest import has_ipv6
+from ..conftest import has_ipv6, system_tool, unavailable
 from .conftest import pair
 
 
 def tool(name):
-    path = shutil.which(name)
+    path = system_tool(name)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; .ci/run installs it")
-        pytest.skip(f"{name} is not installed")
+        unavailable(f"{name} is not installed (.ci/run installs it)")
     return path
 
 

@@ -436,9 +436,9 @@ async def run_workers(
         task_status: reports the :class:`WorkerPool` once every worker serves.
 
     Returns:
-        The workers' counters summed, once all have stopped: after a signal,
+        The workers' counters summed, once all have stopped (after a signal,
         :meth:`WorkerPool.shutdown`, or a worker that returned on its own
-        (exit status 0), which stops the others.
+        with exit status 0, which stops the others).
 
     Raises:
         WorkerStartFailed: a worker ended before it served (its own error,

@@ -125,7 +125,7 @@ class VirtualNetwork:
         rmem_max, wmem_max: Linux's ``net.core.rmem_max``/``wmem_max``, the
             most ``SO_RCVBUF``/``SO_SNDBUF`` take (then doubled, as Linux does).
         trace_limit: keep only the latest this many events (default
-            :data:`DEFAULT_TRACE_LIMIT`, 100,000), or None for all. An event
+            ``DEFAULT_TRACE_LIMIT``, 100,000), or None for all. An event
             costs about 80 bytes plus its share of the payload, which the
             events of one datagram share and which is kept as long as one
             of them is (131 bytes an event with 64-byte payloads, measured
