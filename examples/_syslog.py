@@ -1,14 +1,22 @@
 """Syslog messages (RFC 3164 and RFC 5424) parsed into plain dicts.
 
 Pure: no I/O and no Trio. :func:`parse_untrusted` takes whatever a peer sent
-and either returns a dict or raises :class:`MalformedMessage`, nothing else.
+and either returns a dict or raises :class:`MalformedMessage`, nothing else;
+:func:`json_line` writes a record as one line of JSON.
+
+Bytes that are not UTF-8 and control characters other than tab and newline
+become U+FFFD: 3 bytes of UTF-8 each. JSON would spell a control character
+in 6 bytes (``\\u001b``), and a program that prints a decoded message
+would hand it to a terminal. A record's line thus holds at most 3 bytes for
+each byte of the datagram, plus its keys (see :data:`KEYS_SIZE`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 
-__all__ = ["MalformedMessage", "parse_untrusted"]
+__all__ = ["KEYS_SIZE", "MalformedMessage", "json_line", "parse_untrusted"]
 
 
 class MalformedMessage(ValueError):
@@ -26,6 +34,13 @@ _SD_ELEMENT = re.compile(
 )
 _SD_PARAM = re.compile(r' ([^\s=\]"]{1,32})="((?:[^"\\]|\\.)*)"')
 _SD_ESCAPE = re.compile(r"\\([\"\\\]])")
+# C0 controls but tab and newline, DEL, and C1 controls.
+_CONTROLS = dict.fromkeys(
+    [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)], "\ufffd"
+)
+#: Bytes a record's JSON line may hold beyond 3 for each byte of the
+#: datagram and the peer's address: its keys, quotes and separators.
+KEYS_SIZE = 200
 
 
 def _nil(field: str) -> str | None:
@@ -119,7 +134,19 @@ def parse_untrusted(data: bytes) -> dict[str, object]:
         'myapp'
     """
     facility, severity, rest = _priority(data)
-    text = rest.decode("utf-8", "replace").rstrip("\n\x00")
+    text = rest.decode("utf-8", "replace").rstrip("\r\n\x00").translate(_CONTROLS)
     if text.startswith("1 "):
         return _rfc5424(facility, severity, text)
     return _rfc3164(facility, severity, text)
+
+
+def json_line(peer: str, message: dict[str, object]) -> str:
+    """``message`` from ``peer`` as one line of JSON, ``peer`` first, not
+    ASCII-escaped: at most ``3 * len(datagram) + len(peer) + KEYS_SIZE``
+    bytes of UTF-8.
+
+    Example:
+        >>> json_line("192.0.2.7", parse_untrusted(b"<13>hi\\x1b[2J"))[:40]
+        '{"peer": "192.0.2.7", "format": "rfc3164'
+    """
+    return json.dumps({"peer": peer, **message}, ensure_ascii=False)

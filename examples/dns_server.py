@@ -11,24 +11,27 @@ import collections
 import functools
 import json
 import signal
-import sys
 from pathlib import Path
 
 import trio
-from _dns import answer_untrusted, load_zone
+from _dns import MAX_QUERY_SIZE, answer_untrusted, load_zone
+from _output import open_output
 
 import trioudp
 
 DEFAULT_ZONE = Path(__file__).parent / "zones" / "example.test.zone"
 # A DNS answer can be much bigger than its query, and the source address of a
-# query can be spoofed: answers are cut to 10 times the query's size
-# (truncated, TC set), and the guard below withholds anything beyond that.
-AMPLIFICATION = 10
+# query can be spoofed: as docs/howto/exposing.rst says, a peer gets at most
+# 3 times the bytes it sent. Answers are cut to that (truncated, TC set: the
+# client may ask again over TCP), and the guard withholds anything beyond.
+AMPLIFICATION = 3
 PROTECTION = {
     "rate_limit": trioudp.RateLimit(
         rate=20, burst=100, exempt=["127.0.0.0/8", "::1/128"]
     ),
     "amplification_factor": AMPLIFICATION,
+    # Longer datagrams are not queries: dropped unread, counted as oversize.
+    "max_datagram_size": MAX_QUERY_SIZE,
 }
 
 
@@ -36,37 +39,41 @@ async def main(host: str, port: int, zone_file: str) -> None:
     zone = load_zone(zone_file)
     outcomes: collections.Counter[str] = collections.Counter()
 
-    # A Responder: the answer comes from memory, nothing to wait for.
-    def answer(datagram: trioudp.Datagram) -> bytes | None:
-        outcome = answer_untrusted(zone, datagram.data, amplification=AMPLIFICATION)
-        outcomes[outcome.rcode] += 1
-        if outcome.reply is None:
-            return None
-        line = {"peer": datagram.peer[0], **outcome._asdict()}
-        del line["reply"]
-        print(json.dumps(line), flush=True)
-        return outcome.reply
+    async with open_output() as (out, err):
+        # A Responder: the answer comes from memory, nothing to wait for, and
+        # the log line is only queued (a reader that does not keep up loses
+        # lines, counted, but never holds up the answers).
+        def answer(datagram: trioudp.Datagram) -> bytes | None:
+            outcome = answer_untrusted(zone, datagram.data, amplification=AMPLIFICATION)
+            outcomes[outcome.rcode] += 1
+            if outcome.reply is None:
+                return None
+            line = {"peer": datagram.peer[0], **outcome._asdict()}
+            del line["reply"]
+            out.line(json.dumps(line))
+            return outcome.reply
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                functools.partial(
-                    trioudp.serve_udp,
-                    trioudp.Responder(answer),
-                    port,
-                    host=host,
-                    **PROTECTION,
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    functools.partial(
+                        trioudp.serve_udp,
+                        trioudp.Responder(answer),
+                        port,
+                        host=host,
+                        **PROTECTION,
+                    )
                 )
-            )
-            print(
-                f"DNS server for {zone.origin} on {host}:{server.port}",
-                file=sys.stderr,
-                flush=True,
-            )
-            async for _ in signals:
-                await server.shutdown(grace=1.0)
-                print(f"stopped: {dict(outcomes)}", file=sys.stderr, flush=True)
-                return
+                err.line(f"DNS server for {zone.origin} on {host}:{server.port}")
+                async for _ in signals:
+                    await server.shutdown(grace=1.0)
+                    if server.stats.dropped_oversize:
+                        outcomes["oversize"] = server.stats.dropped_oversize
+                    await out.aclose()
+                    if out.dropped:
+                        err.line(f"{out.dropped} log lines dropped: stdout not read")
+                    err.line(f"stopped: {dict(outcomes)}")
+                    return
 
 
 if __name__ == "__main__":

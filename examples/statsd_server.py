@@ -12,9 +12,9 @@ import argparse
 import functools
 import json
 import signal
-import sys
 
 import trio
+from _output import LineWriter, open_output
 from _statsd import Aggregator
 
 import trioudp
@@ -29,14 +29,16 @@ PROTECTION = {
 }
 
 
-def flush(metrics: Aggregator) -> None:
-    print(json.dumps(metrics.flush()), flush=True)
+def flush(metrics: Aggregator, out: LineWriter) -> None:
+    # Only queued: while stdout is not read, flushes are dropped (counted)
+    # and the server goes on counting.
+    out.line(json.dumps(metrics.flush()))
 
 
-async def flush_every(interval: float, metrics: Aggregator) -> None:
+async def flush_every(interval: float, metrics: Aggregator, out: LineWriter) -> None:
     while True:
         await trio.sleep(interval)
-        flush(metrics)
+        flush(metrics, out)
 
 
 async def main(host: str, port: int, interval: float) -> None:
@@ -45,23 +47,29 @@ async def main(host: str, port: int, interval: float) -> None:
     def receive(datagram: trioudp.Datagram) -> None:
         metrics.add_untrusted(datagram.data)  # counted, never answered
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                functools.partial(
-                    trioudp.serve_udp,
-                    trioudp.Responder(receive),
-                    port,
-                    host=host,
-                    **PROTECTION,
+    async with open_output() as (out, err):
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    functools.partial(
+                        trioudp.serve_udp,
+                        trioudp.Responder(receive),
+                        port,
+                        host=host,
+                        **PROTECTION,
+                    )
                 )
-            )
-            nursery.start_soon(flush_every, interval, metrics)
-            print(f"statsd server on {host}:{server.port}", file=sys.stderr, flush=True)
-            async for _ in signals:
-                await server.shutdown(grace=1.0)
-                flush(metrics)
-                nursery.cancel_scope.cancel()
+                nursery.start_soon(flush_every, interval, metrics, out)
+                err.line(f"statsd server on {host}:{server.port}")
+                async for _ in signals:
+                    await server.shutdown(grace=1.0)
+                    flush(metrics, out)
+                    await out.aclose()
+                    if out.dropped:
+                        err.line(f"{out.dropped} flushes dropped: stdout not read")
+                    err.line(f"stopped: {server.stats.handled} datagrams")
+                    nursery.cancel_scope.cancel()
+                    break
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """A syslog collector: RFC 3164 and RFC 5424 messages over UDP, one JSON
-object per line on stdout. Malformed datagrams are counted, never fatal.
+object per line on stdout, ``peer`` (the sender's address) first: anyone can
+send a syslog datagram that names any host. Malformed datagrams are
+counted, never fatal.
 
 Ctrl-C (SIGINT) or SIGTERM stops it gracefully.
 Run:  python examples/syslog_server.py [--host 127.0.0.1] [--port 5514]
@@ -8,12 +10,11 @@ Try:  logger --udp --server 127.0.0.1 --port 5514 -t myapp -p local3.warning hel
 
 import argparse
 import functools
-import json
 import signal
-import sys
 
 import trio
-from _syslog import MalformedMessage, parse_untrusted
+from _output import LineWriter, open_output
+from _syslog import MalformedMessage, json_line, parse_untrusted
 
 import trioudp
 
@@ -28,7 +29,12 @@ PROTECTION = {
 
 
 class Collector:
-    def __init__(self) -> None:
+    """A Responder's function: lines are only queued, so that a reader that
+    does not keep up loses lines (counted) but never holds up the server."""
+
+    def __init__(self, out: LineWriter, err: LineWriter) -> None:
+        self.out = out
+        self.err = err
         self.messages = 0
         self.malformed = 0
 
@@ -37,34 +43,37 @@ class Collector:
             message = parse_untrusted(datagram.data)
         except MalformedMessage as exc:
             self.malformed += 1
-            print(f"malformed datagram from {datagram.peer[0]}: {exc}", file=sys.stderr)
+            self.err.line(f"malformed datagram from {datagram.peer[0]}: {exc}")
             return
         self.messages += 1
-        print(json.dumps(message), flush=True)
+        self.out.line(json_line(datagram.peer[0], message))
 
 
 async def main(host: str, port: int) -> None:
-    collect = Collector()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                functools.partial(
-                    trioudp.serve_udp,
-                    trioudp.Responder(collect),
-                    port,
-                    host=host,
-                    **PROTECTION,
+    async with open_output() as (out, err):
+        collect = Collector(out, err)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    functools.partial(
+                        trioudp.serve_udp,
+                        trioudp.Responder(collect),
+                        port,
+                        host=host,
+                        **PROTECTION,
+                    )
                 )
-            )
-            print(f"syslog server on {host}:{server.port}", file=sys.stderr, flush=True)
-            async for _ in signals:
-                await server.shutdown(grace=1.0)
-                print(
-                    f"stopped: {collect.messages} messages, {collect.malformed} malformed",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return
+                err.line(f"syslog server on {host}:{server.port}")
+                async for _ in signals:
+                    await server.shutdown(grace=1.0)
+                    await out.aclose()
+                    if out.dropped:
+                        err.line(f"{out.dropped} records dropped: stdout not read")
+                    err.line(
+                        f"stopped: {collect.messages} messages,"
+                        f" {collect.malformed} malformed"
+                    )
+                    return
 
 
 if __name__ == "__main__":

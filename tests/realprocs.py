@@ -3,12 +3,16 @@ that drive them: every wait bounded by ``trio.fail_after``."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import importlib.util
+import os
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -70,6 +74,27 @@ class Running:
         assert found, line
         return int(found.group(1))
 
+    async def stop_leaving_stdout_unread(
+        self, signum: int = signal.SIGTERM
+    ) -> tuple[int, float, str]:
+        """Signal the program and wait for its end reading only its stderr:
+        its exit code, the seconds it took, and the rest of its stderr."""
+        started = trio.current_time()
+        self.process.send_signal(signum)
+        err = await self.stderr.rest()
+        with trio.fail_after(WAIT):
+            code = await self.process.wait()
+        return code, trio.current_time() - started, err
+
+    async def stdout_is_full(self) -> None:
+        """Wait (bounded) until the pipe of the program's stdout is full,
+        to a page: a write may leave the last page of a pipe part empty."""
+        fd = self.process.stdout.fileno()  # type: ignore[union-attr]
+        full = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) - os.sysconf("SC_PAGE_SIZE")
+        with trio.fail_after(WAIT):
+            while _waiting_in(fd) <= full:  # noqa: ASYNC110 (no event for this)
+                await trio.sleep(0.01)
+
     async def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
         """Signal the program; its exit code and the rest of its output."""
         self.process.send_signal(signum)
@@ -81,6 +106,11 @@ class Running:
         with trio.fail_after(WAIT):
             code = await self.process.wait()
         return code, out[0], err[0]
+
+
+def _waiting_in(fd: int) -> int:
+    """Bytes waiting to be read from a pipe."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0]
 
 
 async def _into(box: list[str], awaitable: object) -> None:
@@ -99,12 +129,23 @@ async def running(command: Sequence[str]) -> AsyncIterator[Running]:
                 stderr=subprocess.PIPE,
                 check=False,
                 cwd=ROOT,
+                deliver_cancel=_terminate_then_kill,
             )
         )
         try:
             yield Running(process)
         finally:
             nursery.cancel_scope.cancel()
+
+
+async def _terminate_then_kill(process: trio.Process) -> None:
+    # trio's default warns before its SIGKILL, and under filterwarnings=error
+    # the warning ends the cancellation first: a program that ignores SIGTERM
+    # (blocked in a write, say) would then hang the test instead of failing it.
+    process.terminate()
+    with trio.move_on_after(5):
+        await process.wait()
+    process.kill()
 
 
 def example(name: str, *args: str) -> list[str]:

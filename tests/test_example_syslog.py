@@ -7,6 +7,7 @@ import json
 import socket
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -99,6 +100,59 @@ def test_any_rfc5424_tail_gives_a_message_or_malformed(text):
         parse(b"<13>1 " + text.encode())
 
 
+def test_control_characters_and_bytes_not_utf8_are_replaced():
+    message = parse(b"<13>a\x1b[2Jb\x00c\x7fd\xc2\x9be\xfff\tg\nh\r\n")
+    assert message["msg"] == "a\ufffd[2Jb\ufffdc\ufffdd\ufffde\ufffdf\tg\nh"
+    sd = parse(b'<13>1 - h\x01 - - - [id p="\x07"] m')
+    assert (sd["hostname"], sd["structured_data"]) == (
+        "h\ufffd",
+        {"id": {"p": "\ufffd"}},
+    )
+
+
+def line_size(data, peer="2001:db8::1"):
+    return len(syslog.json_line(peer, parse(data)).encode())
+
+
+def bound(data, peer="2001:db8::1"):
+    return 3 * len(data) + len(peer) + syslog.KEYS_SIZE
+
+
+# Per byte of datagram, the most output each kind of input gave before:
+# JSON spelled a control character or a byte not UTF-8 in 6 (\u0001, \ufffd).
+GROWTH_CASES = [
+    b"<13>" + bytes(range(32)) * 100,
+    b"<13>" + b"\xff" * 3000,
+    b"<13>" + b"\xc2\x9b" * 1500,  # C1 control (CSI)
+    b"<13>" + b'"\\' * 1500,
+    b"<13>" + b"\t\n" * 1500,
+    b"<0>",
+    b"<191>1 - - - - - -",
+    b"<13>1 - - - - - " + b"[a]" * 1000,
+    b"<13>1 - - - - - [a" + b' b=""' * 600 + b"]",
+    b"<13>1 - - - - - [a" + b' b="\\""' * 400 + b"]",
+    b"<13>Nov  6 04:32:34 \x01 \x02[\x03]: \x04",
+]
+
+
+@pytest.mark.parametrize("data", GROWTH_CASES)
+def test_a_record_line_holds_at_most_three_bytes_per_datagram_byte(data):
+    assert line_size(data) <= bound(data)
+
+
+@given(st.binary(max_size=300).map(lambda tail: b"<13>" + tail))
+def test_any_datagram_gives_a_line_within_the_bound(data):
+    with contextlib.suppress(Malformed):
+        assert line_size(data) <= bound(data)
+
+
+@given(st.text(max_size=200))
+def test_any_rfc5424_text_gives_a_line_within_the_bound(text):
+    data = b"<13>1 " + text.encode()
+    with contextlib.suppress(Malformed):
+        assert line_size(data) <= bound(data)
+
+
 requires_logger = needs(tool_missing("logger", "bsdutils"))
 
 
@@ -112,7 +166,7 @@ async def test_logger_messages_in_both_formats_become_json_lines():
         done = await run([*logger, "--rfc3164", *tagged, "hello from 3164"])
         assert done.returncode == 0, done.stderr
         old = json.loads(await server.stdout.line())
-        assert old["format"] == "rfc3164"
+        assert (old["peer"], old["format"]) == ("127.0.0.1", "rfc3164")
         assert (old["facility"], old["severity"]) == (19, 4)  # local3.warning
         # RFC 3164 hostnames are short: logger cuts the domain off.
         short_name = socket.gethostname().split(".")[0]
@@ -126,7 +180,7 @@ async def test_logger_messages_in_both_formats_become_json_lines():
         done = await run([*logger, "--rfc5424", *tagged, *structured, "hi 5424"])
         assert done.returncode == 0, done.stderr
         new = json.loads(await server.stdout.line())
-        assert new["format"] == "rfc5424"
+        assert (new["peer"], new["format"]) == ("127.0.0.1", "rfc5424")
         assert (new["facility"], new["severity"]) == (19, 4)
         assert (new["app"], new["msgid"], new["msg"]) == ("myapp", "ID47", "hi 5424")
         assert new["pid"].isdigit()
@@ -140,6 +194,14 @@ async def test_logger_messages_in_both_formats_become_json_lines():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hostile:
             for junk in (b"", b"\xff\xfe garbage", b"<999>x", b"<13>1 - -"):
                 hostile.sendto(junk, ("127.0.0.1", port))
+            # Control bytes: each one 3 bytes of output (6 before).
+            controls = b"<13>1 - spoofed - - - - " + bytes(range(1, 32)) * 400
+            hostile.sendto(controls, ("127.0.0.1", port))
+        record = await server.stdout.line()
+        assert len(record.encode()) <= 3 * len(controls) + 9 + syslog.KEYS_SIZE
+        record = json.loads(record)
+        assert (record["peer"], record["hostname"]) == ("127.0.0.1", "spoofed")
+        assert record["msg"] == ("\ufffd" * 8 + "\t\n" + "\ufffd" * 21) * 400
         done = await run([*logger, "--rfc5424=notq,notime", "-t", "after", "still up"])
         assert done.returncode == 0, done.stderr
         last = json.loads(await server.stdout.line())
@@ -152,4 +214,25 @@ async def test_logger_messages_in_both_formats_become_json_lines():
     assert code == 0, err
     assert out == ""
     assert err.count("malformed datagram from 127.0.0.1") == 4
-    assert err.endswith("stopped: 3 messages, 4 malformed\n")
+    assert err.endswith("stopped: 4 messages, 4 malformed\n")
+
+
+async def test_an_unread_stdout_neither_stops_the_collector_nor_delays_sigterm():
+    message = b"<13>Nov  6 04:32:34 vm myapp[42]: " + b"x" * 100
+    async with running(example("syslog_server.py", "--port", "0")) as server:
+        port = await server.port_from_banner()
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+            await sock.connect(("127.0.0.1", port))
+            for _ in range(120):
+                for _ in range(100):
+                    await sock.send(message)
+                await sock.send(b"no priority")  # reported on stderr
+                assert "malformed" in await server.stderr.line()
+        code, seconds, err = await server.stop_leaving_stdout_unread()
+        written = (await server.stdout.rest()).count("\n")
+    assert code == 0, err
+    assert seconds < 5
+    dropped, stopped = err.splitlines()[-2:]
+    assert dropped.endswith(" records dropped: stdout not read")
+    assert int(dropped.split()[0]) + written == 12_000
+    assert stopped == "stopped: 12000 messages, 120 malformed"

@@ -94,5 +94,5 @@ def test_every_example_is_exercised():
     # Each in its own test module, with its real client.
     tested |= {"syslog_server.py", "statsd_server.py", "dns_server.py"}
     tested.add("workers.py")
-    helpers = {"_syslog.py", "_statsd.py", "_dns.py"}
+    helpers = {"_syslog.py", "_statsd.py", "_dns.py", "_output.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested | helpers
