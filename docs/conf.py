@@ -69,6 +69,10 @@ TYPE_ALIASES = {
     "Handler": "type-handler",
     "Answer": "type-answer",
     "Network": "type-network",
+    "DatagramOrigin": "type-datagram-origin",
+    "Endpoint": "type-endpoint",
+    "Sockaddr": "type-sockaddr",
+    "AddrInfo": "type-addrinfo",
 }
 
 

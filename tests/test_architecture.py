@@ -16,8 +16,6 @@ import ast
 import sys
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "trioudp"
 
 
@@ -110,24 +108,7 @@ def floors(graph: dict[str, set[str]]) -> dict[str, int]:
     return {node: height(node, frozenset()) for node in graph}
 
 
-# The virtual network (trioudp/testing) has circles of its own, which its
-# split (issue 20, branch structure-vnet) removes; assert on it once that
-# has merged. Until then only the core is held to "no circles".
-_NOT_YET = "trioudp.testing"
-
-
-def test_the_core_package_has_no_import_circles():
-    graph = import_graph()
-    core = {
-        name: {other for other in imported if not other.startswith(_NOT_YET)}
-        for name, imported in graph.items()
-        if not name.startswith(_NOT_YET)
-    }
-    assert circles(core) == []
-
-
-@pytest.mark.skip(reason="trioudp.testing is split on branch structure-vnet")
-def test_the_testing_subpackage_has_no_import_circles():
+def test_the_package_has_no_import_circles():
     assert circles(import_graph()) == []
 
 
@@ -152,8 +133,6 @@ def test_every_module_says_what_it_is_for_and_stays_small():
     unfit = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         name = module_name(path)
-        if name.startswith(_NOT_YET):
-            continue
         text = path.read_text()
         doc = ast.get_docstring(ast.parse(text)) or ""
         first = " ".join(doc.split("\n\n")[0].split())
@@ -163,14 +142,12 @@ def test_every_module_says_what_it_is_for_and_stays_small():
 
 
 def test_the_architecture_page_maps_every_module():
-    """docs/explanation/architecture.rst names each module (outside
-    trioudp.testing, which has its own split pending)."""
+    """docs/explanation/architecture.rst names each module."""
     page = (PACKAGE.parent / "docs" / "explanation" / "architecture.rst").read_text()
     missing = [
         name
         for name in import_graph()
-        if not name.startswith(_NOT_YET)
-        and name != "trioudp"
+        if name not in ("trioudp", "trioudp.testing")
         and f"``{name.rpartition('.')[2]}``" not in page
     ]
     assert missing == []

@@ -430,7 +430,7 @@ class VirtualNetwork:
 
     @property
     def trace(self) -> list[TraceEvent]:
-        """The events so far, in order: all of them, or the latest
+        """The events so far in order, all of them or the latest
         ``trace_limit`` (empty when ``record=False``)."""
         return self._trace.events()
 
