@@ -57,7 +57,8 @@ async def take_ready_plainly(intake, sock):
     (Inbox.accept, Handlers.start, Responder.answer and Outbox.reply_now):
     the reference its outcomes are compared with."""
     inbox, outbox = sock._inbox, sock._outbox
-    recvfrom = inbox.screened_recvfrom or inbox.fast.recvfrom
+    recvfrom = inbox.screened_recvfrom
+    screen = inbox.screen
     handlers, admission = intake.handlers, intake.admission
     handler = handlers.handler
     now = trio.current_time()
@@ -75,7 +76,7 @@ async def take_ready_plainly(intake, sock):
                     break
                 continue
             taken += 1
-            datagram = inbox.accept(data, peer, now)
+            datagram = inbox.accept(data, peer, now, screen.destination)
             if datagram is None:
                 continue
             if (admission.active or not peer[1]) and not admission.admit(datagram):
@@ -244,11 +245,11 @@ def send_buffer_full(refusals):
         _mmsg._sendmmsg = real
 
 
-def forging(fast):
-    """A screened receive that reports the datagram b"forged" as forged."""
+def forging(receive):
+    """A screened receive that also reports the datagram b"forged" as forged."""
 
     def recvfrom(bufsize):
-        data, peer = fast.recvfrom(bufsize)
+        data, peer = receive(bufsize)
         return (data, FORGED_SOURCE) if data == b"forged" else (data, peer)
 
     return recvfrom
@@ -278,7 +279,8 @@ async def outcome(take, make_handler, payloads, *, batch_size=64, **settings):
         handlers.handler = make_handler(intake)
         if guard is not None:
             sock._outbox.guard = AmplificationGuard(guard)
-        sock._inbox.screened_recvfrom = forging(sock._inbox.fast)
+        sock._inbox.screen_sources()
+        sock._inbox.screened_recvfrom = forging(sock._inbox.screened_recvfrom)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
             peer.bind(("127.0.0.1", 0))
             for payload in payloads:

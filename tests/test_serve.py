@@ -101,6 +101,7 @@ BAD_SERVER_SETTINGS = [
     ({"overflow": "drop_random"}, ValueError, "'drop_random' is not a valid Overflow"),
     ({"rate_limit": {"rate": 10, "burst": 5}}, TypeError, "rate_limit must be a RateLimit or None, not dict"),
     ({"access": ["10.0.0.0/8"]}, TypeError, r"access must be an AccessList or None, not list \['10.0.0.0/8'\]"),
+    ({"loop_guard": 16}, TypeError, "loop_guard must be a LoopGuard or None, not int 16"),
     ({"amplification_factor": "3"}, TypeError, "amplification_factor must be a number, not '3'"),
     ({"amplification_factor": True}, TypeError, "amplification_factor must be a number"),
     ({"amplification_factor": 0.5}, ValueError, "amplification_factor must be a finite number >= 1, not 0.5"),

@@ -35,6 +35,7 @@ from ._errors import WorkerStartFailed as WorkerStartFailed
 from ._handlers import Overflow as Overflow
 from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
+from ._limits import LoopGuard as LoopGuard
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimiter as RateLimiter
 from ._matching import Match as Match
@@ -63,6 +64,7 @@ __all__ = [
     "Datagram",
     "DatagramTooLarge",
     "InvalidAddress",
+    "LoopGuard",
     "Match",
     "Multicast",
     "OnUnreachable",

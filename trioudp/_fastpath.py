@@ -3,21 +3,24 @@
 This is the datagram's hot path, from the kernel to the reply, in three
 modules: this one (steps 1-5), ``_outbox`` (6) and ``_mmsg`` (7).
 
-1. **receive**: ``recvfrom`` on the socket's non-blocking twin, screened for
-   forged sources where the socket is not bound to loopback
-   (``_screening.Screen``); errors are counted (``Inbox.receive_failed``).
+1. **receive**: ``recvmsg`` on the socket's non-blocking twin, screened
+   (``_screening.Screen.receive``: forged sources, and broadcast or
+   multicast the socket did not ask for, come with a stand-in peer of port
+   0; the destination is left in ``Screen.destination``); errors are
+   counted (``Inbox.receive_failed``).
 2. **count and wrap**: an oversize datagram is counted and dropped; the rest
    are counted as received and become a :class:`Datagram`
    (``Datagram._received``) whose origin is the socket's ``Outbox``.
 3. **admit**: ``Admission.admit``, when protection is on or the source port
-   is 0 (which :data:`~trioudp._screening.FORGED_SOURCE` has).
+   is 0 (which screening's stand-ins have).
 4. **queue or run**: queued if handler slots are taken
    (``Handlers.enqueue``); else a :class:`Responder`'s function is called,
    or an async handler is stepped eagerly (``_handlers``) until it finishes
    or suspends.
 5. **reply**: a Responder's small answer joins the reply batch
-   (``SendBatch.add``); an async handler's ``Datagram.reply`` goes through
-   ``Outbox.reply``.
+   (``SendBatch.add``) unless a guard must see it first (amplification, or
+   the loop guard for a peer from a port below ``Outbox.guarded_below``);
+   an async handler's ``Datagram.reply`` goes through ``Outbox.reply``.
 6. **send the batch**: ``Outbox.end_batch`` once the batch is taken, or
    ``Outbox.send_held`` every ``REPLY_DELAY``.
 7. **sendmmsg**: ``SendBatch.send``, one system call for the batch.
@@ -98,7 +101,11 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
     outbox = sock._outbox
     fast = inbox.fast
     assert fast is not None
-    recvfrom = inbox.screened_recvfrom or fast.recvfrom
+    screen = inbox.screen
+    recvfrom = inbox.screened_recvfrom
+    # Intake.run screens every socket before it receives.
+    assert screen is not None
+    assert recvfrom is not None
     bufsize = inbox.bufsize
     local = inbox.local or inbox.local_for_datagrams()
     make_datagram = Datagram._received
@@ -107,6 +114,7 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
     respond = handler.respond if type(handler) is Responder else None
     reply_now = outbox.reply_now
     guard = outbox.guard
+    guarded_below = outbox.guarded_below
     timed = handlers.timeout is not None
     queue = handlers.queue
     max_in_flight = handlers.max_in_flight
@@ -136,7 +144,7 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
                 inbox.dropped_oversize += 1
                 continue
             inbox.received += 1
-            datagram = make_datagram(data, peer, local, now, outbox)
+            datagram = make_datagram(data, peer, local, now, outbox, screen.destination)
             # 3. admit
             if (screening or not peer[1]) and not admit(datagram):
                 continue
@@ -161,6 +169,7 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
                             joined = (
                                 replies is not None
                                 and guard is None
+                                and peer[1] >= guarded_below
                                 and type(answer) is bytes
                                 and len(answer) <= MAX_BATCHED_SIZE
                                 and replies.add(answer, peer)

@@ -85,10 +85,13 @@ class Intake:
         """Receive on every socket until the server stops; call ``started``
         once every socket has its receiving task."""
         with self.scope:
+            # Before the nursery: a socket that cannot be screened stops
+            # the start with its own error, not inside an exception group.
+            for sock in self._sockets:
+                sock._inbox.screen_sources()
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 for sock in self._sockets:
-                    sock._inbox.screen_sources()
                     self._receiving += 1
                     self._spawn(self._receive, sock)
                 started()

@@ -14,7 +14,7 @@ import trio
 
 from ._checks import check_instance, check_real, check_seconds, short_repr
 from ._handlers import Overflow, check_handler
-from ._limits import AccessList, RateLimit
+from ._limits import AccessList, LoopGuard, RateLimit
 from ._open import open_udp_sockets
 from ._server import UDPServer
 from ._socket import UDPSocket
@@ -30,6 +30,8 @@ __all__ = ["serve_udp", "serve_udp_sockets"]
 DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_QUEUE_SIZE = 256
 DEFAULT_BATCH_SIZE = 64
+#: The loop guard a server has unless told otherwise.
+DEFAULT_LOOP_GUARD = LoopGuard()
 
 
 def _check_protection(
@@ -37,9 +39,11 @@ def _check_protection(
     rate_limit: RateLimit | None,
     amplification_factor: float | None,
     access: AccessList | None,
+    loop_guard: LoopGuard | None,
 ) -> None:
     """Check the server settings that protect it (and ``overflow``)."""
     Overflow(overflow)
+    check_instance("loop_guard", loop_guard, LoopGuard, "LoopGuard(burst=16, rate=2)")
     check_instance(
         "rate_limit", rate_limit, RateLimit, "RateLimit(rate=100, burst=200)"
     )
@@ -90,6 +94,7 @@ async def serve_udp_sockets(
     rate_limit: RateLimit | None = None,
     amplification_factor: float | None = None,
     access: AccessList | None = None,
+    loop_guard: LoopGuard | None = DEFAULT_LOOP_GUARD,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve datagrams arriving on already-open sockets; never returns normally
@@ -117,14 +122,26 @@ async def serve_udp_sockets(
             (:meth:`Datagram.validate_peer`) may total at most this many times
             the bytes received from it (3 is QUIC's rule); None for no limit.
         access: an :class:`AccessList` of networks allowed and denied.
+        loop_guard: a budget of replies for each peer that sends from a
+            service's port (below 32768), so that a loop with another
+            service that answers everything ends after a few datagrams; see
+            :class:`LoopGuard`. None turns it off.
         task_status: reports the :class:`UDPServer` once receiving has begun.
 
     Datagrams from source port 0 are always dropped and counted: no real
     client sends from it, and answering it only serves reflection attacks.
+    So are datagrams whose source is forged, and datagrams sent to a
+    broadcast address or a multicast group the socket did not ask for (see
+    :class:`ServerStats`: ``dropped_forged``, ``dropped_broadcast``,
+    ``dropped_multicast``); :attr:`Datagram.destination` tells a handler
+    where each datagram was sent.
 
     Error handling:
         Bad settings raise ``TypeError`` or ``ValueError`` at once, and the
-        sockets are closed. A handler's exception is logged on the
+        sockets are closed. A real socket is screened against this host's
+        addresses (read from the kernel, and again at most every second):
+        if they cannot be read at start (no descriptor free: ``EMFILE``),
+        the server does not start and the ``OSError`` propagates. A handler's exception is logged on the
         ``trioudp`` logger with its traceback and counted; the server goes
         on. Per-datagram network errors (ICMP unreachable and the like) are
         counted in ``stats.receive_errors``, never fatal; on a socket with
@@ -146,7 +163,9 @@ async def serve_udp_sockets(
         raise ValueError(msg)
     try:
         _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
-        _check_protection(overflow, rate_limit, amplification_factor, access)
+        _check_protection(
+            overflow, rate_limit, amplification_factor, access, loop_guard
+        )
         _check_sockets(sockets)
     except BaseException:
         for sock in sockets:  # they are ours now: close them, the port is free
@@ -165,6 +184,7 @@ async def serve_udp_sockets(
         rate_limit=rate_limit,
         amplification_factor=amplification_factor,
         access=access,
+        loop_guard=loop_guard,
     )
     await server._serve(task_status)
 
@@ -187,6 +207,7 @@ async def serve_udp(
     rate_limit: RateLimit | None = None,
     amplification_factor: float | None = None,
     access: AccessList | None = None,
+    loop_guard: LoopGuard | None = DEFAULT_LOOP_GUARD,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve UDP on ``port``, calling ``handler(datagram)`` for each datagram.
@@ -210,11 +231,17 @@ async def serve_udp(
             servers in this one) can bind the same port and share its
             datagrams; see :func:`run_workers`.
         multicast: groups to join (each on the socket of its family) and
-            multicast settings; see :class:`Multicast`.
-        broadcast: allow replies to broadcast addresses (``SO_BROADCAST``).
+            multicast settings; see :class:`Multicast`. Datagrams sent to a
+            joined group reach the handler when their source is on the link
+            they came over (or ``Multicast(routed=True)``); those sent to
+            any other group (224.0.0.1, ff02::1, ...) never do.
+        broadcast: allow replies to broadcast addresses (``SO_BROADCAST``),
+            and answer datagrams sent to a broadcast address from sources on
+            the link they came over; without it, those are dropped
+            (``stats.dropped_broadcast``).
         max_in_flight: and ``queue_size``, ``overflow``, ``handler_timeout``,
             ``batch_size``, ``rate_limit``, ``amplification_factor``,
-            ``access``: see :func:`serve_udp_sockets`.
+            ``access``, ``loop_guard``: see :func:`serve_udp_sockets`.
         task_status: reports the :class:`UDPServer`.
 
     Raises:
@@ -232,7 +259,7 @@ async def serve_udp(
             server = await nursery.start(trioudp.serve_udp, handler, 12345)
     """
     _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
-    _check_protection(overflow, rate_limit, amplification_factor, access)
+    _check_protection(overflow, rate_limit, amplification_factor, access, loop_guard)
     sockets = await open_udp_sockets(
         port,
         host,
@@ -253,5 +280,6 @@ async def serve_udp(
         rate_limit=rate_limit,
         amplification_factor=amplification_factor,
         access=access,
+        loop_guard=loop_guard,
         task_status=task_status,
     )

@@ -17,14 +17,14 @@ from ._admission import Admission
 from ._checks import check_seconds
 from ._handlers import Handlers
 from ._intake import DEFAULT_GRACE, Intake
-from ._limits import AmplificationGuard
+from ._limits import AmplificationGuard, ReplyBudget
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ._address import SocketAddress
     from ._handlers import Handler, Overflow
-    from ._limits import AccessList, RateLimit
+    from ._limits import AccessList, LoopGuard, RateLimit
     from ._socket import UDPSocket
 
 __all__ = ["ServerStats", "UDPServer"]
@@ -56,11 +56,27 @@ class ServerStats:
             unspecified address (``0.0.0.0``, ``::``), a loopback address
             (IPv4-mapped included) on a datagram that arrived over another
             interface than loopback, or an IPv4-mapped address as the source
-            of an IPv6 packet (Linux, via ``IP_PKTINFO``). Never answered:
-            Linux would deliver the reply to this host's own services, or
-            send it as IPv4 to a multicast or broadcast address.
+            of an IPv6 packet; an IPv4 multicast, class E (240/4) or
+            broadcast address (the subnets' included); a datagram to a
+            loopback address that arrived over another interface
+            (``route_localnet``); and one of this host's own addresses,
+            not over loopback, from this socket's port or a port outside
+            the kernel's client range (``ip_local_port_range``). Linux,
+            via ``IP_PKTINFO``. Never answered: Linux would deliver the
+            reply to this host's own services, or send it to every host
+            of a link.
+        dropped_broadcast: datagrams sent to a broadcast address, by a
+            server that does not broadcast (``broadcast=False``) or from a
+            source not on the link they came over (Linux, ``IP_PKTINFO``).
+        dropped_multicast: datagrams sent to a multicast group the socket
+            did not join (the all-hosts groups 224.0.0.1 and ff02::1
+            included), or to one it joined from a source beyond the link
+            (unless ``Multicast(routed=True)``).
         dropped_amplification: replies withheld by the amplification guard
             (replies, not received datagrams).
+        dropped_loop: replies withheld by the loop guard (replies, not
+            received datagrams): a peer from a service's port over its
+            budget, see :class:`LoopGuard`.
         rate_limited_logged: datagrams over the limit in ``log_only`` mode
             (counted, handled anyway).
         kernel_drops: datagrams the kernel dropped because the receive
@@ -89,7 +105,10 @@ class ServerStats:
     dropped_denied: int = 0
     dropped_port_zero: int = 0
     dropped_forged: int = 0
+    dropped_broadcast: int = 0
+    dropped_multicast: int = 0
     dropped_amplification: int = 0
+    dropped_loop: int = 0
     rate_limited_logged: int = 0
     kernel_drops: int | None = None
     in_flight: int = 0
@@ -109,6 +128,8 @@ class ServerStats:
             + self.dropped_denied
             + self.dropped_port_zero
             + self.dropped_forged
+            + self.dropped_broadcast
+            + self.dropped_multicast
         )
 
     @property
@@ -166,6 +187,7 @@ class UDPServer:
         rate_limit: RateLimit | None = None,
         amplification_factor: float | None = None,
         access: AccessList | None = None,
+        loop_guard: LoopGuard | None = None,
     ) -> None:
         self._sockets = tuple(sockets)
         self._stopped = trio.Event()
@@ -181,8 +203,12 @@ class UDPServer:
             if amplification_factor is None
             else AmplificationGuard(amplification_factor)
         )
+        budget = None if loop_guard is None else ReplyBudget(loop_guard)
         for sock in self._sockets:
-            sock._outbox.guard = guard
+            outbox = sock._outbox
+            outbox.guard = guard
+            outbox.loop_budget = budget
+            outbox.guarded_below = 0 if loop_guard is None else loop_guard.ports_below
         self._admission = Admission(
             rate_limit=rate_limit, access=access, guarded=guard is not None
         )
@@ -223,7 +249,10 @@ class UDPServer:
             dropped_denied=admission.dropped_denied,
             dropped_port_zero=admission.dropped_port_zero,
             dropped_forged=admission.dropped_forged,
+            dropped_broadcast=admission.dropped_broadcast,
+            dropped_multicast=admission.dropped_multicast,
             dropped_amplification=sum(s.dropped_amplification for s in socket_stats),
+            dropped_loop=sum(s.dropped_loop for s in socket_stats),
             rate_limited_logged=admission.rate_limited_logged,
             kernel_drops=_sum_known([sock.kernel_drops() for sock in self._sockets]),
             in_flight=handlers.in_flight,

@@ -58,6 +58,7 @@ class SocketStats:
             ``max_datagram_size``, discarded without being handed on.
         dropped_amplification: replies withheld by a server's amplification
             guard.
+        dropped_loop: replies withheld by a server's loop guard.
         receive_errors: per-datagram errors while receiving, by errno name
             (with ``IP_RECVERR`` set: each error the socket's error queue
             held, which is drained).
@@ -73,6 +74,7 @@ class SocketStats:
     replied: int = 0
     dropped_oversize: int = 0
     dropped_amplification: int = 0
+    dropped_loop: int = 0
     receive_errors: dict[str, int] = attrs.field(factory=dict)
     send_errors: dict[str, int] = attrs.field(factory=dict)
 
@@ -162,6 +164,8 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         self._max_payload = limit
         self._max_datagram_size = max_datagram_size
         self._closed = False
+        self._groups: list[tuple[str, int]] = []
+        self._routed = False
         self._outbox = Outbox(trio_socket, self._fast, max_payload=limit, where=self)
         self._inbox = Inbox(
             trio_socket,
@@ -169,11 +173,12 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             max_datagram_size=max_datagram_size,
             origin=self._outbox,
             where=self,
+            groups=self._groups,
+            routed=lambda: self._routed,
         )
         # Errors queued under IP_RECVERR end a wait for room: the outbox
         # takes them first, counted as the inbox counts them.
         self._outbox.drain_errors = self._inbox.drain_error_queue
-        self._groups: list[tuple[str, int]] = []
 
     # ---- state -----------------------------------------------------------
 
@@ -229,6 +234,7 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             replied=outbox.replied,
             dropped_oversize=inbox.dropped_oversize,
             dropped_amplification=outbox.dropped_amplification,
+            dropped_loop=outbox.dropped_loop,
             receive_errors=dict(inbox.receive_errors),
             send_errors=dict(outbox.send_errors),
         )
