@@ -343,25 +343,14 @@ async def test_multicast_on_the_virtual_network(
     net.add_host("10.0.0.1/24")
     net.add_host("10.0.0.2/24")
     with net.on_host("10.0.0.1"):
-        member = await nursery.start(
-            functools.partial(
-                trioudp.serve_udp,
-                trioudp.Responder(record),
-                5353,
-                host="0.0.0.0",
-                reuse_port=True,
-                multicast=trioudp.Multicast(groups=["239.7.7.7"]),
-            )
+        member = await served(
+            nursery,
+            "0.0.0.0",
+            5353,
+            reuse_port=True,
+            multicast=trioudp.Multicast(groups=["239.7.7.7"]),
         )
-        bystander = await nursery.start(
-            functools.partial(
-                trioudp.serve_udp,
-                trioudp.Responder(record),
-                5353,
-                host="0.0.0.0",
-                reuse_port=True,
-            )
-        )
+        bystander = await served(nursery, "0.0.0.0", 5353, reuse_port=True)
     async with trioudp.open_udp_socket("10.0.0.2", 0) as client:
         await client.send_to(b"members?", ("239.7.7.7", 5353))
         assert (await client.receive()).data == b"members?"
@@ -404,3 +393,24 @@ async def test_servers_sharing_a_loopback_port_all_get_datagrams(nursery, opened
             await client.receive()
     assert all(server.stats.handled > 0 for server in servers)
     assert sum(server.stats.handled for server in servers) == 64
+
+
+@pytest.mark.parametrize(("index", "forged"), [(1, False), (3, True), (None, True)])
+def test_a_loopback_socket_not_bound_to_lo_checks_each_datagrams_interface(
+    index, forged
+):
+    """Where the socket cannot be bound to lo (a user's socket in a
+    SO_REUSEPORT group, Linux before 5.7), each datagram's IP_PKTINFO says
+    whether it came over lo; one that did not, or says nothing, is forged."""
+    control = [] if index is None else [pktinfo4(index, "127.0.0.1", "127.0.0.1")]
+
+    class Twin:
+        def recvmsg(self, bufsize, ancbufsize):
+            return b"exit", control, 0, ("127.0.0.2", 4000)
+
+    loopback = Screen(
+        Twin(), "test", family=socket.AF_INET, host="127.0.0.1", local_port=53,
+        loopback=1, book=None,
+    )  # fmt: skip
+    peer = FORGED_SOURCE if forged else ("127.0.0.2", 4000)
+    assert loopback.receive(100) == (b"exit", peer)

@@ -11,7 +11,7 @@ import ipaddress
 import math
 import socket
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_K = TypeVar("_K")
 
 
 def prefix_key(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> tuple[int, int]:
@@ -84,6 +85,43 @@ def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in networks)
+
+
+def _take_token(
+    buckets: OrderedDict[_K, tuple[float, float]],
+    key: _K,
+    now: float,
+    *,
+    burst: float,
+    rate: float,
+    table_size: int,
+) -> bool:
+    """Take a token from ``key``'s bucket (full when new) in a table of at
+    most ``table_size`` buckets, the least recently used making room;
+    False if none is left."""
+    entry = buckets.get(key)
+    if entry is None:
+        tokens = float(burst)
+        if len(buckets) >= table_size:
+            buckets.popitem(last=False)
+    else:
+        tokens, last = entry
+        tokens = min(burst, tokens + (now - last) * rate)
+        buckets.move_to_end(key)
+    allowed = tokens >= 1
+    buckets[key] = (tokens - 1 if allowed else tokens, now)
+    return allowed
+
+
+def _remember(table: OrderedDict[_K, None], key: _K, table_size: int) -> None:
+    """Put ``key`` in a table of at most ``table_size``, the least recently
+    seen making room."""
+    if key in table:
+        table.move_to_end(key)
+        return
+    if len(table) >= table_size:
+        table.popitem(last=False)
+    table[key] = None
 
 
 @attrs.frozen(kw_only=True)
@@ -170,20 +208,14 @@ class RateLimiter:
         policy = self.policy
         if policy.exempt and _in_networks(ip, policy.exempt):
             return True
-        key = prefix_key(ip, policy.ipv4_prefix, policy.ipv6_prefix)
-        buckets = self._buckets
-        entry = buckets.get(key)
-        if entry is None:
-            tokens = policy.burst
-            if len(buckets) >= policy.table_size:
-                buckets.popitem(last=False)
-        else:
-            tokens, last = entry
-            tokens = min(policy.burst, tokens + (now - last) * policy.rate)
-            buckets.move_to_end(key)
-        allowed = tokens >= 1
-        buckets[key] = (tokens - 1 if allowed else tokens, now)
-        return allowed
+        return _take_token(
+            self._buckets,
+            prefix_key(ip, policy.ipv4_prefix, policy.ipv6_prefix),
+            now,
+            burst=policy.burst,
+            rate=policy.rate,
+            table_size=policy.table_size,
+        )
 
 
 class AmplificationGuard:
@@ -254,13 +286,7 @@ class AmplificationGuard:
     def validate(self, peer: tuple[str, int]) -> None:
         """Lift the limit for ``peer``."""
         self._peers.pop(peer, None)
-        validated = self._validated
-        if peer in validated:
-            validated.move_to_end(peer)
-            return
-        if len(validated) >= self.table_size:
-            validated.popitem(last=False)
-        validated[peer] = None
+        _remember(self._validated, peer, self.table_size)
 
 
 def _positive(
@@ -352,30 +378,19 @@ class ReplyBudget:
             or peer in self._validated
         ):
             return True
-        buckets = self._buckets
-        entry = buckets.get(peer)
-        if entry is None:
-            tokens = float(policy.burst)
-            if len(buckets) >= policy.table_size:
-                buckets.popitem(last=False)
-        else:
-            tokens, last = entry
-            tokens = min(policy.burst, tokens + (now - last) * policy.rate)
-            buckets.move_to_end(peer)
-        allowed = tokens >= 1
-        buckets[peer] = (tokens - 1 if allowed else tokens, now)
-        return allowed
+        return _take_token(
+            self._buckets,
+            peer,
+            now,
+            burst=policy.burst,
+            rate=policy.rate,
+            table_size=policy.table_size,
+        )
 
     def validate(self, peer: tuple[str, int]) -> None:
         """Exempt ``peer`` (:meth:`Datagram.validate_peer`)."""
         self._buckets.pop(peer, None)
-        validated = self._validated
-        if peer in validated:
-            validated.move_to_end(peer)
-            return
-        if len(validated) >= self.policy.table_size:
-            validated.popitem(last=False)
-        validated[peer] = None
+        _remember(self._validated, peer, self.policy.table_size)
 
 
 @attrs.frozen
