@@ -362,17 +362,19 @@ class VirtualSocket(trio.socket.SocketType):
     def _destination(
         self, payload: bytes, flags: int, address: object
     ) -> tuple[Endpoint, int]:
-        """Check a send before its cancel point; ``(dst, packet family)``."""
+        """Check a send before its cancel point; ``(dst, packet family)``.
+
+        A closed or shut socket is refused by :meth:`_transmit`, after the
+        cancel point, as Trio's real sockets do: a cancelled task sending on
+        a socket closed under it sees Cancelled, not EBADF."""
         family: int
         sk = self._sk
-        if sk.closed or self._shut:
-            sk.check_open()
-            if self._shut & 2:
-                raise oserror(errno.EPIPE, "shut down for writing")
         if flags and flags & ~_IGNORED_SEND_FLAGS:
             unsupported(f"send flags {flags:#x}")
         if address is None:
             if sk.peer is None:
+                if sk.closed:
+                    return ("", 0), 0  # EBADF, after the cancel point
                 raise oserror(errno.EDESTADDRREQ)
             dst = sk.peer
             family = stdlib_socket.AF_INET6 if ":" in dst[0] else stdlib_socket.AF_INET
@@ -401,6 +403,10 @@ class VirtualSocket(trio.socket.SocketType):
         self, payload: bytes, dst: Endpoint, family: int, source: str | None = None
     ) -> None:
         sk = self._sk
+        if sk.closed or self._shut:
+            sk.check_open()
+            if self._shut & 2:
+                raise oserror(errno.EPIPE, "shut down for writing")
         if sk.error is not None:
             sk.raise_pending_error()
         if sk.binding is None:
