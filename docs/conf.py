@@ -73,6 +73,7 @@ TYPE_ALIASES = {
     "Endpoint": "type-endpoint",
     "Sockaddr": "type-sockaddr",
     "AddrInfo": "type-addrinfo",
+    "Rule": "type-rule",
 }
 
 

@@ -81,6 +81,7 @@ class VirtualSocket(trio.socket.SocketType):
         self._family = stdlib_socket.AddressFamily(family)
         self._proto = proto
         self._sk = Sock(self._family, home, stack.now)
+        stack.opened(self._sk)
         self._wire_send = stack.wire.send
         self._shut = 0  # 1: SHUT_RD, 2: SHUT_WR
         # The last numeric destination sendto parsed, and what it gave.
@@ -140,14 +141,7 @@ class VirtualSocket(trio.socket.SocketType):
     # ---- lifetime ---------------------------------------------------------
 
     def close(self) -> None:
-        sk = self._sk
-        if sk.closed:
-            return
-        sk.closed = True
-        for group, ifindex in list(sk.groups):
-            self._stack.groups.join(sk, group, ifindex, join=False)
-        self._stack.ports.unbind(sk)
-        sk.discard_queue()
+        self._stack.close(self._sk)
 
     def __enter__(self) -> Self:
         return self
