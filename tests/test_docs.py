@@ -169,7 +169,7 @@ def test_docs_example_test_files_pass(pytester):
     if shutil.which("tcpdump") is not None:
         assert skipped == 0
     assert outcomes.get("failed", 0) == 0, result.stdout.str()
-    assert outcomes["passed"] + skipped == 6
+    assert outcomes["passed"] + skipped == 9
 
 
 def test_docs_tutorial_program_runs():
