@@ -218,3 +218,27 @@ async def test_a_crash_cancels_a_server_cleanly(autojump_clock):
             with net.on_host(a):
                 await ask(20)
             assert answers[20] is None
+
+
+async def test_a_task_started_while_its_host_is_down_is_cancelled(autojump_clock):
+    net = VirtualNetwork()
+    with net.install():
+        _, b = two_hosts(net)
+        ran = []
+
+        async def child():
+            await trio.sleep(1)
+            ran.append("child")  # pragma: no cover - cancelled first
+
+        async def program(nursery):
+            try:
+                await trio.sleep_forever()
+            finally:
+                nursery.start_soon(child)  # as it unwinds, after the crash
+
+        async with trio.open_nursery() as nursery:
+            with net.on_host(b):
+                nursery.start_soon(program, nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            net.crash(b)
+        assert ran == []

@@ -245,3 +245,31 @@ async def test_faults_show_in_the_capture(tmp_path, autojump_clock):
         "at 0.020000000: crash two: 1 sockets closed, 0 tasks cancelled",
     ):
         assert note in info
+
+
+def test_the_section_header_lists_network_events_up_to_a_bound():
+    import io
+
+    from trioudp.testing import TraceEvent, write_pcap
+    from trioudp.testing._pcap import MAX_EVENT_COMMENTS
+
+    nowhere = ("", 0)
+    events = [
+        TraceEvent(
+            time=float(n),
+            kind="crash",
+            packet=0,
+            src=nowhere,
+            dst=nowhere,
+            size=0,
+            reason=f"h{n}",
+        )
+        for n in range(MAX_EVENT_COMMENTS + 2)
+    ]
+    capture = io.BytesIO()
+    assert write_pcap(capture, events) == 0  # no packets: events are no packets
+    data = capture.getvalue()
+    last = MAX_EVENT_COMMENTS - 1
+    assert f"at {last}.000000000: crash h{last}".encode() in data
+    assert f"crash h{last + 1}".encode() not in data
+    assert b"and 2 more network events: see the trace" in data

@@ -40,9 +40,10 @@ data that the table in ``_sockopts`` does not know raise NotImplementedError;
 Determinism. While installed, the network also seeds the rest of the run
 from its seed: Trio's scheduler orders each batch of runnable tasks by
 creation order and a generator derived from the seed (Trio's own
-deterministic-scheduling hook, see ``trioudp._trio_private``), and trioudp's
+deterministic-scheduling hook, see ``trioudp._trio_private``), trioudp's
 clients draw their retransmission jitter from another derived generator
-(``trioudp._rng``). Same seed and program under the autojump clock: the same
+(``trioudp._rng``), and each flapping link its schedule from one of its own
+(``_flaps``). Same seed and program under the autojump clock: the same
 schedule and a byte-identical trace, in any process and under any
 ``PYTHONHASHSEED``. On uninstall Trio's scheduler is restored as it was.
 

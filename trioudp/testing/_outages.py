@@ -134,6 +134,9 @@ class Outages:
 
         if wrap_new_task(task, wrap):
             scopes[scope] = None
+            if host in self._faults.down:
+                # Started by a task of the crashed program as it unwinds.
+                scope.cancel()
         elif not self._warned:  # pragma: no cover - only on a Trio without the hook
             self._warned = True
             logger.warning(

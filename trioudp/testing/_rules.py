@@ -8,11 +8,12 @@ returns a :class:`Verdict`, or None to leave the datagram to the next rule
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
+
+from ._links import _seconds
 
 if TYPE_CHECKING:
     import random
@@ -54,14 +55,6 @@ class UDPPacket:
     time: float
 
 
-def _non_negative_seconds(
-    instance: object, attribute: attrs.Attribute[float], value: float
-) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        msg = f"{attribute.name} must be a number of seconds >= 0, not {value!r}"
-        raise ValueError(msg)
-
-
 def _count(minimum: int) -> Callable[[object, attrs.Attribute[int], int], None]:
     def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -95,7 +88,7 @@ class Verdict:
     """
 
     drop: bool = False
-    delay: float = attrs.field(default=0.0, validator=_non_negative_seconds)
+    delay: float = attrs.field(default=0.0, validator=_seconds)
     copies: int = attrs.field(default=1, validator=_count(1))
     payload: bytes | None = None
     flip: int = attrs.field(default=0, validator=_count(0))

@@ -2,8 +2,11 @@
 
 The path of one datagram: :meth:`Wire.send` picks its source and records
 it; :meth:`Wire.forward` drops, holds or routes it by the faults between
-its hosts (``_faults``); :meth:`Wire._route` asks its link's policy for a
-fate (``_links.plan_fate``): lost, or arriving after some delays;
+its hosts (``Faults.blocked``: a crashed host, a partition, a flapping link
+that is down) and the rules (``_rules``, in :meth:`Wire._let_through`);
+:meth:`Wire._route` queues it behind its link's bandwidth
+(``_links.LinkQueue``) and asks its link's policy for a fate
+(``_links.plan_fate``): lost, or arriving after some delays;
 :meth:`Wire._arrive` finds its receiver (``_ports``, or ``_groups`` for a
 multicast or broadcast copy) and hands it to :meth:`Sock.deliver`, or
 reports the port unreachable back to a connected sender.
@@ -24,8 +27,12 @@ Invariants:
       the end of the run) ends the wire task with Cancelled, as a sleep
       would, and what is still in flight is dropped (``uninstalled``) by
       :meth:`Wire.uninstall`.
-    * Every random choice of the network is drawn here, from one
-      ``random.Random``, in the order datagrams are routed.
+    * Every random choice about a datagram is drawn here, from one
+      ``random.Random``, in the order datagrams are routed (a flapping
+      link's schedule comes from a generator of its own, ``_flaps``).
+    * A datagram that arrives when its host has crashed is dropped
+      (``host_down``) before any receiver is looked up, so a crashed host
+      never answers with an ICMP error.
 """
 
 from __future__ import annotations
