@@ -4,6 +4,7 @@ real processes on loopback."""
 import os
 import signal
 import socket
+import time
 
 import pytest
 import trio
@@ -87,15 +88,22 @@ def test_cli_workers_that_cannot_bind_exit_1_with_the_cause():
     assert "worker 0 exited with code 1 before it was serving" in err
 
 
-async def test_workers_stop_when_the_supervisor_is_killed():
+@pytest.mark.parametrize("stop_one", [False, True])
+async def test_workers_stop_when_the_supervisor_is_killed(stop_one):
     with spawn_cli("echo", "--port", "0", "--workers", "2") as server:
         try:
-            _, pids = workers_banner(server)
+            port, pids = workers_banner(server)
+            if stop_one:
+                os.kill(pids[1], signal.SIGSTOP)
         finally:
             server.kill()  # SIGKILL: no chance to stop its workers
     with trio.fail_after(DEADLINE):
         for pid in pids:
-            await wait_gone(pid)  # their control pipe closed: they stop
+            # Their control pipe closed: they stop; the kernel continues a
+            # stopped one first (its parent-death signal is SIGCONT).
+            await wait_gone(pid)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(("127.0.0.1", port))  # nobody kept the port
 
 
 def test_cli_serve_workers_all_stop_when_one_is_told_to_exit():
@@ -115,3 +123,24 @@ def test_cli_serve_workers_all_stop_when_one_is_told_to_exit():
     assert "totals of 2 workers: received 2, handled 2, replied 1" in err
     for pid in pids:
         assert not alive(pid)
+
+
+def test_stopping_the_whole_group_as_ctrl_z_does_kills_no_worker():
+    server = spawn_cli("echo", "--port", "0", "--workers", "2", start_new_session=True)
+    try:
+        port, pids = workers_banner(server)
+        os.killpg(server.pid, signal.SIGSTOP)
+        # Stopped longer than the liveness timeout (1 s): the supervisor's
+        # checks stop with it, so they find the workers late only once.
+        time.sleep(1.5)
+        os.killpg(server.pid, signal.SIGCONT)
+        echo_many(port)
+        assert all(alive(pid) for pid in pids)
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=DEADLINE)
+    finally:
+        server.kill()
+    assert server.returncode == 128 + signal.SIGTERM, err
+    assert "killing" not in err
+    assert "serves again" not in err
+    assert f"received {SOURCES}," in err
