@@ -237,6 +237,28 @@ async def test_counters_reach_the_supervisor_unasked_and_outlive_a_sigkill():
     assert total.received == total.handled == total.replied == SOURCES
 
 
+async def test_a_worker_whose_main_raises_reports_what_it_counted(capfd):
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            pool = await nursery.start(
+                functools.partial(
+                    trioudp.run_workers,
+                    APP,
+                    1,
+                    args=["raise-on-request"],
+                    restart_backoff=FAST,
+                    liveness_timeout=None,  # no check reports its counters
+                )
+            )
+            await ask_from_many_ports(pool.port, 8)
+            assert await ask(pool.port, b"raise")
+            await pool.wait_restarts(1)
+            total = await pool.stats()
+            pool.shutdown()
+    assert total.received == total.replied == 9
+    assert "RuntimeError: asked to raise" in capfd.readouterr().err
+
+
 async def test_kernel_drops_of_a_stopped_worker_are_counted_when_it_is_killed():
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
