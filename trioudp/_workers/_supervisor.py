@@ -206,7 +206,9 @@ class WorkerPool:
         """Stop every worker gracefully; :func:`run_workers` then raises ``error``."""
         if self._failure is None:
             self._failure = error
-            logger.error("%s", error)
+            # Raised by run_workers once all have stopped; logged now, since
+            # stopping takes up to the grace period.
+            logger.info("%s; stopping the workers", error)
         self.shutdown()
 
     async def wait_restarts(self, count: int) -> None:
