@@ -218,6 +218,7 @@ def add_bench_parser(
         "--host",
         type=host,
         default=DEFAULT_HOST,
+        metavar="ADDRESS",
         help=f"echo server address or name, without a port (default {DEFAULT_HOST})",
     )
     bench.add_argument(
@@ -230,24 +231,28 @@ def add_bench_parser(
         "--concurrency",
         type=number(int, minimum=1, maximum=MAX_CONCURRENCY),
         default=16,
+        metavar="N",
         help=f"requests in flight, 1..{MAX_CONCURRENCY} (default 16)",
     )
     bench.add_argument(
         "--size",
         type=number(int, minimum=_ID, maximum=MAX_SIZE),
         default=64,
+        metavar="BYTES",
         help=f"bytes per request, {_ID}..{MAX_SIZE} (default 64)",
     )
     bench.add_argument(
         "--duration",
         type=number(float, above=0),
         default=2.0,
+        metavar="SECONDS",
         help="seconds to run (default 2)",
     )
     bench.add_argument(
         "--lost-after",
         type=number(float, above=0),
         default=0.2,
+        metavar="SECONDS",
         help="seconds before a request counts as lost (default 0.2)",
     )
     bench.set_defaults(func=bench_command)

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--host",
             type=host,
             default=DEFAULT_HOST,
+            metavar="ADDRESS",
             help="address to bind, without a port (an IPv6 one may be in"
             " brackets, [::1]); 0.0.0.0 for every IPv4 address, :: for every"
             f" IPv4 and IPv6 address (default {DEFAULT_HOST}: this host only)",
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host",
         type=host,
         default=DEFAULT_HOST,
+        metavar="ADDRESS",
         help=f"server address or name, without a port (default {DEFAULT_HOST})",
     )
     send.add_argument(
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=number(float, minimum=MIN_TIMEOUT),
         default=1.0,
+        metavar="SECONDS",
         help="seconds from the first send until it gives up, over all attempts"
         " (which wait 1, 2, 4... shares of it), at least"
         f" {MIN_TIMEOUT:g} (default 1.0)",
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries",
         type=number(int, minimum=0, maximum=MAX_RETRIES),
         default=2,
+        metavar="N",
         help=f"retransmissions after the first send, 0..{MAX_RETRIES} (default 2)",
     )
     send.add_argument(
