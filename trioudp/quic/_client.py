@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import InvalidAddress, UDPSocket, open_udp_socket
-from ._connection import QUICConnection, normalize_address
+from ._connection import CLOSE_SEND_SECONDS, QUICConnection, normalize_address
 from ._engine import Engine
 from ._server import (
-    CLOSE_SEND_SECONDS,
     DEFAULT_DATAGRAM_QUEUE,
     DEFAULT_MAX_STREAMS,
     DEFAULT_SEND_BUFFER,

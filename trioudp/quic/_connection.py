@@ -53,6 +53,8 @@ logger = logging.getLogger("trioudp")
 
 #: Transport error code for "internal error" (RFC 9000, section 20.1).
 INTERNAL_ERROR = 0x1
+#: Seconds a cancelled connection may take to send its CONNECTION_CLOSE.
+CLOSE_SEND_SECONDS = 1.0
 
 
 class Transport(Protocol):
@@ -525,7 +527,8 @@ class QUICConnection:
     async def drive(self) -> None:
         """Fire the engine's timers and send its datagrams until it terminates.
 
-        Cancelled, the connection ends at once (nothing more is sent).
+        Cancelled, it closes the connection at once: it sends the
+        CONNECTION_CLOSE (taking at most ``CLOSE_SEND_SECONDS``) and ends.
         """
         engine = self._engine
         try:
@@ -551,7 +554,11 @@ class QUICConnection:
                 self._sweep()
         finally:
             if not self._ended.is_set():
-                self._end(trio.ClosedResourceError("this QUIC connection was closed"))
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
+                    self._close_here(0, "")
+                    await self._transmit(trio.current_time())
+                self._end()
 
     async def _transmit(self, now: float) -> None:
         try:

@@ -75,8 +75,6 @@ DEFAULT_MAX_STREAMS = 100
 DEFAULT_SEND_BUFFER = 1 << 20
 DEFAULT_DATAGRAM_QUEUE = 128
 DEFAULT_GRACE = 5.0
-#: Seconds a cancelled connection may take to send its CONNECTION_CLOSE.
-CLOSE_SEND_SECONDS = 1.0
 #: Stateless replies (Version Negotiation, Retry, stateless reset) per source
 #: prefix: each is smaller than its trigger, this bounds the CPU they cost.
 STATELESS_REPLIES = RateLimit(rate=100, burst=200)
@@ -466,11 +464,6 @@ class QUICServer:
                 connection.peer_address,
             )
             connection._close_here(INTERNAL_ERROR, "", frame_type=0)
-        except BaseException:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
-                await connection.send_close_now()
-            raise
         else:
             await connection.aclose()
 
