@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import TYPE_CHECKING
 
 import attrs
 from aioquic import buffer as aioquic_buffer
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
-
-if TYPE_CHECKING:
-    from aioquic.quic.packet import QuicHeader
+from aioquic.quic.packet import (
+    QuicHeader,
+    QuicPacketType,
+    QuicProtocolVersion,
+    pull_quic_header,
+)
 
 __all__ = [
     "MIN_INITIAL_SIZE",
@@ -48,6 +49,12 @@ class BadPacket(Exception):  # named as trio's _dtls.py names it
     """A datagram that is not a QUIC packet one could answer."""
 
 
+#: The versions whose packets aioquic parses beyond the invariant fields.
+_PARSED_VERSIONS = frozenset(
+    int(version) for version in QuicProtocolVersion if version != 0
+)
+
+
 def parse_header_untrusted(data: bytes, cid_length: int) -> QuicHeader:
     """aioquic's header parser, raising only :class:`BadPacket`.
 
@@ -60,7 +67,45 @@ def parse_header_untrusted(data: bytes, cid_length: int) -> QuicHeader:
             aioquic_buffer.Buffer(data=data), host_cid_length=cid_length
         )
     except (ValueError, IndexError, KeyError) as exc:
+        if (
+            len(data) >= 5
+            and data[0] & 0x80
+            and int.from_bytes(data[1:5], "big") not in _PARSED_VERSIONS
+        ):
+            return _invariant_header_untrusted(data)
         raise BadPacket(str(exc)) from None
+
+
+def _invariant_header_untrusted(data: bytes) -> QuicHeader:
+    """The fields every QUIC version's long header shares (RFC 8999, 5.1):
+    version and connection IDs, all a Version Negotiation reply needs.
+    aioquic parses the rest as version 1 lays it out, which fails for other
+    versions' packets; for those, only the version is looked at after this.
+    """
+    if len(data) < 7:
+        msg = "too short for a long header"
+        raise BadPacket(msg)
+    version = int.from_bytes(data[1:5], "big")
+    dcid_end = 6 + data[5]
+    if len(data) <= dcid_end:
+        msg = "truncated destination connection ID"
+        raise BadPacket(msg)
+    scid_end = dcid_end + 1 + data[dcid_end]
+    if len(data) < scid_end:
+        msg = "truncated source connection ID"
+        raise BadPacket(msg)
+    return QuicHeader(
+        version=version,
+        packet_type=QuicPacketType.VERSION_NEGOTIATION
+        if version == 0
+        else QuicPacketType.INITIAL,
+        packet_length=len(data),
+        destination_cid=data[6:dcid_end],
+        source_cid=data[dcid_end + 1 : scid_end],
+        token=b"",
+        integrity_tag=b"",
+        supported_versions=[],
+    )
 
 
 class Action(enum.Enum):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import socket as stdlib_socket
+import sys
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
@@ -29,12 +30,25 @@ from ._server import (
     check_connection_settings,
 )
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from aioquic.quic.configuration import QuicConfiguration
 
 __all__ = ["open_quic_connection"]
+
+
+def _raise_alone(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` out of its group, keeping its own context."""
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
 
 
 async def _resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
@@ -112,34 +126,44 @@ async def open_quic_connection(
     if configuration.server_name is None:
         configuration.server_name = host
     family, address = await _resolve(host, port)
-    async with open_udp_socket(family=family) as sock, trio.open_nursery() as nursery:
-        engine = Engine(configuration=configuration, max_streams=max_streams)
-        connection = QUICConnection(
-            engine,
-            sock,
-            send_buffer=send_buffer,
-            datagram_queue=datagram_queue,
-            reset_code=reset_code,
-        )
-        nursery.start_soon(connection.drive)
-        nursery.start_soon(_receive, sock, connection)
-        engine.connect(address, now=trio.current_time())
-        connection.kick()
-        try:
-            if not await connection.wait_handshake():
-                failure = connection.failure()
-                assert failure is not None
-                raise failure
-            yield connection
-        except BaseException:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
-                await connection.send_close_now()
-            raise
-        else:
-            await connection.aclose()
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
-                await connection.send_close_now()
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with (
+            open_udp_socket(family=family) as sock,
+            trio.open_nursery() as nursery,
+        ):
+            engine = Engine(configuration=configuration, max_streams=max_streams)
+            connection = QUICConnection(
+                engine,
+                sock,
+                send_buffer=send_buffer,
+                datagram_queue=datagram_queue,
+                reset_code=reset_code,
+            )
+            nursery.start_soon(connection.drive)
+            nursery.start_soon(_receive, sock, connection)
+            engine.connect(address, now=trio.current_time())
+            connection.kick()
+            try:
+                if not await connection.wait_handshake():
+                    failure = connection.failure()
+                    assert failure is not None
+                    raise failure
+                yield connection
+            except BaseException:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
+                    await connection.send_close_now()
+                raise
+            else:
+                await connection.aclose()
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
+                    await connection.send_close_now()
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The driver and the receive loop never raise: what the nursery
+        # wraps is the body's own exception (or a failed handshake's).
+        if len(group.exceptions) == 1:
+            _raise_alone(group.exceptions[0])
+        raise

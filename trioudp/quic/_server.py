@@ -184,6 +184,7 @@ class QUICServer:
         self._handler = handler
         self._sockets = tuple(sockets)
         self._by_local = {sock.local_address: sock for sock in sockets}
+        self._port = int(self._sockets[0].local_address[1])
         self._configuration = configuration
         self._cid_length = configuration.connection_id_length
         self._retry_threshold = retry_threshold
@@ -233,8 +234,8 @@ class QUICServer:
 
     @property
     def port(self) -> int:
-        """The port (useful after binding port 0)."""
-        return int(self._sockets[0].local_address[1])
+        """The port (useful after binding port 0; known after the server stopped)."""
+        return self._port
 
     @property
     def stopping(self) -> bool:
