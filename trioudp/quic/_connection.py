@@ -53,6 +53,8 @@ logger = logging.getLogger("trioudp")
 
 #: Transport error code for "internal error" (RFC 9000, section 20.1).
 INTERNAL_ERROR = 0x1
+#: Seconds after a timer the engine left unchanged that it fires again.
+TIMER_RESOLUTION = 1e-6
 #: Seconds a cancelled connection may take to send its CONNECTION_CLOSE.
 CLOSE_SEND_SECONDS = 1.0
 
@@ -531,9 +533,17 @@ class QUICConnection:
         CONNECTION_CLOSE (taking at most ``CLOSE_SEND_SECONDS``) and ends.
         """
         engine = self._engine
+        handled_at = -math.inf
         try:
             while not self._ended.is_set():
                 timer = engine.get_timer()
+                if timer is not None and timer <= handled_at:
+                    # aioquic can leave its loss timer at the very instant it
+                    # just handled (its loss check rounds the other way); on
+                    # a clock that stands still, as MockClock's does, firing
+                    # it again would spin forever. A microsecond later it
+                    # declares the packet lost.
+                    timer = handled_at + TIMER_RESOLUTION
                 if not self._kicked:
                     with trio.move_on_at(math.inf if timer is None else timer):
                         await self._driver.park()
@@ -542,6 +552,7 @@ class QUICConnection:
                     break
                 now = trio.current_time()
                 if timer is not None and now >= timer:
+                    handled_at = now
                     try:
                         engine.handle_timer(now)
                     except Exception:
