@@ -86,7 +86,8 @@ async def quic_server(handler=echo, *, host: str = "127.0.0.1", **settings: Any)
         nursery.cancel_scope.cancel()
 
 
-def connect(server: trioudp.quic.QUICServer, **settings: Any):
-    """open_quic_connection to ``server`` (on 127.0.0.1)."""
+def connect(server: trioudp.quic.QUICServer | int, **settings: Any):
+    """open_quic_connection to ``server`` (or a port) on 127.0.0.1."""
     settings.setdefault("configuration", client_config())
-    return trioudp.quic.open_quic_connection("127.0.0.1", server.port, **settings)
+    port = server if isinstance(server, int) else server.port
+    return trioudp.quic.open_quic_connection("127.0.0.1", port, **settings)
