@@ -271,3 +271,52 @@ async def test_settings_are_checked_before_anything_is_bound():
         )
     with pytest.raises(TypeError, match="QuicConfiguration"):
         await trioudp.quic.serve_quic(echo, 0, configuration={})
+
+
+async def test_the_intakes_access_list_applies_before_any_quic_state(virtual_network):
+    access = trioudp.AccessList(deny=["127.0.0.0/8"])
+    async with quic_server(access=access) as server:
+        assert await exchange(server.port, client_initial(server.port)) == []
+        stats = server.stats
+        assert stats.udp.dropped_denied == 1
+        assert (stats.retries, stats.accepted) == (0, 0)
+
+
+async def test_the_intakes_rate_limit_applies_before_any_quic_state(virtual_network):
+    limit = trioudp.RateLimit(rate=1, burst=2)
+    async with quic_server(rate_limit=limit) as server:
+        replies = await exchange(server.port, *[client_initial(server.port)] * 10)
+        assert len(replies) == server.stats.retries == 2
+        assert server.stats.udp.dropped_rate_limited == 8
+
+
+async def test_a_client_whose_address_changes_keeps_its_connection(virtual_network):
+    from trioudp.quic._client import _receive
+
+    peers = []
+
+    async def handler(connection: trioudp.quic.QUICConnection) -> None:
+        async with await connection.accept_stream() as stream:
+            async for data in stream:
+                peers.append(connection.peer_address)
+                await stream.send_all(data)
+
+    async with (
+        quic_server(handler) as server,
+        connect(server) as connection,
+        trio.open_nursery() as nursery,
+        trioudp.open_udp_socket("127.0.0.1", 0) as rebound,
+    ):
+        stream = await connection.open_stream()
+        await stream.send_all(b"before")
+        assert await stream.receive_some() == b"before"
+        # A NAT rebinding: the client's packets now come from another port.
+        connection._transport = rebound
+        nursery.start_soon(_receive, rebound, connection)
+        await stream.send_all(b"after")
+        assert await stream.receive_some() == b"after"
+        await stream.send_all(b"again")
+        assert await stream.receive_some() == b"again"
+        assert peers[0][1] != rebound.local_address[1]
+        assert peers[-1] == ("127.0.0.1", rebound.local_address[1])
+        nursery.cancel_scope.cancel()
