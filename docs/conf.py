@@ -59,7 +59,9 @@ doctest_global_setup = """
 import trio
 import trio.testing
 import trioudp
+import trioudp.quic
 from trioudp import *
+from trioudp.quic import *
 from trioudp.testing import *
 """
 doctest_test_doctest_blocks = "default"
