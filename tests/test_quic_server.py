@@ -320,3 +320,25 @@ async def test_a_client_whose_address_changes_keeps_its_connection(virtual_netwo
         assert peers[0][1] != rebound.local_address[1]
         assert peers[-1] == ("127.0.0.1", rebound.local_address[1])
         nursery.cancel_scope.cancel()
+
+
+async def test_the_3x_limit_holds_even_where_aioquics_accounting_does_not(
+    virtual_network, monkeypatch
+):
+    """aioquic 1.3 was measured sending 3.1x to a forged source: the server
+    keeps the limit itself, whatever the engine believes."""
+    from trioudp.quic._engine import Engine
+
+    receive = Engine.receive_datagram
+
+    def overcounting(self, data, addr, now):
+        receive(self, data, addr, now)
+        for path in self._network_paths:
+            path.bytes_received = 1 << 20  # the engine's limit, broken
+
+    monkeypatch.setattr(Engine, "receive_datagram", overcounting)
+    async with quic_server(retry_threshold=None) as server:
+        initial = client_initial(server.port)
+        replies = await exchange(server.port, initial, wait=10.0)
+        assert 0 < sum(map(len, replies)) <= 3 * len(initial)
+        assert server.stats.amplification_withheld > 0

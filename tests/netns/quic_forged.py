@@ -144,7 +144,7 @@ async def scenario(
         "accepted": stats.accepted,
         "established": stats.established,
         "dropped": stats.dropped,
-        "peak_handshakes_cap": 50,
+        "withheld": stats.amplification_withheld,
     }
 
 

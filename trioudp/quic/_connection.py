@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Protocol, final
 import trio
 from aioquic.quic import events
 
-from .. import DatagramTooLarge
+from .. import AmplificationGuard, DatagramTooLarge
 from ._engine import stream_is_local
 from ._errors import ConnectionClosed, QUICError
 from ._stream import QUICStream
@@ -68,11 +68,19 @@ class Transport(Protocol):
 
 
 class Router(Protocol):
-    """A server's table of connection IDs, kept up to date by the connection."""
+    """A server's side of its connections: the table of connection IDs, kept
+    up to date by the connection, and the amplification limit."""
 
     def cid_issued(self, cid: bytes, connection: QUICConnection) -> None: ...
 
     def cid_retired(self, cid: bytes) -> None: ...
+
+    @property
+    def amplification(self) -> AmplificationGuard:
+        """Bytes received from and sent to addresses not yet validated."""
+
+    def withheld(self) -> None:
+        """A datagram to an unvalidated address was withheld (over 3x)."""
 
 
 def normalize_address(address: tuple[object, ...]) -> tuple[str, int]:
@@ -447,6 +455,9 @@ class QUICConnection:
                 ConnectionClosed(0, "stateless reset", application=False, by_peer=True)
             )
             return
+        router = self._router
+        if router is not None and not engine.path_validated(peer):
+            router.amplification.on_receive(peer, len(data))
         try:
             engine.receive_datagram(data, peer, now)
         except Exception:  # aioquic failed on the peer's input: a bug of its own
@@ -578,7 +589,18 @@ class QUICConnection:
             logger.exception("QUIC engine failed to build packets")
             self._end()
             return
+        router = self._router
         for data, address in datagrams:
+            if (
+                router is not None
+                and not self._engine.path_validated(address)
+                and not router.amplification.may_send(address, len(data))
+            ):
+                # aioquic keeps this limit itself, but 1.3 was measured past
+                # it (3.1x): the datagram counts as lost, and is resent
+                # once the peer has sent more or proved its address.
+                router.withheld()
+                continue
             try:
                 await self._transport.send_to(data, address)
             except trio.ClosedResourceError:

@@ -302,6 +302,12 @@ class Engine(QuicConnection):
         paths = self._network_paths
         return paths[0].addr if paths else None
 
+    def path_validated(self, address: NetworkAddress) -> bool:
+        """Whether the peer proved it receives at ``address`` (RFC 9000, 8)."""
+        return any(
+            path.addr == address and path.is_validated for path in self._network_paths
+        )
+
     def is_stateless_reset(self, data: bytes) -> bool:
         """Whether ``data`` ends with a stateless reset token the peer gave
         (aioquic does not look for them): a short-header datagram of at least

@@ -36,7 +36,13 @@ import attrs
 import trio
 from aioquic.quic.packet import encode_quic_retry, encode_quic_version_negotiation
 
-from .. import RateLimit, RateLimiter, open_udp_sockets, serve_udp_sockets
+from .. import (
+    AmplificationGuard,
+    RateLimit,
+    RateLimiter,
+    open_udp_sockets,
+    serve_udp_sockets,
+)
 from ._admission import (
     Action,
     BadPacket,
@@ -95,6 +101,9 @@ class QUICServerStats:
         version_negotiations: Version Negotiation packets sent.
         stateless_resets: stateless resets sent.
         handler_errors: handlers that raised.
+        amplification_withheld: datagrams not sent because an address not
+            yet validated would have received more than three times what it
+            sent (RFC 9000, section 8; aioquic keeps the limit too).
         dropped: datagrams dropped before reaching a connection, by reason:
             ``malformed``, ``initial_too_small``, ``unknown_connection``,
             ``invalid_token``, ``undecryptable_initial``,
@@ -117,6 +126,7 @@ class QUICServerStats:
     version_negotiations: int = 0
     stateless_resets: int = 0
     handler_errors: int = 0
+    amplification_withheld: int = 0
     dropped: dict[str, int] = attrs.field(factory=dict)
     udp: ServerStats | None = None
 
@@ -197,6 +207,10 @@ class QUICServer:
         self._reset_key = reset_key
         self._tokens = RetryTokens()
         self._replies = RateLimiter(STATELESS_REPLIES)
+        # Addresses not yet validated, at most a few per handshake.
+        self._amplification = AmplificationGuard(
+            factor=3.0, table_size=4 * max_handshakes
+        )
         self._routes: dict[bytes, QUICConnection] = {}
         self._cids: dict[QUICConnection, set[bytes]] = {}
         self._handshakes = 0
@@ -209,6 +223,7 @@ class QUICServer:
                 "version_negotiations",
                 "stateless_resets",
                 "handler_errors",
+                "amplification_withheld",
             ),
             0,
         )
@@ -302,6 +317,15 @@ class QUICServer:
         connection = self._routes.pop(cid, None)
         if connection is not None:
             self._cids.get(connection, set()).discard(cid)
+
+    @property
+    def amplification(self) -> AmplificationGuard:
+        """The 3x limit on what unvalidated addresses are sent."""
+        return self._amplification
+
+    def withheld(self) -> None:
+        """Count a datagram withheld by the 3x limit."""
+        self._counts["amplification_withheld"] += 1
 
     def _forget(self, connection: QUICConnection) -> None:
         for cid in self._cids.pop(connection, ()):
