@@ -342,3 +342,35 @@ async def test_the_3x_limit_holds_even_where_aioquics_accounting_does_not(
         replies = await exchange(server.port, initial, wait=10.0)
         assert 0 < sum(map(len, replies)) <= 3 * len(initial)
         assert server.stats.amplification_withheld > 0
+
+
+async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connection(
+    virtual_network,
+):
+    async with (
+        quic_server() as server,
+        connect(server) as connection,
+        await connection.open_stream() as stream,
+        trioudp.open_udp_socket("127.0.0.1", 0) as attacker,
+    ):
+        sent = []
+        transport = connection._transport
+        send_to = transport.send_to
+
+        async def copying(data, address):
+            sent.append(bytes(data))
+            await send_to(data, address)
+
+        transport.send_to = copying
+        await stream.send_all(b"one")
+        assert await stream.receive_some() == b"one"
+        for data in sent:  # an on-path attacker replays them from elsewhere
+            await attacker.send_to(data, ("127.0.0.1", server.port))
+        await trio.sleep(5)
+        stolen = []
+        with trio.move_on_after(0.1):
+            async for datagram in attacker:
+                stolen.append(len(datagram.data))  # noqa: PERF401
+        assert sum(stolen) <= 3 * sum(map(len, sent))
+        await stream.send_all(b"two")
+        assert await stream.receive_some() == b"two"
