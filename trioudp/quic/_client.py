@@ -68,7 +68,7 @@ async def _receive(sock: UDPSocket, connection: QUICConnection) -> None:
             return
         except OSError:
             continue  # an ICMP report about one datagram: QUIC sees a loss
-        connection.datagram_received(
+        connection._datagram_received(
             datagram.data, normalize_address(datagram.peer), datagram.received_at
         )
 
@@ -139,26 +139,26 @@ async def open_quic_connection(
                 datagram_queue=datagram_queue,
                 reset_code=reset_code,
             )
-            nursery.start_soon(connection.drive)
+            nursery.start_soon(connection._drive)
             nursery.start_soon(_receive, sock, connection)
             engine.connect(address, now=trio.current_time())
-            connection.kick()
+            connection._kick()
             try:
-                if not await connection.wait_handshake():
-                    failure = connection.failure()
+                if not await connection._wait_handshake():
+                    failure = connection._ended_with()
                     assert failure is not None
                     raise failure
                 yield connection
             except BaseException:
                 with trio.CancelScope(shield=True) as scope:
                     scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
-                    await connection.send_close_now()
+                    await connection._send_close_now()
                 raise
             else:
                 await connection.aclose()
                 with trio.CancelScope(shield=True) as scope:
                     scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
-                    await connection.send_close_now()
+                    await connection._send_close_now()
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -4,13 +4,13 @@ Shape::
 
     the connection's task (a server's, or open_quic_connection's)
     └── nursery
-        ├── the driver (``drive``): sleeps until the engine's timer
+        ├── the driver (``_drive``): sleeps until the engine's timer
         │   (``get_timer()``, on Trio's clock, so MockClock works) or a kick,
         │   fires the timer, sends what the engine has, and ends when the
         │   engine has terminated
         └── the handler or the client's code, using streams and datagrams
 
-Datagrams reach the engine synchronously (``datagram_received``), from the
+Datagrams reach the engine synchronously (``_datagram_received``), from the
 server's intake or the client's receive loop, and the events they cause are
 handed to the streams at once. Anything that gives the engine something to
 send kicks the driver, which sends it at its next turn: many changes made in
@@ -168,7 +168,8 @@ class QUICConnection:
 
     @property
     def engine(self) -> Engine:
-        """The aioquic engine (for aioquic's HTTP/3 layer and the like)."""
+        """The aioquic ``QuicConnection`` underneath (a subclass), to read its
+        state; calling its methods goes around the streams' accounting."""
         return self._engine
 
     @property
@@ -181,23 +182,23 @@ class QUICConnection:
         """The application error code of the resets trioudp makes itself."""
         return self._reset_code
 
-    def kick(self) -> None:
+    def _kick(self) -> None:
         """Have the driver send what the engine has (at its next turn)."""
         self._kicked = True
         self._driver.unpark_all()
 
-    def failure(self) -> BaseException | None:
+    def _ended_with(self) -> BaseException | None:
         """The exception waits raise since the connection ended, else None."""
         return self._failure
 
-    def stream_done(self, stream: QUICStream) -> None:
+    def _stream_done(self, stream: QUICStream) -> None:
         """The application closed ``stream``: give its credit back."""
         self._engine.release(stream.stream_id)
         self._done.add(stream.stream_id)
         self._room_waiters.discard(stream)
-        self.kick()
+        self._kick()
 
-    def wait_for_room(self, stream: QUICStream) -> None:
+    def _room_wanted(self, stream: QUICStream) -> None:
         """Wake ``stream``'s writer when acknowledgements arrive."""
         self._room_waiters.add(stream)
 
@@ -353,7 +354,7 @@ class QUICConnection:
             await self._datagram_writers.park()
             waited = True
         self._engine.send_datagram_frame(payload)
-        self.kick()
+        self._kick()
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -415,7 +416,7 @@ class QUICConnection:
             self._engine.close(
                 error_code=error_code, frame_type=frame_type, reason_phrase=reason
             )
-            self.kick()
+            self._kick()
 
     def _fail(self, failure: BaseException) -> None:
         self._failure = failure
@@ -445,7 +446,9 @@ class QUICConnection:
 
     # ---- the engine's input ----------------------------------------------
 
-    def datagram_received(self, data: bytes, peer: tuple[str, int], now: float) -> None:
+    def _datagram_received(
+        self, data: bytes, peer: tuple[str, int], now: float
+    ) -> None:
         """Feed a datagram from ``peer`` to the engine and hand its events on."""
         if self._ended.is_set():
             return
@@ -475,7 +478,7 @@ class QUICConnection:
         self._stream_credit.unpark_all()
         self._acknowledged.unpark_all()
         self._datagram_writers.unpark_all()
-        self.kick()
+        self._kick()
 
     def _process_events(self) -> None:
         engine = self._engine
@@ -537,7 +540,7 @@ class QUICConnection:
 
     # ---- the driver ------------------------------------------------------
 
-    async def drive(self) -> None:
+    async def _drive(self) -> None:
         """Fire the engine's timers and send its datagrams until it terminates.
 
         Cancelled, it closes the connection at once: it sends the
@@ -620,12 +623,12 @@ class QUICConnection:
             self._done.discard(stream_id)
             del self._streams[stream_id]
 
-    async def wait_handshake(self) -> bool:
+    async def _wait_handshake(self) -> bool:
         """Wait until the handshake completed (True) or failed (False)."""
         await self._handshake_over.wait()
         return self._established and self._failure is None
 
-    async def send_close_now(self) -> None:
+    async def _send_close_now(self) -> None:
         """Close at once and send the CONNECTION_CLOSE before returning (for a
         connection whose task is being cancelled)."""
         self._close_here(0, "")

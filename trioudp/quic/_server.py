@@ -348,7 +348,7 @@ class QUICServer:
         peer = normalize_address(datagram.peer)
         now = datagram.received_at
         if connection is not None:
-            connection.datagram_received(data, peer, now)
+            connection._datagram_received(data, peer, now)
             return
         decision = admit(
             header,
@@ -445,7 +445,7 @@ class QUICServer:
             reset_code=self._reset_code,
             router=self,
         )
-        connection.datagram_received(
+        connection._datagram_received(
             datagram.data, normalize_address(datagram.peer), datagram.received_at
         )
         if not engine.decrypted_any():
@@ -464,8 +464,8 @@ class QUICServer:
         handshaking = True
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(connection.drive)
-                established = await connection.wait_handshake()
+                nursery.start_soon(connection._drive)
+                established = await connection._wait_handshake()
                 handshaking = False
                 self._handshakes -= 1
                 if established:

@@ -48,16 +48,16 @@ class StreamOwner(Protocol):
     @property
     def reset_code(self) -> int: ...
 
-    def kick(self) -> None:
+    def _kick(self) -> None:
         """Ask the connection to send what the engine has for the peer."""
 
-    def failure(self) -> BaseException | None:
+    def _ended_with(self) -> BaseException | None:
         """The exception waits raise once the connection has ended."""
 
-    def stream_done(self, stream: QUICStream) -> None:
+    def _stream_done(self, stream: QUICStream) -> None:
         """The application closed ``stream``."""
 
-    def wait_for_room(self, stream: QUICStream) -> None:
+    def _room_wanted(self, stream: QUICStream) -> None:
         """Wake ``stream``'s writer when acknowledgements free buffer space."""
 
 
@@ -232,11 +232,11 @@ class QUICStream(trio.abc.HalfCloseableStream):
             del received[:max_bytes]
             self._engine.consumed(self._id, len(data))
             if self._engine.credit_due():
-                self._owner.kick()
+                self._owner._kick()
             return data
         if self._received_eof:
             return b""
-        failure = self._owner.failure()
+        failure = self._owner._ended_with()
         if failure is not None:
             raise failure
         return None
@@ -253,7 +253,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
         if self._eof_sent:
             msg = "send_eof was called on this QUIC stream: it sends no more"
             raise trio.ClosedResourceError(msg)
-        failure = self._owner.failure()
+        failure = self._owner._ended_with()
         if failure is not None:
             raise failure
         if self._stopped_by_peer is not None:
@@ -273,7 +273,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
             self._check_send()
             if self._room() > 0:
                 return
-            self._owner.wait_for_room(self)
+            self._owner._room_wanted(self)
             await self._writers.park()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -312,7 +312,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
                     chunk = bytes(view[offset : offset + room])
                     self._engine.send_stream_data(self._id, chunk)
                     offset += len(chunk)
-                    self._owner.kick()
+                    self._owner._kick()
             except trio.Cancelled:
                 if offset:
                     self._abort()
@@ -360,10 +360,10 @@ class QUICStream(trio.abc.HalfCloseableStream):
         if (
             self._stopped_by_peer is None
             and not self._broken
-            and self._owner.failure() is None
+            and self._owner._ended_with() is None
         ):
             self._engine.send_stream_data(self._id, b"", end_stream=True)
-            self._owner.kick()
+            self._owner._kick()
 
     # ---- closing ---------------------------------------------------------
 
@@ -399,14 +399,14 @@ class QUICStream(trio.abc.HalfCloseableStream):
 
     def _abort(self, error_code: int | None = None) -> None:
         code = self._owner.reset_code if error_code is None else error_code
-        if self._owner.failure() is None:
+        if self._owner._ended_with() is None:
             self._engine.abort_stream(self._id, code)
-            self._owner.kick()
+            self._owner._kick()
 
     def _stop_receiving(self) -> None:
-        if self._owner.failure() is None:
+        if self._owner._ended_with() is None:
             self._engine.stop_receiving(self._id, self._owner.reset_code)
-            self._owner.kick()
+            self._owner._kick()
 
     def _drop_received(self) -> None:
         self._engine.discarded(len(self._received))
@@ -416,7 +416,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
         self._closed = True
         self._drop_received()
         self._wake()
-        self._owner.stream_done(self)
+        self._owner._stream_done(self)
 
     async def __aexit__(
         self,
