@@ -73,6 +73,8 @@ TYPE_ALIASES = {
     "Endpoint": "type-endpoint",
     "Sockaddr": "type-sockaddr",
     "AddrInfo": "type-addrinfo",
+    "QuicConfiguration": "type-quic-configuration",
+    "Engine": "type-quic-engine",
 }
 
 
