@@ -4,14 +4,10 @@ fresh processes, and its capture reads as QUIC in Wireshark."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
-import pytest
-
-from .conftest import ROOT
+from .conftest import ROOT, system_tool, unavailable
 from .quic_support import pki
 from .quic_terrible_network import LINKS, SIZE, run
 
@@ -46,11 +42,9 @@ def test_the_same_seed_replays_the_same_trace_in_fresh_processes():
 
 
 def test_the_capture_reads_as_quic_in_tshark(tmp_path):
-    tshark = shutil.which("tshark")
+    tshark = system_tool("tshark")
     if tshark is None:
-        if os.environ.get("CI"):
-            pytest.fail("tshark is not installed; .ci/run installs it")
-        pytest.skip("tshark is not installed")
+        unavailable("tshark is not installed (Debian: tshark; .ci/run installs it)")
     path = tmp_path / "quic.pcapng"
     written = run(3, pki(), path)["pcap_packets"]
     shown = subprocess.run(
