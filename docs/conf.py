@@ -74,6 +74,8 @@ TYPE_ALIASES = {
     "Sockaddr": "type-sockaddr",
     "AddrInfo": "type-addrinfo",
     "Rule": "type-rule",
+    "QuicConfiguration": "type-quic-configuration",
+    "Engine": "type-quic-engine",
 }
 
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import trioudp
+import trioudp.quic
 import trioudp.testing
 
 from .conftest import ROOT, needs, tool_missing
@@ -46,7 +47,7 @@ def _load_inventory_generator():
     return module
 
 
-@pytest.mark.parametrize("module", [trioudp, trioudp.testing])
+@pytest.mark.parametrize("module", [trioudp, trioudp.quic, trioudp.testing])
 def test_every_public_name_has_a_docstring_with_an_example_that_help_shows(module):
     assert sorted(module.__all__) == module.__all__
     for name in module.__all__:
@@ -121,7 +122,7 @@ def test_docs_build_without_warnings_and_index_every_public_name(tmp_path):
     names = {name for entries in inventory.values() for name in entries}
     missing = [
         f"{module.__name__}.{name}"
-        for module in (trioudp, trioudp.testing)
+        for module in (trioudp, trioudp.quic, trioudp.testing)
         for name in module.__all__
         if f"{module.__name__}.{name}" not in names
     ]

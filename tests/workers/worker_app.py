@@ -2,7 +2,8 @@
 
 Replies ``<pid> <data>``; ``crash`` makes the worker exit with status 3 at
 once; with ``args == ["crash-when-ready"]`` every worker exits with status 3
-as soon as it serves (a crash loop).
+as soon as it serves (a crash loop); with ``args == ["raise-on-request"]``,
+``raise`` makes the worker's main function raise (after the reply).
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import trio.testing
 
 import trioudp
 
+raise_requested = trio.Event()
+
 
 async def handler(datagram: trioudp.Datagram) -> None:
     if datagram.data == b"crash":
         os._exit(3)
     await datagram.reply(b"%d %s" % (os.getpid(), datagram.data))
+    if datagram.data == b"raise":
+        raise_requested.set()
 
 
 async def serve(worker: trioudp.Worker) -> None:
@@ -33,6 +38,10 @@ async def serve(worker: trioudp.Worker) -> None:
                 reuse_port=True,
             )
         )
+        if worker.args == ("raise-on-request",):
+            worker.serving(server, stop=nursery.cancel_scope.cancel)
+            await raise_requested.wait()
+            raise RuntimeError("asked to raise")
         worker.serving(server)
         if worker.args == ("crash-when-ready",):
             await trio.testing.wait_all_tasks_blocked()  # the report has left

@@ -1,14 +1,17 @@
 """The server commands: ``serve`` (the tutorial's server), ``echo`` and ``listen``.
 
 Each serves until a signal (or, for ``serve``, an ``exit`` datagram from
-loopback) and then stops gracefully; with ``--workers N``, ``serve`` and
-``echo`` hand over to ``_supervise``. Peer data is printed only through
-:func:`printable` (no control character reaches the terminal).
+loopback) and then stops gracefully, printing its counters (also on
+SIGUSR1); with ``--workers N``, ``serve`` and ``echo`` hand over to
+``_supervise``. Peer data is printed only through :func:`printable` (no
+control character reaches the terminal). With ``-v``, each datagram's peer
+and size is logged at debug level.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -21,7 +24,7 @@ from .._limits import RateLimit
 from .._open import open_udp_sockets
 from .._responder import Responder
 from .._serve import serve_udp_sockets
-from ._output import EXIT_OK, peer_repr, plural, served_addresses
+from ._output import EXIT_OK, peer_repr, plural, served_addresses, stats_line
 from ._supervise import supervise
 from ._terminal import printable
 
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRACE",
+    "SERVER_COMMANDS",
     "Protection",
     "echo_command",
     "hello_handler",
@@ -44,8 +48,16 @@ __all__ = [
     "serve_until_exit",
 ]
 
+logger = logging.getLogger("trioudp")
+
 #: Seconds a stopping server gives the datagrams it is handling.
 GRACE = 2.0
+
+
+def _log_datagram(datagram: Datagram) -> None:
+    logger.debug(
+        "datagram from %s: %s", peer_repr(datagram), plural(len(datagram.data), "byte")
+    )
 
 
 def hello_handler(
@@ -54,6 +66,7 @@ def hello_handler(
     """The tutorial server's handler: print, answer ``Hello, client!``, stop on ``exit``."""
 
     async def handler(datagram: Datagram) -> None:
+        _log_datagram(datagram)
         print(
             f"Received {printable(datagram.data)} from {peer_repr(datagram)}",
             flush=True,
@@ -74,14 +87,19 @@ def hello_handler(
 
 
 async def _watch_signals(
+    server: UDPServer,
     exit_requested: trio.Event,
     received: list[int],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    with trio.open_signal_receiver(*watched) as signals:
         task_status.started()
         async for signum in signals:
+            if signum == signal.SIGUSR1:
+                print(stats_line(server.stats), file=sys.stderr, flush=True)
+                continue
             name = signal.Signals(signum).name
             print(f"Received {name}, shutting down...", file=sys.stderr, flush=True)
             received.append(signum)
@@ -107,11 +125,13 @@ async def serve_until_exit(
     the handler or a signal sets ``exit_requested``; then stop gracefully.
 
     ``banner`` is formatted with ``address`` (every address served, such as
-    ``0.0.0.0:12345 and [::]:12345``), ``host`` and ``port``. Returns the
-    exit code: 0, or 128 + the number of the signal that stopped it.
+    ``0.0.0.0:12345 and [::]:12345``), ``host`` and ``port``. With
+    ``watch_signals``, SIGINT and SIGTERM stop it, SIGUSR1 prints its
+    counters, and it prints them when it stops. Returns the exit code: 0, or
+    128 + the number of the signal that stopped it.
 
     In a ``--workers`` worker the port is shared (``SO_REUSEPORT``) and the
-    supervisor prints the banner and watches signals.
+    supervisor prints the banner, watches signals and prints the counters.
     """
     exit_requested = trio.Event()
     signals: list[int] = []
@@ -119,6 +139,8 @@ async def serve_until_exit(
     sockets = await open_udp_sockets(
         port, host, multicast=multicast, reuse_port=reuse_port or worker is not None
     )
+    address = served_addresses(sock.local_address for sock in sockets)
+    logger.debug("bound %s", address)
     async with trio.open_nursery() as nursery:
         server: UDPServer = await nursery.start(
             functools.partial(
@@ -131,9 +153,8 @@ async def serve_until_exit(
         )
         if worker is None:
             if watch_signals:
-                # Before the banner: a signal sent once it is out stops gracefully.
-                await nursery.start(_watch_signals, exit_requested, signals)
-            address = served_addresses(sock.local_address for sock in sockets)
+                # Before the banner: a signal sent once it is out is handled.
+                await nursery.start(_watch_signals, server, exit_requested, signals)
             print(
                 banner.format(address=address, host=host, port=server.port), flush=True
             )
@@ -145,12 +166,15 @@ async def serve_until_exit(
             print(on_exit, flush=True)
         await server.shutdown(grace=GRACE)
         nursery.cancel_scope.cancel()
+    if worker is None and watch_signals:
+        print(stats_line(server.stats), file=sys.stderr, flush=True)
     return 128 + signals[0] if signals else EXIT_OK
 
 
 @attrs.frozen
 class Protection:
-    """The protection settings of a CLI server (none by default)."""
+    """The protection settings of a CLI server (none unless asked for: the
+    command line's options default to on)."""
 
     rate_limit: RateLimit | None = None
     amplification_factor: float | None = None
@@ -169,19 +193,20 @@ class Protection:
         return cls(rate_limit=rate_limit, amplification_factor=factor)
 
 
-async def serve_command(args: argparse.Namespace) -> int:
-    """``trioudp serve``: the tutorial's server."""
+async def serve_command(args: argparse.Namespace, worker: Worker | None = None) -> int:
+    """``trioudp serve``: the tutorial's server (in ``worker``, one of its
+    ``--workers``)."""
     banner = "Server is listening on {address}"
-    if args.workers != 1:
+    if worker is None and args.workers != 1:
         return await supervise(args, banner, GRACE)
     return await serve_until_exit(
         functools.partial(hello_handler, allow_remote_exit=args.allow_remote_exit),
         args.host,
-        args.port,
+        args.port if worker is None else worker.port,
         banner,
         on_exit="Server exiting...",
         protection=Protection.from_args(args),
-        worker=getattr(args, "worker", None),
+        worker=worker,
     )
 
 
@@ -189,15 +214,22 @@ def _echo(datagram: Datagram) -> bytes:
     return datagram.data
 
 
+def _echo_logged(datagram: Datagram) -> bytes:
+    _log_datagram(datagram)
+    return datagram.data
+
+
 def _echo_handler(exit_requested: trio.Event) -> Responder:
-    # The fastest correct form: an echo needs no waiting.
-    return Responder(_echo)
+    # The fastest correct form: an echo needs no waiting. The logging one
+    # only with -v: a log call per datagram costs more than the echo.
+    return Responder(_echo_logged if logger.isEnabledFor(logging.DEBUG) else _echo)
 
 
 def _listen_handler(
     exit_requested: trio.Event,
 ) -> Callable[[Datagram], Awaitable[None]]:
     async def listen(datagram: Datagram) -> None:
+        _log_datagram(datagram)
         print(
             f"{peer_repr(datagram)} {plural(len(datagram.data), 'byte')}:"
             f" {printable(datagram.data)}",
@@ -207,19 +239,26 @@ def _listen_handler(
     return listen
 
 
-async def echo_command(args: argparse.Namespace) -> int:
-    """``trioudp echo``: answer every datagram with its own bytes."""
+async def echo_command(args: argparse.Namespace, worker: Worker | None = None) -> int:
+    """``trioudp echo``: answer every datagram with its own bytes (in
+    ``worker``, one of its ``--workers``)."""
     banner = "Echo server is listening on {address}"
-    if args.workers != 1:
+    if worker is None and args.workers != 1:
         return await supervise(args, banner, GRACE)
     return await serve_until_exit(
         _echo_handler,
         args.host,
-        args.port,
+        args.port if worker is None else worker.port,
         banner,
         protection=Protection.from_args(args),
-        worker=getattr(args, "worker", None),
+        worker=worker,
     )
+
+
+#: The commands ``--workers`` runs in each worker, by name.
+SERVER_COMMANDS: dict[
+    str, Callable[[argparse.Namespace, Worker | None], Awaitable[int]]
+] = {"serve": serve_command, "echo": echo_command}
 
 
 async def listen_command(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """``trioudp serve|echo --workers N``: the supervisor's side, over :func:`run_workers`.
 
-The supervisor prints the banner once every worker serves, prints the summed
-counters on SIGUSR1 and on exit, and says which signal stopped it. Each
-worker runs the same command line (``--workers`` aside) through
-``_main.cli_worker``, binding the shared port with ``SO_REUSEPORT``.
+The supervisor prints the banner (with the addresses the workers bound) once
+every worker serves, prints the summed counters on SIGUSR1 and on exit, and
+says which signal stopped it. Each worker runs the same command line
+(``--workers`` aside) through ``_main.cli_worker``, binding the shared port
+with ``SO_REUSEPORT``.
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
                 on_stats=on_stats,
             )
         )
-        hosts = ["0.0.0.0", "::"] if args.host is None else [args.host]
-        address = served_addresses((host, pool.port) for host in hosts)
+        address = served_addresses(pool.addresses)
         print(
             banner.format(address=address, host=args.host, port=pool.port), flush=True
         )

@@ -21,6 +21,7 @@ __all__ = [
     "CrashBudget",
     "default_workers",
     "is_count",
+    "parse_addresses",
     "retired_report",
     "sum_stats",
 ]
@@ -105,12 +106,46 @@ def default_workers() -> int:
     return os.cpu_count() or 1  # pragma: no cover
 
 
-def retired_report(report: Mapping[str, Any]) -> dict[str, Any]:
+def retired_report(
+    report: Mapping[str, Any], *, kernel_drops: int | None = None
+) -> dict[str, Any]:
     """A worker's last report, as it counts once the worker has ended:
-    its levels (in flight, queued, tasks) are gone with it.
+    its levels (in flight, queued, tasks) are gone with it, and
+    ``kernel_drops``, read after its last report (just before it was
+    killed), replaces a smaller reported count.
 
     Example:
         >>> retired_report({"received": 3, "in_flight": 1})
         {'received': 3}
+        >>> retired_report({"kernel_drops": 2}, kernel_drops=7)
+        {'kernel_drops': 7}
     """
-    return {name: value for name, value in report.items() if name not in _LEVELS}
+    retired = {name: value for name, value in report.items() if name not in _LEVELS}
+    if kernel_drops is not None:
+        reported: Any = retired.get("kernel_drops")
+        if not is_count(reported) or reported < kernel_drops:
+            retired["kernel_drops"] = kernel_drops
+    return retired
+
+
+def parse_addresses(value: object) -> list[tuple[str, int]]:
+    """The ``addresses`` of a worker's ready report, checked: a list of
+    ``[host, port]`` (TypeError otherwise: reports come from another process).
+
+    Example:
+        >>> parse_addresses([["::", 4000], ["0.0.0.0", 4000]])
+        [('::', 4000), ('0.0.0.0', 4000)]
+    """
+    if not isinstance(value, list):
+        raise TypeError(value)
+    addresses = []
+    for item in value:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and is_count(item[1])
+        ):
+            raise TypeError(item)
+        addresses.append((item[0], item[1]))
+    return addresses
