@@ -47,10 +47,10 @@ from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import QUICError as QUICError
 from ._errors import SendingStopped as SendingStopped
 from ._errors import StreamReset as StreamReset
+from ._serve import serve_quic as serve_quic
+from ._serve import serve_quic_sockets as serve_quic_sockets
 from ._server import QUICServer as QUICServer
 from ._server import QUICServerStats as QUICServerStats
-from ._server import serve_quic as serve_quic
-from ._server import serve_quic_sockets as serve_quic_sockets
 from ._stream import QUICStream as QUICStream
 
 __all__ = [

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, NoReturn
 import trio
 
 from .. import InvalidAddress, UDPSocket, open_udp_socket
-from ._connection import CLOSE_SEND_SECONDS, QUICConnection, normalize_address
+from ._connection import CLOSE_SEND_SECONDS, QUICConnection
 from ._engine import Engine
-from ._server import (
+from ._routing import normalize_address
+from ._settings import (
     DEFAULT_DATAGRAM_QUEUE,
     DEFAULT_MAX_STREAMS,
     DEFAULT_SEND_BUFFER,

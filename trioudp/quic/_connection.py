@@ -34,18 +34,20 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, final
 
 import trio
 from aioquic.quic import events
 
-from .. import AmplificationGuard, DatagramTooLarge
+from .. import DatagramTooLarge
 from ._engine import stream_is_local
 from ._errors import ConnectionClosed, QUICError
+from ._routing import normalize_address
 from ._stream import QUICStream
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._routing import Router, Transport
 
 __all__ = ["QUICConnection"]
 
@@ -57,45 +59,6 @@ INTERNAL_ERROR = 0x1
 TIMER_RESOLUTION = 1e-6
 #: Seconds a cancelled connection may take to send its CONNECTION_CLOSE.
 CLOSE_SEND_SECONDS = 1.0
-
-
-class Transport(Protocol):
-    """Where a connection's datagrams go: a :class:`trioudp.UDPSocket`."""
-
-    async def send_to(
-        self, data: bytes | bytearray | memoryview, address: tuple[str, int]
-    ) -> None: ...
-
-
-class Router(Protocol):
-    """A server's side of its connections: the table of connection IDs, kept
-    up to date by the connection, and the amplification limit."""
-
-    def cid_issued(self, cid: bytes, connection: QUICConnection) -> None: ...
-
-    def cid_retired(self, cid: bytes) -> None: ...
-
-    @property
-    def amplification(self) -> AmplificationGuard:
-        """Bytes received from and sent to addresses not yet validated."""
-
-    def withheld(self) -> None:
-        """A datagram to an unvalidated address was withheld (over 3x)."""
-
-
-def normalize_address(address: tuple[object, ...]) -> tuple[str, int]:
-    """A peer address as the engine and the routing tables keep it: IPv6
-    flow information dropped, so one peer always has one key.
-
-    Example:
-        >>> normalize_address(("::1", 4433, 0, 0))
-        ('::1', 4433)
-        >>> normalize_address(("fe80::1", 4433, 0, 3))
-        ('fe80::1', 4433, 0, 3)
-    """
-    if len(address) == 2 or address[3] == 0:
-        return (str(address[0]), int(address[1]))  # type: ignore[call-overload]
-    return (str(address[0]), int(address[1]), 0, int(address[3]))  # type: ignore[call-overload, return-value]
 
 
 @final
@@ -135,7 +98,7 @@ class QUICConnection:
         send_buffer: int,
         datagram_queue: int,
         reset_code: int,
-        router: Router | None = None,
+        router: Router[QUICConnection] | None = None,
     ) -> None:
         self._engine = engine
         self._transport = transport

@@ -1,8 +1,9 @@
-"""serve_quic and QUICServer: QUIC connections on a trioudp UDP server.
+"""QUICServer: a running QUIC server, which routes each datagram of its UDP
+intake to its connection or admits a new one, and runs each connection's task.
 
 Shape of a running server::
 
-    serve_quic_sockets (the task nursery.start runs)
+    serve_quic_sockets (the task nursery.start runs, in ``_serve``)
     └── nursery
         ├── serve_udp_sockets: the UDP intake, with its bounds, per-source
         │   rate limit and access list; its handler (``_on_datagram``) is
@@ -40,7 +41,6 @@ from .. import (
     AmplificationGuard,
     RateLimit,
     RateLimiter,
-    open_udp_sockets,
     serve_udp_sockets,
 )
 from ._admission import (
@@ -50,9 +50,10 @@ from ._admission import (
     parse_header_untrusted,
     stateless_reset,
 )
-from ._connection import INTERNAL_ERROR, QUICConnection, normalize_address
+from ._connection import INTERNAL_ERROR, QUICConnection
 from ._engine import Engine, reset_token
-from ._settings import check_int, check_seconds
+from ._routing import normalize_address
+from ._settings import DEFAULT_GRACE, check_seconds
 from ._tokens import BadToken, RetryTokens
 
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
     from aioquic.quic.packet import QuicHeader
 
     from .. import (
-        AccessList,
         Datagram,
         ServerStats,
         SocketAddress,
@@ -68,19 +68,13 @@ if TYPE_CHECKING:
         UDPSocket,
     )
 
-__all__ = ["QUICServer", "QUICServerStats", "serve_quic", "serve_quic_sockets"]
+__all__ = ["Handler", "QUICServer", "QUICServerStats"]
 
 logger = logging.getLogger("trioudp")
 
 #: What a handler is: an async function of one established connection.
 Handler = Callable[[QUICConnection], Awaitable[object]]
 
-DEFAULT_MAX_CONNECTIONS = 10_000
-DEFAULT_MAX_HANDSHAKES = 1_000
-DEFAULT_MAX_STREAMS = 100
-DEFAULT_SEND_BUFFER = 1 << 20
-DEFAULT_DATAGRAM_QUEUE = 128
-DEFAULT_GRACE = 5.0
 #: Stateless replies (Version Negotiation, Retry, stateless reset) per source
 #: prefix: each is smaller than its trigger, this bounds the CPU they cost.
 STATELESS_REPLIES = RateLimit(rate=100, burst=200)
@@ -129,39 +123,6 @@ class QUICServerStats:
     amplification_withheld: int = 0
     dropped: dict[str, int] = attrs.field(factory=dict)
     udp: ServerStats | None = None
-
-
-def check_configuration(configuration: object, *, is_client: bool) -> None:
-    from aioquic.quic.configuration import QuicConfiguration
-
-    if not isinstance(configuration, QuicConfiguration):
-        msg = (
-            "configuration must be an aioquic QuicConfiguration, not"
-            f" {type(configuration).__name__}"
-        )
-        raise TypeError(msg)
-    if configuration.is_client != is_client:
-        role = "client" if is_client else "server"
-        msg = f"a QUIC {role} needs QuicConfiguration(is_client={is_client})"
-        raise ValueError(msg)
-    if not is_client and (
-        configuration.certificate is None or configuration.private_key is None
-    ):
-        msg = (
-            "a QUIC server needs a certificate and its key:"
-            " configuration.load_cert_chain(certfile, keyfile)"
-        )
-        raise ValueError(msg)
-
-
-def check_connection_settings(
-    max_streams: int, send_buffer: int, datagram_queue: int, reset_code: int
-) -> None:
-    """Refuse out-of-range per-connection settings, naming them."""
-    check_int("max_streams", max_streams, low=1, high=1 << 60)
-    check_int("send_buffer", send_buffer, low=1)
-    check_int("datagram_queue", datagram_queue, low=1)
-    check_int("reset_code", reset_code, low=0, high=(1 << 62) - 1)
 
 
 @final
@@ -518,190 +479,3 @@ class QUICServer:
                 outer.cancel_scope.cancel()
         finally:
             self._finished.set()
-
-
-def _udp_settings(
-    rate_limit: RateLimit | None, access: AccessList | None, queue_size: int
-) -> dict[str, object]:
-    return {"rate_limit": rate_limit, "access": access, "queue_size": queue_size}
-
-
-async def serve_quic_sockets(
-    handler: Handler,
-    sockets: Sequence[UDPSocket],
-    *,
-    configuration: QuicConfiguration,
-    retry_threshold: int | None = 0,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
-    max_streams: int = DEFAULT_MAX_STREAMS,
-    send_buffer: int = DEFAULT_SEND_BUFFER,
-    datagram_queue: int = DEFAULT_DATAGRAM_QUEUE,
-    reset_code: int = 0,
-    reset_key: bytes | None = None,
-    rate_limit: RateLimit | None = None,
-    access: AccessList | None = None,
-    queue_size: int = 256,
-    task_status: trio.TaskStatus[QUICServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve QUIC on already-open UDP sockets; the lower layer of
-    :func:`serve_quic`, which documents the arguments. The server takes
-    ownership of the sockets and closes them when it stops.
-
-    Example::
-
-        async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
-            server = await nursery.start(functools.partial(
-                trioudp.quic.serve_quic_sockets, handler, [sock],
-                configuration=configuration))
-    """
-    try:
-        check_configuration(configuration, is_client=False)
-        check_connection_settings(max_streams, send_buffer, datagram_queue, reset_code)
-        check_int("max_connections", max_connections, low=1)
-        check_int("max_handshakes", max_handshakes, low=1)
-        if retry_threshold is not None:
-            check_int("retry_threshold", retry_threshold, low=0)
-        if reset_key is not None and (
-            not isinstance(reset_key, bytes) or len(reset_key) < 16
-        ):
-            msg = "reset_key must be at least 16 random bytes (os.urandom(32))"
-            raise ValueError(msg)
-        if not callable(handler):
-            msg = f"handler must be an async function, not {handler!r}"
-            raise TypeError(msg)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    server = QUICServer(
-        handler,
-        sockets,
-        configuration=configuration,
-        retry_threshold=retry_threshold,
-        max_connections=max_connections,
-        max_handshakes=max_handshakes,
-        max_streams=max_streams,
-        send_buffer=send_buffer,
-        datagram_queue=datagram_queue,
-        reset_code=reset_code,
-        reset_key=reset_key if reset_key is not None else os.urandom(32),
-    )
-    await server._serve(_udp_settings(rate_limit, access, queue_size), task_status)
-
-
-async def serve_quic(
-    handler: Handler,
-    port: int,
-    *,
-    configuration: QuicConfiguration,
-    host: str | None = None,
-    retry_threshold: int | None = 0,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
-    max_streams: int = DEFAULT_MAX_STREAMS,
-    send_buffer: int = DEFAULT_SEND_BUFFER,
-    datagram_queue: int = DEFAULT_DATAGRAM_QUEUE,
-    reset_code: int = 0,
-    reset_key: bytes | None = None,
-    rate_limit: RateLimit | None = None,
-    access: AccessList | None = None,
-    queue_size: int = 256,
-    receive_buffer: int | None = None,
-    reuse_port: bool = False,
-    task_status: trio.TaskStatus[QUICServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve QUIC on ``port``: each connection, once its handshake completed,
-    is handed to ``await handler(connection)`` in a task of its own.
-
-    Like :func:`trioudp.serve_udp`, use it with ``nursery.start``: it binds,
-    starts receiving, reports the :class:`QUICServer`, and runs until
-    cancelled or shut down.
-
-    Args:
-        handler: ``async def handler(connection: QUICConnection)``. When it
-            returns, the connection is closed (after the peer acknowledged
-            what the streams sent); when it raises, the error is logged on
-            the ``trioudp`` logger and counted, and the connection closed
-            with a transport internal error.
-        port: the UDP port; 0 picks a free one (``server.port``).
-        configuration: aioquic's ``QuicConfiguration(is_client=False)``, with
-            a certificate chain loaded; its ``alpn_protocols``,
-            ``idle_timeout``, ``max_datagram_frame_size`` (datagrams),
-            ``max_stream_data`` and ``max_data`` (the receive windows) apply.
-        host: the address to bind; None binds all (IPv4 and IPv6).
-        retry_threshold: address validation. A client whose Initial carries
-            no Retry token gets a Retry (one more round trip) once this many
-            handshakes are in progress: 0 (the default) always, None never.
-            Until a client's address is validated the server sends it at
-            most three times what it received (aioquic's accounting).
-        max_connections: connections at once; Initials beyond are dropped.
-        max_handshakes: handshakes in progress at once; Initials beyond
-            are dropped.
-        max_streams: streams of each kind a peer may have open at once
-            (unread, unclosed or unacknowledged); more is a protocol error.
-        send_buffer: bytes a stream may have sent and unacknowledged before
-            ``send_all`` waits.
-        datagram_queue: RFC 9221 datagrams held for ``receive_datagram``
-            (more are dropped) and queued by ``send_datagram`` (more wait).
-        reset_code: the application error code of the resets trioudp makes
-            (a stream left by an exception or a cancelled ``send_all``).
-        reset_key: the stateless reset key (16 bytes or more); give every
-            process serving the port the same one (default: random).
-        rate_limit: per-source :class:`trioudp.RateLimit` of the UDP
-            intake, applied before any QUIC processing.
-        access: :class:`trioudp.AccessList` of the intake.
-        queue_size: datagrams the intake may queue (see
-            :func:`trioudp.serve_udp_sockets`).
-        receive_buffer: ``SO_RCVBUF`` to ask for.
-        reuse_port: set ``SO_REUSEPORT``.
-        task_status: reports the :class:`QUICServer`.
-
-    Resource handling:
-        Cancelling the surrounding scope cancels every handler and closes
-        each connection (sending CONNECTION_CLOSE where the socket still
-        can) and the sockets. :meth:`QUICServer.shutdown` stops gracefully.
-
-    Error handling:
-        Bad settings raise ``TypeError`` or ``ValueError`` before anything
-        is bound. Malformed datagrams, undecryptable packets and refused
-        Initials are dropped and counted (``server.stats.dropped``).
-
-    Example::
-
-        from aioquic.quic.configuration import QuicConfiguration
-
-        configuration = QuicConfiguration(is_client=False, alpn_protocols=["echo"])
-        configuration.load_cert_chain("cert.pem", "key.pem")
-
-        async def handler(connection: trioudp.quic.QUICConnection) -> None:
-            async with await connection.accept_stream() as stream:
-                async for data in stream:
-                    await stream.send_all(data)
-
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(functools.partial(
-                trioudp.quic.serve_quic, handler, 4433, configuration=configuration))
-    """
-    check_configuration(configuration, is_client=False)
-    check_connection_settings(max_streams, send_buffer, datagram_queue, reset_code)
-    sockets = await open_udp_sockets(
-        port, host, receive_buffer=receive_buffer, reuse_port=reuse_port
-    )
-    await serve_quic_sockets(
-        handler,
-        sockets,
-        configuration=configuration,
-        retry_threshold=retry_threshold,
-        max_connections=max_connections,
-        max_handshakes=max_handshakes,
-        max_streams=max_streams,
-        send_buffer=send_buffer,
-        datagram_queue=datagram_queue,
-        reset_code=reset_code,
-        reset_key=reset_key,
-        rate_limit=rate_limit,
-        access=access,
-        queue_size=queue_size,
-        task_status=task_status,
-    )
