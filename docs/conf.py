@@ -75,6 +75,7 @@ TYPE_ALIASES = {
     "AddrInfo": "type-addrinfo",
     "QuicConfiguration": "type-quic-configuration",
     "Engine": "type-quic-engine",
+    "Served": "type-served",
 }
 
 
