@@ -480,3 +480,10 @@ async def test_a_workers_retry_names_the_worker_and_any_worker_checks_its_token(
     )
     with pytest.raises(BadToken):
         RetryTokens(stranger).check(token, peer_address, dcid=b"r" * 8, now=1)
+
+
+async def test_a_pool_of_more_workers_than_a_byte_names_fails_before_starting():
+    with pytest.raises(ValueError, match="1..256 workers"):
+        await trioudp.run_workers(
+            APP, MAX_WORKERS + 1, sockets=trioudp.quic.worker_sockets("127.0.0.1")
+        )
