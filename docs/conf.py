@@ -76,6 +76,7 @@ TYPE_ALIASES = {
     "Rule": "type-rule",
     "QuicConfiguration": "type-quic-configuration",
     "Engine": "type-quic-engine",
+    "Served": "type-served",
 }
 
 

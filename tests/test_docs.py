@@ -143,7 +143,8 @@ def test_docs_build_without_warnings_and_index_every_public_name(tmp_path):
     cli = re.sub(
         r"<[^>]+>", "", (tmp_path / "html" / "reference" / "cli.html").read_text()
     )
-    for command in ("serve", "send", "demo", "echo", "listen", "bench"):
+    commands = ("serve", "send", "demo", "echo", "listen", "bench")
+    for command in (*commands, "quic-echo", "quic-send"):
         assert f"trioudp {command} [-h]" in cli
     assert "--allow-remote-exit" in cli
 
