@@ -22,8 +22,10 @@ an echo whose reply the kernel takes at once, finishes inside the receiving
 task, so a batch costs one trip through Trio's scheduler; blocking handlers
 fan out up to ``max_in_flight``, and nothing moves between tasks (see
 ``_handlers`` for the engine and its invariants). A receiving task passes a
-schedule point at least every ``batch_size`` datagrams, so other tasks keep
-running under a flood.
+schedule point at least every ``batch_size`` datagrams and every
+``batch_time`` seconds (checked before each datagram, so one handler call
+can overrun it), so other tasks keep running under a flood, however slow the
+handler.
 """
 
 from __future__ import annotations
@@ -64,11 +66,13 @@ class Intake:
         admission: Admission,
         *,
         batch_size: int,
+        batch_time: float,
     ) -> None:
         self._sockets = sockets
         self.handlers = handlers
         self.admission = admission
         self.batch_size = batch_size
+        self.batch_time = batch_time
         self.stopping = False
         # Everything the server runs lives under this scope; its deadline is
         # the end of a shutdown's grace period.
@@ -202,6 +206,10 @@ class Intake:
         """
         handlers = self.handlers
         queue = handlers.queue
+        if not queue:
+            return receiving is not None
+        clock = trio.lowlevel.current_clock().current_time
+        ends = clock() + self.batch_time
         since_checkpoint = 0
         while queue and handlers.in_flight < handlers.max_in_flight:
             rest = handlers.start(queue.popleft())
@@ -210,8 +218,13 @@ class Intake:
                     self.hand_over(receiving)
                     receiving = None
                 await rest
-            since_checkpoint += 1
-            if since_checkpoint >= self.batch_size and queue:
+                # Other tasks ran while the handler waited: a new batch.
                 since_checkpoint = 0
+                ends = clock() + self.batch_time
+                continue
+            since_checkpoint += 1
+            if queue and (since_checkpoint >= self.batch_size or clock() >= ends):
                 await trio.lowlevel.checkpoint()
+                since_checkpoint = 0
+                ends = clock() + self.batch_time
         return receiving is not None

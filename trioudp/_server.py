@@ -163,6 +163,7 @@ class UDPServer:
         overflow: Overflow,
         handler_timeout: float | None,
         batch_size: int,
+        batch_time: float,
         rate_limit: RateLimit | None = None,
         amplification_factor: float | None = None,
         access: AccessList | None = None,
@@ -187,7 +188,11 @@ class UDPServer:
             rate_limit=rate_limit, access=access, guarded=guard is not None
         )
         self._intake = Intake(
-            self._sockets, self._handlers, self._admission, batch_size=batch_size
+            self._sockets,
+            self._handlers,
+            self._admission,
+            batch_size=batch_size,
+            batch_time=batch_time,
         )
 
     @property
