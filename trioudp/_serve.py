@@ -137,9 +137,10 @@ async def serve_udp_sockets(
 
     Error handling:
         Bad settings raise ``TypeError`` or ``ValueError`` at once, and the
-        sockets are closed. A handler's exception is logged on the
-        ``trioudp`` logger with its traceback and counted; the server goes
-        on. Per-datagram network errors (ICMP unreachable and the like) are
+        sockets are closed. A handler's exception is counted and logged on
+        the ``trioudp`` logger, the first of each exception type with its
+        traceback, later ones in one line when their count reaches a power
+        of two; the server goes on. Per-datagram network errors (ICMP unreachable and the like) are
         counted in ``stats.receive_errors``, never fatal; on a socket with
         ``IP_RECVERR``/``IPV6_RECVERR`` set, its error queue is drained and
         each error in it counted.
