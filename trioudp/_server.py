@@ -37,7 +37,9 @@ class ServerStats:
     Every datagram received is, at any moment, exactly one of: handled,
     a handler error, a handler timeout, dropped for a reason, in flight, or
     queued; see :attr:`accounted`, which always equals ``received``.
-    Oversize datagrams are dropped before they count as received.
+    Oversize datagrams are dropped before they count as received, so they
+    are in neither ``received`` nor :attr:`dropped`: only in
+    ``dropped_oversize``.
 
     Attributes:
         received: datagrams taken from the sockets.
@@ -100,10 +102,18 @@ class ServerStats:
 
     @property
     def dropped(self) -> int:
-        """Received datagrams dropped, whatever the reason (oversize included)."""
+        """Received datagrams dropped for any reason.
+
+        The sum of every ``dropped_*`` counter but ``dropped_oversize``
+        (those datagrams were never received) and ``dropped_amplification``
+        (it counts replies).
+
+        Example:
+            >>> ServerStats(received=3, dropped_denied=1, dropped_oversize=2).dropped
+            1
+        """
         return (
             self.dropped_queue_full
-            + self.dropped_oversize
             + self.dropped_shutdown
             + self.dropped_rate_limited
             + self.dropped_denied
@@ -119,7 +129,6 @@ class ServerStats:
             + self.handler_errors
             + self.handler_timeouts
             + self.dropped
-            - self.dropped_oversize
             + self.in_flight
             + self.queued
         )
