@@ -49,7 +49,11 @@ class ServerStats:
         handler_timeouts: handler calls cut off by ``handler_timeout``.
         dropped_queue_full: datagrams dropped because the queue was full.
         dropped_oversize: datagrams over ``max_datagram_size``.
-        dropped_shutdown: queued or in-flight datagrams abandoned by shutdown.
+        dropped_shutdown: datagrams the server stopped before handling:
+            queued, in flight, or still in the kernel's receive queue when
+            it stopped (the server takes those as it closes its sockets, at
+            most as many as the receive buffer holds, and counts them as
+            received too).
         dropped_rate_limited: datagrams over the source prefix's rate limit.
         dropped_denied: datagrams from sources the access list refuses.
         dropped_port_zero: datagrams from source port 0 (never answered: a
@@ -288,6 +292,12 @@ class UDPServer:
             await self._intake.run(lambda: task_status.started(self))
         finally:
             self._handlers.drop_queued()
+            # What the kernel still holds would vanish uncounted as the
+            # sockets close: take it, and count it as received and dropped.
+            with trio.CancelScope(shield=True):
+                for sock in self._sockets:
+                    left = await sock._inbox.take_leftovers()
+                    self._handlers.dropped_shutdown += left
             for sock in self._sockets:
                 sock._inbox.keep_kernel_drops()
                 sock.close()
