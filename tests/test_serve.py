@@ -110,6 +110,7 @@ BAD_SERVER_SETTINGS = [
     ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
     ({"batch_time": -0.001}, ValueError, "batch_time must be >= 0 seconds"),
     ({"batch_time": "2ms"}, TypeError, "batch_time must be a number, not '2ms'"),
+    ({"handler_nursery": "n"}, TypeError, "handler_nursery must be a Nursery or None, not str 'n'"),
     ({"handler_timeout": 0}, ValueError, "handler_timeout must be a positive"),
     ({"handler_timeout": -1}, ValueError, "handler_timeout must be a positive"),
     ({"handler_timeout": "5"}, TypeError, "handler_timeout must be a number, not '5'"),

@@ -70,8 +70,15 @@ def _check_settings(
     batch_size: int,
     batch_time: float,
     handler_timeout: float | None,
+    handler_nursery: trio.Nursery | None,
 ) -> None:
     check_handler(handler)
+    check_instance(
+        "handler_nursery",
+        handler_nursery,
+        trio.Nursery,
+        "the nursery of `async with trio.open_nursery() as nursery`",
+    )
     check_seconds("batch_time", batch_time, zero=True, infinite=True)
     for name, value, low in (
         ("max_in_flight", max_in_flight, 1),
@@ -95,6 +102,7 @@ async def serve_udp_sockets(
     handler_timeout: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     batch_time: float = DEFAULT_BATCH_TIME,
+    handler_nursery: trio.Nursery | None = None,
     rate_limit: RateLimit | None = None,
     amplification_factor: float | None = None,
     access: AccessList | None = None,
@@ -125,6 +133,19 @@ async def serve_udp_sockets(
             program wait under a flood, however slow the handler: checked
             before each datagram, it can be overrun by one handler call.
             ``math.inf`` bounds batches by ``batch_size`` alone.
+        handler_nursery: the nursery to run handlers in (as
+            :func:`trio.serve_tcp`'s); None: the server's own. Handlers run
+            eagerly in the receiving tasks, and one that suspends finishes in
+            the task it started in, so the receiving tasks are the ones
+            started there: every handler call, quick or suspending, runs in
+            a task of ``handler_nursery``, whose cancel scope and context it
+            sees, and into which a handler's ``KeyboardInterrupt`` or
+            ``SystemExit`` propagates. The server still owns those tasks:
+            its grace period and cancelling it end them, and it returns only
+            once they have ended (unlike ``serve_tcp``'s handlers, they reply
+            through the server's sockets). Cancelling ``handler_nursery``
+            ends them, and with them receiving: the server stops, its
+            handlers counted as ``dropped_shutdown``.
         rate_limit: a per-source-prefix :class:`RateLimit`; None for none.
         amplification_factor: replies to a peer not yet validated
             (:meth:`Datagram.validate_peer`) may total at most this many times
@@ -140,8 +161,9 @@ async def serve_udp_sockets(
         sockets are closed. A handler's exception is counted and logged on
         the ``trioudp`` logger, the first of each exception type with its
         traceback, later ones in one line when their count reaches a power
-        of two; the server goes on. Per-datagram network errors (ICMP unreachable and the like) are
-        counted in ``stats.receive_errors``, never fatal; on a socket with
+        of two; the server goes on. Per-datagram network errors (ICMP
+        unreachable and the like) are counted in ``stats.receive_errors``,
+        never fatal; on a socket with
         ``IP_RECVERR``/``IPV6_RECVERR`` set, its error queue is drained and
         each error in it counted.
 
@@ -160,7 +182,13 @@ async def serve_udp_sockets(
         raise ValueError(msg)
     try:
         _check_settings(
-            handler, max_in_flight, queue_size, batch_size, batch_time, handler_timeout
+            handler,
+            max_in_flight,
+            queue_size,
+            batch_size,
+            batch_time,
+            handler_timeout,
+            handler_nursery,
         )
         _check_protection(overflow, rate_limit, amplification_factor, access)
         _check_sockets(sockets)
@@ -179,6 +207,7 @@ async def serve_udp_sockets(
         handler_timeout=handler_timeout,
         batch_size=batch_size,
         batch_time=batch_time,
+        handler_nursery=handler_nursery,
         rate_limit=rate_limit,
         amplification_factor=amplification_factor,
         access=access,
@@ -197,6 +226,7 @@ async def serve_udp(
     handler_timeout: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     batch_time: float = DEFAULT_BATCH_TIME,
+    handler_nursery: trio.Nursery | None = None,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
     reuse_port: bool = False,
@@ -231,9 +261,9 @@ async def serve_udp(
             multicast settings; see :class:`Multicast`.
         broadcast: allow replies to broadcast addresses (``SO_BROADCAST``).
         max_in_flight: and ``queue_size``, ``overflow``, ``handler_timeout``,
-            ``batch_size``, ``batch_time``, ``rate_limit``,
-            ``amplification_factor``,
-            ``access``: see :func:`serve_udp_sockets`.
+            ``batch_size``, ``batch_time``, ``handler_nursery``,
+            ``rate_limit``, ``amplification_factor``, ``access``: see
+            :func:`serve_udp_sockets`.
         task_status: reports the :class:`UDPServer`.
 
     Raises:
@@ -249,9 +279,24 @@ async def serve_udp(
 
         async with trio.open_nursery() as nursery:
             server = await nursery.start(trioudp.serve_udp, handler, 12345)
+
+    Handlers in a nursery of your own (``handler_nursery``)::
+
+        async with trio.open_nursery() as nursery, trio.open_nursery() as handlers:
+            server = await nursery.start(
+                functools.partial(
+                    trioudp.serve_udp, handler, 12345, handler_nursery=handlers
+                )
+            )
     """
     _check_settings(
-        handler, max_in_flight, queue_size, batch_size, batch_time, handler_timeout
+        handler,
+        max_in_flight,
+        queue_size,
+        batch_size,
+        batch_time,
+        handler_timeout,
+        handler_nursery,
     )
     _check_protection(overflow, rate_limit, amplification_factor, access)
     sockets = await open_udp_sockets(
@@ -272,6 +317,7 @@ async def serve_udp(
         handler_timeout=handler_timeout,
         batch_size=batch_size,
         batch_time=batch_time,
+        handler_nursery=handler_nursery,
         rate_limit=rate_limit,
         amplification_factor=amplification_factor,
         access=access,

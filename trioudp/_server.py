@@ -177,6 +177,7 @@ class UDPServer:
         handler_timeout: float | None,
         batch_size: int,
         batch_time: float,
+        handler_nursery: trio.Nursery | None = None,
         rate_limit: RateLimit | None = None,
         amplification_factor: float | None = None,
         access: AccessList | None = None,
@@ -206,6 +207,7 @@ class UDPServer:
             self._admission,
             batch_size=batch_size,
             batch_time=batch_time,
+            handler_nursery=handler_nursery,
         )
 
     @property
