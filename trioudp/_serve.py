@@ -63,23 +63,25 @@ def _check_sockets(sockets: Sequence[UDPSocket]) -> None:
             raise TypeError(msg)
 
 
-def _check_settings(
-    handler: Handler,
-    max_in_flight: int,
-    queue_size: int,
-    batch_size: int,
-    batch_time: float,
-    handler_timeout: float | None,
-    handler_nursery: trio.Nursery | None,
-) -> None:
-    check_handler(handler)
+def _check_running(batch_time: float, handler_nursery: trio.Nursery | None) -> None:
+    """Check the settings of how the server runs beside the rest of the program."""
+    check_seconds("batch_time", batch_time, zero=True, infinite=True)
     check_instance(
         "handler_nursery",
         handler_nursery,
         trio.Nursery,
         "the nursery of `async with trio.open_nursery() as nursery`",
     )
-    check_seconds("batch_time", batch_time, zero=True, infinite=True)
+
+
+def _check_settings(
+    handler: Handler,
+    max_in_flight: int,
+    queue_size: int,
+    batch_size: int,
+    handler_timeout: float | None,
+) -> None:
+    check_handler(handler)
     for name, value, low in (
         ("max_in_flight", max_in_flight, 1),
         ("queue_size", queue_size, 0),
@@ -181,15 +183,8 @@ async def serve_udp_sockets(
         msg = "serve_udp_sockets needs at least one socket"
         raise ValueError(msg)
     try:
-        _check_settings(
-            handler,
-            max_in_flight,
-            queue_size,
-            batch_size,
-            batch_time,
-            handler_timeout,
-            handler_nursery,
-        )
+        _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
+        _check_running(batch_time, handler_nursery)
         _check_protection(overflow, rate_limit, amplification_factor, access)
         _check_sockets(sockets)
     except BaseException:
@@ -289,15 +284,8 @@ async def serve_udp(
                 )
             )
     """
-    _check_settings(
-        handler,
-        max_in_flight,
-        queue_size,
-        batch_size,
-        batch_time,
-        handler_timeout,
-        handler_nursery,
-    )
+    _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
+    _check_running(batch_time, handler_nursery)
     _check_protection(overflow, rate_limit, amplification_factor, access)
     sockets = await open_udp_sockets(
         port,
