@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import ROOT
+
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
 INI = """
@@ -419,3 +421,65 @@ def test_the_rerun_command_works_from_where_pytest_was_started(project, monkeypa
     assert command.startswith("pytest test_deep.py::test_x --trioudp-seed ")
     again = project.runpytest_subprocess(*shlex.split(command)[1:])
     again.assert_outcomes(failed=1)
+
+
+# ---- anyio's plugin on the Trio backend --------------------------------------
+
+ANYIO_EXAMPLE = ROOT / "docs" / "examples" / "anyio" / "test_with_anyio.py"
+FAILS = """
+
+async def test_fails(virtual_network):
+    assert False
+"""
+
+
+@pytest.mark.parametrize("pytest_trio", ["installed", "not installed"])
+def test_tests_marked_for_anyio_on_trio_get_the_fixtures_and_the_marker(
+    pytester, pytest_trio
+):
+    """With anyio's plugin running them on Trio (and pytest-trio, with
+    trio_mode off, or not there at all), the fixtures, the marker's link
+    settings and its seed report work as under pytest-trio: the how-to's
+    example file, and a failing test added to it."""
+    pytester.makeini("[pytest]\naddopts = --strict-markers --strict-config\n")
+    pytester.makepyfile(test_with_anyio=ANYIO_EXAMPLE.read_text() + FAILS)
+    options = ["-p", "no:trio"] if pytest_trio == "not installed" else []
+    result = pytester.runpytest_subprocess(*options, "-W", "error")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*virtual network seed: *; rerun exactly with: pytest *--trioudp-seed *"]
+    )
+
+
+def test_under_anyio_another_backend_or_the_real_clock_says_what_to_set(pytester):
+    pytester.makeini("[pytest]\naddopts = --strict-markers --strict-config\n")
+    pytester.makepyfile(
+        """
+        import pytest
+        import trio.testing
+
+        pytestmark = pytest.mark.anyio
+
+        @pytest.fixture(params=["asyncio", "trio"])
+        def anyio_backend(request):
+            return request.param
+
+        async def test_needs_the_autojump_clock(virtual_network):
+            pass
+
+        @pytest.mark.virtual_network(autojump=False)
+        async def test_on_the_real_clock(virtual_network, udp_echo_server):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:trio")
+    # asyncio: both refused; trio: the first lacks its clock, the second runs.
+    result.assert_outcomes(passed=1, errors=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_needs_the_autojump_clock?asyncio? uses trioudp's virtual network,"
+            " which runs on Trio, but anyio runs it on 'asyncio'*return 'trio'*",
+            "*test_needs_the_autojump_clock?trio? runs on trioudp's virtual network"
+            " under the autojump clock*MockClock(autojump_threshold=0)*",
+        ]
+    )

@@ -1,10 +1,18 @@
 """pytest plugin: virtual-network fixtures for any project that installs trioudp.
 
 Registered through the ``pytest11`` entry point, so it is active wherever
-trioudp is installed. It needs pytest-trio (``trio_mode = true``, or tests
-marked ``@pytest.mark.trio``); a test that uses its fixtures or marker
-without that errors at setup with a message naming what to install or set,
-and nothing else in the session is affected.
+trioudp is installed. Tests that use it run on Trio under pytest-trio
+(``trio_mode = true``, or tests marked ``@pytest.mark.trio``) or under
+anyio's plugin on its Trio backend (``@pytest.mark.anyio`` with an
+``anyio_backend`` fixture that returns ``"trio"``); a test that uses its
+fixtures or marker otherwise errors at setup with a message naming what to
+install or set, and nothing else in the session is affected.
+
+Under anyio's plugin the clock is anyio's to choose: the autojump clock the
+marker (or the fixture alone) asks for is given in ``anyio_backend``, as
+``("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})`` (any
+``MockClock`` there is kept, as a clock a pytest-trio test brings is), and a
+test that asks for it on the real clock errors, saying so.
 
 Fixtures:
     virtual_network: a :class:`~trioudp.testing.VirtualNetwork`, installed
@@ -79,7 +87,18 @@ _NO_PYTEST_TRIO = (
 _NOT_A_TRIO_TEST = (
     "{name} uses trioudp's virtual network but pytest-trio does not run it:"
     " make it an async def test and set trio_mode = true under"
-    " [tool.pytest.ini_options] (or mark it @pytest.mark.trio)"
+    " [tool.pytest.ini_options] (or mark it @pytest.mark.trio, or"
+    " @pytest.mark.anyio with an anyio_backend fixture that returns 'trio')"
+)
+_NOT_ON_TRIO = (
+    "{name} uses trioudp's virtual network, which runs on Trio, but anyio runs"
+    " it on {backend!r}: make its anyio_backend fixture return 'trio'"
+)
+_NO_AUTOJUMP_CLOCK = (
+    "{name} runs on trioudp's virtual network under the autojump clock, but"
+    " anyio's plugin chooses the clock: make its anyio_backend fixture return"
+    " ('trio', {{'clock': trio.testing.MockClock(autojump_threshold=0)}}), or"
+    " mark it @pytest.mark.virtual_network(autojump=False)"
 )
 
 
@@ -133,6 +152,21 @@ def _has_pytest_trio(config: pytest.Config) -> bool:
     return config.pluginmanager.hasplugin("trio")
 
 
+def _run_by_anyio(item: pytest.Item) -> bool:
+    """Whether anyio's pytest plugin runs ``item`` (it does every test that
+    asks for ``anyio_backend``, as ``@pytest.mark.anyio`` makes it)."""
+    return "anyio_backend" in getattr(item, "fixturenames", ())
+
+
+def _wants_autojump(item: pytest.Item) -> bool:
+    """Whether ``item`` should run on the autojump clock: its marker says
+    so (the default), or, without one, it asks for the network."""
+    marker = item.get_closest_marker(_MARKER)
+    if marker is not None:
+        return bool(marker.kwargs.get("autojump", True))
+    return "virtual_network" in getattr(item, "fixturenames", ())
+
+
 def _pinned_seed(marker: pytest.Mark | None) -> int | None:
     """The seed the marker pins, if it does (checked: an int)."""
     if marker is None or marker.kwargs.get("seed") is None:
@@ -163,6 +197,8 @@ def pytest_collection_modifyitems(
         return  # the "trio" marker is unknown: pytest_runtest_setup explains
     usual_run = config.getini("trio_run") == "trio"
     for item in items:
+        if _run_by_anyio(item):
+            continue  # anyio's plugin runs it, on the clock anyio_backend gives
         marker = item.get_closest_marker(_MARKER)
         if marker is not None:
             autojump = marker.kwargs.get("autojump", True)
@@ -186,6 +222,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     uses = _FIXTURES.intersection(getattr(item, "fixturenames", ()))
     if not uses and item.get_closest_marker(_MARKER) is None:
         return
+    if _run_by_anyio(item):
+        return  # the backend and the clock are checked in virtual_network
     if not _has_pytest_trio(item.config):
         pytest.fail(_NO_PYTEST_TRIO, pytrace=False)
     if item.get_closest_marker("trio") is None:
@@ -248,6 +286,8 @@ async def virtual_network(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[VirtualNetwork]:
     """A VirtualNetwork installed for this test; its seed is reported on failure."""
+    if _run_by_anyio(request.node):
+        _check_anyio_run(request)
     marker = request.node.get_closest_marker(_MARKER)
     pinned = _pinned_seed(marker)
     if pinned is not None:
@@ -267,19 +307,37 @@ async def virtual_network(
         yield net
 
 
+def _check_anyio_run(request: pytest.FixtureRequest) -> None:
+    """Fail a test that anyio runs on another backend than Trio, or on the
+    real clock where it asks for the autojump clock."""
+    item = request.node
+    backend = request.getfixturevalue("anyio_backend")
+    name = backend if isinstance(backend, str) else backend[0]
+    if name != "trio":
+        pytest.fail(_NOT_ON_TRIO.format(name=item.name, backend=name), pytrace=False)
+    # A MockClock is one the test chose, as a clock a pytest-trio test
+    # brings is kept (see _run_with_autojump).
+    own_clock = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+    if _wants_autojump(item) and not own_clock:
+        pytest.fail(_NO_AUTOJUMP_CLOCK.format(name=item.name), pytrace=False)
+
+
 async def _echo(datagram: Datagram) -> None:
     await datagram.reply(datagram.data)
 
 
 @pytest.fixture
 async def udp_echo_server(
-    virtual_network: VirtualNetwork, nursery: trio.Nursery
-) -> tuple[str, int]:
+    virtual_network: VirtualNetwork,
+) -> AsyncIterator[tuple[str, int]]:
     """``(host, port)`` of an echo server running on the virtual network."""
-    server = await nursery.start(
-        functools.partial(serve_udp, _echo, 0, host="127.0.0.1")
-    )
-    return ("127.0.0.1", server.port)
+    # A nursery of its own, not pytest-trio's fixture: anyio has none.
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(serve_udp, _echo, 0, host="127.0.0.1")
+        )
+        yield ("127.0.0.1", server.port)
+        nursery.cancel_scope.cancel()
 
 
 def rerun_command(item: pytest.Item, seed: int, *, pinned: bool = False) -> str:
