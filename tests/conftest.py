@@ -29,6 +29,13 @@ def needs(missing: str | None) -> pytest.MarkDecorator:
     return pytest.mark.needs(missing)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (the default in pyproject.toml): twice the CPUs, at least 4
+    and at most 8, since most of the slower tests wait on subprocesses,
+    namespaces and sockets rather than compute."""
+    return max(4, min(8, 2 * (os.cpu_count() or 1)))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "needs(missing): skip (under CI: fail) when missing is not None"

@@ -89,10 +89,13 @@ def test_flood_reconciles_every_datagram():
 
 
 def test_fairness_shows_the_time_bound_at_work(tmp_path, figures):
-    """On real sockets and the real clock, so only with generous bounds: a
-    5 ms handler flooded delays a timer by a whole batch (64 calls, 320 ms)
-    when batches are bounded by count alone, and by about one call with the
-    default batch_time."""
+    """On real sockets and the real clock, so only with generous bounds: with
+    the default batch_time a flooded 5 ms handler delays a timer and another
+    socket's probe by about one call. How far a batch bounded by count alone
+    delays them depends on whether the load generator keeps the queue full
+    on a loaded machine (320 ms when it does), so that is the benchmark's
+    figure, not asserted here; tests/test_fastpath.py proves it exactly on
+    the mock clock."""
     out = run(
         "fairness.py",
         "--probes",
@@ -105,7 +108,7 @@ def test_fairness_shows_the_time_bound_at_work(tmp_path, figures):
     section = json.loads((tmp_path / "fairness.json").read_text())
     bounded, by_count = section["fairness"]
     assert (bounded["batch_time"], by_count["batch_time"]) == ("default", "inf")
-    assert by_count["timer_lateness"]["max_ms"] >= 300
+    assert by_count["timer_wakeups"] > 0
     assert bounded["timer_lateness"]["p50_ms"] < 100
     assert bounded["probe_round_trip"]["p50_ms"] < 100
     assert "| 2 ms (the default) |" in figures.fairness("md", section)
