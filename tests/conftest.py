@@ -36,6 +36,40 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(4, min(8, 2 * (os.cpu_count() or 1)))
 
 
+# Modules whose tests mostly wait on other processes (namespaces, workers,
+# benchmarks, fresh interpreters, tshark): seconds each, on code that every
+# Python runs alike. CI runs them on its main Python only (see .ci/run).
+SLOW_MODULES = frozenset(
+    {
+        "tests/test_faults.py",
+        "tests/test_benchmarks.py",
+        "tests/test_docs_blocks.py",
+        "tests/test_quic_amplification.py",
+        "tests/test_quic_virtual_network.py",
+        "tests/test_quic_workers.py",
+        "tests/cli/test_quic.py",
+        "tests/cli/test_supervise.py",
+        "tests/workers/test_supervisor.py",
+        "tests/testing/test_determinism.py",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow the tests of :data:`SLOW_MODULES` and each test run in a
+    network namespace of its own (``lan="namespace"``: a pytest in a fresh
+    process under ``unshare -n``)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        in_repository = item.path.is_relative_to(ROOT)
+        module = item.path.relative_to(ROOT).as_posix() if in_repository else ""
+        if module in SLOW_MODULES or (
+            callspec is not None and callspec.params.get("lan") == "namespace"
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "needs(missing): skip (under CI: fail) when missing is not None"

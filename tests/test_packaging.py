@@ -159,7 +159,9 @@ def test_plain_pytest_runs_the_doctests_against_an_installed_trioudp(wheel, tmp_
     must import the installed package, not fail with "import file mismatch"."""
     bin_dir = _fresh_venv(
         tmp_path / "venv",
-        _closure(["trio", "attrs", "pytest", "pytest-trio", "hypothesis"]),
+        _closure(
+            ["trio", "attrs", "pytest", "pytest-trio", "pytest-xdist", "hypothesis"]
+        ),
     )
     _pip_install(bin_dir, wheel)
     # What the ``pytest`` console script does: no current directory on sys.path,

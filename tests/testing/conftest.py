@@ -93,6 +93,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             sys.executable,
             "-m",
             "pytest",
+            "-n",
+            "0",
             "-q",
             "-p",
             "no:cacheprovider",
