@@ -3,6 +3,7 @@ loopback (no group is joined on the host's network), and real exchanges inside
 a network namespace the test creates."""
 
 import json
+import re
 import socket
 import struct
 import subprocess
@@ -187,11 +188,32 @@ async def test_real_multicast_and_broadcast_inside_a_network_namespace():
         assert exchange["loopback"] == "loopback on"
         assert results[f"served_{family}"] == "served ping"
         assert results[f"listen_{family}"].startswith(f"('{sender}")
-        assert results[f"listen_{family}"].endswith(" 12 bytes: to the group")
-    code, out, port = results["broadcast"]
-    assert (code, out) == (0, f"Received anyone there? from ('127.0.0.1', {port})\n")
-    # A server that did not ask for broadcasts drops them, counted.
-    assert results["unanswered"] == [1, 1]
-    code, err = results["without"]
-    assert code == 1
-    assert "Permission denied" in err
+        # listen --group shows each datagram's destination: the group.
+        assert results[f"listen_{family}"].endswith(
+            f" to {group} 12 bytes: to the group"
+        )
+    cli = results["cli_broadcast"]
+    port = cli["broadcast"]["port"]
+    answered, without = cli["broadcast"]["sent"]
+    assert answered == [0, f"Received anyone there? from ('127.0.0.1', {port})\n", ""]
+    assert cli["broadcast"]["totals"].startswith(
+        "totals: received 1, handled 1, replied 1, dropped 0,"
+    )
+    # Without SO_BROADCAST the kernel refuses the send, and send says why.
+    assert without[0] == 1
+    assert "Permission denied (is it a broadcast address? add --broadcast" in without[2]
+    # An echo without --broadcast drops them, counted, in one process and
+    # summed over its workers (each of which gets a copy).
+    assert cli["unanswered"]["sent"] == [[1, "", "trioudp send: no reply within 1 s\n"]]
+    assert cli["unanswered"]["totals"].startswith(
+        "totals: received 1, handled 0, replied 0, dropped 1 (broadcast 1),"
+    )
+    assert cli["workers"]["sent"][0][0] == 1
+    assert cli["workers"]["totals"].startswith(
+        "totals of 2 workers: received 2, handled 0, replied 0,"
+        " dropped 2 (broadcast 2),"
+    )
+    assert re.fullmatch(
+        r"\('127\.0\.0\.1', \d+\) to 127\.255\.255\.255 13 bytes: anyone there\?",
+        cli["listen"]["printed"],
+    )

@@ -7,7 +7,7 @@ import pytest
 
 import trioudp
 from trioudp._cli import build_parser, main
-from trioudp._cli._parser import group_settings
+from trioudp._cli._parser import broadcast_addresses, check_broadcast, group_settings
 
 
 @pytest.mark.parametrize(
@@ -94,6 +94,23 @@ def test_every_command_has_help(command, capsys):
         (["send", "--host", "[fe80::1]"], "write fe80::1%IF"),
         (["echo", "--host", "[::1"], "an IPv6 address in brackets such as [::1]"),
         (["echo", "--host", ""], "--host: must be an address or a host name"),
+        (
+            ["echo", "--broadcast"],
+            "--broadcast needs --host 0.0.0.0, :: or a broadcast address, not"
+            " 127.0.0.1: a socket bound to one of this host's addresses receives"
+            " no datagram sent to a broadcast address",
+        ),
+        (
+            ["serve", "--broadcast", "--host", "::1"],
+            "not ::1: IPv6 has no broadcast (:: serves IPv4 too)",
+        ),
+        (
+            ["listen", "--host", "127.255.255.255", "--port", "0"],
+            "--host 127.255.255.255 is a broadcast address: every datagram sent to"
+            " it would be dropped; add --broadcast to take them, or bind 0.0.0.0"
+            " or one of this host's addresses",
+        ),
+        (["echo", "--host", "255.255.255.255"], "add --broadcast to take them"),
     ],
 )
 def test_bad_values_are_usage_errors(argv, fragment, capsys):
@@ -137,6 +154,55 @@ def test_every_server_defaults_to_loopback_and_every_answering_one_to_protection
     for command in ("send", "bench"):
         args = parser.parse_args([command])
         assert (args.host, args.port) == ("127.0.0.1", 12345)
+
+
+def test_broadcast_is_off_and_the_loop_guard_on_by_default():
+    parser = build_parser()
+    for command in ("serve", "echo"):
+        assert parser.parse_args([command]).broadcast is False
+        assert parser.parse_args([command]).loop_guard is True
+        assert parser.parse_args([command, "--no-loop-guard"]).loop_guard is False
+    assert parser.parse_args(["listen"]).broadcast is False
+    assert parser.parse_args(["listen", "--broadcast"]).broadcast is True
+
+
+SUBNET = frozenset({"10.9.0.255", "255.255.255.255", "127.255.255.255"})
+
+
+@pytest.mark.parametrize(
+    ("host", "broadcast"),
+    [
+        ("0.0.0.0", True),
+        ("::", True),
+        ("0.0.0.0", False),
+        ("10.9.0.255", True),  # bound to the broadcast address: it gets those
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", True),  # names are not resolved here
+    ],
+)
+def test_broadcast_settings_that_work(host, broadcast):
+    check_broadcast(host, broadcast, SUBNET)
+
+
+@pytest.mark.parametrize(
+    ("host", "broadcast", "fragment"),
+    [
+        ("10.9.0.1", True, "not 10.9.0.1: a socket bound to one of this host's"),
+        ("fd00::1", True, "not fd00::1: IPv6 has no broadcast"),
+        ("10.9.0.255", False, "--host 10.9.0.255 is a broadcast address"),
+    ],
+)
+def test_broadcast_settings_that_cannot_work_say_what_to_write(
+    host, broadcast, fragment
+):
+    with pytest.raises(ValueError, match="--broadcast") as info:
+        check_broadcast(host, broadcast, SUBNET)
+    assert fragment in str(info.value)
+
+
+def test_the_hosts_broadcast_addresses_include_every_hosts():
+    assert {"255.255.255.255", "127.255.255.255"} <= broadcast_addresses()
 
 
 def test_listen_takes_an_interface_index():

@@ -12,7 +12,7 @@ import trio.testing
 
 import trioudp
 from trioudp._cli import _send, _serve, build_parser
-from trioudp._cli._output import EXIT_INTERRUPTED
+from trioudp._cli._output import EXIT_INTERRUPTED, stats_line
 
 from ..conftest import requires_ipv6
 from .helpers import (
@@ -92,8 +92,8 @@ def test_sigusr1_prints_a_single_servers_counters_as_its_exit_does(command, repl
     finally:
         server.kill()
     totals = (
-        "totals: received 1, handled 1, replied 1, dropped 0, handler errors 0,"
-        " kernel drops 0"
+        "totals: received 1, handled 1, replied 1, dropped 0, replies withheld 0,"
+        " handler errors 0, kernel drops 0"
     )
     assert line == f"{totals}\n"
     assert code == 128 + signal.SIGTERM, err  # not killed by SIGUSR1 (138)
@@ -201,6 +201,62 @@ async def test_serve_rate_limits_a_remote_flood(
     assert (stats.handled, stats.dropped_rate_limited, stats.replied) == (100, 200, 100)
     capsys.readouterr()
     await server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("argv", "replied", "withheld"),
+    [([], 16, 4), (["--no-loop-guard"], 20, 0)],
+)
+async def test_the_loop_guard_holds_a_service_peer_unless_turned_off(
+    virtual_network, autojump_clock, nursery, capsys, argv, replied, withheld
+):
+    # A peer that sends from a service's port (below 32768), as the other
+    # end of a loop does: 16 replies at once, then the guard withholds them.
+    server_host = virtual_network.add_host("192.0.2.10")
+    virtual_network.add_host("192.0.2.20")
+    args = build_parser().parse_args(["echo", "--rate-limit", "0", *argv])
+    with virtual_network.on_host(server_host):
+        server = await start_hello(
+            nursery, protection=_serve.Protection.from_args(args)
+        )
+    async with trioudp.open_udp_socket("192.0.2.20", 7000) as service:
+        for _ in range(20):
+            await service.send_to(b"Hello, server!", ("192.0.2.10", 12345))
+        await trio.testing.wait_all_tasks_blocked()
+    assert (server.stats.replied, server.stats.dropped_loop) == (replied, withheld)
+    because = f" (loop guard {withheld})" if withheld else ""
+    assert f"replied {replied}, dropped 0, replies withheld {withheld}{because}," in (
+        stats_line(server.stats)
+    )
+    capsys.readouterr()
+    await server.shutdown()
+
+
+async def test_listen_shows_the_destination_where_asked(
+    virtual_network, nursery, capsys
+):
+    args = build_parser().parse_args(["listen", "--host", "0.0.0.0", "--port", "0"])
+    for show in (False, True):
+        handler = functools.partial(_serve._listen_handler, show_destination=show)
+        server = await nursery.start(
+            functools.partial(
+                _serve.serve_until_exit,
+                handler,
+                args.host,
+                args.port,
+                "Listening on {address}",
+                watch_signals=False,
+            )
+        )
+        async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+            await sock.send_to(b"hi", ("127.0.0.1", server.port))
+            await trio.testing.wait_all_tasks_blocked()
+            source = sock.local_address[1]
+        to = " to 127.0.0.1" if show else ""
+        assert capsys.readouterr().out.endswith(
+            f"('127.0.0.1', {source}){to} 2 bytes: hi\n"
+        )
+        await server.shutdown()
 
 
 @pytest.mark.parametrize(

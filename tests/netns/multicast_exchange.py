@@ -218,60 +218,75 @@ async def cli_listen(group: str) -> str:
     return line
 
 
+async def read_rest(stream: trio.abc.ReceiveStream | None) -> str:
+    """Everything left on ``stream``, to its end (within WAIT seconds)."""
+    assert stream is not None
+    data = bytearray()
+    with trio.fail_after(WAIT):
+        while chunk := await stream.receive_some():
+            data += chunk
+    return data.decode()
+
+
 async def cli_broadcast() -> dict[str, object]:
-    """``trioudp send --broadcast`` to 127.255.255.255 reaches an echo that
-    answers broadcasts (``broadcast=True``), and is not answered by one that
-    does not (the default); without --broadcast the kernel refuses the send."""
-
-    def echo(datagram: trioudp.Datagram) -> bytes:
-        return datagram.data
-
+    """``trioudp send --broadcast`` to 127.255.255.255 (the commands of the
+    multicast how-to): answered by ``trioudp echo --broadcast``, not by an
+    echo without it (nor by its ``--workers``), whose counters say so;
+    printed by ``trioudp listen --broadcast`` with its destination; refused
+    by the kernel without ``send --broadcast``."""
+    servers = {
+        "broadcast": ["echo", "--host", "0.0.0.0", "--broadcast"],
+        "unanswered": ["echo", "--host", "0.0.0.0"],
+        "workers": ["echo", "--host", "0.0.0.0", "--workers", "2"],
+        "listen": ["listen", "--host", "0.0.0.0", "--broadcast"],
+    }
+    results: dict[str, object] = {}
     async with trio.open_nursery() as nursery:
-        servers = [
-            await nursery.start(
+        for name, argv in servers.items():
+            buffer = bytearray()
+            process = await nursery.start(
                 functools.partial(
-                    trioudp.serve_udp,
-                    trioudp.Responder(echo),
-                    0,
-                    host="0.0.0.0",
-                    broadcast=broadcast,
+                    trio.run_process,
+                    [sys.executable, "-m", "trioudp", *argv, "--port", "0"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    check=False,
                 )
             )
-            for broadcast in (True, False)
-        ]
-        runs = []
-        for server, flags in (
-            (servers[0], ["--broadcast"]),
-            (servers[1], ["--broadcast"]),
-            (servers[0], ["--no-exit"]),
-        ):
-            send = [
-                sys.executable,
-                "-m",
-                "trioudp",
-                "send",
-                "--host",
-                "127.255.255.255",
-            ]
-            send += ["--port", str(server.port), "--timeout", "1", *flags]
-            with trio.fail_after(WAIT):
-                runs.append(
-                    await trio.run_process(
-                        [*send, "anyone there?"],
+            banner = await read_line(process, buffer)
+            port = int(banner.rpartition(":")[2])
+            if name == "workers":
+                await read_line(process, buffer)  # "2 workers share the port"
+            flags = (
+                ["--broadcast"]
+                if name != "listen"
+                else ["--broadcast", "--retries", "0"]
+            )
+            runs = [flags] if name != "broadcast" else [flags, ["--no-exit"]]
+            sent = []
+            for run_flags in runs:
+                send = [sys.executable, "-m", "trioudp", "send", "--host"]
+                send += ["127.255.255.255", "--port", str(port), "--timeout", "1"]
+                with trio.fail_after(WAIT):
+                    done = await trio.run_process(
+                        [*send, *run_flags, "anyone there?"],
                         capture_stdout=True,
                         capture_stderr=True,
                         check=False,
                     )
+                sent.append(
+                    [done.returncode, done.stdout.decode(), done.stderr.decode()]
                 )
-        stats = [server.stats for server in servers]
-        port = servers[0].port
-        nursery.cancel_scope.cancel()
-    allowed, unanswered, refused = runs
-    return {
-        "broadcast": [allowed.returncode, allowed.stdout.decode(), port],
-        "unanswered": [unanswered.returncode, stats[1].dropped_broadcast],
-        "without": [refused.returncode, refused.stderr.decode()],
-    }
+            printed = await read_line(process, buffer) if name == "listen" else ""
+            process.terminate()
+            totals = (await read_rest(process.stderr)).splitlines()[-1]
+            results[name] = {
+                "port": port,
+                "sent": sent,
+                "printed": printed,
+                "totals": totals,
+            }
+    return results
 
 
 async def main() -> None:
@@ -284,7 +299,7 @@ async def main() -> None:
         "served_ipv6": await served_multicast(GROUP6),
         "listen_ipv4": await cli_listen(GROUP4),
         "listen_ipv6": await cli_listen(GROUP6),
-        **await cli_broadcast(),
+        "cli_broadcast": await cli_broadcast(),
     }
     print(json.dumps(results))
 

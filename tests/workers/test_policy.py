@@ -1,6 +1,9 @@
 """The supervisor's decisions, with no processes: restart delays, crash
 loops, summed counters."""
 
+import attrs
+
+import trioudp
 from trioudp._workers._policy import CrashBudget, retired_report, sum_stats
 
 from .helpers import FAST
@@ -30,6 +33,24 @@ def test_sum_stats_adds_counts_and_tables_and_skips_what_is_not_a_count():
     assert total.kernel_drops == 2
     assert total.send_errors == {"EAGAIN": 2}
     assert sum_stats([{}]).kernel_drops is None
+
+
+def test_sum_stats_adds_every_counter_the_server_has():
+    # Counters added to ServerStats later (dropped_loop, dropped_broadcast,
+    # ...) are summed too: the workers' totals miss none.
+    counts = [
+        name
+        for name, field in attrs.fields_dict(trioudp.ServerStats).items()
+        if field.type in ("int", int)
+    ]
+    assert {"dropped_loop", "dropped_broadcast", "dropped_multicast"} <= set(counts)
+    reports = [
+        {name: n + 1 for n, name in enumerate(counts)},
+        dict.fromkeys(counts, 100),
+    ]
+    total = sum_stats(reports)
+    for n, name in enumerate(counts):
+        assert getattr(total, name) == n + 101, name
 
 
 def test_a_retired_report_keeps_counts_and_drops_levels():

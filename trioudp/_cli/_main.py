@@ -12,7 +12,7 @@ import trio
 
 from .._errors import TrioUDPError, WorkerStartFailed
 from ._output import EXIT_FAILURE, EXIT_INTERRUPTED, error_text
-from ._parser import build_parser, group_settings
+from ._parser import broadcast_addresses, build_parser, check_broadcast, group_settings
 from ._quic import quic_echo_command
 from ._serve import SERVER_COMMANDS
 
@@ -44,11 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trioudp`` command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "group", None) is not None:
-        try:
+    try:
+        if getattr(args, "group", None) is not None:
             args.multicast = group_settings(args.group, args.interface)
-        except (TypeError, ValueError) as exc:
-            parser.error(str(exc))
+        elif hasattr(args, "broadcast") and args.command != "send":
+            check_broadcast(args.host, args.broadcast, broadcast_addresses())
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

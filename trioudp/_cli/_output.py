@@ -19,9 +19,12 @@ if TYPE_CHECKING:
     from .._server import ServerStats
 
 __all__ = [
+    "DROPPED_REASONS",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "RARE_COUNTS",
+    "WITHHELD_REASONS",
     "address_text",
     "error_text",
     "peer_repr",
@@ -60,29 +63,87 @@ def peer_repr(datagram: Datagram) -> str:
     return repr(tuple(datagram.peer[:2]))
 
 
+#: Why received datagrams were dropped (the parts of ``ServerStats.dropped``),
+#: as the counters line names them.
+DROPPED_REASONS = {
+    "dropped_queue_full": "queue full",
+    "dropped_shutdown": "shutdown",
+    "dropped_rate_limited": "rate limited",
+    "dropped_denied": "denied",
+    "dropped_port_zero": "source port 0",
+    "dropped_forged": "forged source",
+    "dropped_broadcast": "broadcast",
+    "dropped_multicast": "multicast",
+}
+#: Why replies were withheld (they count replies, not received datagrams).
+WITHHELD_REASONS = {
+    "dropped_amplification": "amplification guard",
+    "dropped_loop": "loop guard",
+}
+#: Counts the line shows only when they are not 0 (the CLI's servers never
+#: set what makes them grow but a library user's may).
+RARE_COUNTS = {
+    "handler_timeouts": "handler timeouts",
+    "dropped_oversize": "oversize",
+    "rate_limited_logged": "over the rate limit (logged only)",
+}
+
+
 def stats_line(total: ServerStats, workers: int | None = None) -> str:
     """One line of a server's counters, or of ``workers`` workers' summed.
 
-    ``dropped`` counts what the server dropped (rate limit, queue full, ...),
+    ``dropped`` counts the received datagrams the server dropped, followed
+    by each reason that is not 0 (see :data:`DROPPED_REASONS`); ``replies
+    withheld`` the replies the amplification or loop guard held back;
     ``kernel drops`` what the kernel dropped before the server saw it (its
-    receive buffer was full; shown where the system tells).
+    receive buffer was full; shown where the system tells). Handler
+    timeouts, oversize datagrams, rate-limit overruns that were only logged,
+    and receive and send errors (by errno) appear when they are not 0.
 
     Example:
         >>> from trioudp import ServerStats
         >>> stats_line(ServerStats(received=3, handled=3, replied=3, kernel_drops=0), 2)
-        'totals of 2 workers: received 3, handled 3, replied 3, dropped 0, handler errors 0, kernel drops 0'
-        >>> stats_line(ServerStats(received=1, handled=1))
-        'totals: received 1, handled 1, replied 0, dropped 0, handler errors 0'
+        'totals of 2 workers: received 3, handled 3, replied 3, dropped 0, replies withheld 0, handler errors 0, kernel drops 0'
+        >>> stats_line(ServerStats(received=3, handled=1, dropped_forged=2, dropped_loop=1))
+        'totals: received 3, handled 1, replied 0, dropped 2 (forged source 2), replies withheld 1 (loop guard 1), handler errors 0'
     """
     whose = "totals" if workers is None else f"totals of {plural(workers, 'worker')}"
-    line = (
-        f"{whose}: received {total.received},"
-        f" handled {total.handled}, replied {total.replied},"
-        f" dropped {total.dropped}, handler errors {total.handler_errors}"
-    )
+    withheld = total.dropped_amplification + total.dropped_loop
+    parts = [
+        f"received {total.received}",
+        f"handled {total.handled}",
+        f"replied {total.replied}",
+        f"dropped {total.dropped}{_reasons(total, DROPPED_REASONS)}",
+        f"replies withheld {withheld}{_reasons(total, WITHHELD_REASONS)}",
+        f"handler errors {total.handler_errors}",
+    ]
+    parts += [
+        f"{label} {getattr(total, name)}"
+        for name, label in RARE_COUNTS.items()
+        if getattr(total, name)
+    ]
+    for label, errors in (
+        ("receive errors", total.receive_errors),
+        ("send errors", total.send_errors),
+    ):
+        if errors:
+            each = ", ".join(
+                f"{code} {count}" for code, count in sorted(errors.items())
+            )
+            parts.append(f"{label} {sum(errors.values())} ({each})")
     if total.kernel_drops is not None:
-        line += f", kernel drops {total.kernel_drops}"
-    return line
+        parts.append(f"kernel drops {total.kernel_drops}")
+    return f"{whose}: {', '.join(parts)}"
+
+
+def _reasons(total: ServerStats, labels: dict[str, str]) -> str:
+    """`` (forged source 2, loop guard 1)``: each count not 0, else nothing."""
+    counts = [
+        f"{label} {getattr(total, name)}"
+        for name, label in labels.items()
+        if getattr(total, name)
+    ]
+    return f" ({', '.join(counts)})" if counts else ""
 
 
 def error_text(

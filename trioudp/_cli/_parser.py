@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from .._address import numeric_family
+from .._interfaces import read_host_addresses
 from .._multicast import Multicast
+from .._serve import DEFAULT_LOOP_GUARD
 from ._argtypes import DEFAULT_HOST, DEFAULT_PORT, destination_port, host, number, port
 from ._bench import add_bench_parser
 from ._quic import DEFAULT_ALPN, DEFAULT_QUIC_PORT, quic_echo_command, quic_send_command
@@ -22,13 +24,15 @@ from ._send import demo_command, send_command
 from ._serve import echo_command, listen_command, serve_command
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "MAX_WORKERS",
+    "broadcast_addresses",
     "build_parser",
+    "check_broadcast",
     "group_settings",
 ]
 
@@ -82,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
             f" (QUIC's anti-amplification rule); 0 = no limit (default {factor:g})",
         )
 
+    def loop_guard_option(sub: argparse.ArgumentParser) -> None:
+        guard = DEFAULT_LOOP_GUARD
+        sub.add_argument(
+            "--no-loop-guard",
+            dest="loop_guard",
+            action="store_false",
+            help="turn off the loop guard, which is on by default: a peer that"
+            f" sends from a service's port (below {guard.ports_below}) gets at"
+            f" most {guard.burst} replies at once, then {guard.rate:g} a second,"
+            " so that a loop with another service that answers everything ends"
+            " by itself; loopback peers are exempt (default on)",
+        )
+
     def workers_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--workers",
@@ -121,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
+    def broadcast_option(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument(
+            "--broadcast",
+            action="store_true",
+            help=f"{what} datagrams sent to a broadcast address (a subnet's, or"
+            " 255.255.255.255) from sources on the link they came over; needs"
+            " --host 0.0.0.0, :: or a broadcast address (default off: they are"
+            " dropped, and counted: 'dropped N (broadcast N)')",
+        )
+
     serve = server_parser(
         "serve",
         "The tutorial's server: print each datagram, reply 'Hello, client!',"
@@ -132,12 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept 'exit' from any peer (by default only from loopback)",
     )
     protection_options(serve)
+    broadcast_option(serve, "answer")
+    loop_guard_option(serve)
     workers_option(serve)
     serve.set_defaults(func=serve_command)
     echo = server_parser(
         "echo", "Echo server: answer each datagram with its own bytes."
     )
     protection_options(echo)
+    broadcast_option(echo, "answer")
+    loop_guard_option(echo)
     workers_option(echo)
     echo.set_defaults(func=echo_command)
     listen = server_parser("listen", "Print each datagram received; answer nothing.")
@@ -145,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--group",
         metavar="GROUP",
         help="join this multicast group (e.g. 239.1.2.3 or ff15::1234) and print"
-        " what is sent to it; binds every address (--host is not used) and"
-        " shares the port with other listeners",
+        " what is sent to it, from sources on the link, with the address each"
+        " datagram was sent to; binds every address (--host is not used) and"
+        " shares the port with other listeners (default: no group)",
     )
     listen.add_argument(
         "--interface",
@@ -154,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --group: the interface to join on, by name, index or (IPv4) address"
         " (default: the routing table's choice)",
     )
+    broadcast_option(listen, "print, each with the address it was sent to,")
     listen.set_defaults(func=listen_command)
 
     send = commands.add_parser(
@@ -343,3 +376,63 @@ def group_settings(group: str, interface_text: str | None) -> Multicast:
                 msg = f"--interface: no network interface is named {interface_text!r}"
                 raise ValueError(msg) from None
     return Multicast(groups=[group], interface=interface)
+
+
+#: Broadcast addresses every Linux host has: the limited broadcast, and
+#: loopback's (``ip route show table local``).
+_ALWAYS_BROADCAST = frozenset({"255.255.255.255", "127.255.255.255"})
+
+
+def broadcast_addresses() -> frozenset[str]:
+    """This host's IPv4 broadcast addresses: its subnets' (where the system
+    tells, Linux) and those every host has."""
+    try:
+        table = read_host_addresses()
+    except OSError:
+        table = None
+    return _ALWAYS_BROADCAST | (table.broadcast if table is not None else frozenset())
+
+
+def check_broadcast(
+    host_text: str, broadcast: bool, broadcasts: Collection[str]
+) -> None:
+    """Refuse (ValueError, saying what to write) a server's ``--host`` and
+    ``--broadcast`` that cannot work together: ``--broadcast`` on an
+    address that receives no broadcast (one of this host's unicast
+    addresses, an IPv6 one), or a broadcast address (in ``broadcasts``)
+    without ``--broadcast``, where every datagram would be dropped. Host
+    names are not checked.
+
+    Example:
+        >>> check_broadcast("0.0.0.0", True, {"10.9.0.255"})
+        >>> check_broadcast("127.0.0.1", True, {"10.9.0.255"})
+        Traceback (most recent call last):
+        ...
+        ValueError: --broadcast needs --host 0.0.0.0, :: or a broadcast address, not 127.0.0.1: a socket bound to one of this host's addresses receives no datagram sent to a broadcast address
+    """
+    try:
+        address = ipaddress.ip_address(host_text.split("%", 1)[0])
+    except ValueError:
+        return
+    if address.is_unspecified:
+        return
+    is_broadcast = address.version == 4 and str(address) in broadcasts
+    if broadcast and not is_broadcast:
+        why = (
+            "IPv6 has no broadcast (:: serves IPv4 too)"
+            if address.version == 6
+            else "a socket bound to one of this host's addresses receives no"
+            " datagram sent to a broadcast address"
+        )
+        msg = (
+            f"--broadcast needs --host 0.0.0.0, :: or a broadcast address,"
+            f" not {host_text}: {why}"
+        )
+        raise ValueError(msg)
+    if is_broadcast and not broadcast:
+        msg = (
+            f"--host {host_text} is a broadcast address: every datagram sent to"
+            " it would be dropped; add --broadcast to take them, or bind"
+            " 0.0.0.0 or one of this host's addresses"
+        )
+        raise ValueError(msg)

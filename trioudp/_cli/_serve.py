@@ -20,10 +20,10 @@ import attrs
 import trio
 
 from .._address import is_loopback
-from .._limits import RateLimit
+from .._limits import LoopGuard, RateLimit
 from .._open import open_udp_sockets
 from .._responder import Responder
-from .._serve import serve_udp_sockets
+from .._serve import DEFAULT_LOOP_GUARD, serve_udp_sockets
 from ._output import EXIT_OK, peer_repr, plural, served_addresses, stats_line
 from ._supervise import supervise
 from ._terminal import printable
@@ -123,6 +123,7 @@ async def serve_until_exit(
     protection: Protection | None = None,
     worker: Worker | None = None,
     multicast: Multicast | None = None,
+    broadcast: bool = False,
     reuse_port: bool = False,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> int:
@@ -135,6 +136,9 @@ async def serve_until_exit(
     counters, and it prints them when it stops. Returns the exit code: 0, or
     128 + the number of the signal that stopped it.
 
+    ``broadcast``: answer (or, for ``listen``, print) datagrams sent to a
+    broadcast address, as :func:`serve_udp`'s ``broadcast``.
+
     In a ``--workers`` worker the port is shared (``SO_REUSEPORT``) and the
     supervisor prints the banner, watches signals and prints the counters.
     """
@@ -142,7 +146,11 @@ async def serve_until_exit(
     signals: list[int] = []
     protection = protection or Protection()
     sockets = await open_udp_sockets(
-        port, host, multicast=multicast, reuse_port=reuse_port or worker is not None
+        port,
+        host,
+        multicast=multicast,
+        broadcast=broadcast,
+        reuse_port=reuse_port or worker is not None,
     )
     address = served_addresses(sock.local_address for sock in sockets)
     logger.debug("bound %s", address)
@@ -154,6 +162,7 @@ async def serve_until_exit(
                 sockets,
                 rate_limit=protection.rate_limit,
                 amplification_factor=protection.amplification_factor,
+                loop_guard=protection.loop_guard,
             )
         )
         if worker is None:
@@ -183,17 +192,23 @@ async def serve_until_exit(
 
 @attrs.frozen
 class Protection:
-    """The protection settings of a CLI server (none unless asked for: the
-    command line's options default to on)."""
+    """The protection settings of a CLI server: no rate limit and no
+    amplification guard unless asked for (the command line's options default
+    to on), and the library's default loop guard."""
 
     rate_limit: RateLimit | None = None
     amplification_factor: float | None = None
+    loop_guard: LoopGuard | None = DEFAULT_LOOP_GUARD
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Protection:
-        """Settings from ``--rate-limit`` and ``--amplification-factor`` (0 = off)."""
-        factor = args.amplification_factor or None
-        return cls(rate_limit=rate_limit_from(args), amplification_factor=factor)
+        """Settings from ``--rate-limit`` and ``--amplification-factor`` (0 =
+        off) and ``--no-loop-guard``."""
+        return cls(
+            rate_limit=rate_limit_from(args),
+            amplification_factor=args.amplification_factor or None,
+            loop_guard=DEFAULT_LOOP_GUARD if args.loop_guard else None,
+        )
 
 
 def rate_limit_from(args: argparse.Namespace) -> RateLimit | None:
@@ -222,6 +237,7 @@ async def serve_command(args: argparse.Namespace, worker: Worker | None = None) 
         on_exit="Server exiting...",
         protection=Protection.from_args(args),
         worker=worker,
+        broadcast=args.broadcast,
     )
 
 
@@ -241,12 +257,18 @@ def _echo_handler(exit_requested: trio.Event) -> Responder:
 
 
 def _listen_handler(
-    exit_requested: trio.Event,
+    exit_requested: trio.Event, *, show_destination: bool = False
 ) -> Callable[[Datagram], Awaitable[None]]:
+    """Print each datagram: its peer, with ``show_destination`` the address
+    it was sent to (where known), its size and its bytes."""
+
     async def listen(datagram: Datagram) -> None:
         _log_datagram(datagram)
+        to = ""
+        if show_destination and datagram.destination is not None:
+            to = f" to {datagram.destination}"
         print(
-            f"{peer_repr(datagram)} {plural(len(datagram.data), 'byte')}:"
+            f"{peer_repr(datagram)}{to} {plural(len(datagram.data), 'byte')}:"
             f" {printable(datagram.data)}",
             flush=True,
         )
@@ -267,6 +289,7 @@ async def echo_command(args: argparse.Namespace, worker: Worker | None = None) -
         banner,
         protection=Protection.from_args(args),
         worker=worker,
+        broadcast=args.broadcast,
     )
 
 
@@ -278,18 +301,28 @@ SERVER_COMMANDS: dict[
 
 async def listen_command(args: argparse.Namespace) -> int:
     """``trioudp listen``: print every datagram, answer nothing; with
-    ``--group``, bind every address and join the multicast group."""
+    ``--group``, bind every address and join the multicast group; with
+    ``--broadcast``, print datagrams sent to a broadcast address too. With
+    either, each line shows the address the datagram was sent to."""
+    handler = functools.partial(
+        _listen_handler, show_destination=args.broadcast or args.group is not None
+    )
     if args.group is None:
         return await serve_until_exit(
-            _listen_handler, args.host, args.port, "Listening on {address}"
+            handler,
+            args.host,
+            args.port,
+            "Listening on {address}",
+            broadcast=args.broadcast,
         )
     multicast: Multicast = args.multicast
     return await serve_until_exit(
-        _listen_handler,
+        handler,
         None,  # group datagrams are addressed to the group, not to a host
         args.port,
         f"Listening to group {args.group} on port {{port}}",
         multicast=multicast,
+        broadcast=args.broadcast,
         # Several listeners of groups may share a port, as multicast
         # receivers conventionally do.
         reuse_port=True,
