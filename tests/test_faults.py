@@ -264,11 +264,13 @@ async def test_broadcast_and_class_e_sources_are_never_answered(
     """A server that may broadcast (``broadcast=True``) answered a datagram
     from the subnet broadcast with a broadcast to every host (rp_filter=0;
     rp_filter=1 drops it in the kernel), and one from 240.0.0.1. Both are
-    dropped as forged now; the genuine neighbour is answered."""
+    dropped as forged now; the genuine neighbour is answered. A broadcast
+    from beyond the link (198.51.100.7) is not answered either."""
     result = await netns("lan_forged_sources", rp_filter)
     assert result["sent_to"] == ["10.98.0.2"]
     stats = result["stats"]
     assert stats["dropped_forged"] == forged
+    assert stats["dropped_broadcast"] == 1
     assert stats["handled"] == stats["replied"] == 1
     assert stats["accounted"] == stats["received"]
 

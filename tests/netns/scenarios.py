@@ -806,7 +806,8 @@ async def lan_reflection(rp_filter: str = "0", old: str = "") -> dict[str, Any]:
 async def lan_forged_sources(rp_filter: str = "0", old: str = "") -> dict[str, Any]:
     """A station serves an echo that may broadcast (``broadcast=True``); the
     attacker sends it datagrams from the subnet broadcast (a reply would go
-    to every host), from class E (240.0.0.1), and a neighbour's genuine one.
+    to every host), from class E (240.0.0.1), one from beyond the link
+    (198.51.100.7) to the subnet broadcast, and a neighbour's genuine one.
     Counts what the server sends, by destination."""
 
     def body(network: lan.Lan) -> dict[str, Any]:
@@ -822,6 +823,9 @@ async def lan_forged_sources(rp_filter: str = "0", old: str = "") -> dict[str, A
             network.inject(
                 ipv4_udp(source, server.ipv4, 4000, LAN_PORT, text), server.mac
             )
+        network.inject(
+            ipv4_udp("198.51.100.7", lan.BROADCAST4, 4000, LAN_PORT, b"off-link")
+        )
         lan.settle(network, limit=2.0)
         sent = sorted({destination for _, _, destination, _, _ in network.collect()})
         return {"sent_to": sent, "stats": program.stop()}
