@@ -17,6 +17,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.resolver
+import dns.reversename
 import pytest
 import trio
 from hypothesis import given, target
@@ -213,55 +214,79 @@ def opt(options):
     return record(41, options, owner=b"\x00", rdclass=1232)
 
 
-USED = 12 + len(LONG_QUESTION)
+def worst_cases(question, labels):
+    """The most expensive datagrams found for the checks of
+    answer_untrusted, with ``question`` (of ``labels`` labels) as the
+    question: the biggest additional record that fits behind it."""
+    used = 12 + len(question)
+    return {
+        f"{labels} labels outside the zone": header() + question,
+        f"EDNS with 4-byte options, {labels} labels": header(additional=1)
+        + question
+        + opt(filling(struct.pack("!HH", 65001, 0), used + 1)),
+        f"EDNS with client-subnet options, {labels} labels": header(additional=1)
+        + question
+        + opt(filling(struct.pack("!4H", 8, 8, 1, 32 << 8) + bytes(4), used + 1)),
+        f"TXT of empty strings, {labels} labels": header(additional=1)
+        + question
+        + record(16, filling(b"\x00", used + 2)),
+        f"SVCB with many keys, {labels} labels": header(additional=1)
+        + question
+        + record(
+            64,
+            b"\x00\x01\x00"
+            + b"".join(struct.pack("!HH", key, 0) for key in range(100, 156)),
+        ),
+        f"APL items, {labels} labels": header(additional=1)
+        + question
+        + record(
+            42, filling(struct.pack("!HBB", 1, 32, 4) + b"\x0a\0\0\x01", used + 2)
+        ),
+        f"answers in a query, {labels} labels": header(answers=1)
+        + question
+        + record(1, bytes(4)),
+        f"two additional records, {labels} labels": header(additional=2)
+        + question
+        + opt(b"")
+        + opt(b""),
+    }
+
+
+# The deepest question answered: as deep as an IPv6 reverse name.
+DEEP_QUESTION = b"\x01a" * 34 + b"\x00" + A_IN
 # The most expensive datagrams found for the checks of answer_untrusted: its
 # longest questions, with the biggest additional record that fits.
 WORST_CASES = {
     "10,789 questions, pointers to one 126-label name": pointer_flood(),
     "41 such questions in 512 bytes": pointer_flood(512),
-    "126 labels outside the zone": header() + LONG_QUESTION,
     "120 labels inside the zone": header()
     + b"\x01a" * 120
     + b"\x07example\x04test\x00"
     + A_IN,
-    "EDNS with 4-byte options": header(additional=1)
-    + LONG_QUESTION
-    + opt(filling(struct.pack("!HH", 65001, 0), USED + 1)),
-    "EDNS with client-subnet options": header(additional=1)
-    + LONG_QUESTION
-    + opt(filling(struct.pack("!4H", 8, 8, 1, 32 << 8) + bytes(4), USED + 1)),
-    "TXT of empty strings": header(additional=1)
-    + LONG_QUESTION
-    + record(16, filling(b"\x00", USED + 2)),
-    "SVCB with many keys": header(additional=1)
-    + LONG_QUESTION
-    + record(
-        64,
-        b"\x00\x01\x00"
-        + b"".join(struct.pack("!HH", key, 0) for key in range(100, 156)),
-    ),
-    "APL items": header(additional=1)
-    + LONG_QUESTION
-    + record(42, filling(struct.pack("!HBB", 1, 32, 4) + b"\x0a\0\0\x01", USED + 2)),
-    "answers in a query": header(answers=1) + LONG_QUESTION + record(1, bytes(4)),
-    "two additional records": header(additional=2)
-    + LONG_QUESTION
-    + opt(b"")
-    + opt(b""),
+    "32 labels inside the zone": header()
+    + b"\x01a" * 32
+    + b"\x07example\x04test\x00"
+    + A_IN,
+    **worst_cases(LONG_QUESTION, 126),
+    **worst_cases(DEEP_QUESTION, 34),
 }
 # The work one datagram may cost, in Python function calls (deterministic,
 # unlike a clock): a typical query takes about 350, the worst cases above
-# about 16,000; before the header and size checks, the pointer flood took
-# over 2,000,000 (1.4 s of CPU).
+# about 2,500 (16,000 before the caps on labels and additional records);
+# before the header and size checks, the pointer flood took over 2,000,000
+# (1.4 s of CPU).
 CALL_BUDGET = 50_000
 
 
-def calls_to_answer(wire):
+def calls_to_answer(wire, events=("call",)):
+    """Function calls answer_untrusted makes for ``wire``: Python's, and with
+    ``"c_call"`` in ``events`` C's too (they count the work done per label
+    inside dnspython's loops)."""
     calls = 0
 
     def count(frame, event, arg):
         nonlocal calls
-        calls += event == "call"
+        calls += event in events
 
     sys.setprofile(count)
     try:
@@ -278,6 +303,40 @@ def test_the_work_for_one_datagram_is_bounded(wire):
     started = time.process_time()
     dnsex.answer_untrusted(ZONE, wire)
     assert time.process_time() - started < 0.05
+
+
+def work_to_answer(wire):
+    return calls_to_answer(wire, events=("call", "c_call"))
+
+
+@pytest.mark.parametrize("wire", WORST_CASES.values(), ids=WORST_CASES.keys())
+def test_no_datagram_costs_much_more_than_a_typical_query(wire):
+    """Writing a 126-label question into the reply cost 45,597 calls (3.6 ms
+    of CPU), 60 times a typical query's 751 (78 us): dnspython's name
+    compression is quadratic in labels. Names over 34 labels (an IPv6
+    reverse name's) are refused from the wire now."""
+    typical = work_to_answer(dns.message.make_query("www.example.test", "A").to_wire())
+    assert work_to_answer(wire) <= 10 * typical
+
+
+def test_question_names_deeper_than_a_real_one_are_refused_unparsed(monkeypatch):
+    reverse = dns.message.make_query(
+        dns.reversename.from_address("2001:db8::1"), "PTR"
+    ).to_wire()
+    outcome = dnsex.answer_untrusted(ZONE, reverse)
+    assert (outcome.rcode, outcome.qname) == (
+        "REFUSED",
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
+    )
+
+    def parse(*args, **kwargs):
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(dns.message, "from_wire", parse)
+    deeper = header() + b"\x01a" * 33 + b"\x07example\x04test\x00" + A_IN
+    assert dnsex.answer_untrusted(ZONE, deeper) == dnsex.Outcome(
+        header(0, flags=0x8000 | dns.rcode.REFUSED), "REFUSED"
+    )
 
 
 def test_the_header_is_checked_before_anything_is_parsed(monkeypatch):
@@ -383,13 +442,13 @@ async def test_hostile_queries_do_not_hold_up_the_server():
         assert cpu_seconds(server.process.pid) - before < 1.0
         code, out, err = await server.stop()
     assert code == 0, err
-    assert len([json.loads(line) for line in out.splitlines()]) == 5 * 11 + 1
+    assert len([json.loads(line) for line in out.splitlines()]) == 5 * 20 + 1
     stopped = err.splitlines()[-1]
     assert stopped.startswith("stopped: ")
     assert ast.literal_eval(stopped.removeprefix("stopped: ")) == {
-        "REFUSED": 30,
+        "REFUSED": 40,
         "NXDOMAIN": 5,
-        "FORMERR": 15,
+        "FORMERR": 50,
         "NOERROR": 6,
         "oversize": 5,
     }

@@ -22,7 +22,8 @@ modules: this one (steps 1-5), ``_outbox`` (6) and ``_mmsg`` (7).
    or suspends.
 5. **reply**: a Responder's small answer joins the reply batch
    (``SendBatch.add``) unless a guard must see it first (amplification, or
-   the loop guard for a peer from a port below ``Outbox.guarded_below``);
+   the loop guard for a peer from a port below ``Outbox.guarded_below`` or
+   from ``Outbox.guarded_port``);
    an async handler's ``Datagram.reply`` goes through ``Outbox.reply``.
 6. **send the batch**: ``Outbox.end_batch`` once the batch is taken, or
    ``Outbox.send_held`` every ``REPLY_DELAY`` (step 0).
@@ -120,6 +121,7 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
     reply_now = outbox.reply_now
     guard = outbox.guard
     guarded_below = outbox.guarded_below
+    guarded_port = outbox.guarded_port
     timed = handlers.timeout is not None
     queue = handlers.queue
     max_in_flight = handlers.max_in_flight
@@ -188,6 +190,7 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
                                 replies is not None
                                 and guard is None
                                 and peer[1] >= guarded_below
+                                and peer[1] != guarded_port
                                 and type(answer) is bytes
                                 and len(answer) <= MAX_BATCHED_SIZE
                                 and replies.add(answer, peer)

@@ -308,7 +308,8 @@ class LoopGuard:
     once a neighbour forges one datagram from one to the other. A service
     sends from the port it serves, and a client from a port the kernel picks
     (Linux 32768-60999, other systems 49152-65535); so a server holds each
-    peer whose source port is below ``ports_below`` to a budget of replies:
+    peer whose source port is below ``ports_below``, or is the server's own
+    port (two services on one port of that range), to a budget of replies:
     ``burst`` at once, refilled at ``rate`` a second. A loop answers at the
     speed of the round trip and spends the budget at once: the first reply
     withheld ends it. Replies withheld are counted (``dropped_loop``).
@@ -321,7 +322,7 @@ class LoopGuard:
         burst: replies a peer may get at once.
         rate: replies a second it may get after that, on average.
         ports_below: peers whose source port is below this are held to the
-            budget (1 holds none).
+            budget (1: only those on the server's own port).
         table_size: most peers tracked at once (memory is bounded by it).
 
     Example:
@@ -356,6 +357,8 @@ class ReplyBudget:
         True
         >>> budget.allow(("127.0.0.1", 53), now=1.0), budget.allow(("192.0.2.2", 40000), now=1.0)
         (True, True)
+        >>> [budget.allow(("192.0.2.3", 40000), 1.0, own_port=40000) for _ in range(3)]
+        [True, True, False]
     """
 
     def __init__(self, policy: LoopGuard) -> None:
@@ -366,13 +369,15 @@ class ReplyBudget:
     def __len__(self) -> int:
         return len(self._buckets) + len(self._validated)
 
-    def allow(self, peer: tuple[str, int], now: float) -> bool:
+    def allow(self, peer: tuple[str, int], now: float, own_port: int = -1) -> bool:
         """Take a reply to ``peer`` at time ``now`` from its budget; False
-        if none is left (peers not held to a budget always get True)."""
+        if none is left (peers not held to a budget always get True). A
+        peer on ``own_port`` (the replying socket's) is held whatever the
+        port: a loop between two services on one port of the client range."""
         policy = self.policy
         host = peer[0]
         if (
-            peer[1] >= policy.ports_below
+            (peer[1] >= policy.ports_below and peer[1] != own_port)
             or host.startswith(_LOOPBACK_PREFIXES)
             or host == "::1"
             or peer in self._validated

@@ -45,9 +45,10 @@ buffer fills):
 * Each reply is counted once: sent (``replied``), withheld by the
   amplification guard or the loop guard, or, at most once, as a send error,
   however often it is tried.
-* A reply to a peer whose port is below ``guarded_below`` never joins the
-  batch without :meth:`~Outbox._reply_nowait` asking the loop guard (the
-  fast path's inline join tests the port, as it tests ``guard is None``).
+* A reply to a peer whose port is below ``guarded_below``, or is
+  ``guarded_port`` (the socket's own), never joins the batch without
+  :meth:`~Outbox._reply_nowait` asking the loop guard (the fast path's
+  inline join tests the port, as it tests ``guard is None``).
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ class Outbox:
     ``sock`` is the socket's ``trio.socket``, ``fast`` its non-blocking twin
     (None: the plain ``trio.socket`` path), ``where`` names the socket in
     logs. ``guard`` is set by a server that limits amplification,
-    ``loop_budget`` and ``guarded_below`` by one with a loop guard (replies
-    to peers from ports below ``guarded_below`` ask it first);
+    ``loop_budget``, ``guarded_below`` and ``guarded_port`` by one with a
+    loop guard (replies to peers from ports below ``guarded_below``, or
+    from ``guarded_port``, the socket's own, ask it first);
     ``drain_errors`` by the socket, to take the kernel's error queue
     (``Inbox.drain_error_queue``) before waiting for room.
     """
@@ -107,6 +109,7 @@ class Outbox:
         self.guard: AmplificationGuard | None = None
         self.loop_budget: ReplyBudget | None = None
         self.guarded_below = 0
+        self.guarded_port = -1
         self.drain_errors: Callable[[], int] = lambda: 0
         self.sent = 0
         self.replied = 0
@@ -287,9 +290,11 @@ class Outbox:
             self.dropped_amplification += 1
             return None
         if (
-            peer[1] < self.guarded_below
+            (peer[1] < self.guarded_below or peer[1] == self.guarded_port)
             and self.loop_budget is not None
-            and not self.loop_budget.allow((peer[0], peer[1]), trio.current_time())
+            and not self.loop_budget.allow(
+                (peer[0], peer[1]), trio.current_time(), self.guarded_port
+            )
         ):
             self.dropped_loop += 1
             return None

@@ -159,7 +159,7 @@ async def serve_udp_sockets(
             the bytes received from it (3 is QUIC's rule); None for no limit.
         access: an :class:`AccessList` of networks allowed and denied.
         loop_guard: a budget of replies for each peer that sends from a
-            service's port (below 32768), so that a loop with another
+            service's port (below 32768, or the server's own), so that a loop with another
             service that answers everything ends after a few datagrams; see
             :class:`LoopGuard`. None turns it off.
         task_status: reports the :class:`UDPServer` once receiving has begun.

@@ -81,8 +81,8 @@ class ServerStats:
         dropped_amplification: replies withheld by the amplification guard
             (replies, not received datagrams).
         dropped_loop: replies withheld by the loop guard (replies, not
-            received datagrams): a peer from a service's port over its
-            budget, see :class:`LoopGuard`.
+            received datagrams): a peer from a service's port (or the server's
+            own) over its budget, see :class:`LoopGuard`.
         rate_limited_logged: datagrams over the limit in ``log_only`` mode
             (counted, handled anyway).
         kernel_drops: datagrams the kernel dropped because the receive
@@ -224,6 +224,9 @@ class UDPServer:
             outbox.guard = guard
             outbox.loop_budget = budget
             outbox.guarded_below = 0 if loop_guard is None else loop_guard.ports_below
+            # A peer on the socket's own port is a service like it, whatever
+            # the port: two echoes on one port of the client range loop too.
+            outbox.guarded_port = -1 if loop_guard is None else sock.local_address[1]
         self._admission = Admission(
             rate_limit=rate_limit, access=access, guarded=guard is not None
         )

@@ -711,22 +711,37 @@ def _serve(station: lan.Station, old: str, **settings: Any) -> lan.Program:
 
 @scenario
 async def lan_loop(
-    family: str = "4", rp_filter: str = "0", old: str = ""
+    family: str = "4",
+    rp_filter: str = "0",
+    old: str = "",
+    ports: str = f"{LAN_PORT},{LAN_PORT}",
+    other: str = "echo",
 ) -> dict[str, Any]:
-    """Two stations run an echo on the same port (as two hosts running
-    ``trioudp echo`` do); the attacker forges one datagram from A's echo to
-    B's. Counts the datagrams the stations then send each other (for at
-    most 4 s)."""
+    """Two stations run an echo, A's and B's on the two ``ports`` (the same
+    one, as two hosts running ``trioudp echo`` do, by default); the
+    attacker forges one datagram from A's echo to B's. ``other="socat"``
+    runs a socat echo on B instead of trioudp's. Counts the datagrams the
+    stations then send each other (for at most 4 s)."""
+    port_a, port_b = map(int, ports.split(","))
 
     def body(network: lan.Lan) -> dict[str, Any]:
         a, b = network.stations
-        programs = [_serve(station, old) for station in (a, b)]
+        programs = [_serve(a, old, port=port_a)]
+        if other == "socat":
+            echo = f"UDP{family}-RECVFROM:{port_b},fork,reuseaddr"
+            socat = b.spawn("socat", echo, "PIPE")
+            _wait_for_udp_port(b, port_b)
+        else:
+            programs.append(_serve(b, old, port=port_b))
         build = ipv4_udp if family == "4" else ipv6_udp
         source, target = (a.ipv4, b.ipv4) if family == "4" else (a.ipv6, b.ipv6)
         network.reset_count()
-        network.inject(build(source, target, LAN_PORT, LAN_PORT, PAYLOAD), b.mac)
+        network.inject(build(source, target, port_a, port_b, PAYLOAD), b.mac)
         took = lan.settle(network, limit=4.0)
         sent = list(network.collect())
+        if other == "socat":
+            socat.terminate()
+            socat.wait()
         return {
             "packets": len(sent),
             "seconds": round(took, 2),
@@ -734,6 +749,23 @@ async def lan_loop(
         }
 
     return _lan_run(2, rp_filter, body)
+
+
+def _wait_for_udp_port(station: lan.Station, port: int) -> None:
+    """Until something on ``station`` has bound UDP ``port`` (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        shown = subprocess.run(
+            [*station.enter, "ss", "-Huan", f"sport = :{port}"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+        if shown.strip():
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing bound UDP port {port}")
+        time.sleep(0.05)
 
 
 @scenario
@@ -774,7 +806,8 @@ async def lan_reflection(rp_filter: str = "0", old: str = "") -> dict[str, Any]:
 async def lan_forged_sources(rp_filter: str = "0", old: str = "") -> dict[str, Any]:
     """A station serves an echo that may broadcast (``broadcast=True``); the
     attacker sends it datagrams from the subnet broadcast (a reply would go
-    to every host), from class E (240.0.0.1), and a neighbour's genuine one.
+    to every host), from class E (240.0.0.1), one from beyond the link
+    (198.51.100.7) to the subnet broadcast, and a neighbour's genuine one.
     Counts what the server sends, by destination."""
 
     def body(network: lan.Lan) -> dict[str, Any]:
@@ -790,6 +823,9 @@ async def lan_forged_sources(rp_filter: str = "0", old: str = "") -> dict[str, A
             network.inject(
                 ipv4_udp(source, server.ipv4, 4000, LAN_PORT, text), server.mac
             )
+        network.inject(
+            ipv4_udp("198.51.100.7", lan.BROADCAST4, 4000, LAN_PORT, b"off-link")
+        )
         lan.settle(network, limit=2.0)
         sent = sorted({destination for _, _, destination, _, _ in network.collect()})
         return {"sent_to": sent, "stats": program.stop()}
