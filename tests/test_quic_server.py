@@ -311,7 +311,7 @@ async def test_a_client_whose_address_changes_keeps_its_connection(virtual_netwo
         await stream.send_all(b"before")
         assert await stream.receive_some() == b"before"
         # A NAT rebinding: the client's packets now come from another port.
-        connection._transport = rebound
+        connection._sender._transport = rebound
         nursery.start_soon(_receive, rebound, connection)
         await stream.send_all(b"after")
         assert await stream.receive_some() == b"after"
@@ -354,7 +354,7 @@ async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connec
         trioudp.open_udp_socket("127.0.0.1", 0) as attacker,
     ):
         sent = []
-        transport = connection._transport
+        transport = connection._sender._transport
         send_to = transport.send_to
 
         async def copying(data, address):
