@@ -75,6 +75,9 @@ TYPE_ALIASES = {
     "AddrInfo": "type-addrinfo",
     "QuicConfiguration": "type-quic-configuration",
     "Engine": "type-quic-engine",
+    "QuicEvent": "type-quic-event",
+    "events.QuicEvent": "type-quic-event",
+    "aioquic.quic.events.QuicEvent": "type-quic-event",
 }
 
 
