@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 import trio
+import trio.testing
 
 import trioudp.quic
 
@@ -120,3 +121,94 @@ async def test_a_stream_the_peer_waits_on_is_credited_once_half_are_free(
         release.set()
         with trio.fail_after(5):
             await connection.open_stream()
+
+
+class FakeEngine:
+    """What a Sender asks of the engine: the datagrams to send, its timer."""
+
+    def __init__(self) -> None:
+        self.ready: list[tuple[bytes, tuple[str, int]]] = []
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def get_timer(self) -> None:
+        return None
+
+
+class FullSocket:
+    """A transport whose send buffer is full until ``room`` is set."""
+
+    def __init__(self, takes: int) -> None:
+        self.takes = takes  # datagrams it takes at once before it is full
+        self.room = trio.Event()
+        self.sent: list[bytes] = []
+
+    def send_to_nowait(self, data: bytes, address: tuple[str, int]) -> None:
+        if self.takes <= 0:
+            raise trio.WouldBlock
+        self.takes -= 1
+        self.sent.append(data)
+
+    async def send_to(self, data: bytes, address: tuple[str, int]) -> None:
+        await self.room.wait()
+        self.sent.append(data)
+
+
+class Owner:
+    ended = False
+
+    def _deliver(self) -> None: ...
+
+    def _sweep(self) -> None: ...
+
+    def _end(self, failure: BaseException | None = None) -> None:
+        self.ended = True
+
+    def _close_here(self, error_code: int, reason: str) -> None: ...
+
+
+PEER = ("127.0.0.1", 4433)
+
+
+def datagrams(*names: str) -> list[tuple[bytes, tuple[str, int]]]:
+    return [(name.encode(), PEER) for name in names]
+
+
+async def test_nothing_is_sent_around_a_driver_waiting_for_room():
+    from trioudp.quic._sending import Sender
+
+    engine, socket = FakeEngine(), FullSocket(takes=2)
+    sender = Sender(engine, socket, None)  # type: ignore[arg-type]
+    owner = Owner()
+    engine.ready = datagrams("1", "2", "3", "4")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.drive, owner)
+        await trio.testing.wait_all_tasks_blocked()
+        sender.flush(trio.current_time(), owner)  # 1, 2 leave; 3, 4 wait
+        await trio.testing.wait_all_tasks_blocked()  # the driver waits for room
+        socket.takes = 10  # room for more, but the driver is first in line
+        engine.ready = datagrams("5")
+        sender.flush(trio.current_time(), owner)
+        assert socket.sent == [b"1", b"2"]
+        socket.room.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert socket.sent == [b"1", b"2", b"3", b"4", b"5"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_send_cancelled_while_waiting_for_room_goes_back_first():
+    from trioudp.quic._sending import Sender
+
+    engine, socket = FakeEngine(), FullSocket(takes=0)
+    sender = Sender(engine, socket, None)  # type: ignore[arg-type]
+    owner = Owner()
+    engine.ready = datagrams("1", "2")
+    with trio.move_on_after(1):
+        await sender.transmit(trio.current_time(), owner)
+    assert socket.sent == []
+    socket.room.set()
+    engine.ready = datagrams("3")
+    await sender.transmit(trio.current_time(), owner)
+    assert socket.sent == [b"1", b"2", b"3"]
