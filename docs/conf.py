@@ -73,11 +73,13 @@ TYPE_ALIASES = {
     "Endpoint": "type-endpoint",
     "Sockaddr": "type-sockaddr",
     "AddrInfo": "type-addrinfo",
+    "Rule": "type-rule",
     "QuicConfiguration": "type-quic-configuration",
     "Engine": "type-quic-engine",
     "QuicEvent": "type-quic-event",
     "events.QuicEvent": "type-quic-event",
     "aioquic.quic.events.QuicEvent": "type-quic-event",
+    "Served": "type-served",
 }
 
 

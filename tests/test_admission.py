@@ -159,3 +159,107 @@ async def guard_counts_bytes(nursery):
     assert drawn == [1200]
     assert server.stats.dropped_amplification == 2
     assert server.stats.handled == 1
+
+
+def test_screenings_stand_ins_are_counted_by_reason():
+    """Screening reports a datagram it refuses with a stand-in peer of port
+    0 (``_screening``); admission counts each under its own reason."""
+    from trioudp._admission import Admission
+    from trioudp._screening import (
+        BROADCAST_DESTINATION,
+        FORGED_SOURCE,
+        MULTICAST_DESTINATION,
+    )
+
+    admission = Admission(rate_limit=None, access=None, guarded=False)
+    for peer in (
+        FORGED_SOURCE,
+        ("::", 4000, 0, 0),
+        BROADCAST_DESTINATION,
+        MULTICAST_DESTINATION,
+        MULTICAST_DESTINATION,
+        ("192.0.2.1", 0),
+        ("192.0.2.1", 4000),
+    ):
+        datagram = trioudp.Datagram(
+            data=b"", peer=peer, local=("0.0.0.0", 53), received_at=0.0
+        )
+        admission.admit(datagram)
+    counts = {
+        name: getattr(admission, f"dropped_{name}")
+        for name in ("forged", "broadcast", "multicast", "port_zero")
+    }
+    assert counts == {"forged": 2, "broadcast": 1, "multicast": 2, "port_zero": 1}
+
+
+# ---- the loop guard -------------------------------------------------------------
+
+
+async def echo_services(net, nursery, **settings):
+    """Two echo services on port 7, on 192.0.2.1 and 192.0.2.2, a
+    millisecond apart."""
+    net.configure(latency=0.001)
+    servers = []
+    for address in ("192.0.2.1", "192.0.2.2"):
+        net.add_host(address)
+        with net.on_host(address):
+            servers.append(
+                await helpers.start(nursery, port=7, host=address, **settings)
+            )
+    return servers
+
+
+async def test_a_loop_between_two_echo_services_ends_by_default(
+    virtual_network, autojump_clock, nursery
+):
+    """One datagram from one echo service's port to the other's (what a
+    neighbour forges on a LAN, see test_faults) starts a loop; each service
+    holds the other to a budget of 16 replies, so it ends after 32."""
+    a, b = await echo_services(virtual_network, nursery)
+    await a.sockets[0].send_to(b"ping", ("192.0.2.2", 7))
+    await trio.sleep(60)
+    replied = a.stats.replied + b.stats.replied
+    assert replied == 32
+    assert a.stats.dropped_loop + b.stats.dropped_loop == 1
+    # 2 replies a second refill the budget: what a slow loop may still do.
+    for server in (a, b):
+        assert server.stats.accounted == server.stats.received
+
+
+async def test_without_the_loop_guard_the_loop_goes_on(
+    virtual_network, autojump_clock, nursery
+):
+    a, b = await echo_services(virtual_network, nursery, loop_guard=None)
+    await a.sockets[0].send_to(b"ping", ("192.0.2.2", 7))
+    await trio.sleep(1)
+    assert a.stats.replied + b.stats.replied >= 999
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_validated_peer_is_not_held_to_the_loop_budget(
+    virtual_network, autojump_clock, nursery
+):
+    """A peer from a service's port (an NTP client on 123, a SIP proxy on
+    5060) that the handler validated gets every reply."""
+    virtual_network.add_host("192.0.2.1")
+    virtual_network.add_host("192.0.2.9")
+
+    async def validating(datagram):
+        if datagram.data == b"token":
+            datagram.validate_peer()
+        await datagram.reply(datagram.data)
+
+    guard = trioudp.LoopGuard(burst=2, rate=1)
+    with virtual_network.on_host("192.0.2.1"):
+        plain = await start(nursery, loop_guard=guard)
+        trusting = await helpers.start(
+            nursery, validating, port=54, host="0.0.0.0", loop_guard=guard
+        )
+    async with trioudp.open_udp_socket("192.0.2.9", 123) as peer:
+        for server, first in ((plain, b"x"), (trusting, b"token")):
+            await peer.send_to(first, ("192.0.2.1", server.port))
+            for _ in range(4):
+                await peer.send_to(b"x", ("192.0.2.1", server.port))
+        await trio.sleep(0.1)
+    assert (plain.stats.replied, plain.stats.dropped_loop) == (2, 3)
+    assert (trusting.stats.replied, trusting.stats.dropped_loop) == (5, 0)

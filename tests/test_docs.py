@@ -143,7 +143,8 @@ def test_docs_build_without_warnings_and_index_every_public_name(tmp_path):
     cli = re.sub(
         r"<[^>]+>", "", (tmp_path / "html" / "reference" / "cli.html").read_text()
     )
-    for command in ("serve", "send", "demo", "echo", "listen", "bench"):
+    commands = ("serve", "send", "demo", "echo", "listen", "bench")
+    for command in (*commands, "quic-echo", "quic-send"):
         assert f"trioudp {command} [-h]" in cli
     assert "--allow-remote-exit" in cli
 
@@ -170,7 +171,7 @@ def test_docs_example_test_files_pass(pytester):
     if shutil.which("tcpdump") is not None:
         assert skipped == 0
     assert outcomes.get("failed", 0) == 0, result.stdout.str()
-    assert outcomes["passed"] + skipped == 6
+    assert outcomes["passed"] + skipped == 9
 
 
 def test_docs_tutorial_program_runs():

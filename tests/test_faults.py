@@ -3,7 +3,9 @@
 Each test runs a scenario of ``tests/netns/scenarios.py`` inside a network
 namespace of its own (root only; CI runs as root): loopback shaped with
 ``tc``, a veth pair whose far end injects hand-built frames with forged
-sources. See the scenarios for what each link does.
+sources, and a bridged LAN of namespaces (``tests/netns/lan.py``) where an
+attacker's port injects frames onto the bridge. See the scenarios for what
+each link does.
 """
 
 from __future__ import annotations
@@ -92,19 +94,13 @@ async def test_ipv4_mapped_sources_of_ipv6_packets_are_never_answered(netns, hos
     assert stats["accounted"] == stats["received"] == 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Linux reports a forged IPv6 datagram from this host's own address with"
-        " the same ingress interface (IPV6_PKTINFO) as this host's own traffic to"
-        " that address; telling them apart needs the firewall (fib saddr type"
-        " local iif != lo) or the kernel, not a socket option"
-    ),
-)
 async def test_a_forged_own_ipv6_source_is_never_answered(netns):
-    """A neighbour forges this host's own IPv6 address: the reply reaches
-    this host's own services at the forged port (the victim). A real local
-    client from that address must still be answered."""
+    """A neighbour forges this host's own IPv6 address: the reply reached
+    this host's own services at the forged port (the victim). Linux reports
+    the same interface (IPV6_PKTINFO's ipi6_ifindex: v0's, not lo's) for
+    the host's own traffic to that address, so the port tells: a forgery
+    names a service's port (4000), the local client has one the kernel
+    picked (ip_local_port_range), and is still answered."""
     result = await netns("forged_own_ipv6_source")
     stats = result["stats"]
     assert result["local_received"] == 1
@@ -159,4 +155,105 @@ async def test_replies_given_up_are_logged_sparingly(netns):
     result = await netns("full_send_buffer", "five")
     given_up = result["stats"]["send_errors"].get("EAGAIN", 0)
     assert given_up >= 16  # the link really was full
-    assert result["warnings"] <= given_up.bit_length() + 1
+    assert result["warnings"] <= given_up.bit_length() + 1, result["messages"]
+
+
+@pytest.mark.parametrize("free", ["one", "none"])
+async def test_no_descriptor_for_the_fast_path_keeps_screening(netns, free):
+    """With no descriptor free, duplicating the socket for the fast path
+    failed and screening silently turned off: a forged ``exit`` from
+    ::ffff:127.0.0.1 was answered. Now the socket is served on the plain
+    path, screened the same; with no descriptor even for reading the host's
+    addresses, the server does not start (it could not screen)."""
+    result = await netns("no_descriptor_for_the_fast_path", free)
+    assert result["fast"] is False
+    if free == "none":
+        assert result["raised"] == "EMFILE"
+        return
+    assert result["raised"] is None
+    stats = result["stats"]
+    assert result["handled"] == ["hello"]
+    assert stats["dropped_forged"] == 1
+    assert stats["accounted"] == stats["received"] == 2
+
+
+# ---- a bridged LAN -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("family", "rp_filter"), [("4", "0"), ("6", "1")])
+async def test_a_loop_between_two_echo_services_stops(netns, family, rp_filter):
+    """One datagram forged from one echo service to another on the same port
+    (two hosts running ``trioudp echo``) started a loop that never ended:
+    77,000 to 141,000 datagrams in 4 s (as the machine's load allowed),
+    over IPv4 and IPv6 alike. The loop guard
+    holds each service's peer to a budget of 16 replies (then 2 a second):
+    the loop ends after 32."""
+    result = await netns("lan_loop", family, rp_filter)
+    assert result["packets"] <= 2 * 16 + 2
+    withheld = [stats["dropped_loop"] for stats in result["stats"]]
+    assert sorted(withheld) == [0, 1]
+    for stats in result["stats"]:
+        assert stats["accounted"] == stats["received"]
+
+
+@pytest.mark.parametrize("rp_filter", ["0", "1"])
+async def test_broadcast_and_multicast_are_not_reflected(netns, rp_filter):
+    """Three servers on every address answered one datagram forged from a
+    victim to the subnet broadcast, the limited broadcast, 224.0.0.1 or
+    ff02::1 with one reply each (3 replies per forged datagram). Now none
+    answers: broadcasts are dropped (``dropped_broadcast``), and the
+    all-hosts groups are not even delivered (``IP_MULTICAST_ALL`` off)."""
+    result = await netns("lan_reflection", rp_filter)
+    assert {name: r["replies"] for name, r in result["replies"].items()} == {
+        "subnet-broadcast": 0,
+        "broadcast": 0,
+        "all-hosts": 0,
+        "all-nodes": 0,
+    }
+    for stats in result["stats"]:
+        assert stats["dropped_broadcast"] == stats["received"] == 2
+        assert stats["accounted"] == stats["received"]
+
+
+@pytest.mark.parametrize(("rp_filter", "forged"), [("0", 2), ("1", 1)])
+async def test_broadcast_and_class_e_sources_are_never_answered(
+    netns, rp_filter, forged
+):
+    """A server that may broadcast (``broadcast=True``) answered a datagram
+    from the subnet broadcast with a broadcast to every host (rp_filter=0;
+    rp_filter=1 drops it in the kernel), and one from 240.0.0.1. Both are
+    dropped as forged now; the genuine neighbour is answered."""
+    result = await netns("lan_forged_sources", rp_filter)
+    assert result["sent_to"] == ["10.98.0.2"]
+    stats = result["stats"]
+    assert stats["dropped_forged"] == forged
+    assert stats["handled"] == stats["replied"] == 1
+    assert stats["accounted"] == stats["received"]
+
+
+async def test_group_traffic_from_beyond_the_link_is_not_answered(netns):
+    """A multicast responder (it joined 239.7.7.7 and ff15::7) answered
+    group datagrams from off-link sources (198.51.100.7, 2001:db8::7, TTL
+    64): one forgery per responder on the link toward a far victim. Now
+    only on-link sources are answered; the handler sees the group each was
+    sent to (``Datagram.destination``)."""
+    result = await netns("lan_group_off_link", "1")
+    assert result["sent_to"] == ["10.98.0.2", "fd98::2"]
+    stats = result["stats"]
+    assert stats["dropped_multicast"] == 2
+    assert stats["handled"] == 2
+    assert stats["destinations"] == ["239.7.7.7", "ff15::7"]
+    assert stats["accounted"] == stats["received"]
+
+
+async def test_loopback_from_another_interface_is_not_loopback(netns):
+    """With route_localnet=1 (kube-proxy sets it), a neighbour's frame
+    127.0.0.2 -> 127.0.0.1 reached servers bound to 127.0.0.1, which were
+    not screened: ``exit`` stopped ``trioudp serve --host 127.0.0.1``, and
+    an echo answered. A socket bound to loopback now receives only what
+    arrives over the loopback interface."""
+    result = await netns("lan_route_localnet")
+    assert result["cli_alive_after_forged_exit"] is True
+    stats = result["stats"]
+    assert stats["handled"] == stats["replied"] == 0
+    assert stats["accounted"] == stats["received"]

@@ -189,3 +189,33 @@ async def test_a_send_waiting_for_room_on_an_ip_recverr_socket_does_not_spin(net
     assert result["waited"] > 0
     assert result["steps"] <= MAX_IDLE_STEPS
     assert result["receive_errors"] == {"ECONNREFUSED": 1}
+
+
+async def test_a_socket_without_a_fast_path_is_served_screened(
+    nursery, monkeypatch, caplog
+):
+    """Duplicating the descriptor fails (no descriptor free: test_faults
+    runs this for real, under RLIMIT_NOFILE): the socket is served on the
+    plain path, said in a warning, and screened as on the fast path."""
+
+    def no_descriptor(fd):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(trioudp._kernel.os, "dup", no_descriptor)
+    sock = await bind_udp_socket("0.0.0.0", 0)
+    monkeypatch.undo()
+    assert not sock.is_fast
+    assert "no fast path" in caplog.text
+    assert "Too many open files" in caplog.text
+    destinations = []
+
+    async def handler(datagram):
+        destinations.append(datagram.destination)
+        await datagram.reply(datagram.data)
+
+    server = await nursery.start(trioudp.serve_udp_sockets, handler, [sock])
+    assert sock._inbox.screen is not None
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
+        await client.send_to(b"hi", ("127.0.0.1", server.port))
+        assert (await client.receive()).data == b"hi"
+    assert destinations == ["127.0.0.1"]

@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trioudp
-from trioudp import AccessList, AmplificationGuard, RateLimit, RateLimiter
-from trioudp._limits import prefix_key
+import trioudp._outbox
+from trioudp import AccessList, AmplificationGuard, LoopGuard, RateLimit, RateLimiter
+from trioudp._limits import ReplyBudget, prefix_key
 
 
 def test_prefixes_group_neighbours():
@@ -174,3 +175,72 @@ def test_ipv4_mapped_sources_are_judged_as_their_ipv4_form_everywhere():
 def test_protection_settings_are_checked_when_made(make, error, fragment):
     with pytest.raises(error, match=fragment):
         make()
+
+
+# ---- the loop guard -----------------------------------------------------------
+
+
+def test_a_peer_from_a_service_port_gets_a_budget_of_replies():
+    budget = ReplyBudget(LoopGuard(burst=3, rate=2))
+    peer = ("192.0.2.7", 7)
+    assert [budget.allow(peer, 0.0) for _ in range(4)] == [True] * 3 + [False]
+    assert budget.allow(peer, 0.25) is False  # half a reply refilled
+    assert budget.allow(peer, 0.5) is True
+    assert budget.allow(("192.0.2.8", 7), 0.5) is True  # each peer its own
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        ("192.0.2.7", 32768),  # a client's port
+        ("127.0.0.1", 7),  # loopback: nothing from outside reaches it as such
+        ("::ffff:127.0.0.1", 7),
+        ("::1", 7),
+    ],
+)
+def test_clients_and_loopback_have_no_budget(peer):
+    budget = ReplyBudget(LoopGuard(burst=1))
+    assert all(budget.allow(peer, 0.0) for _ in range(100))
+    assert len(budget) == 0
+
+
+def test_a_validated_peer_has_no_budget_and_the_tables_are_bounded():
+    budget = ReplyBudget(LoopGuard(burst=1, table_size=2))
+    budget.allow(("192.0.2.1", 7), 0.0)
+    budget.validate(("192.0.2.1", 7))
+    assert all(budget.allow(("192.0.2.1", 7), 0.0) for _ in range(10))
+    for host in range(2, 10):
+        budget.allow((f"192.0.2.{host}", 7), 0.0)
+        budget.validate((f"192.0.3.{host}", 7))
+    assert len(budget) == 4
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "fragment"),
+    [
+        ({"burst": 0}, ValueError, "burst must be >= 1"),
+        ({"burst": 1.5}, TypeError, "burst must be an int"),
+        ({"rate": 0}, ValueError, "rate must be a number > 0, not 0"),
+        ({"rate": math.inf}, ValueError, "rate must be a finite number"),
+        ({"ports_below": 0}, ValueError, "ports_below must be in 1..65536"),
+        ({"table_size": 0}, ValueError, "table_size must be >= 1"),
+    ],
+)
+def test_loop_guard_settings_are_checked(settings, error, fragment):
+    with pytest.raises(error, match=fragment):
+        LoopGuard(**settings)
+
+
+def test_the_amplification_guard_counts_the_bytes_that_would_leave():
+    """A bytes subclass whose len() says 1 was counted as 1 byte."""
+
+    class Small(bytes):
+        def __len__(self):
+            return 1
+
+    guard = AmplificationGuard(factor=3)
+    guard.on_receive(("192.0.2.1", 4000), 10)
+    outbox = trioudp._outbox.Outbox(None, None, max_payload=65507, where="test")
+    outbox.guard = guard
+    outbox._reply_nowait(Small(b"x" * 100), ("192.0.2.1", 4000))
+    assert outbox.dropped_amplification == 1

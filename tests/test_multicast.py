@@ -190,6 +190,8 @@ async def test_real_multicast_and_broadcast_inside_a_network_namespace():
         assert results[f"listen_{family}"].endswith(" 12 bytes: to the group")
     code, out, port = results["broadcast"]
     assert (code, out) == (0, f"Received anyone there? from ('127.0.0.1', {port})\n")
+    # A server that did not ask for broadcasts drops them, counted.
+    assert results["unanswered"] == [1, 1]
     code, err = results["without"]
     assert code == 1
     assert "Permission denied" in err

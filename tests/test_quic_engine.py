@@ -194,3 +194,51 @@ def test_a_client_recognizes_only_its_peers_tokens():
     assert not engine.is_stateless_reset(b"\x40" + bytes(24) + b"u" * 16)
     assert not engine.is_stateless_reset(b"\xc0" + bytes(24) + b"t" * 16)  # long
     assert not engine.is_stateless_reset(b"\x40" + b"t" * 16)  # too short
+
+
+def test_a_server_issues_only_the_connection_ids_it_is_given():
+    """Every connection ID the server's engine issues (its first, carried in
+    the handshake's transport parameters, and those of NEW_CONNECTION_ID)
+    comes from ``connection_ids``, and the client accepts the handshake: the
+    private attributes the engine sets are aioquic's own."""
+    from aioquic.buffer import Buffer
+    from aioquic.quic.packet import pull_quic_header
+
+    issued: list[bytes] = []
+
+    def connection_ids() -> bytes:
+        issued.append(b"\x07" + bytes([len(issued)]) * 7)
+        return issued[-1]
+
+    server_address, client_address = ("127.0.0.1", 4433), ("127.0.0.1", 5000)
+    client = Engine(configuration=client_config(), max_streams=8)
+    client.connect(server_address, now=0.0)
+    first = [data for data, _ in client.datagrams_to_send(now=0.0)]
+    odcid = pull_quic_header(Buffer(data=first[0]), 8).destination_cid
+    server = Engine(
+        configuration=server_config(),
+        max_streams=8,
+        reset_key=b"k" * 32,
+        original_destination_connection_id=odcid,
+        connection_ids=connection_ids,
+    )
+    to_server, now = first, 0.0
+    for _ in range(10):
+        for data in to_server:
+            server.receive_datagram(data, client_address, now=now)
+        for data, _ in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, server_address, now=now)
+        to_server = [data for data, _ in client.datagrams_to_send(now=now)]
+        now += 0.01
+    assert server.host_cid == issued[0]
+    peer_cids = [client._peer_cid, *client._peer_cid_available]
+    assert len(peer_cids) > 1
+    assert {cid.cid for cid in peer_cids} <= set(issued)
+    assert {cid.cid for cid in server._host_cids} <= set(issued)
+    for cid in peer_cids:
+        assert cid.stateless_reset_token == reset_token(b"k" * 32, cid.cid)
+    events = []
+    while (event := client.next_event()) is not None:
+        events.append(type(event).__name__)
+    assert "HandshakeCompleted" in events
+    assert "ConnectionTerminated" not in events

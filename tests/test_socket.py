@@ -1,5 +1,6 @@
 """trioudp._socket: UDPSocket sends, receives and closes as Trio's resources do."""
 
+import contextlib
 import socket
 
 import pytest
@@ -269,3 +270,25 @@ async def test_virtual_sockets_would_block_without_waiting(virtual_network):
         with pytest.raises(trio.WouldBlock):
             a.send_to_nowait(b"x", b.local_address)
         assert (await b.receive()).data == b"queued"
+
+
+async def test_a_socket_is_a_trio_async_resource():
+    """Trio's resource protocol: aclose is a checkpoint, and closes even when
+    cancelled; aclose_forcefully and AsyncExitStack close it too."""
+    sock = trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    assert isinstance(sock, trio.abc.AsyncResource)
+    with trio.testing.assert_checkpoints():
+        await sock.aclose()
+    assert sock.closed
+    await sock.aclose()  # idempotent
+    forced = trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await trio.aclose_forcefully(forced)
+    assert forced.closed
+    async with contextlib.AsyncExitStack() as stack:
+        held = await stack.enter_async_context(
+            trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        )
+        assert not held.closed
+    assert held.closed

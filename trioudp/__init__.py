@@ -35,6 +35,7 @@ from ._errors import WorkerStartFailed as WorkerStartFailed
 from ._handlers import Overflow as Overflow
 from ._limits import AccessList as AccessList
 from ._limits import AmplificationGuard as AmplificationGuard
+from ._limits import LoopGuard as LoopGuard
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimiter as RateLimiter
 from ._matching import Match as Match
@@ -50,6 +51,7 @@ from ._socket import SocketStats as SocketStats
 from ._socket import UDPSocket as UDPSocket
 from ._workers import Worker as Worker
 from ._workers import WorkerPool as WorkerPool
+from ._workers import WorkerSockets as WorkerSockets
 from ._workers import run_workers as run_workers
 
 __version__ = "0.1.0"
@@ -63,6 +65,7 @@ __all__ = [
     "Datagram",
     "DatagramTooLarge",
     "InvalidAddress",
+    "LoopGuard",
     "Match",
     "Multicast",
     "OnUnreachable",
@@ -82,6 +85,7 @@ __all__ = [
     "Worker",
     "WorkerCrashLoop",
     "WorkerPool",
+    "WorkerSockets",
     "WorkerStartFailed",
     "open_udp_client",
     "open_udp_socket",

@@ -64,10 +64,11 @@ def check_payload(data: object, limit: int) -> bytes | bytearray | memoryview:
         ...
         TypeError: a datagram's payload must be bytes, bytearray or memoryview, not str; encode text first, e.g. 'hi'.encode()
     """
-    if type(data) is bytes or isinstance(data, (bytes, bytearray)):
+    if type(data) is bytes or type(data) is bytearray:
         size = len(data)
-    elif isinstance(data, memoryview):
-        size = data.nbytes
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        # What the kernel would send: a subclass's len() may say otherwise.
+        size = memoryview(data).nbytes
     else:
         hint = ""
         if isinstance(data, str):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ._address import UNSPECIFIED_HOSTS
 from ._limits import RateLimiter
-from ._screening import FORGED_SOURCE
+from ._screening import BROADCAST_DESTINATION, FORGED_SOURCE, MULTICAST_DESTINATION
 
 if TYPE_CHECKING:
     from ._datagram import Datagram
@@ -26,7 +26,10 @@ class Admission:
     """A server's screening of datagrams before any handler sees them.
 
     Always refused: forged sources (:data:`~trioudp._screening.FORGED_SOURCE`
-    or an unspecified address) and source port 0. With settings: sources the
+    or an unspecified address), source port 0, and the broadcast and
+    multicast datagrams screening refused
+    (:data:`~trioudp._screening.BROADCAST_DESTINATION`,
+    :data:`~trioudp._screening.MULTICAST_DESTINATION`). With settings: sources the
     ``access`` list refuses, and sources over their ``rate_limit``. A datagram
     let through is counted by the amplification guard of the socket it
     arrived on, if any.
@@ -56,6 +59,8 @@ class Admission:
         self.active = self._limiter is not None or access is not None or guarded
         self.dropped_forged = 0
         self.dropped_port_zero = 0
+        self.dropped_broadcast = 0
+        self.dropped_multicast = 0
         self.dropped_denied = 0
         self.dropped_rate_limited = 0
         self.rate_limited_logged = 0
@@ -64,11 +69,16 @@ class Admission:
         """Screen a datagram before any handler sees it; count what is refused."""
         peer = datagram.peer
         ip, port = peer[0], peer[1]
-        if peer is FORGED_SOURCE or ip in UNSPECIFIED_HOSTS:
-            self.dropped_forged += 1
-            return False
-        if not port:
-            self.dropped_port_zero += 1
+        if not port or ip in UNSPECIFIED_HOSTS:
+            # Screening's stand-ins all have port 0 (_screening's invariant).
+            if peer is BROADCAST_DESTINATION:
+                self.dropped_broadcast += 1
+            elif peer is MULTICAST_DESTINATION:
+                self.dropped_multicast += 1
+            elif peer is FORGED_SOURCE or ip in UNSPECIFIED_HOSTS:
+                self.dropped_forged += 1
+            else:
+                self.dropped_port_zero += 1
             return False
         if self._access is not None and not self._access.admits(ip):
             self.dropped_denied += 1

@@ -27,6 +27,10 @@ class DatagramOrigin(Protocol):
     #: The amplification guard of the server serving the socket, if any.
     guard: AmplificationGuard | None
 
+    def validate(self, peer: tuple[str, int]) -> None:
+        """Lift the server's limits on replies to ``peer``; see
+        :meth:`Datagram.validate_peer`."""
+
     def reply(
         self, data: bytes | bytearray | memoryview, peer: SocketAddress
     ) -> Coroutine[Any, Any, None]:
@@ -63,12 +67,29 @@ class Datagram:
             wildcard address.
         received_at: when it was taken from the socket, on the Trio clock
             (:func:`trio.current_time`).
+        destination: the address the datagram was sent to, in the form of
+            :attr:`peer`'s: one of this host's addresses, a broadcast address
+            (``"10.9.0.255"``, ``"255.255.255.255"``) or a multicast group
+            (``"239.1.2.3"``, ``"ff02::1"``); IPv4-mapped on a dual-stack
+            socket. Known for the datagrams a server receives (from
+            ``IP_PKTINFO``/``IPV6_PKTINFO`` on Linux, on real sockets and on
+            the virtual network; for a socket bound to one address, that
+            address); None where unknown, and for a plain
+            :meth:`UDPSocket.receive`.
 
     Example:
         >>> d = Datagram(data=b"hi", peer=("127.0.0.1", 4000),
         ...              local=("127.0.0.1", 12345), received_at=0.0)
-        >>> d.data, d.peer
-        (b'hi', ('127.0.0.1', 4000))
+        >>> d.data, d.peer, d.destination
+        (b'hi', ('127.0.0.1', 4000), None)
+
+    A handler that tells unicast from group traffic (a server answers
+    broadcast and multicast only where it asked for them, see
+    :func:`serve_udp`'s ``broadcast`` and ``multicast``)::
+
+        async def handler(datagram: trioudp.Datagram) -> None:
+            if datagram.destination == "239.1.2.3":
+                ...  # the group's traffic
 
     Its repr shows at most the first 64 bytes of ``data`` and its length.
     """
@@ -77,6 +98,7 @@ class Datagram:
     peer: SocketAddress
     local: SocketAddress
     received_at: float
+    destination: str | None = None
     _origin: DatagramOrigin | None = attrs.field(
         default=None, eq=False, repr=False, alias="origin"
     )
@@ -89,6 +111,7 @@ class Datagram:
         local: SocketAddress,
         received_at: float,
         origin: DatagramOrigin,
+        destination: str | None = None,
     ) -> Datagram:
         """Construct on the receive hot path: the fields go straight into their
         slots, which takes half the time of the frozen ``__init__`` (no
@@ -98,14 +121,16 @@ class Datagram:
         _set_peer(datagram, peer)
         _set_local(datagram, local)
         _set_received_at(datagram, received_at)
+        _set_destination(datagram, destination)
         _set_origin(datagram, origin)
         return datagram
 
     def validate_peer(self) -> None:
-        """Lift the server's amplification limit for :attr:`peer`.
+        """Lift the server's limits on replies to :attr:`peer`: the
+        amplification guard's and the loop guard's (see :func:`serve_udp`).
 
         Call it once the handler knows the peer is real (it echoed a cookie,
-        presented a token, completed a handshake). A no-op without a guard.
+        presented a token, completed a handshake). A no-op without guards.
 
         Example::
 
@@ -113,8 +138,8 @@ class Datagram:
                 datagram.validate_peer()
         """
         origin = self._origin
-        if origin is not None and origin.guard is not None:
-            origin.guard.validate((self.peer[0], self.peer[1]))
+        if origin is not None:
+            origin.validate((self.peer[0], self.peer[1]))
 
     def reply(self, data: bytes | bytearray | memoryview) -> Coroutine[Any, Any, None]:
         """Send ``data`` back to :attr:`peer` from the socket this came in on.
@@ -158,4 +183,5 @@ _set_data = _slot_setter("data")
 _set_peer = _slot_setter("peer")
 _set_local = _slot_setter("local")
 _set_received_at = _slot_setter("received_at")
+_set_destination = _slot_setter("destination")
 _set_origin = _slot_setter("_origin")

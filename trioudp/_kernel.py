@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import socket as stdlib_socket
+import stat
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ __all__ = [
     "KernelDrops",
     "count_error",
     "drain_error_queue",
+    "kernel_socket",
     "stdlib_twin",
 ]
 
@@ -79,17 +81,35 @@ _EXTENDED_ERR = struct.Struct("=IB")
 _ERR_ORIGINS = frozenset({1, 2, 3})
 
 
+def kernel_socket(sock: trio.socket.SocketType) -> bool:
+    """Whether ``sock`` has a kernel socket behind it (a virtual one has
+    not). Takes no descriptor, so it answers also when none is free."""
+    try:
+        fd = sock.fileno()
+        return isinstance(fd, int) and fd >= 0 and stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except (NotImplementedError, OSError, ValueError):
+        return False
+
+
 def stdlib_twin(sock: trio.socket.SocketType) -> stdlib_socket.socket | None:
     """A non-blocking stdlib socket on a duplicate of ``sock``'s descriptor.
 
-    Returns None for socket objects without a kernel descriptor (virtual ones).
+    Returns None for socket objects without a kernel descriptor (virtual
+    ones), and for a real one whose descriptor cannot be duplicated (no
+    descriptor free: ``EMFILE``), logging a warning: that socket is then
+    served on the plain path, screened all the same (``_inbox``).
     """
+    if not kernel_socket(sock):
+        return None
     try:
-        fd = sock.fileno()
-        if not isinstance(fd, int) or fd < 0:
-            return None
-        fd = os.dup(fd)  # a virtual socket's fileno() is no descriptor: EBADF
-    except (NotImplementedError, OSError, ValueError):
+        fd = os.dup(sock.fileno())
+    except OSError as exc:
+        logger.warning(
+            "no fast path for %r: its descriptor could not be duplicated (%s);"
+            " serving it on the plain path, screened as on the fast path",
+            sock,
+            exc,
+        )
         return None
     twin = stdlib_socket.socket(sock.family, sock.type, sock.proto, fd)
     twin.setblocking(False)

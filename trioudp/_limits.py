@@ -1,4 +1,4 @@
-"""Protection for servers: rate limits, an amplification guard, allow and deny lists.
+"""Protection for servers: rate limits, an amplification guard, a loop guard, allow and deny lists.
 
 Pure: no I/O, no Trio; the clock is passed in. Every table has a fixed size,
 so a flood of spoofed sources cannot exhaust memory: the least recently
@@ -11,7 +11,7 @@ import ipaddress
 import math
 import socket
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
@@ -20,9 +20,18 @@ from ._checks import check_bool, check_int, check_real, short_repr
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["AccessList", "AmplificationGuard", "RateLimit", "RateLimiter", "prefix_key"]
+__all__ = [
+    "AccessList",
+    "AmplificationGuard",
+    "LoopGuard",
+    "RateLimit",
+    "RateLimiter",
+    "ReplyBudget",
+    "prefix_key",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_K = TypeVar("_K")
 
 
 def prefix_key(ip: str, ipv4_prefix: int, ipv6_prefix: int) -> tuple[int, int]:
@@ -76,6 +85,43 @@ def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in networks)
+
+
+def _take_token(
+    buckets: OrderedDict[_K, tuple[float, float]],
+    key: _K,
+    now: float,
+    *,
+    burst: float,
+    rate: float,
+    table_size: int,
+) -> bool:
+    """Take a token from ``key``'s bucket (full when new) in a table of at
+    most ``table_size`` buckets, the least recently used making room;
+    False if none is left."""
+    entry = buckets.get(key)
+    if entry is None:
+        tokens = float(burst)
+        if len(buckets) >= table_size:
+            buckets.popitem(last=False)
+    else:
+        tokens, last = entry
+        tokens = min(burst, tokens + (now - last) * rate)
+        buckets.move_to_end(key)
+    allowed = tokens >= 1
+    buckets[key] = (tokens - 1 if allowed else tokens, now)
+    return allowed
+
+
+def _remember(table: OrderedDict[_K, None], key: _K, table_size: int) -> None:
+    """Put ``key`` in a table of at most ``table_size``, the least recently
+    seen making room."""
+    if key in table:
+        table.move_to_end(key)
+        return
+    if len(table) >= table_size:
+        table.popitem(last=False)
+    table[key] = None
 
 
 @attrs.frozen(kw_only=True)
@@ -162,20 +208,14 @@ class RateLimiter:
         policy = self.policy
         if policy.exempt and _in_networks(ip, policy.exempt):
             return True
-        key = prefix_key(ip, policy.ipv4_prefix, policy.ipv6_prefix)
-        buckets = self._buckets
-        entry = buckets.get(key)
-        if entry is None:
-            tokens = policy.burst
-            if len(buckets) >= policy.table_size:
-                buckets.popitem(last=False)
-        else:
-            tokens, last = entry
-            tokens = min(policy.burst, tokens + (now - last) * policy.rate)
-            buckets.move_to_end(key)
-        allowed = tokens >= 1
-        buckets[key] = (tokens - 1 if allowed else tokens, now)
-        return allowed
+        return _take_token(
+            self._buckets,
+            prefix_key(ip, policy.ipv4_prefix, policy.ipv6_prefix),
+            now,
+            burst=policy.burst,
+            rate=policy.rate,
+            table_size=policy.table_size,
+        )
 
 
 class AmplificationGuard:
@@ -246,13 +286,111 @@ class AmplificationGuard:
     def validate(self, peer: tuple[str, int]) -> None:
         """Lift the limit for ``peer``."""
         self._peers.pop(peer, None)
-        validated = self._validated
-        if peer in validated:
-            validated.move_to_end(peer)
-            return
-        if len(validated) >= self.table_size:
-            validated.popitem(last=False)
-        validated[peer] = None
+        _remember(self._validated, peer, self.table_size)
+
+
+def _positive(
+    instance: object, attribute: attrs.Attribute[float], value: float
+) -> None:
+    check_real(attribute.name, value, low=0)
+    if not value > 0:
+        msg = f"{attribute.name} must be a number > 0, not {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class LoopGuard:
+    """Settings of the guard against reply loops with other services, on by
+    default in :func:`serve_udp`.
+
+    Two services that each answer whatever reaches them (two echo servers; an
+    echo and a DNS or NTP server, CVE-2024-2169) answer each other forever
+    once a neighbour forges one datagram from one to the other. A service
+    sends from the port it serves, and a client from a port the kernel picks
+    (Linux 32768-60999, other systems 49152-65535); so a server holds each
+    peer whose source port is below ``ports_below`` to a budget of replies:
+    ``burst`` at once, refilled at ``rate`` a second. A loop answers at the
+    speed of the round trip and spends the budget at once: the first reply
+    withheld ends it. Replies withheld are counted (``dropped_loop``).
+
+    Not held to it: peers on loopback (nothing from outside the host reaches
+    a server as loopback: see ``dropped_forged``), and peers a handler
+    validated (:meth:`Datagram.validate_peer`).
+
+    Args:
+        burst: replies a peer may get at once.
+        rate: replies a second it may get after that, on average.
+        ports_below: peers whose source port is below this are held to the
+            budget (1 holds none).
+        table_size: most peers tracked at once (memory is bounded by it).
+
+    Example:
+        >>> LoopGuard().burst, LoopGuard().ports_below
+        (16, 32768)
+    """
+
+    burst: int = attrs.field(default=16)
+    rate: float = attrs.field(default=2.0, validator=_positive)
+    ports_below: int = 32768
+    table_size: int = 4096
+
+    def __attrs_post_init__(self) -> None:
+        check_int("burst", self.burst, low=1)
+        check_int("ports_below", self.ports_below, low=1, high=65536)
+        check_int("table_size", self.table_size, low=1)
+
+
+_LOOPBACK_PREFIXES = ("127.", "::ffff:127.")
+
+
+class ReplyBudget:
+    """The state of a :class:`LoopGuard`: a token bucket of replies per
+    peer, in tables of fixed size (the least recently seen peer makes
+    room), and the peers validated.
+
+    Example:
+        >>> budget = ReplyBudget(LoopGuard(burst=2, rate=1))
+        >>> [budget.allow(("192.0.2.1", 53), now=0.0) for _ in range(3)]
+        [True, True, False]
+        >>> budget.allow(("192.0.2.1", 53), now=1.0)  # one refilled
+        True
+        >>> budget.allow(("127.0.0.1", 53), now=1.0), budget.allow(("192.0.2.2", 40000), now=1.0)
+        (True, True)
+    """
+
+    def __init__(self, policy: LoopGuard) -> None:
+        self.policy = policy
+        self._buckets: OrderedDict[tuple[str, int], tuple[float, float]] = OrderedDict()
+        self._validated: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets) + len(self._validated)
+
+    def allow(self, peer: tuple[str, int], now: float) -> bool:
+        """Take a reply to ``peer`` at time ``now`` from its budget; False
+        if none is left (peers not held to a budget always get True)."""
+        policy = self.policy
+        host = peer[0]
+        if (
+            peer[1] >= policy.ports_below
+            or host.startswith(_LOOPBACK_PREFIXES)
+            or host == "::1"
+            or peer in self._validated
+        ):
+            return True
+        return _take_token(
+            self._buckets,
+            peer,
+            now,
+            burst=policy.burst,
+            rate=policy.rate,
+            table_size=policy.table_size,
+        )
+
+    def validate(self, peer: tuple[str, int]) -> None:
+        """Exempt ``peer`` (:meth:`Datagram.validate_peer`)."""
+        self._buckets.pop(peer, None)
+        _remember(self._validated, peer, self.policy.table_size)
 
 
 @attrs.frozen

@@ -16,13 +16,19 @@ kernel's:
 - hops: ``IP_MULTICAST_TTL`` / ``IPV6_MULTICAST_HOPS`` (int, 0..255).
 - loopback: ``IP_MULTICAST_LOOP`` / ``IPV6_MULTICAST_LOOP`` (int, 0 or 1).
 - broadcast: ``SOL_SOCKET``/``SO_BROADCAST`` (int, 0 or 1), either family.
+- only joined groups: ``IP_MULTICAST_ALL`` (and ``IPV6_MULTICAST_ALL``,
+  Linux 4.20) set to 0: the socket receives the groups it joined, not every
+  group any socket of the host joined (the all-hosts groups 224.0.0.1 and
+  ff02::1 included), as Linux delivers by default.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
+import sys
 from typing import Protocol, TypeAlias
 
 import attrs
@@ -37,7 +43,12 @@ __all__ = [
     "joined_index",
     "membership_request",
     "outgoing_interface",
+    "receive_only_joined",
 ]
+
+# Python names neither option (Linux's values).
+_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+_IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 
 #: A network interface: its name (``"eth0"``), its index (``2``), or, for
 #: IPv4 only, one of its addresses (``"192.0.2.7"``); None lets the kernel
@@ -189,6 +200,11 @@ class Multicast:
         ttl: the IPv4 TTL or IPv6 hop limit of multicast datagrams sent (the
             kernel's default is 1: the local link; 0 stays on this host);
             None leaves it.
+        routed: whether a server hands on group datagrams from sources
+            beyond the local link (multicast routing). By default it drops
+            them (``dropped_multicast``): a neighbour that forges a far
+            victim's address as the source of one group datagram would have
+            every responder on the link answer the victim.
 
     Example:
         >>> Multicast(groups=["239.1.2.3"], ttl=1).groups
@@ -199,6 +215,9 @@ class Multicast:
     interface: Interface = None
     loopback: bool | None = None
     ttl: int | None = attrs.field(default=None, validator=_check_hops)
+    routed: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
 
     def for_family(self, family: int) -> Multicast:
         """These settings with only the groups of ``family``.
@@ -234,6 +253,7 @@ class MulticastOptions:
     each is one ``setsockopt`` call on the socket ``_options_socket`` gives)."""
 
     _groups: list[tuple[str, int]]
+    _routed: bool
 
     def _options_socket(self) -> _OptionSocket:
         """The socket to set options on (raises if it is closed)."""
@@ -286,7 +306,8 @@ class MulticastOptions:
             socket.IPV6_JOIN_GROUP,
             membership_request(self._family(), group, interface),
         )
-        self._groups.append((group, joined_index(interface)))
+        # As the kernel writes the group as a destination (screening compares).
+        self._groups.append((_canonical(group), joined_index(interface)))
 
     def leave_group(self, group: str, interface: Interface = None) -> None:
         """Stop receiving ``group``'s datagrams on ``interface`` (see :meth:`join_group`).
@@ -303,7 +324,7 @@ class MulticastOptions:
             socket.IPV6_LEAVE_GROUP,
             membership_request(self._family(), group, interface),
         )
-        entry = (group, joined_index(interface))
+        entry = (_canonical(group), joined_index(interface))
         if entry in self._groups:
             self._groups.remove(entry)
 
@@ -373,8 +394,30 @@ class MulticastOptions:
             self.set_multicast_loopback(multicast.loopback)
         if multicast.ttl is not None:
             self.set_multicast_ttl(multicast.ttl)
+        self._routed = multicast.routed
         for group in multicast.groups:
             self.join_group(group, multicast.interface)
+
+
+def _canonical(group: str) -> str:
+    return str(ipaddress.ip_address(group))
+
+
+def receive_only_joined(sock: _OptionSocket, *, kernel: bool) -> None:
+    """Have ``sock`` receive only the multicast groups it joins (Linux; a
+    no-op elsewhere). ``kernel``: a real socket, which also takes the IPv6
+    option (a virtual one knows only the IPv4 one)."""
+    if sys.platform != "linux":
+        return
+    options = [(socket.IPPROTO_IP, _IP_MULTICAST_ALL)]
+    if kernel and sock.family == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL))
+    for level, option in options:
+        try:
+            sock.setsockopt(level, option, 0)
+        except OSError as exc:
+            if exc.errno != errno.ENOPROTOOPT:  # a kernel without it
+                raise
 
 
 def joined_index(interface: Interface) -> int:

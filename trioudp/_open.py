@@ -18,7 +18,9 @@ import trio
 from ._address import check_port, max_payload, numeric_family
 from ._checks import check_bool, check_instance, check_int, short_repr
 from ._errors import InvalidAddress
-from ._multicast import Multicast
+from ._kernel import kernel_socket
+from ._multicast import Multicast, receive_only_joined
+from ._screening import bind_to_loopback_interface
 from ._socket import UDPSocket
 
 if TYPE_CHECKING:
@@ -62,7 +64,9 @@ async def open_udp_socket(
             (``SO_RCVBUF``); a warning is logged if the kernel grants less.
         multicast: groups to join and how to send multicast; see
             :class:`Multicast` (the methods :meth:`UDPSocket.join_group` and
-            others do the same later).
+            others do the same later). The socket receives only the groups
+            it joins (``IP_MULTICAST_ALL`` and ``IPV6_MULTICAST_ALL`` off,
+            Linux): not the all-hosts groups, nor another socket's.
         broadcast: allow sending to broadcast addresses (``SO_BROADCAST``).
         dual_stack: whether an IPv6 socket also serves IPv4, whose peers then
             appear as IPv4-mapped IPv6 addresses:
@@ -180,6 +184,12 @@ async def bind_udp_socket(
                 stdlib_socket.SIO_UDP_CONNRESET,  # type: ignore[attr-defined]
                 False,
             )
+        kernel = kernel_socket(sock.trio_socket)
+        # Only the groups it joins (none unless it asks): not 224.0.0.1,
+        # ff02::1 or another socket's groups, which anyone may send to.
+        receive_only_joined(sock.trio_socket, kernel=kernel)
+        if kernel:
+            bind_to_loopback_interface(sock.trio_socket, host)
         if receive_buffer is not None:
             _request_receive_buffer(sock.trio_socket, receive_buffer)
         if broadcast:

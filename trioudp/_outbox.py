@@ -3,7 +3,8 @@
 Every :class:`UDPSocket` owns one :class:`Outbox`; it is also the origin a
 received :class:`Datagram` replies through (``Datagram.reply`` calls
 :meth:`Outbox.reply`). It counts what it sends (``sent``, ``replied``,
-``dropped_amplification``, ``send_errors``); the socket's ``stats`` read them.
+``dropped_amplification``, ``dropped_loop``, ``send_errors``); the socket's
+``stats`` read them.
 
 Why batched replies: on a real socket (Linux), small replies made while a
 server handles a batch of datagrams are collected and leave together in one
@@ -42,8 +43,11 @@ buffer fills):
   (:meth:`~Outbox.wait_for_room`), so any number of handlers may meet a full
   send buffer at once (Trio refuses a second wait with ``BusyResourceError``).
 * Each reply is counted once: sent (``replied``), withheld by the
-  amplification guard, or, at most once, as a send error, however often it
-  is tried.
+  amplification guard or the loop guard, or, at most once, as a send error,
+  however often it is tried.
+* A reply to a peer whose port is below ``guarded_below`` never joins the
+  batch without :meth:`~Outbox._reply_nowait` asking the loop guard (the
+  fast path's inline join tests the port, as it tests ``guard is None``).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._address import SocketAddress
-    from ._limits import AmplificationGuard
+    from ._limits import AmplificationGuard, ReplyBudget
 
 __all__ = ["REPLY_SHIELD_SECONDS", "Outbox"]
 
@@ -80,7 +84,9 @@ class Outbox:
 
     ``sock`` is the socket's ``trio.socket``, ``fast`` its non-blocking twin
     (None: the plain ``trio.socket`` path), ``where`` names the socket in
-    logs. ``guard`` is set by a server that limits amplification;
+    logs. ``guard`` is set by a server that limits amplification,
+    ``loop_budget`` and ``guarded_below`` by one with a loop guard (replies
+    to peers from ports below ``guarded_below`` ask it first);
     ``drain_errors`` by the socket, to take the kernel's error queue
     (``Inbox.drain_error_queue``) before waiting for room.
     """
@@ -99,10 +105,13 @@ class Outbox:
         self._where = where
         self.closed = False
         self.guard: AmplificationGuard | None = None
+        self.loop_budget: ReplyBudget | None = None
+        self.guarded_below = 0
         self.drain_errors: Callable[[], int] = lambda: 0
         self.sent = 0
         self.replied = 0
         self.dropped_amplification = 0
+        self.dropped_loop = 0
         self.send_errors: dict[str, int] = {}
         # The reply batch (see the module docstring): the one replies join
         # now, and the one the next batch reuses.
@@ -116,6 +125,14 @@ class Outbox:
         # wake with it (see wait_for_room).
         self.room_watched = False
         self._room_waiters = trio.lowlevel.ParkingLot()
+
+    def validate(self, peer: tuple[str, int]) -> None:
+        """Lift the guards' limits on replies to ``peer``
+        (``Datagram.validate_peer``)."""
+        if self.guard is not None:
+            self.guard.validate(peer)
+        if self.loop_budget is not None:
+            self.loop_budget.validate(peer)
 
     def close(self) -> None:
         """Abandon the batch (see :meth:`abandon_batch`); later sends raise."""
@@ -272,15 +289,26 @@ class Outbox:
         earlier datagram stopped it and it is worth one more try."""
         guard = self.guard
         if guard is not None and not guard.may_send(
-            (peer[0], peer[1]), data.nbytes if type(data) is memoryview else len(data)
+            (peer[0], peer[1]),
+            # The bytes that would leave: a subclass's len() may say otherwise.
+            len(data) if type(data) is bytes else memoryview(data).nbytes,
         ):
             self.dropped_amplification += 1
+            return None
+        if (
+            peer[1] < self.guarded_below
+            and self.loop_budget is not None
+            and not self.loop_budget.allow((peer[0], peer[1]), trio.current_time())
+        ):
+            self.dropped_loop += 1
             return None
         replies = self.collecting
         if replies is not None:
             # A server is handling a batch: collect small replies to send
             # them together; send anything else on its own, after them.
-            if len(data) <= MAX_BATCHED_SIZE and isinstance(data, (bytes, bytearray)):
+            if (type(data) is bytes or type(data) is bytearray) and len(
+                data
+            ) <= MAX_BATCHED_SIZE:
                 try:
                     if replies.add(data, peer) or (
                         self._send_replies_now(replies) and replies.add(data, peer)

@@ -17,14 +17,14 @@ from ._admission import Admission
 from ._checks import check_seconds
 from ._handlers import Handlers
 from ._intake import DEFAULT_GRACE, Intake
-from ._limits import AmplificationGuard
+from ._limits import AmplificationGuard, ReplyBudget
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ._address import SocketAddress
     from ._handlers import Handler, Overflow
-    from ._limits import AccessList, RateLimit
+    from ._limits import AccessList, LoopGuard, RateLimit
     from ._socket import UDPSocket
 
 __all__ = ["ServerStats", "UDPServer"]
@@ -37,7 +37,9 @@ class ServerStats:
     Every datagram received is, at any moment, exactly one of: handled,
     a handler error, a handler timeout, dropped for a reason, in flight, or
     queued; see :attr:`accounted`, which always equals ``received``.
-    Oversize datagrams are dropped before they count as received.
+    Oversize datagrams are dropped before they count as received, so they
+    are in neither ``received`` nor :attr:`dropped`: only in
+    ``dropped_oversize``.
 
     Attributes:
         received: datagrams taken from the sockets.
@@ -47,7 +49,11 @@ class ServerStats:
         handler_timeouts: handler calls cut off by ``handler_timeout``.
         dropped_queue_full: datagrams dropped because the queue was full.
         dropped_oversize: datagrams over ``max_datagram_size``.
-        dropped_shutdown: queued or in-flight datagrams abandoned by shutdown.
+        dropped_shutdown: datagrams the server stopped before handling:
+            queued, in flight, or still in the kernel's receive queue when
+            it stopped (the server takes those as it closes its sockets, at
+            most as many as the receive buffer holds, and counts them as
+            received too).
         dropped_rate_limited: datagrams over the source prefix's rate limit.
         dropped_denied: datagrams from sources the access list refuses.
         dropped_port_zero: datagrams from source port 0 (never answered: a
@@ -56,11 +62,27 @@ class ServerStats:
             unspecified address (``0.0.0.0``, ``::``), a loopback address
             (IPv4-mapped included) on a datagram that arrived over another
             interface than loopback, or an IPv4-mapped address as the source
-            of an IPv6 packet (Linux, via ``IP_PKTINFO``). Never answered:
-            Linux would deliver the reply to this host's own services, or
-            send it as IPv4 to a multicast or broadcast address.
+            of an IPv6 packet; an IPv4 multicast, class E (240/4) or
+            broadcast address (the subnets' included); a datagram to a
+            loopback address that arrived over another interface
+            (``route_localnet``); and one of this host's own addresses,
+            not over loopback, from this socket's port or a port outside
+            the kernel's client range (``ip_local_port_range``). Linux,
+            via ``IP_PKTINFO``. Never answered: Linux would deliver the
+            reply to this host's own services, or send it to every host
+            of a link.
+        dropped_broadcast: datagrams sent to a broadcast address, by a
+            server that does not broadcast (``broadcast=False``) or from a
+            source not on the link they came over (Linux, ``IP_PKTINFO``).
+        dropped_multicast: datagrams sent to a multicast group the socket
+            did not join (the all-hosts groups 224.0.0.1 and ff02::1
+            included), or to one it joined from a source beyond the link
+            (unless ``Multicast(routed=True)``).
         dropped_amplification: replies withheld by the amplification guard
             (replies, not received datagrams).
+        dropped_loop: replies withheld by the loop guard (replies, not
+            received datagrams): a peer from a service's port over its
+            budget, see :class:`LoopGuard`.
         rate_limited_logged: datagrams over the limit in ``log_only`` mode
             (counted, handled anyway).
         kernel_drops: datagrams the kernel dropped because the receive
@@ -89,7 +111,10 @@ class ServerStats:
     dropped_denied: int = 0
     dropped_port_zero: int = 0
     dropped_forged: int = 0
+    dropped_broadcast: int = 0
+    dropped_multicast: int = 0
     dropped_amplification: int = 0
+    dropped_loop: int = 0
     rate_limited_logged: int = 0
     kernel_drops: int | None = None
     in_flight: int = 0
@@ -100,15 +125,25 @@ class ServerStats:
 
     @property
     def dropped(self) -> int:
-        """Received datagrams dropped, whatever the reason (oversize included)."""
+        """Received datagrams dropped for any reason.
+
+        The sum of every ``dropped_*`` counter but ``dropped_oversize``
+        (those datagrams were never received), ``dropped_amplification``
+        and ``dropped_loop`` (they count replies).
+
+        Example:
+            >>> ServerStats(received=3, dropped_denied=1, dropped_oversize=2).dropped
+            1
+        """
         return (
             self.dropped_queue_full
-            + self.dropped_oversize
             + self.dropped_shutdown
             + self.dropped_rate_limited
             + self.dropped_denied
             + self.dropped_port_zero
             + self.dropped_forged
+            + self.dropped_broadcast
+            + self.dropped_multicast
         )
 
     @property
@@ -119,7 +154,6 @@ class ServerStats:
             + self.handler_errors
             + self.handler_timeouts
             + self.dropped
-            - self.dropped_oversize
             + self.in_flight
             + self.queued
         )
@@ -163,9 +197,12 @@ class UDPServer:
         overflow: Overflow,
         handler_timeout: float | None,
         batch_size: int,
+        batch_time: float,
+        handler_nursery: trio.Nursery | None = None,
         rate_limit: RateLimit | None = None,
         amplification_factor: float | None = None,
         access: AccessList | None = None,
+        loop_guard: LoopGuard | None = None,
     ) -> None:
         self._sockets = tuple(sockets)
         self._stopped = trio.Event()
@@ -181,13 +218,22 @@ class UDPServer:
             if amplification_factor is None
             else AmplificationGuard(amplification_factor)
         )
+        budget = None if loop_guard is None else ReplyBudget(loop_guard)
         for sock in self._sockets:
-            sock._outbox.guard = guard
+            outbox = sock._outbox
+            outbox.guard = guard
+            outbox.loop_budget = budget
+            outbox.guarded_below = 0 if loop_guard is None else loop_guard.ports_below
         self._admission = Admission(
             rate_limit=rate_limit, access=access, guarded=guard is not None
         )
         self._intake = Intake(
-            self._sockets, self._handlers, self._admission, batch_size=batch_size
+            self._sockets,
+            self._handlers,
+            self._admission,
+            batch_size=batch_size,
+            batch_time=batch_time,
+            handler_nursery=handler_nursery,
         )
 
     @property
@@ -223,7 +269,10 @@ class UDPServer:
             dropped_denied=admission.dropped_denied,
             dropped_port_zero=admission.dropped_port_zero,
             dropped_forged=admission.dropped_forged,
+            dropped_broadcast=admission.dropped_broadcast,
+            dropped_multicast=admission.dropped_multicast,
             dropped_amplification=sum(s.dropped_amplification for s in socket_stats),
+            dropped_loop=sum(s.dropped_loop for s in socket_stats),
             rate_limited_logged=admission.rate_limited_logged,
             kernel_drops=_sum_known([sock.kernel_drops() for sock in self._sockets]),
             in_flight=handlers.in_flight,
@@ -274,6 +323,12 @@ class UDPServer:
             await self._intake.run(lambda: task_status.started(self))
         finally:
             self._handlers.drop_queued()
+            # What the kernel still holds would vanish uncounted as the
+            # sockets close: take it, and count it as received and dropped.
+            with trio.CancelScope(shield=True):
+                for sock in self._sockets:
+                    left = await sock._inbox.take_leftovers()
+                    self._handlers.dropped_shutdown += left
             for sock in self._sockets:
                 sock._inbox.keep_kernel_drops()
                 sock.close()

@@ -58,6 +58,7 @@ class SocketStats:
             ``max_datagram_size``, discarded without being handed on.
         dropped_amplification: replies withheld by a server's amplification
             guard.
+        dropped_loop: replies withheld by a server's loop guard.
         receive_errors: per-datagram errors while receiving, by errno name
             (with ``IP_RECVERR`` set: each error the socket's error queue
             held, which is drained).
@@ -73,13 +74,21 @@ class SocketStats:
     replied: int = 0
     dropped_oversize: int = 0
     dropped_amplification: int = 0
+    dropped_loop: int = 0
     receive_errors: dict[str, int] = attrs.field(factory=dict)
     send_errors: dict[str, int] = attrs.field(factory=dict)
 
 
-class DatagramEndpoint(abc.ABC):
-    """What sockets and clients share: ``async with`` closes them, and
-    ``async for`` receives until they are closed."""
+class DatagramEndpoint(trio.abc.AsyncResource):
+    """What sockets and clients share: they are Trio async resources
+    (:meth:`aclose`, ``async with``, :func:`trio.aclose_forcefully`, an
+    :class:`contextlib.AsyncExitStack`), :meth:`close` closes them without
+    waiting, and ``async for`` receives until they are closed.
+
+    Leaving their ``async with`` block closes them at once, as :meth:`close`
+    does, without the checkpoint :meth:`aclose` makes: an exception leaving
+    the block is never replaced by :exc:`trio.Cancelled`.
+    """
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -128,8 +137,10 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             Default: the largest UDP payload of the socket's family.
 
     Resource handling:
-        The socket is closed by :meth:`close`/:meth:`aclose` or when its
-        ``async with`` block ends. Operations on a closed socket raise
+        A :class:`trio.abc.AsyncResource`: the socket is closed by
+        :meth:`close`/:meth:`aclose` (or :func:`trio.aclose_forcefully`) or
+        when its ``async with`` block ends (at once, without a
+        checkpoint). Operations on a closed socket raise
         :class:`trio.ClosedResourceError`.
 
     Example::
@@ -162,6 +173,8 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         self._max_payload = limit
         self._max_datagram_size = max_datagram_size
         self._closed = False
+        self._groups: list[tuple[str, int]] = []
+        self._routed = False
         self._outbox = Outbox(trio_socket, self._fast, max_payload=limit, where=self)
         self._inbox = Inbox(
             trio_socket,
@@ -169,11 +182,12 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             max_datagram_size=max_datagram_size,
             origin=self._outbox,
             where=self,
+            groups=self._groups,
+            routed=lambda: self._routed,
         )
         # Errors queued under IP_RECVERR end a wait for room: the outbox
         # takes them first, counted as the inbox counts them.
         self._outbox.drain_errors = self._inbox.drain_error_queue
-        self._groups: list[tuple[str, int]] = []
         self._address_family = int(trio_socket.family)
         # The last numeric address sent to, and its resolved form: a
         # connection sends every packet to one peer.
@@ -234,6 +248,7 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             replied=outbox.replied,
             dropped_oversize=inbox.dropped_oversize,
             dropped_amplification=outbox.dropped_amplification,
+            dropped_loop=outbox.dropped_loop,
             receive_errors=dict(inbox.receive_errors),
             send_errors=dict(outbox.send_errors),
         )
@@ -263,7 +278,15 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         self._sock.close()
 
     async def aclose(self) -> None:
-        """Close the socket (a checkpoint, like every Trio ``aclose``)."""
+        """Close the socket (a checkpoint, like every Trio ``aclose``); it is
+        closed even if the checkpoint raises :exc:`trio.Cancelled`.
+
+        Example::
+
+            sock = trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            await sock.bind(("127.0.0.1", 0))
+            await sock.aclose()
+        """
         self.close()
         await trio.lowlevel.checkpoint()
 

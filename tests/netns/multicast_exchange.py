@@ -219,45 +219,57 @@ async def cli_listen(group: str) -> str:
 
 
 async def cli_broadcast() -> dict[str, object]:
-    """``trioudp send --broadcast`` to 127.255.255.255 reaches ``trioudp echo``;
-    without --broadcast the kernel refuses the send."""
-    buffer = bytearray()
+    """``trioudp send --broadcast`` to 127.255.255.255 reaches an echo that
+    answers broadcasts (``broadcast=True``), and is not answered by one that
+    does not (the default); without --broadcast the kernel refuses the send."""
+
+    def echo(datagram: trioudp.Datagram) -> bytes:
+        return datagram.data
+
     async with trio.open_nursery() as nursery:
-        echo = await nursery.start(
-            functools.partial(
-                trio.run_process,
-                [
-                    sys.executable,
-                    "-m",
-                    "trioudp",
-                    "echo",
-                    "--host",
-                    "0.0.0.0",
-                    "--port",
-                    "0",
-                ],
-                stdout=subprocess.PIPE,
-                check=False,
+        servers = [
+            await nursery.start(
+                functools.partial(
+                    trioudp.serve_udp,
+                    trioudp.Responder(echo),
+                    0,
+                    host="0.0.0.0",
+                    broadcast=broadcast,
+                )
             )
-        )
-        port = (await read_line(echo, buffer)).rsplit(":", 1)[1]
-        send = [sys.executable, "-m", "trioudp", "send", "--host", "127.255.255.255"]
-        send += ["--port", port, "--timeout", "2"]
-        with trio.fail_after(WAIT):
-            allowed = await trio.run_process(
-                [*send, "--broadcast", "anyone there?"],
-                capture_stdout=True,
-                check=False,
-            )
-            refused = await trio.run_process(
-                [*send, "--no-exit", "anyone there?"],
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-        echo.terminate()
+            for broadcast in (True, False)
+        ]
+        runs = []
+        for server, flags in (
+            (servers[0], ["--broadcast"]),
+            (servers[1], ["--broadcast"]),
+            (servers[0], ["--no-exit"]),
+        ):
+            send = [
+                sys.executable,
+                "-m",
+                "trioudp",
+                "send",
+                "--host",
+                "127.255.255.255",
+            ]
+            send += ["--port", str(server.port), "--timeout", "1", *flags]
+            with trio.fail_after(WAIT):
+                runs.append(
+                    await trio.run_process(
+                        [*send, "anyone there?"],
+                        capture_stdout=True,
+                        capture_stderr=True,
+                        check=False,
+                    )
+                )
+        stats = [server.stats for server in servers]
+        port = servers[0].port
+        nursery.cancel_scope.cancel()
+    allowed, unanswered, refused = runs
     return {
         "broadcast": [allowed.returncode, allowed.stdout.decode(), port],
+        "unanswered": [unanswered.returncode, stats[1].dropped_broadcast],
         "without": [refused.returncode, refused.stderr.decode()],
     }
 

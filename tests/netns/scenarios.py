@@ -10,18 +10,23 @@ inside the namespace; nothing leaves it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
+import os
+import resource
 import select
 import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import lan  # tests/netns/lan.py, beside this script
 import trio
 
 import trioudp
@@ -141,12 +146,14 @@ class WarningCount(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
+        self.messages: list[str] = []
         trioudp_logger = logging.getLogger("trioudp")
         trioudp_logger.addHandler(self)
         trioudp_logger.setLevel(logging.WARNING)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
+        self.messages.append(record.getMessage()[:200])
 
 
 def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
@@ -203,7 +210,7 @@ async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str,
                 received += drain(client)
         result = {"sent": sent, "received": received, "stats": stats_of(server)}
         await server.shutdown(grace=1)
-    return result | {"warnings": warnings.count}
+    return result | {"warnings": warnings.count, "messages": warnings.messages}
 
 
 @scenario
@@ -633,6 +640,233 @@ def _polls_error(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, 0)
     return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+@scenario
+async def no_descriptor_for_the_fast_path(free: str = "one") -> dict[str, Any]:
+    """``forged_sources``' ``exit`` from ::ffff:127.0.0.1 over v0, to a
+    server whose socket was opened with every descriptor taken, so that
+    duplicating it for the fast path failed (``EMFILE``): screening used to
+    be the fast path's alone, and the forgery was answered. ``free="one"``
+    frees one descriptor before the server starts (its reading of the
+    host's addresses needs one for a moment); ``"none"`` frees none."""
+    sh("ip link set lo up")
+    add_veth()
+    await trio.sleep(0.2)
+    handled, echo = recording_echo()
+    neighbour = Neighbour()
+    highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
+    taken = []
+    with contextlib.suppress(OSError):
+        while True:
+            taken.append(os.open("/dev/null", os.O_RDONLY))
+    os.close(taken.pop())  # room for the server's socket, none for its twin
+    sockets = await trioudp.open_udp_sockets(0, "::")
+    if free == "one":
+        os.close(taken.pop())
+    raised = None
+    result: dict[str, Any] = {"fast": sockets[0].is_fast}
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(trioudp.serve_udp_sockets, echo, sockets)
+            port = server.port
+            neighbour.send(ipv6_udp("::ffff:127.0.0.1", V0_IPV6, 4000, port, b"exit"))
+            neighbour.send(ipv6_udp("2001:db8::2", V0_IPV6, 4000, port, b"hello"))
+            await trio.sleep(0.5)  # a real link: let every datagram land
+            result |= {"stats": stats_of(server), "handled": sorted(handled)}
+            nursery.cancel_scope.cancel()
+    except Exception as exc:  # what stopped the server is the result
+        while not isinstance(exc, OSError) and getattr(exc, "exceptions", None):
+            exc = exc.exceptions[0]  # the one error a nursery wrapped
+        raised = errno.errorcode.get(getattr(exc, "errno", 0) or 0, repr(exc))
+    for fd in taken:
+        os.close(fd)
+    return result | {"raised": raised}
+
+
+# ---- a bridged LAN (lan.py): loops, reflection, forged sources ------------
+
+LAN_PORT = 12345
+PAYLOAD = b"p" * 100
+
+
+def _lan_run(
+    stations: int, rp_filter: str, body: Callable[[lan.Lan], dict[str, Any]]
+) -> dict[str, Any]:
+    network = lan.Lan(stations, rp_filter=int(rp_filter))
+    try:
+        return body(network)
+    finally:
+        network.close()
+
+
+def _serve(station: lan.Station, old: str, **settings: Any) -> lan.Program:
+    """An echo on ``station`` (``old``: the code under that path instead)."""
+    settings.setdefault("port", LAN_PORT)
+    settings.setdefault("host", None)
+    return station.start("echo", json.dumps(settings), pythonpath=old or None)
+
+
+@scenario
+async def lan_loop(
+    family: str = "4", rp_filter: str = "0", old: str = ""
+) -> dict[str, Any]:
+    """Two stations run an echo on the same port (as two hosts running
+    ``trioudp echo`` do); the attacker forges one datagram from A's echo to
+    B's. Counts the datagrams the stations then send each other (for at
+    most 4 s)."""
+
+    def body(network: lan.Lan) -> dict[str, Any]:
+        a, b = network.stations
+        programs = [_serve(station, old) for station in (a, b)]
+        build = ipv4_udp if family == "4" else ipv6_udp
+        source, target = (a.ipv4, b.ipv4) if family == "4" else (a.ipv6, b.ipv6)
+        network.reset_count()
+        network.inject(build(source, target, LAN_PORT, LAN_PORT, PAYLOAD), b.mac)
+        took = lan.settle(network, limit=4.0)
+        sent = list(network.collect())
+        return {
+            "packets": len(sent),
+            "seconds": round(took, 2),
+            "stats": [program.stop() for program in programs],
+        }
+
+    return _lan_run(2, rp_filter, body)
+
+
+@scenario
+async def lan_reflection(rp_filter: str = "0", old: str = "") -> dict[str, Any]:
+    """Three stations run an echo on every address (``host=None``); the
+    attacker forges datagrams from the fourth (the victim) to the subnet
+    broadcast, the limited broadcast, 224.0.0.1 and ff02::1. Counts what the
+    servers send the victim, by destination the forgery named."""
+
+    def body(network: lan.Lan) -> dict[str, Any]:
+        *servers, victim = network.stations
+        programs = [_serve(station, old) for station in servers]
+        replies = {}
+        for name, packet in (
+            ("subnet-broadcast", ipv4_udp(victim.ipv4, lan.BROADCAST4, 4000, LAN_PORT, PAYLOAD)),
+            ("broadcast", ipv4_udp(victim.ipv4, "255.255.255.255", 4000, LAN_PORT, PAYLOAD)),
+            ("all-hosts", ipv4_udp(victim.ipv4, "224.0.0.1", 4000, LAN_PORT, PAYLOAD)),
+            ("all-nodes", ipv6_udp(victim.ipv6, "ff02::1", 4000, LAN_PORT, PAYLOAD)),
+        ):  # fmt: skip
+            network.reset_count()
+            network.inject(packet)
+            lan.settle(network, limit=2.0)
+            to_victim = [
+                size
+                for _, _, destination, port, size in network.collect()
+                if destination in (victim.ipv4, victim.ipv6) and port == 4000
+            ]
+            replies[name] = {
+                "replies": len(to_victim),
+                "payload_factor": round(sum(to_victim) / len(PAYLOAD), 2),
+            }
+        return {"replies": replies, "stats": [p.stop() for p in programs]}
+
+    return _lan_run(4, rp_filter, body)
+
+
+@scenario
+async def lan_forged_sources(rp_filter: str = "0", old: str = "") -> dict[str, Any]:
+    """A station serves an echo that may broadcast (``broadcast=True``); the
+    attacker sends it datagrams from the subnet broadcast (a reply would go
+    to every host), from class E (240.0.0.1), and a neighbour's genuine one.
+    Counts what the server sends, by destination."""
+
+    def body(network: lan.Lan) -> dict[str, Any]:
+        server, neighbour, _ = network.stations
+        program = _serve(server, old, broadcast=True)
+        network.reset_count()
+        for source, text in (
+            (lan.BROADCAST4, b"broadcast-source"),
+            ("240.0.0.1", b"class-e"),
+            ("255.255.255.255", b"limited-broadcast"),
+            (neighbour.ipv4, b"genuine"),
+        ):
+            network.inject(
+                ipv4_udp(source, server.ipv4, 4000, LAN_PORT, text), server.mac
+            )
+        lan.settle(network, limit=2.0)
+        sent = sorted({destination for _, _, destination, _, _ in network.collect()})
+        return {"sent_to": sent, "stats": program.stop()}
+
+    return _lan_run(3, rp_filter, body)
+
+
+@scenario
+async def lan_group_off_link(rp_filter: str = "0", old: str = "") -> dict[str, Any]:
+    """A station serves an echo that joined 239.7.7.7 and ff15::7 (a
+    multicast responder); the attacker sends group datagrams from off-link
+    sources (198.51.100.7 and 2001:db8::7, TTL 64) and from an on-link
+    neighbour. Counts what the server sends, by destination."""
+
+    def body(network: lan.Lan) -> dict[str, Any]:
+        server, neighbour = network.stations
+        program = _serve(server, old, multicast={"groups": ["239.7.7.7", "ff15::7"]})
+        network.reset_count()
+        for packet in (
+            ipv4_udp("198.51.100.7", "239.7.7.7", 4000, LAN_PORT, b"off-link"),
+            ipv6_udp("2001:db8::7", "ff15::7", 4000, LAN_PORT, b"off-link6"),
+            ipv4_udp(neighbour.ipv4, "239.7.7.7", 4000, LAN_PORT, b"on-link"),
+            ipv6_udp(neighbour.ipv6, "ff15::7", 4000, LAN_PORT, b"on-link6"),
+        ):
+            network.inject(packet)
+        lan.settle(network, limit=2.0)
+        sent = sorted({destination for _, _, destination, _, _ in network.collect()})
+        return {"sent_to": sent, "stats": program.stop()}
+
+    return _lan_run(2, rp_filter, body)
+
+
+@scenario
+async def lan_route_localnet(old: str = "") -> dict[str, Any]:
+    """A station with ``route_localnet=1`` (as kube-proxy sets it) serves an
+    echo on 127.0.0.1 and runs ``trioudp serve --host 127.0.0.1``; the
+    attacker sends both 127.0.0.2 -> 127.0.0.1 frames (``exit`` to the CLI)
+    over the bridge."""
+
+    def body(network: lan.Lan) -> dict[str, Any]:
+        (station,) = network.stations
+        for name in ("all", "eth0"):
+            station.sysctl(f"ipv4.conf.{name}.route_localnet", "1")
+        program = _serve(station, old, host="127.0.0.1", port=0)
+        cli_port = LAN_PORT + 1
+        env = ["env", f"PYTHONPATH={old}"] if old else []
+        cli = station.spawn(
+            *env, sys.executable, "-m", "trioudp",
+            "serve", "--host", "127.0.0.1", "--port", str(cli_port),
+        )  # fmt: skip
+        probe = [
+            sys.executable, "-c",
+            "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+            "s.settimeout(0.3); s.sendto(b'hi', ('127.0.0.1', int(sys.argv[1])));"
+            "s.recv(100)",
+            str(cli_port),
+        ]  # fmt: skip
+
+        def answers() -> bool:
+            return not subprocess.run([*station.enter, *probe], check=False).returncode
+
+        deadline = time.monotonic() + 10
+        while not answers():
+            if time.monotonic() > deadline:
+                raise RuntimeError("trioudp serve did not come up")
+        port = program.ready["port"]
+        for target_port, text in ((port, b"echo me"), (cli_port, b"exit")):
+            network.inject(
+                ipv4_udp("127.0.0.2", "127.0.0.1", 4000, target_port, text), station.mac
+            )
+        time.sleep(0.5)  # a real link: let the forged datagrams land
+        alive = cli.poll() is None and answers()
+        cli.terminate()
+        cli.wait()
+        return {"cli_alive_after_forged_exit": alive, "stats": program.stop()}
+
+    return _lan_run(1, "0", body)
 
 
 async def _main(name: str, *args: str) -> None:

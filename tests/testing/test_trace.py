@@ -67,3 +67,13 @@ async def test_events_are_built_on_read_with_times_from_the_epoch(autojump_clock
     )
     assert (deliver.kind, deliver.time, deliver.payload) == ("deliver", 0.25, b"0")
     assert net.trace_text().splitlines() == [str(send), str(deliver)]
+
+
+async def test_trace_text_can_show_only_the_last_events():
+    net = VirtualNetwork()
+    with net.install():
+        await send_some(3)
+    lines = net.trace_text().splitlines()
+    assert net.trace_text(last=2).splitlines() == lines[-2:]
+    assert net.trace_text(last=100).splitlines() == lines
+    assert net.trace_text(last=0) == ""

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 import trioudp
+from trioudp._workers._child import socket_inodes
 
 from .helpers import (
     APP,
@@ -301,3 +302,53 @@ async def test_a_stopped_worker_is_continued_to_stop_gracefully(caplog):
 async def test_run_workers_refuses_a_bad_liveness_timeout(bad):
     with pytest.raises(ValueError, match="liveness_timeout must be"):
         await trioudp.run_workers(APP, 1, liveness_timeout=bad)
+
+
+# ---- sockets the supervisor binds and holds ----------------------------------
+
+
+async def test_held_sockets_keep_their_worker_through_a_restart_and_close_at_the_end():
+    """With WorkerSockets the supervisor binds the workers' sockets before
+    any starts; a restarted worker serves its predecessor's very socket
+    (same inode, so the same place in the port's group); they share a
+    secret; the port is free again once the pool has stopped."""
+    plan = trioudp.WorkerSockets(host="127.0.0.1")
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            pool = await nursery.start(
+                functools.partial(
+                    trioudp.run_workers,
+                    APP,
+                    2,
+                    sockets=plan,
+                    restart_backoff=FAST,
+                    handle_signals=False,
+                )
+            )
+            assert pool.port != 0
+            assert set(await ask_from_many_ports(pool.port)) == set(pool.pids)
+            victim, other = pool.pids
+            held = socket_inodes(os.getpid())
+            before = socket_inodes(victim)
+            assert before & held
+            os.kill(victim, signal.SIGKILL)
+            await pool.wait_restarts(1)
+            successor = pool.pids[0]
+            assert successor != victim
+            assert socket_inodes(successor) & held == before & held
+            assert socket_inodes(other) & held != before & held
+            assert set(await ask_from_many_ports(pool.port)) == {successor, other}
+            port = pool.port
+            pool.shutdown()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", port))  # no socket of the pool is left
+
+
+async def test_run_workers_refuses_sockets_that_are_not_worker_sockets():
+    with pytest.raises(TypeError, match="WorkerSockets"):
+        await trioudp.run_workers(APP, 1, sockets="127.0.0.1")
+
+
+def test_worker_sockets_refuse_a_steering_that_is_not_a_function():
+    with pytest.raises(TypeError):
+        trioudp.WorkerSockets(steering=[(6, 0, 0, 0)])

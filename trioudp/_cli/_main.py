@@ -13,6 +13,7 @@ import trio
 from .._errors import TrioUDPError, WorkerStartFailed
 from ._output import EXIT_FAILURE, EXIT_INTERRUPTED, error_text
 from ._parser import build_parser, group_settings
+from ._quic import quic_echo_command
 from ._serve import SERVER_COMMANDS
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ async def cli_worker(worker: Worker) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format=f"%(levelname)s %(name)s (worker {worker.index}): %(message)s",
     )
+    commands = {**SERVER_COMMANDS, "quic-echo": quic_echo_command}
     try:
-        return await SERVER_COMMANDS[args.command](args, worker)
+        return await commands[args.command](args, worker)
     except (Exception, BaseExceptionGroup) as exc:
         return _failed(args, exc)

@@ -9,14 +9,20 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket as stdlib_socket
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from .._address import numeric_family
 from .._multicast import Multicast
 from ._argtypes import DEFAULT_HOST, DEFAULT_PORT, destination_port, host, number, port
 from ._bench import add_bench_parser
+from ._quic import DEFAULT_ALPN, DEFAULT_QUIC_PORT, quic_echo_command, quic_send_command
 from ._send import demo_command, send_command
 from ._serve import echo_command, listen_command, serve_command
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_HOST",
@@ -65,15 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def protection_options(sub: argparse.ArgumentParser) -> None:
-        rate, factor = DEFAULT_RATE_LIMIT, DEFAULT_AMPLIFICATION_FACTOR
-        sub.add_argument(
-            "--rate-limit",
-            type=_rate_or_off,
-            default=rate,
-            metavar="N",
-            help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
-            f" bursts of 2N, loopback exempt; 0 = no limit (default {rate:g})",
-        )
+        factor = DEFAULT_AMPLIFICATION_FACTOR
+        rate_limit_option(sub)
         sub.add_argument(
             "--amplification-factor",
             type=_factor_or_off,
@@ -96,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
             f" counters; 0 = one per CPU, at most {MAX_WORKERS} (default 1)",
         )
 
-    def server_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+    def server_parser(
+        name: str, help_text: str, default_port: int = DEFAULT_PORT
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help_text,
@@ -115,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--port",
             type=port,
-            default=DEFAULT_PORT,
-            help=f"port to bind (default {DEFAULT_PORT}; 0 = any free port)",
+            default=default_port,
+            help=f"port to bind (default {default_port}; 0 = any free port)",
         )
         return sub
 
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.set_defaults(func=send_command)
 
+    add_quic_parsers(commands, server_parser, workers_option)
+
     demo_help = "Run the tutorial's server and client together over loopback."
     demo = commands.add_parser("demo", help=demo_help, description=demo_help)
     demo.set_defaults(func=demo_command)
@@ -225,6 +228,98 @@ def build_parser() -> argparse.ArgumentParser:
             help=verbose_help,
         )
     return parser
+
+
+def rate_limit_option(sub: argparse.ArgumentParser) -> None:
+    """``--rate-limit N`` (``_serve.rate_limit_from`` reads it)."""
+    rate = DEFAULT_RATE_LIMIT
+    sub.add_argument(
+        "--rate-limit",
+        type=_rate_or_off,
+        default=rate,
+        metavar="N",
+        help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
+        f" bursts of 2N, loopback exempt; 0 = no limit (default {rate:g})",
+    )
+
+
+def add_quic_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    server_parser: Callable[..., argparse.ArgumentParser],
+    workers_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """``quic-echo`` and ``quic-send`` (they need the quic extra)."""
+    alpn_help = f"application protocol (ALPN) to speak (default {DEFAULT_ALPN})"
+    echo = server_parser(
+        "quic-echo",
+        "QUIC echo server: answer each stream of each connection with its own"
+        " bytes. Without --certificate it makes a self-signed one and says so.",
+        DEFAULT_QUIC_PORT,
+    )
+    echo.add_argument(
+        "--certificate",
+        type=Path,
+        metavar="FILE",
+        help="the server's certificate chain, PEM (default: a self-signed"
+        " certificate for localhost, 127.0.0.1 and ::1, made at start)",
+    )
+    echo.add_argument(
+        "--key", type=Path, metavar="FILE", help="the certificate's private key, PEM"
+    )
+    echo.add_argument(
+        "--alpn", default=DEFAULT_ALPN, metavar="PROTOCOL", help=alpn_help
+    )
+    rate_limit_option(echo)
+    workers_option(echo)
+    echo.set_defaults(func=quic_echo_command)
+
+    send_help = "QUIC client: send MESSAGE on a stream and print the answer."
+    send = commands.add_parser("quic-send", help=send_help, description=send_help)
+    send.add_argument(
+        "message",
+        nargs="?",
+        default="Hello, QUIC!",
+        metavar="MESSAGE",
+        help="what to send (default 'Hello, QUIC!')",
+    )
+    send.add_argument(
+        "--host",
+        type=host,
+        default=DEFAULT_HOST,
+        metavar="ADDRESS",
+        help=f"server address or name, without a port; also the name the"
+        f" certificate must carry (default {DEFAULT_HOST})",
+    )
+    send.add_argument(
+        "--port",
+        type=destination_port,
+        default=DEFAULT_QUIC_PORT,
+        help=f"server port (default {DEFAULT_QUIC_PORT})",
+    )
+    trust = send.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="trust the certificates in FILE (PEM), such as the self-signed one"
+        " quic-echo prints (default: the system's certificate authorities)",
+    )
+    trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not check the server's certificate (tests only)",
+    )
+    send.add_argument(
+        "--alpn", default=DEFAULT_ALPN, metavar="PROTOCOL", help=alpn_help
+    )
+    send.add_argument(
+        "--timeout",
+        type=number(float, above=0),
+        default=5.0,
+        metavar="SECONDS",
+        help="give up after this many seconds, handshake included (default 5)",
+    )
+    send.set_defaults(func=quic_send_command)
 
 
 def group_settings(group: str, interface_text: str | None) -> Multicast:

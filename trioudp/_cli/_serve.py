@@ -44,8 +44,10 @@ __all__ = [
     "echo_command",
     "hello_handler",
     "listen_command",
+    "rate_limit_from",
     "serve_command",
     "serve_until_exit",
+    "watch_server_signals",
 ]
 
 logger = logging.getLogger("trioudp")
@@ -86,24 +88,27 @@ def hello_handler(
     return handler
 
 
-async def _watch_signals(
-    server: UDPServer,
-    exit_requested: trio.Event,
+async def watch_server_signals(
+    stats_text: Callable[[], str],
+    stop: Callable[[], object],
     received: list[int],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """A one-process server's signals: SIGUSR1 prints ``stats_text()`` on
+    stderr; SIGINT or SIGTERM is announced, appended to ``received``, and
+    calls ``stop()`` (once: the watch then ends)."""
     watched = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     with trio.open_signal_receiver(*watched) as signals:
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGUSR1:
-                print(stats_line(server.stats), file=sys.stderr, flush=True)
+                print(stats_text(), file=sys.stderr, flush=True)
                 continue
             name = signal.Signals(signum).name
             print(f"Received {name}, shutting down...", file=sys.stderr, flush=True)
             received.append(signum)
-            exit_requested.set()
+            stop()
             return
 
 
@@ -154,7 +159,12 @@ async def serve_until_exit(
         if worker is None:
             if watch_signals:
                 # Before the banner: a signal sent once it is out is handled.
-                await nursery.start(_watch_signals, server, exit_requested, signals)
+                await nursery.start(
+                    watch_server_signals,
+                    lambda: stats_line(server.stats),
+                    exit_requested.set,
+                    signals,
+                )
             print(
                 banner.format(address=address, host=host, port=server.port), flush=True
             )
@@ -182,15 +192,20 @@ class Protection:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Protection:
         """Settings from ``--rate-limit`` and ``--amplification-factor`` (0 = off)."""
-        rate_limit = None
-        if args.rate_limit > 0:
-            rate_limit = RateLimit(
-                rate=args.rate_limit,
-                burst=max(1.0, 2 * args.rate_limit),
-                exempt=["127.0.0.0/8", "::1/128"],
-            )
         factor = args.amplification_factor or None
-        return cls(rate_limit=rate_limit, amplification_factor=factor)
+        return cls(rate_limit=rate_limit_from(args), amplification_factor=factor)
+
+
+def rate_limit_from(args: argparse.Namespace) -> RateLimit | None:
+    """``--rate-limit N``: N datagrams a second per source prefix, bursts
+    of 2N, loopback exempt; None for 0 (off)."""
+    if args.rate_limit <= 0:
+        return None
+    return RateLimit(
+        rate=args.rate_limit,
+        burst=max(1.0, 2 * args.rate_limit),
+        exempt=["127.0.0.0/8", "::1/128"],
+    )
 
 
 async def serve_command(args: argparse.Namespace, worker: Worker | None = None) -> int:

@@ -22,7 +22,7 @@ from ._protocol import CHILD_PROGRAM, ENVIRONMENT_KEY, STARTUP_SIGNALS, WorkerSe
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["MAX_REPORT", "Child", "spawn_child", "udp_drops"]
+__all__ = ["MAX_REPORT", "Child", "socket_inodes", "spawn_child", "udp_drops"]
 
 logger = logging.getLogger("trioudp")
 
@@ -98,9 +98,12 @@ async def spawn_child(
     port: int,
     args: Sequence[str],
     grace: float,
+    socket_fds: Sequence[int] = (),
+    secret: bytes = b"",
 ) -> Child:
-    """Start worker ``index`` (``python -c CHILD_PROGRAM``) with its settings
-    and its two pipes; the worker's ends are closed here once it has them."""
+    """Start worker ``index`` (``python -c CHILD_PROGRAM``) with its settings,
+    its two pipes and ``socket_fds`` (which stay the caller's); the worker's
+    ends of the pipes are closed here once it has them."""
     control_read, control_write = os.pipe()
     report_read, report_write = os.pipe()
     settings = WorkerSettings(
@@ -113,6 +116,8 @@ async def spawn_child(
         control_fd=control_read,
         report_fd=report_write,
         path=tuple(sys.path),
+        socket_fds=tuple(socket_fds),
+        secret=secret.hex(),
     )
     env = dict(os.environ)
     env[ENVIRONMENT_KEY] = settings.to_environment()
@@ -120,7 +125,7 @@ async def spawn_child(
         process = await trio.lowlevel.open_process(
             [sys.executable, "-c", CHILD_PROGRAM],
             env=env,
-            pass_fds=(control_read, report_write),
+            pass_fds=(control_read, report_write, *socket_fds),
             preexec_fn=_block_startup_signals,
         )
     except BaseException:
@@ -145,6 +150,28 @@ def _block_startup_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, STARTUP_SIGNALS)
 
 
+def socket_inodes(pid: int) -> set[str]:
+    """The inode numbers of process ``pid``'s sockets, from ``/proc`` (Linux).
+
+    Raises:
+        OSError: no such process, or not allowed to look.
+
+    Example::
+
+        print(socket_inodes(os.getpid()))
+    """
+    descriptors = f"/proc/{pid}/fd"
+    inodes = set()
+    for name in os.listdir(descriptors):
+        try:
+            target = os.readlink(f"{descriptors}/{name}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
 def udp_drops(pid: int) -> int | None:
     """The kernel's drop counters of process ``pid``'s UDP sockets, summed:
     the ``drops`` column of ``/proc/net/udp`` and ``/proc/net/udp6`` for each
@@ -155,15 +182,7 @@ def udp_drops(pid: int) -> int | None:
         drops = udp_drops(os.getpid())
     """
     try:
-        descriptors = f"/proc/{pid}/fd"
-        inodes = set()
-        for name in os.listdir(descriptors):
-            try:
-                target = os.readlink(f"{descriptors}/{name}")
-            except OSError:
-                continue  # closed meanwhile
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
+        inodes = socket_inodes(pid)
         drops: int | None = None
         for table in ("/proc/net/udp", "/proc/net/udp6"):
             with open(table) as lines:

@@ -4,6 +4,7 @@ crash loops, and the sum of the workers' counters.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import attrs
 
 from .._backoff import Backoff
 from .._server import ServerStats
+from ._sockets import WorkerSockets
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RESTART_BACKOFF",
     "CrashBudget",
+    "check_settings",
     "default_workers",
     "is_count",
     "parse_addresses",
@@ -64,6 +67,33 @@ class CrashBudget:
         if len(self._times) > self.max_crashes:
             return None
         return self.backoff.base(len(self._times) - 1)
+
+
+def check_settings(
+    workers: object, grace: float, liveness_timeout: float | None, sockets: object
+) -> None:
+    """Refuse :func:`run_workers` settings out of range (ValueError, TypeError).
+
+    Example:
+        >>> check_settings(-1, 5.0, None, None)
+        Traceback (most recent call last):
+        ValueError: workers must be an int >= 0 (0 = one per CPU), not -1
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        msg = f"workers must be an int >= 0 (0 = one per CPU), not {workers!r}"
+        raise ValueError(msg)
+    if not (math.isfinite(grace) and grace >= 0):
+        msg = f"grace must be a number of seconds >= 0, not {grace!r}"
+        raise ValueError(msg)
+    if liveness_timeout is not None and (
+        isinstance(liveness_timeout, bool)
+        or not (math.isfinite(liveness_timeout) and liveness_timeout > 0)
+    ):
+        msg = f"liveness_timeout must be a number of seconds > 0 or None, not {liveness_timeout!r}"
+        raise ValueError(msg)
+    if sockets is not None and not isinstance(sockets, WorkerSockets):
+        msg = f"sockets must be a WorkerSockets or None, not {sockets!r}"
+        raise TypeError(msg)
 
 
 def sum_stats(reports: Iterable[Mapping[str, Any]]) -> ServerStats:

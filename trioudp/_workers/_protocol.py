@@ -4,7 +4,8 @@ what it is told, how it finds its function, and what the pipes carry.
 The supervisor starts ``python -c CHILD_PROGRAM`` with a
 :class:`WorkerSettings` as JSON in the ``TRIOUDP_WORKER`` environment
 variable and two pipes: *control* (supervisor to worker) and *reports*
-(worker to supervisor). Both carry lines of text:
+(worker to supervisor), and the sockets the supervisor bound for it, if it
+binds them (``_sockets``). Both pipes carry lines of text:
 
 - control: ``stats`` asks for a report of the counters (the supervisor's
   liveness checks are such requests). End of file means the supervisor is
@@ -79,6 +80,10 @@ class WorkerSettings:
     control_fd: int
     report_fd: int
     path: tuple[str, ...] = ()
+    #: Descriptors of the sockets the supervisor bound for this worker.
+    socket_fds: tuple[int, ...] = ()
+    #: The pool's secret, hex (the same for every worker of one pool).
+    secret: str = ""
 
     def to_environment(self) -> str:
         return json.dumps(attrs.asdict(self))
@@ -88,6 +93,7 @@ class WorkerSettings:
         fields = json.loads(os.environ[ENVIRONMENT_KEY])
         fields["args"] = tuple(fields["args"])
         fields["path"] = tuple(fields["path"])
+        fields["socket_fds"] = tuple(fields.get("socket_fds", ()))
         return cls(**fields)
 
 

@@ -32,6 +32,7 @@ import functools
 import json
 import logging
 import math
+import os
 import signal
 from typing import TYPE_CHECKING, Any, final
 
@@ -43,6 +44,7 @@ from ._child import spawn_child
 from ._policy import (
     DEFAULT_RESTART_BACKOFF,
     CrashBudget,
+    check_settings,
     default_workers,
     is_count,
     parse_addresses,
@@ -50,13 +52,16 @@ from ._policy import (
     sum_stats,
 )
 from ._protocol import STOP_MARGIN, target_spec
+from ._sockets import descriptors, held_sockets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from .._backoff import Backoff
     from .._server import ServerStats
+    from .._socket import UDPSocket
     from ._child import Child
+    from ._sockets import WorkerSockets
     from ._worker import Worker
 
 __all__ = ["WorkerPool", "run_workers"]
@@ -95,8 +100,13 @@ class WorkerPool:
         grace: float,
         budget: CrashBudget,
         liveness_timeout: float | None = None,
+        sockets: WorkerSockets | None = None,
     ) -> None:
         self._spec = spec
+        self._socket_plan = sockets
+        # The sockets the supervisor bound and holds, by worker (_sockets).
+        self._held: list[list[UDPSocket]] = []
+        self._secret = os.urandom(32)
         self._liveness_timeout = liveness_timeout
         self._count = count
         self._port = port
@@ -229,7 +239,12 @@ class WorkerPool:
         on_stats: Callable[[ServerStats], object],
         task_status: trio.TaskStatus[WorkerPool],
     ) -> ServerStats:
-        async with trio.open_nursery() as outer:
+        async with (
+            held_sockets(self._socket_plan, self._count, self._port) as held,
+            trio.open_nursery() as outer,
+        ):
+            self._held = held
+            self._port = held[0][0].local_address[1] if held else self._port
             if on_signal is not None:
                 await outer.start(self._watch_signals, on_signal, on_stats)
             with self._scope:
@@ -329,6 +344,8 @@ class WorkerPool:
             port=self._port,
             args=self._args,
             grace=self._grace,
+            socket_fds=descriptors(self._held, index),
+            secret=self._secret,
         )
         process = child.process
         self._children[index] = child
@@ -471,6 +488,7 @@ async def run_workers(
     max_crashes: int = 5,
     crash_window: float = 60.0,
     liveness_timeout: float | None = 1.0,
+    sockets: WorkerSockets | None = None,
     handle_signals: bool = True,
     on_signal: Callable[[signal.Signals], object] | None = None,
     on_stats: Callable[[ServerStats], object] | None = None,
@@ -511,6 +529,13 @@ async def run_workers(
             answering is killed between ``liveness_timeout`` and
             ``1.125 * liveness_timeout`` seconds later; each check also
             refreshes its counters. ``None`` turns the checks off.
+        sockets: a :class:`WorkerSockets`: the supervisor binds each
+            worker's sockets itself, in worker order, before any worker
+            starts, and holds them until the pool has stopped; a worker
+            serves ``worker.sockets``, and one restarted gets the same ones
+            (so a steering program's socket indices stay right, and what
+            reaches a dead worker's socket waits for its successor). None:
+            each worker binds ``worker.port`` itself.
         handle_signals: stop gracefully on SIGINT/SIGTERM (forwarding the
             signal to every worker; a second one kills them at once) and
             report the summed counters on SIGUSR1.
@@ -570,18 +595,7 @@ async def run_workers(
     """
     spec = target_spec(target)
     check_port(port)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        msg = f"workers must be an int >= 0 (0 = one per CPU), not {workers!r}"
-        raise ValueError(msg)
-    if not (math.isfinite(grace) and grace >= 0):
-        msg = f"grace must be a number of seconds >= 0, not {grace!r}"
-        raise ValueError(msg)
-    if liveness_timeout is not None and (
-        isinstance(liveness_timeout, bool)
-        or not (math.isfinite(liveness_timeout) and liveness_timeout > 0)
-    ):
-        msg = f"liveness_timeout must be a number of seconds > 0 or None, not {liveness_timeout!r}"
-        raise ValueError(msg)
+    check_settings(workers, grace, liveness_timeout, sockets)
     pool = WorkerPool(
         spec,
         workers or default_workers(),
@@ -590,6 +604,7 @@ async def run_workers(
         grace=grace,
         budget=CrashBudget(restart_backoff, max_crashes, crash_window),
         liveness_timeout=liveness_timeout,
+        sockets=sockets,
     )
     return await pool._run(
         (on_signal or _log_signal) if handle_signals else None,

@@ -26,11 +26,13 @@ import math
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import attrs
 import trio
 
+from .._server import ServerStats
+from .._socket import UDPSocket
 from ._protocol import (
     ENVIRONMENT_KEY,
     STARTUP_SIGNALS,
@@ -42,12 +44,29 @@ from ._protocol import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .._server import UDPServer
+    from .._address import SocketAddress
 
-__all__ = ["Worker", "main"]
+__all__ = ["Served", "Worker", "main"]
 
 #: prctl(2)'s option that sets the signal the kernel sends when the parent dies.
 _PR_SET_PDEATHSIG = 1
+
+
+class Served(Protocol):
+    """What :meth:`Worker.serving` needs of a server: a :class:`UDPServer`,
+    or a server built on one, such as ``trioudp.quic.QUICServer``, whose
+    ``stats`` carry the UDP intake's :class:`ServerStats` as ``udp``."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def addresses(self) -> list[SocketAddress]: ...
+
+    @property
+    def stats(self) -> object: ...
+
+    def begin_shutdown(self, grace: float = ...) -> None: ...
 
 
 @final
@@ -68,7 +87,8 @@ class Worker:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self._settings = settings
-        self._server: UDPServer | None = None
+        self._sockets: list[UDPSocket] | None = None
+        self._server: Served | None = None
         self._on_stop: Callable[[], object] | None = None
         self._stopping = False
         self._scope: trio.CancelScope | None = None
@@ -96,18 +116,46 @@ class Worker:
         return self._settings.args
 
     @property
+    def sockets(self) -> list[UDPSocket]:
+        """The sockets the supervisor bound for this worker, one per address,
+        when the pool runs with ``sockets=WorkerSockets(...)``; serve them
+        (the server closes this process's copies; the supervisor keeps its
+        own, so they keep their place in the port's group). Empty otherwise:
+        then bind :attr:`port` with ``reuse_port=True``.
+
+        Example::
+
+            server = await nursery.start(
+                functools.partial(trioudp.serve_udp_sockets, handler, worker.sockets)
+            )
+        """
+        if self._sockets is None:
+            self._sockets = [
+                UDPSocket(trio.socket.socket(fileno=fd))
+                for fd in self._settings.socket_fds
+            ]
+        return list(self._sockets)
+
+    @property
+    def secret(self) -> bytes:
+        """32 random bytes that every worker of this pool shares (and a
+        restarted worker gets again): for keys the workers must agree on,
+        such as a QUIC server's stateless reset key."""
+        return bytes.fromhex(self._settings.secret)
+
+    @property
     def stopping(self) -> bool:
         """Whether a stop (a signal, or the supervisor gone) has begun."""
         return self._stopping
 
     def serving(
-        self, server: UDPServer, *, stop: Callable[[], object] | None = None
+        self, server: Served, *, stop: Callable[[], object] | None = None
     ) -> None:
         """Tell the supervisor this worker serves, and report ``server``'s counters.
 
         Args:
             server: the server this worker runs; the supervisor reads its
-                :attr:`UDPServer.stats`.
+                :attr:`UDPServer.stats` (a QUIC server's ``stats.udp``).
             stop: called once on SIGINT/SIGTERM; by default
                 ``server.begin_shutdown(grace)``. The main function should
                 return within ``grace`` seconds afterwards, or it is cancelled.
@@ -123,7 +171,9 @@ class Worker:
             self._reports.send_nowait(line.encode())
 
     def _stats(self) -> dict[str, Any]:
-        return {} if self._server is None else attrs.asdict(self._server.stats)
+        stats = None if self._server is None else self._server.stats
+        udp = stats if isinstance(stats, ServerStats) else getattr(stats, "udp", None)
+        return attrs.asdict(udp) if isinstance(udp, ServerStats) else {}
 
     def _stop(self) -> None:
         if self._stopping:

@@ -47,6 +47,7 @@ from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import QUICError as QUICError
 from ._errors import SendingStopped as SendingStopped
 from ._errors import StreamReset as StreamReset
+from ._pool import worker_sockets as worker_sockets
 from ._serve import serve_quic as serve_quic
 from ._serve import serve_quic_sockets as serve_quic_sockets
 from ._server import QUICServer as QUICServer
@@ -65,4 +66,5 @@ __all__ = [
     "open_quic_connection",
     "serve_quic",
     "serve_quic_sockets",
+    "worker_sockets",
 ]

@@ -1,7 +1,7 @@
 """The protocol engine: aioquic's ``QuicConnection`` with trioudp's policies.
 
 aioquic does all of QUIC and TLS (packets, frames, keys, loss recovery,
-congestion control). This subclass replaces three *policies* it hard-codes,
+congestion control). This subclass replaces four *policies* it hard-codes,
 and reads a few of its private attributes; it is the only module of
 ``trioudp.quic`` that touches aioquic's internals, and it does so in the same
 way on every aioquic release from 1.2 (the newest with wheels for Python
@@ -27,6 +27,10 @@ Why replace them (aioquic issue #589):
   them from the connection ID and a key (RFC 9000, section 10.3.2), so it can
   reset a connection it no longer knows (after a restart, or in another
   worker) without keeping state.
+* **Connection IDs.** aioquic draws a server's at random; a server that
+  shares its port with other worker processes issues IDs that name its
+  worker (``_steering``), so that the kernel can steer every packet of a
+  connection to the process that owns it, whatever the client's address.
 
 Invariants (each has a test that breaks it on purpose):
 
@@ -50,6 +54,8 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import Limit, NetworkAddress
     from aioquic.quic.events import ConnectionTerminated
@@ -113,6 +119,8 @@ class Engine(QuicConnection):
             tokens).
         original_destination_connection_id, retry_source_connection_id:
             a server's, as aioquic takes them.
+        connection_ids: makes each connection ID this end issues (None:
+            aioquic's random ones).
     """
 
     def __init__(
@@ -123,6 +131,7 @@ class Engine(QuicConnection):
         reset_key: bytes | None = None,
         original_destination_connection_id: bytes | None = None,
         retry_source_connection_id: bytes | None = None,
+        connection_ids: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(
             configuration=configuration,
@@ -142,6 +151,12 @@ class Engine(QuicConnection):
         self._t_held: set[int] = set()
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
             limit.value = limit.sent = max_streams
+        self._t_connection_ids = connection_ids
+        if connection_ids is not None:
+            # Nothing was sent yet: the first ID is still ours to choose.
+            cid = connection_ids()
+            self._host_cids[0].cid = self.host_cid = cid
+            self._local_initial_source_connection_id = cid
         if reset_key is not None:
             self._derive_reset_tokens()
 
@@ -341,7 +356,16 @@ class Engine(QuicConnection):
             connection_id.stateless_reset_token = reset_token(key, connection_id.cid)
 
     def _replenish_connection_ids(self) -> None:
+        first_new = self._host_cid_seq
         super()._replenish_connection_ids()
+        make = self._t_connection_ids
+        if make is not None:
+            # The new IDs are announced (NEW_CONNECTION_ID) only later, when
+            # packets are built: replacing them here is replacing them
+            # before anybody saw them.
+            for connection_id in self._host_cids:
+                if connection_id.sequence_number >= first_new:
+                    connection_id.cid = make()
         if self._t_reset_key is not None:
             self._derive_reset_tokens()
 

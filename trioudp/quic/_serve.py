@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import RateLimit, open_udp_sockets
+from ._pool import pool_routing
 from ._server import Handler, QUICServer
 from ._settings import (
     DEFAULT_DATAGRAM_QUEUE,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from aioquic.quic.configuration import QuicConfiguration
 
-    from .. import AccessList, UDPSocket
+    from .. import AccessList, UDPSocket, Worker
 
 __all__ = ["serve_quic", "serve_quic_sockets"]
 
@@ -53,11 +54,20 @@ async def serve_quic_sockets(
     rate_limit: RateLimit | None = None,
     access: AccessList | None = None,
     queue_size: int = 256,
+    worker: Worker | None = None,
     task_status: trio.TaskStatus[QUICServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve QUIC on already-open UDP sockets; the lower layer of
     :func:`serve_quic`, which documents the arguments. The server takes
     ownership of the sockets and closes them when it stops.
+
+    With ``worker``, the :class:`trioudp.Worker` of a
+    :func:`trioudp.run_workers` pool run with
+    ``sockets=``:func:`worker_sockets`, serve ``worker.sockets``: the
+    connection IDs the server issues name this worker, so the pool's
+    steering brings every packet of a connection here, and the stateless
+    reset key (unless ``reset_key`` is given) and the Retry token key come
+    from the pool's shared secret (:doc:`/explanation/quic-workers`).
 
     Example::
 
@@ -65,6 +75,13 @@ async def serve_quic_sockets(
             server = await nursery.start(functools.partial(
                 trioudp.quic.serve_quic_sockets, handler, [sock],
                 configuration=configuration))
+
+    In a worker::
+
+        server = await nursery.start(functools.partial(
+            trioudp.quic.serve_quic_sockets, handler, worker.sockets,
+            configuration=configuration, worker=worker))
+        worker.serving(server)
     """
     try:
         check_configuration(configuration, is_client=False)
@@ -81,10 +98,17 @@ async def serve_quic_sockets(
         if not callable(handler):
             msg = f"handler must be an async function, not {handler!r}"
             raise TypeError(msg)
+        routing = (
+            pool_routing(worker, configuration.connection_id_length)
+            if worker is not None
+            else None
+        )
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
+    if routing is not None and reset_key is None:
+        reset_key = routing.reset_key
     server = QUICServer(
         handler,
         sockets,
@@ -97,6 +121,8 @@ async def serve_quic_sockets(
         datagram_queue=datagram_queue,
         reset_code=reset_code,
         reset_key=reset_key if reset_key is not None else os.urandom(32),
+        token_key=routing.token_key if routing is not None else None,
+        connection_ids=routing.connection_ids if routing is not None else None,
     )
     await server._serve(_udp_settings(rate_limit, access, queue_size), task_status)
 

@@ -151,6 +151,8 @@ class QUICServer:
         datagram_queue: int,
         reset_code: int,
         reset_key: bytes,
+        token_key: bytes | None = None,
+        connection_ids: Callable[[], bytes] | None = None,
     ) -> None:
         self._handler = handler
         self._sockets = tuple(sockets)
@@ -166,7 +168,9 @@ class QUICServer:
         self._datagram_queue = datagram_queue
         self._reset_code = reset_code
         self._reset_key = reset_key
-        self._tokens = RetryTokens()
+        self._tokens = RetryTokens(token_key)
+        # None: aioquic's random connection IDs; else a worker's (_steering).
+        self._connection_ids = connection_ids
         self._replies = RateLimiter(STATELESS_REPLIES)
         # Addresses not yet validated, at most a few per handshake.
         self._amplification = AmplificationGuard(
@@ -358,7 +362,10 @@ class QUICServer:
             counter = "version_negotiations"
         elif action is Action.RETRY:
             assert header.version is not None
-            source_cid = os.urandom(self._cid_length)
+            # A worker's own ID: the Initial that returns the token comes
+            # back to this worker, which can check it.
+            make = self._connection_ids
+            source_cid = make() if make is not None else os.urandom(self._cid_length)
             reply = encode_quic_retry(
                 version=header.version,
                 source_cid=source_cid,
@@ -397,6 +404,7 @@ class QUICServer:
             reset_key=self._reset_key,
             original_destination_connection_id=odcid,
             retry_source_connection_id=rscid,
+            connection_ids=self._connection_ids,
         )
         connection = QUICConnection(
             engine,

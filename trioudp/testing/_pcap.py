@@ -8,10 +8,18 @@ virtual wire (a ``send``), one for each extra copy the link made (a
 ``duplicate``), and one ICMP (or ICMPv6) "port unreachable" packet from the
 destination host for each datagram dropped as ``port_unreachable`` (whether
 or not the sender is connected and so sees it), with synthesised IP, UDP and
-ICMP headers and correct checksums. A datagram that never left its host, dropped for ``mtu`` or
-``no_route``, is not a packet on any wire and is not written; the trace
+ICMP headers and correct checksums. A datagram that never left its host, dropped for ``mtu``,
+``no_route`` or ``queue`` (tail dropped by its link's full queue), is not a
+packet on any wire and is not written; the trace
 (:meth:`VirtualNetwork.trace_text`) is the complete record, and the capture's
-section comment says how many datagrams were left out and why.
+section comment says how many datagrams were left out and why. A datagram
+whose bytes a rule changed has a second record, the ``corrupted copy``, with
+the bytes that arrive.
+
+Network events (crash, restart, partition, heal, a flapping link going down
+or up) are no packets: each is one more comment of the section header,
+``at 2.000000000: crash db: ...``, in order (the first
+:data:`MAX_EVENT_COMMENTS`, then how many more the trace has).
 
 Fates. Each packet record carries a comment (pcapng ``opt_comment``) with the
 packet number and everything that happened to it, in order, with virtual
@@ -37,7 +45,7 @@ if TYPE_CHECKING:
 
     from ._trace import TraceEvent
 
-__all__ = ["PCAP_EPOCH", "ip_udp_packet", "write_pcap"]
+__all__ = ["MAX_EVENT_COMMENTS", "PCAP_EPOCH", "ip_udp_packet", "write_pcap"]
 
 #: Unix time that virtual time 0 is written as: 2000-01-01 00:00:00 UTC.
 PCAP_EPOCH = 946_684_800
@@ -46,7 +54,9 @@ _LINKTYPE_RAW = 101  # raw IPv4/IPv6, no link-layer header
 _SNAPLEN = 262_144
 _UDP, _ICMP, _ICMPV6 = 17, 1, 58
 # Fates decided before the datagram left its host: never on the wire.
-_NEVER_SENT = frozenset({"mtu", "no_route"})
+_NEVER_SENT = frozenset({"mtu", "no_route", "queue"})
+#: How many network events the section header lists, at most.
+MAX_EVENT_COMMENTS = 1000
 # Linux quotes at most this much of the offending packet in an ICMP error.
 _ICMP_QUOTE = {4: 576 - 28, 6: 1280 - 48}
 
@@ -151,6 +161,14 @@ def _block(kind: int, body: bytes) -> bytes:
     return struct.pack("<II", kind, length) + body + struct.pack("<I", length)
 
 
+# The events that put a packet on the wire, and what its record calls it.
+_RECORDED = {
+    "send": "sent",
+    "duplicate": "duplicate copy",
+    "corrupt": "corrupted copy",
+}
+
+
 def _fate(event: TraceEvent) -> str:
     reason = f" {event.reason}" if event.reason else ""
     return f"{event.kind}{reason} at {event.time:.9f}"
@@ -182,8 +200,12 @@ def write_pcap(
     fates: dict[int, list[str]] = {}
     kept_home: dict[int, str] = {}  # packet -> why (a copy of) it stayed home
     left: set[int] = set()  # packets that reached the wire, at least one copy
+    network: list[TraceEvent] = []  # crashes, partitions: not a datagram's
     for event in events:
         if event.kind == "send":
+            continue
+        if not event.packet:
+            network.append(event)
             continue
         fates.setdefault(event.packet, []).append(_fate(event))
         if event.kind == "drop" and event.reason in _NEVER_SENT:
@@ -200,11 +222,11 @@ def write_pcap(
         never_sent[reason] = never_sent.get(reason, 0) + 1
     records = []
     for event in events:
-        if event.kind in ("send", "duplicate"):
+        if event.kind in _RECORDED:
             if event.packet in grounded:
                 continue
             packet = ip_udp_packet(event.src, event.dst, event.payload, event.packet)
-            what = "sent" if event.kind == "send" else "duplicate copy"
+            what = _RECORDED[event.kind]
             comment = "; ".join(
                 [f"#{event.packet} {what}", *fates.get(event.packet, [])]
             )
@@ -228,11 +250,19 @@ def write_pcap(
         f" {epoch:.9f} s after the Unix epoch; datagrams that never left their"
         f" host are not written ({left_out or 'none'}): see the trace"
     )
+    event_comments = [
+        f"at {event.time:.9f}: {event.kind} {event.reason}"
+        for event in network[:MAX_EVENT_COMMENTS]
+    ]
+    if len(network) > MAX_EVENT_COMMENTS:
+        more = len(network) - MAX_EVENT_COMMENTS
+        event_comments.append(f"and {more} more network events: see the trace")
     file.write(
         _block(
             0x0A0D0D0A,
             struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
             + _option(1, section_comment.encode())
+            + b"".join(_option(1, comment.encode()) for comment in event_comments)
             + _option(0, b""),
         )
     )
