@@ -374,3 +374,21 @@ async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connec
         assert sum(stolen) <= 3 * sum(map(len, sent))
         await stream.send_all(b"two")
         assert await stream.receive_some() == b"two"
+
+
+@pytest.mark.virtual_network(autojump=False)
+async def test_a_first_handshake_that_fails_gets_the_servers_connection_close():
+    """No common ALPN: the server's TLS refuses the ClientHello of the first
+    Initial, and says so at once (a CONNECTION_CLOSE with the TLS alert), on
+    real sockets, rather than leaving the client to its idle timeout."""
+    configuration = server_config(alpn_protocols=["not-the-clients"])
+    async with quic_server(configuration=configuration, retry_threshold=None) as server:
+        with trio.fail_after(5), pytest.raises(trioudp.quic.ConnectionClosed) as closed:
+            async with connect(server):
+                pytest.fail("the handshake completed")  # pragma: no cover
+        assert (closed.value.error_code, closed.value.by_peer) == (0x100 + 120, True)
+        assert closed.value.reason == "No common ALPN protocols"
+        await server.shutdown(grace=0)
+        stats = server.stats
+        assert (stats.accepted, stats.handshakes_failed, stats.established) == (1, 1, 0)
+        assert (stats.connections, stats.handshakes) == (0, 0)

@@ -249,8 +249,13 @@ class Engine(QuicConnection):
 
     def decrypted_any(self) -> bool:
         """Whether any packet received so far could be decrypted (a server's
-        first Initial that could not is garbage, or another's)."""
-        return any(len(space.ack_queue) > 0 for space in self._spaces.values())
+        first Initial that could not is garbage, or another's). A packet
+        whose content made the engine close (a ClientHello its TLS refused)
+        was decrypted, though aioquic does not acknowledge it: the peer is
+        owed the CONNECTION_CLOSE."""
+        return self._close_event is not None or any(
+            len(space.ack_queue) > 0 for space in self._spaces.values()
+        )
 
     def closed_by_peer(self) -> bool:
         """Whether the close under way is the peer's (we are draining)."""
