@@ -22,6 +22,7 @@ import trioudp
 import trioudp.quic
 from trioudp.quic._engine import reset_token
 
+from .conftest import open_fds
 from .quic_support import client_config, connect, echo, quic_server, server_config
 
 pytestmark = pytest.mark.virtual_network(latency=0.005)
@@ -387,6 +388,7 @@ async def test_a_first_handshake_that_fails_gets_the_servers_connection_close():
     """No common ALPN: the server's TLS refuses the ClientHello of the first
     Initial, and says so at once (a CONNECTION_CLOSE with the TLS alert), on
     real sockets, rather than leaving the client to its idle timeout."""
+    before = open_fds()
     configuration = server_config(alpn_protocols=["not-the-clients"])
     async with quic_server(configuration=configuration, retry_threshold=None) as server:
         with trio.fail_after(5), pytest.raises(trioudp.quic.ConnectionClosed) as closed:
@@ -398,6 +400,7 @@ async def test_a_first_handshake_that_fails_gets_the_servers_connection_close():
         stats = server.stats
         assert (stats.accepted, stats.handshakes_failed, stats.established) == (1, 1, 0)
         assert (stats.connections, stats.handshakes) == (0, 0)
+    assert open_fds() == before
 
 
 async def test_a_client_follows_the_servers_version_negotiation(virtual_network):
