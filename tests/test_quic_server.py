@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -350,15 +351,23 @@ async def test_the_3x_limit_holds_even_where_aioquics_accounting_does_not(
         assert server.stats.amplification_withheld > 0
 
 
-async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connection(
-    virtual_network,
-):
+@asynccontextmanager
+async def attacked():
+    """A server, a client's connection to it with a stream open, and an
+    attacker's socket on the same host."""
     async with (
         quic_server() as server,
         connect(server) as connection,
         await connection.open_stream() as stream,
         trioudp.open_udp_socket("127.0.0.1", 0) as attacker,
     ):
+        yield server, connection, stream, attacker
+
+
+async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connection(
+    virtual_network,
+):
+    async with attacked() as (server, connection, stream, attacker):
         sent = []
         transport = connection._sender._transport
         send_to = transport.send_to
@@ -439,12 +448,7 @@ async def test_a_client_without_a_common_version_fails_at_once(virtual_network):
 async def test_a_forged_version_negotiation_leaves_a_connection_working(
     virtual_network,
 ):
-    async with (
-        quic_server() as server,
-        connect(server) as connection,
-        await connection.open_stream() as stream,
-        trioudp.open_udp_socket("127.0.0.1", 0) as attacker,
-    ):
+    async with attacked() as (_, connection, stream, attacker):
         await stream.send_all(b"one")
         assert await stream.receive_some() == b"one"
         engine = connection.engine
