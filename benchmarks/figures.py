@@ -7,7 +7,7 @@ This script renders them where the documentation shows them, between
 
 - docs/explanation/performance.rst: the echo summary, trioudp against
   uvloop, the client, memory, the flood, fairness under a flood, the virtual
-  network, the workers;
+  network, the workers, QUIC against aioquic;
 - benchmarks/README.md: the full echo table and every other benchmark's;
 - benchmarks/echo.svg: the echo chart (the README and the performance page
   show it).
@@ -53,6 +53,7 @@ MEASURE = {
     "memory": ["memory.py"],
     "virtual_network": ["virtual_network.py"],
     "workers": ["workers.py", "--flows", "4", "--duration", "2"],
+    "quic": ["quic.py", "--repeat", "5", "--duration", "2"],
 }
 #: Echo servers as the tables name them, in the tables' order.
 SERVERS = {
@@ -70,6 +71,25 @@ SCENARIOS = {
     "throughput": "throughput (64 in flight, 64 B)",
     "large": "large (16 in flight, 8000 B)",
     "latency": "latency (one at a time, 64 B)",
+}
+#: QUIC stacks as the tables name them, in the tables' order.
+QUIC_STACKS = {
+    "trioudp": "trioudp",
+    "aioquic": "aioquic on asyncio",
+    "aioquic_uvloop": "aioquic on uvloop",
+}
+QUIC_SCENARIOS = {
+    "handshakes": "handshakes per second",
+    "upload": "1 MB upload (one stream)",
+    "download": "1 MB download (one stream)",
+    "requests": "64 B requests per second (a stream each)",
+}
+#: What one operation of each QUIC scenario is (the CPU table's rows).
+QUIC_OPERATIONS = {
+    "handshakes": "a handshake",
+    "upload": "a 1 MB upload",
+    "download": "a 1 MB download",
+    "requests": "a request",
 }
 #: Options whose values are local paths or setup, not the measurement.
 _SETUP_OPTIONS = {"--json", "--python", "--server", "--build-dir"}
@@ -411,6 +431,89 @@ def workers(style: str, section: dict[str, Any]) -> str:
     return provenance(style, section) + "\n\n" + table(style, header, body)
 
 
+def _quic_cells(section: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for cell in section["cells"]:
+        cells.setdefault(cell["scenario"], {})[cell["stack"]] = cell
+    return cells
+
+
+def quic_ratio(section: dict[str, Any], scenario: str, stack: str, other: str) -> float:
+    """How many times better ``stack`` did than ``other`` in ``scenario``
+    (more per second, or fewer seconds).
+
+    Example:
+        >>> cell = lambda stack, value: {"scenario": "upload", "stack": stack,
+        ...                              "value": value}
+        >>> section = {"settings": {"units": {"upload": ["seconds", False]}},
+        ...            "cells": [cell("trioudp", 0.1), cell("aioquic", 0.2)]}
+        >>> quic_ratio(section, "upload", "trioudp", "aioquic")
+        2.0
+    """
+    row = _quic_cells(section)[scenario]
+    value, base = row[stack]["value"], row[other]["value"]
+    more_is_better = section["settings"]["units"][scenario][1]
+    return float(value / base if more_is_better else base / value)
+
+
+def _quic_value(section: dict[str, Any], scenario: str, value: float) -> str:
+    if section["settings"]["units"][scenario][1]:
+        return f"{value:,.0f}"
+    return f"{value * 1000:,.0f} ms"
+
+
+def quic(style: str, section: dict[str, Any]) -> str:
+    """trioudp.quic against aioquic on asyncio and on uvloop: each
+    scenario's figure, trioudp's ratios, and the CPU each side used."""
+    cells = _quic_cells(section)
+    stacks = [name for name in QUIC_STACKS if name in cells[next(iter(cells))]]
+    others = [name for name in stacks if name != "trioudp"]
+    rows = []
+    for scenario, row in cells.items():
+        rows.append(
+            [
+                QUIC_SCENARIOS.get(scenario, scenario),
+                *(
+                    _quic_value(section, scenario, row[name]["value"])
+                    for name in stacks
+                ),
+                *(
+                    f"{quic_ratio(section, scenario, 'trioudp', other):.2f}"
+                    for other in others
+                ),
+            ]
+        )
+    header = ["", *(QUIC_STACKS[name] for name in stacks)]
+    header += [f"trioudp x {QUIC_STACKS[other]}" for other in others]
+    cpu_rows = [
+        [
+            QUIC_OPERATIONS.get(scenario, scenario),
+            *(
+                f"{row[name]['server_cpu_us']:,.0f} / {row[name]['client_cpu_us']:,.0f}"
+                for name in stacks
+            ),
+        ]
+        for scenario, row in cells.items()
+    ]
+    cpu_header = ["CPU us per operation, server / client"]
+    cpu_header += [QUIC_STACKS[name] for name in stacks]
+    settings = section["settings"]
+    rounds = settings["repeat"]
+    intro = (
+        f"Each cell the median of {rounds} round{'s' if rounds != 1 else ''}"
+        f" of {settings['duration_s']:g} s, the stacks interleaved."
+    )
+    return (
+        provenance(style, section)
+        + " "
+        + intro
+        + "\n\n"
+        + table(style, header, rows)
+        + "\n"
+        + table(style, cpu_header, cpu_rows)
+    )
+
+
 # ---- the chart ------------------------------------------------------------------
 
 
@@ -482,6 +585,7 @@ _SHOWN_ON_BOTH = {
     "fairness": lambda style, r: fairness(style, r["fairness"]),
     "virtual-network": lambda style, r: virtual_network(style, r["virtual_network"]),
     "workers": lambda style, r: workers(style, r["workers"]),
+    "quic": lambda style, r: quic(style, r["quic"]),
 }
 #: The markers of each page.
 SECTIONS: dict[Path, dict[str, Any]] = {

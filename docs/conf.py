@@ -76,6 +76,9 @@ TYPE_ALIASES = {
     "Rule": "type-rule",
     "QuicConfiguration": "type-quic-configuration",
     "Engine": "type-quic-engine",
+    "QuicEvent": "type-quic-event",
+    "events.QuicEvent": "type-quic-event",
+    "aioquic.quic.events.QuicEvent": "type-quic-event",
     "Served": "type-served",
 }
 

@@ -71,7 +71,7 @@ def test_the_pages_show_the_figures_they_are_rendered_from(figures, results):
     assert f"{ratio:.2f}" not in front
 
 
-@pytest.mark.parametrize("name", ["figures", "echo"])
+@pytest.mark.parametrize("name", ["figures", "echo", "quic"])
 def test_benchmark_helpers_doctests(name, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # their sibling modules
     failures, tried = doctest.testmod(load(name), verbose=False)
@@ -193,3 +193,34 @@ def test_workers_benchmark_spreads_flows_and_reports_memory(tmp_path):
     rows = [line for line in out.splitlines() if re.match(r"\| [12] \| 4 \|", line)]
     assert len(rows) == 2, out
     assert "totals of 2 workers: received" in out
+
+
+def test_quic_benchmark_runs_both_stacks_side_by_side_and_its_json_renders(
+    tmp_path, figures
+):
+    out = run(
+        "quic.py",
+        "--duration",
+        "0.3",
+        "--scenarios",
+        "handshakes,requests",
+        "--stacks",
+        "trioudp,aioquic",
+        "--json",
+        str(tmp_path / "quic.json"),
+    )
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ")]
+    cells = {(row[1].strip(), row[2].strip()): row for row in rows[1:]}
+    assert set(cells) == {
+        (scenario, stack)
+        for scenario in ("handshakes", "requests")
+        for stack in ("trioudp", "aioquic")
+    }
+    assert all(float(row[3].replace(",", "")) > 0 for row in cells.values())
+    assert cells["requests", "aioquic"][5].strip() == "1.00"
+    section = json.loads((tmp_path / "quic.json").read_text())
+    rendered = figures.quic("md", section)
+    assert "`python benchmarks/quic.py --duration 0.3" in rendered
+    assert "| trioudp x aioquic on asyncio |" in rendered
+    ratio = figures.quic_ratio(section, "requests", "trioudp", "aioquic")
+    assert f" {ratio:.2f} |" in rendered

@@ -94,5 +94,7 @@ def test_every_example_is_exercised():
     # Each in its own test module, with its real client.
     tested |= {"syslog_server.py", "statsd_server.py", "dns_server.py"}
     tested.add("workers.py")
+    # HTTP/3, with aioquic's and ngtcp2's clients and servers: test_quic_h3.py.
+    tested |= {"h3_server.py", "h3_client.py"}
     helpers = {"_syslog.py", "_statsd.py", "_dns.py", "_output.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested | helpers

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import functools
 import os
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet import (
+    QuicPacketType,
+    QuicProtocolVersion,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
 
 import trioudp
 import trioudp.quic
 from trioudp.quic._engine import reset_token
 
+from .conftest import open_fds
 from .quic_support import client_config, connect, echo, quic_server, server_config
 
 pytestmark = pytest.mark.virtual_network(latency=0.005)
@@ -311,7 +318,7 @@ async def test_a_client_whose_address_changes_keeps_its_connection(virtual_netwo
         await stream.send_all(b"before")
         assert await stream.receive_some() == b"before"
         # A NAT rebinding: the client's packets now come from another port.
-        connection._transport = rebound
+        connection._sender._transport = rebound
         nursery.start_soon(_receive, rebound, connection)
         await stream.send_all(b"after")
         assert await stream.receive_some() == b"after"
@@ -344,17 +351,25 @@ async def test_the_3x_limit_holds_even_where_aioquics_accounting_does_not(
         assert server.stats.amplification_withheld > 0
 
 
-async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connection(
-    virtual_network,
-):
+@asynccontextmanager
+async def attacked():
+    """A server, a client's connection to it with a stream open, and an
+    attacker's socket on the same host."""
     async with (
         quic_server() as server,
         connect(server) as connection,
         await connection.open_stream() as stream,
         trioudp.open_udp_socket("127.0.0.1", 0) as attacker,
     ):
+        yield server, connection, stream, attacker
+
+
+async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connection(
+    virtual_network,
+):
+    async with attacked() as (server, connection, stream, attacker):
         sent = []
-        transport = connection._transport
+        transport = connection._sender._transport
         send_to = transport.send_to
 
         async def copying(data, address):
@@ -364,6 +379,7 @@ async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connec
         transport.send_to = copying
         await stream.send_all(b"one")
         assert await stream.receive_some() == b"one"
+        assert sent  # (virtual sockets send with send_to)
         for data in sent:  # an on-path attacker replays them from elsewhere
             await attacker.send_to(data, ("127.0.0.1", server.port))
         await trio.sleep(5)
@@ -374,3 +390,76 @@ async def test_a_packet_replayed_from_a_forged_address_does_not_steal_the_connec
         assert sum(stolen) <= 3 * sum(map(len, sent))
         await stream.send_all(b"two")
         assert await stream.receive_some() == b"two"
+
+
+@pytest.mark.virtual_network(autojump=False)
+async def test_a_first_handshake_that_fails_gets_the_servers_connection_close():
+    """No common ALPN: the server's TLS refuses the ClientHello of the first
+    Initial, and says so at once (a CONNECTION_CLOSE with the TLS alert), on
+    real sockets, rather than leaving the client to its idle timeout."""
+    before = open_fds()
+    configuration = server_config(alpn_protocols=["not-the-clients"])
+    async with quic_server(configuration=configuration, retry_threshold=None) as server:
+        with trio.fail_after(5), pytest.raises(trioudp.quic.ConnectionClosed) as closed:
+            async with connect(server):
+                pytest.fail("the handshake completed")  # pragma: no cover
+        assert (closed.value.error_code, closed.value.by_peer) == (0x100 + 120, True)
+        assert closed.value.reason == "No common ALPN protocols"
+        await server.shutdown(grace=0)
+        stats = server.stats
+        assert (stats.accepted, stats.handshakes_failed, stats.established) == (1, 1, 0)
+        assert (stats.connections, stats.handshakes) == (0, 0)
+    assert open_fds() == before
+
+
+async def test_a_client_follows_the_servers_version_negotiation(virtual_network):
+    """A client that starts with version 1 learns from the Version
+    Negotiation the server sends that only version 2 is spoken, and connects
+    with it."""
+    v1, v2 = QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2
+    configuration = server_config(supported_versions=[v2])
+    async with (
+        quic_server(configuration=configuration) as server,
+        connect(server, configuration=client_config(supported_versions=[v1, v2])) as c,
+        await c.open_stream() as stream,
+    ):
+        await stream.send_all(b"in version 2")
+        await stream.send_eof()
+        assert await stream.receive_some() == b"in version 2"
+        assert c.engine._version == v2
+        assert server.stats.version_negotiations == 1
+
+
+async def test_a_client_without_a_common_version_fails_at_once(virtual_network):
+    v1, v2 = QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2
+    configuration = server_config(supported_versions=[v2])
+    async with quic_server(configuration=configuration) as server:
+        start = trio.current_time()
+        with pytest.raises(trioudp.quic.ConnectionClosed, match="common"):
+            async with connect(
+                server, configuration=client_config(supported_versions=[v1])
+            ):
+                pytest.fail("the handshake completed")  # pragma: no cover
+        # The Version Negotiation ended it, not the idle timeout.
+        assert trio.current_time() - start < 1.0
+        assert server.stats.version_negotiations == 1
+
+
+async def test_a_forged_version_negotiation_leaves_a_connection_working(
+    virtual_network,
+):
+    async with attacked() as (_, connection, stream, attacker):
+        await stream.send_all(b"one")
+        assert await stream.receive_some() == b"one"
+        engine = connection.engine
+        forged = encode_quic_version_negotiation(
+            source_cid=engine._peer_cid.cid,
+            destination_cid=engine.host_cid,
+            supported_versions=[QuicProtocolVersion.VERSION_2],
+        )
+        client = connection._sender._transport.local_address
+        await attacker.send_to(forged, client)
+        await trio.sleep(1)
+        await stream.send_all(b"two")
+        assert await stream.receive_some() == b"two"
+        assert not connection.closed

@@ -208,6 +208,70 @@ async def test_send_larger_than_the_limit_is_refused_before_the_kernel(virtual_n
     assert virtual_network.stats.sent == 0
 
 
+async def test_send_to_nowait_and_receive_nowait_take_no_schedule_point():
+    async with (
+        open_udp_socket("127.0.0.1", 0) as a,
+        open_udp_socket("127.0.0.1", 0) as b,
+    ):
+        with trio.testing.assert_no_checkpoints():
+            with pytest.raises(trio.WouldBlock):
+                b.receive_nowait()
+            for data in (b"one", b"two", b"three"):
+                a.send_to_nowait(data, b.local_address)
+        first = await b.receive()
+        with trio.testing.assert_no_checkpoints():
+            rest = [b.receive_nowait(), b.receive_nowait()]
+            with pytest.raises(trio.WouldBlock):
+                b.receive_nowait()
+        assert [first.data] + [d.data for d in rest] == [b"one", b"two", b"three"]
+        assert rest[0].peer == a.local_address
+        assert (a.stats.sent, b.stats.received) == (3, 3)
+
+
+async def test_send_to_nowait_checks_like_send_to():
+    async with open_udp_socket("127.0.0.1", 0) as a:
+        with pytest.raises(InvalidAddress, match="numeric"):
+            a.send_to_nowait(b"x", ("localhost", 53))
+        with pytest.raises(DatagramTooLarge):
+            a.send_to_nowait(b"x" * 70_000, ("127.0.0.1", 53))
+        with pytest.raises(TypeError):
+            a.send_to_nowait("text", ("127.0.0.1", 53))
+    with pytest.raises(trio.ClosedResourceError):
+        a.send_to_nowait(b"x", ("127.0.0.1", 53))
+    with pytest.raises(trio.ClosedResourceError):
+        a.receive_nowait()
+
+
+@requires_ipv6
+async def test_send_to_nowait_from_a_dual_stack_socket_reaches_ipv4():
+    """An IPv4 address is mapped for an IPv6 socket, the first time and from
+    the cache of the last address after."""
+    async with (
+        open_udp_socket("::", 0) as six,
+        open_udp_socket("127.0.0.1", 0) as four,
+    ):
+        port = four.local_address[1]
+        six.send_to_nowait(b"first", ("127.0.0.1", port))
+        six.send_to_nowait(b"second", ("127.0.0.1", port))
+        await six.send_to(b"third", ("127.0.0.1", port))
+        received = [await four.receive() for _ in range(3)]
+        assert [d.data for d in received] == [b"first", b"second", b"third"]
+
+
+async def test_virtual_sockets_would_block_without_waiting(virtual_network):
+    async with (
+        open_udp_socket("127.0.0.1", 0) as a,
+        open_udp_socket("127.0.0.1", 0) as b,
+    ):
+        await a.send_to(b"queued", b.local_address)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.WouldBlock):
+            b.receive_nowait()
+        with pytest.raises(trio.WouldBlock):
+            a.send_to_nowait(b"x", b.local_address)
+        assert (await b.receive()).data == b"queued"
+
+
 async def test_a_socket_is_a_trio_async_resource():
     """Trio's resource protocol: aclose is a checkpoint, and closes even when
     cancelled; aclose_forcefully and AsyncExitStack close it too."""

@@ -163,6 +163,15 @@ class Outbox:
             return
         await self._send_waiting(data, address)
 
+    def transmit_nowait(
+        self, data: bytes | bytearray | memoryview, address: SocketAddress
+    ) -> None:
+        """Send one checked datagram now, or raise :class:`trio.WouldBlock`
+        (a full send buffer, or no descriptor to send on without waiting)."""
+        fast = self.fast
+        if fast is None or self._send_or_wait(fast, data, address):
+            raise trio.WouldBlock
+
     async def send_soon(self, data: bytes | bytearray | memoryview) -> None:
         """``UDPSocket.send`` for a caller that passes a schedule point right
         after (a client about to wait for its reply): a cancel point, and on

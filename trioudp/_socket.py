@@ -188,6 +188,11 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         # Errors queued under IP_RECVERR end a wait for room: the outbox
         # takes them first, counted as the inbox counts them.
         self._outbox.drain_errors = self._inbox.drain_error_queue
+        self._address_family = int(trio_socket.family)
+        # The last numeric address sent to, and its resolved form: a
+        # connection sends every packet to one peer.
+        self._last_to: tuple[object, SocketAddress] | None = None
+        self._last_host: tuple[str, int] | None = None
 
     # ---- state -----------------------------------------------------------
 
@@ -199,7 +204,7 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
     @property
     def family(self) -> int:
         """``socket.AF_INET`` or ``socket.AF_INET6``."""
-        return int(self._sock.family)
+        return self._address_family
 
     @property
     def is_fast(self) -> bool:
@@ -308,21 +313,42 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         self._check_open()
         await self._sock.connect(await self._resolve(address))
 
+    def _resolve_numeric(self, address: object) -> SocketAddress | None:
+        """``(host, port)`` with a numeric host as a sockaddr of this socket's
+        family; None if the host is a name."""
+        last = self._last_to
+        if last is not None and last[0] == address:
+            return last[1]
+        host, port = check_address(address)
+        known = self._last_host
+        if known is not None and known[0] == host:
+            family: int | None = known[1]
+        else:
+            family = numeric_family(host)
+            if family is None:
+                return None
+            # A server's peers mostly share a host and differ by port.
+            self._last_host = (host, family)
+        if family == self._address_family:
+            resolved: SocketAddress = (host, port) if len(address) == 2 else address  # type: ignore[arg-type, assignment]
+        elif (
+            family == stdlib_socket.AF_INET
+            and self._address_family == stdlib_socket.AF_INET6
+        ):
+            resolved = (f"::ffff:{host}", port)
+        else:
+            raise InvalidAddress(address, "an IPv4 socket cannot reach an IPv6 address")
+        self._last_to = (address, resolved)
+        return resolved
+
     async def _resolve(
         self, address: object, *, passive: bool = False
     ) -> SocketAddress:
         """Turn ``(host, port)`` into a numeric sockaddr of this socket's family."""
+        numeric = self._resolve_numeric(address)
+        if numeric is not None:
+            return numeric
         host, port = check_address(address)
-        family = numeric_family(host)
-        if family is not None:
-            if family == self.family:
-                return (host, port) if len(address) == 2 else address  # type: ignore[arg-type, return-value]
-            if (
-                family == stdlib_socket.AF_INET
-                and self.family == stdlib_socket.AF_INET6
-            ):
-                return (f"::ffff:{host}", port)
-            raise InvalidAddress(address, "an IPv4 socket cannot reach an IPv6 address")
         try:
             infos = await trio.socket.getaddrinfo(
                 host,
@@ -359,6 +385,44 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         check_payload(data, self._max_payload)
         await self._outbox.transmit(data, await self._resolve(address))
 
+    def send_to_nowait(
+        self, data: bytes | bytearray | memoryview, address: tuple[str, int]
+    ) -> None:
+        """Send one datagram to ``address`` now, if the kernel takes it at
+        once; never a schedule point.
+
+        For a protocol engine that decides in synchronous code what to send
+        (a QUIC connection answering the datagram it just received): it
+        sends without a trip through the scheduler, and waits with
+        :meth:`send_to` only when it must. ``address`` must be numeric.
+
+        Raises:
+            trio.WouldBlock: the send buffer is full, or this socket has no
+                kernel descriptor to send on without waiting (a virtual
+                socket: use :meth:`send_to`).
+            TypeError: ``data`` is not bytes-like.
+            DatagramTooLarge: ``data`` is longer than one UDP datagram.
+            InvalidAddress: ``address`` is malformed or not numeric.
+            trio.ClosedResourceError: the socket is closed.
+            OSError: the kernel refused the datagram.
+
+        Example::
+
+            try:
+                sock.send_to_nowait(b"Hello, server!", ("127.0.0.1", 12345))
+            except trio.WouldBlock:
+                await sock.send_to(b"Hello, server!", ("127.0.0.1", 12345))
+        """
+        self._check_open()
+        check_payload(data, self._max_payload)
+        resolved = self._resolve_numeric(address)
+        if resolved is None:
+            raise InvalidAddress(
+                address,
+                "send_to_nowait needs a numeric address (send_to resolves names)",
+            )
+        self._outbox.transmit_nowait(data, resolved)
+
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one datagram to the connected peer (see :meth:`connect`)."""
         self._check_open()
@@ -385,6 +449,39 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             print(datagram.data, "from", datagram.peer)
         """
         return await self._inbox.receive()
+
+    def receive_nowait(self) -> Datagram:
+        """Take a datagram the kernel already holds, without a schedule
+        point.
+
+        For a loop that, once :meth:`receive` has woken it, takes what else
+        arrived meanwhile before handling them together (and yields to other
+        tasks once per batch, not once per datagram).
+
+        Raises:
+            trio.WouldBlock: no datagram is waiting, or this socket has no
+                kernel descriptor to read without waiting (a virtual socket:
+                use :meth:`receive`).
+            trio.ClosedResourceError: the socket is closed.
+            ConnectionRefusedError: as for :meth:`receive`.
+
+        Example::
+
+            datagrams = [await sock.receive()]
+            while len(datagrams) < 64:
+                try:
+                    datagrams.append(sock.receive_nowait())
+                except trio.WouldBlock:
+                    break
+        """
+        inbox = self._inbox
+        if inbox.fast is None:
+            self._check_open()
+            raise trio.WouldBlock
+        datagram = inbox.receive_nowait(trio.current_time())
+        if datagram is None:
+            raise trio.WouldBlock
+        return datagram
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._inbox.local or "unbound")

@@ -97,6 +97,7 @@ TRIO = [
     ("trio.Event", "class", "reference-core.html"),
     ("trio.ClosedResourceError", "exception", "reference-core.html"),
     ("trio.BusyResourceError", "exception", "reference-core.html"),
+    ("trio.WouldBlock", "exception", "reference-core.html"),
     ("trio.BrokenResourceError", "exception", "reference-core.html"),
     ("trio.abc.Clock", "class", "reference-core.html"),
     ("trio.abc.AsyncResource", "class", "reference-io.html"),

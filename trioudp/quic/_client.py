@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, NoReturn
 import trio
 
 from .. import InvalidAddress, UDPSocket, open_udp_socket
-from ._connection import CLOSE_SEND_SECONDS, QUICConnection
+from ._connection import QUICConnection
 from ._engine import Engine
 from ._routing import normalize_address
+from ._sending import CLOSE_SEND_SECONDS
 from ._settings import (
     DEFAULT_DATAGRAM_QUEUE,
     DEFAULT_MAX_STREAMS,
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
     from aioquic.quic.configuration import QuicConfiguration
 
 __all__ = ["open_quic_connection"]
+
+#: Most datagrams the receive loop takes per wake-up before it yields.
+RECEIVE_BATCH = 64
 
 
 def _raise_alone(exc: BaseException) -> NoReturn:
@@ -62,6 +66,9 @@ async def _resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
 
 
 async def _receive(sock: UDPSocket, connection: QUICConnection) -> None:
+    """Feed the connection what the socket receives: after each wake-up,
+    every datagram already queued (up to ``RECEIVE_BATCH``), then one
+    delivery of their events and one send of what they call for."""
     while True:
         try:
             datagram = await sock.receive()
@@ -69,9 +76,25 @@ async def _receive(sock: UDPSocket, connection: QUICConnection) -> None:
             return
         except OSError:
             continue  # an ICMP report about one datagram: QUIC sees a loss
-        connection._datagram_received(
-            datagram.data, normalize_address(datagram.peer), datagram.received_at
-        )
+        now = datagram.received_at
+        connection._feed(datagram.data, normalize_address(datagram.peer), now)
+        closed = False
+        for _ in range(RECEIVE_BATCH - 1):
+            try:
+                datagram = sock.receive_nowait()
+            except trio.WouldBlock:
+                break
+            except trio.ClosedResourceError:
+                closed = True
+                break
+            except OSError:
+                continue
+            now = datagram.received_at
+            connection._feed(datagram.data, normalize_address(datagram.peer), now)
+        connection._deliver()
+        connection._flush(now)
+        if closed:
+            return
 
 
 @asynccontextmanager

@@ -10,18 +10,15 @@ Shape::
         │   engine has terminated
         └── the handler or the client's code, using streams and datagrams
 
-Datagrams reach the engine synchronously (``_datagram_received``), from the
-server's intake or the client's receive loop, and the events they cause are
-handed to the streams at once. Anything that gives the engine something to
-send kicks the driver, which sends it at its next turn: many changes made in
-one scheduling round leave in one batch of packets.
+Datagrams reach the engine synchronously (``_feed``), from the server's
+intake or the client's receive loop; the events they cause go to the
+streams (``_deliver``), or to a protocol layer (``receive_event``, see
+``_events``); how and when datagrams leave is ``_sending``'s.
 
 Invariants:
 
 * The engine is only ever touched synchronously: between two awaits of one
   task, never across one, so its state is consistent whenever a task runs.
-  The driver takes a whole batch of datagrams from the engine before its
-  first await and only sends afterwards.
 * Once the close has begun (``_failure`` is set) no stream calls into the
   engine's streams; waits raise ``_failure``.
 * Every task that waits on the connection (a stream's reader or writer, an
@@ -32,7 +29,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from typing import TYPE_CHECKING, final
 
@@ -40,14 +36,15 @@ import trio
 from aioquic.quic import events
 
 from .. import DatagramTooLarge
-from ._engine import stream_is_local
 from ._errors import ConnectionClosed, QUICError
+from ._events import STREAM_EVENTS, HeldEvents, StreamTable
 from ._routing import normalize_address
-from ._stream import QUICStream
+from ._sending import Sender
 
 if TYPE_CHECKING:
     from ._engine import Engine
     from ._routing import Router, Transport
+    from ._stream import QUICStream
 
 __all__ = ["QUICConnection"]
 
@@ -55,10 +52,8 @@ logger = logging.getLogger("trioudp")
 
 #: Transport error code for "internal error" (RFC 9000, section 20.1).
 INTERNAL_ERROR = 0x1
-#: Seconds after a timer the engine left unchanged that it fires again.
-TIMER_RESOLUTION = 1e-6
-#: Seconds a cancelled connection may take to send its CONNECTION_CLOSE.
-CLOSE_SEND_SECONDS = 1.0
+#: Who takes a connection's stream events (``QUICConnection._mode``).
+_UNDECIDED, _STREAMS, _EVENTS = "undecided", "streams", "events"
 
 
 @final
@@ -101,16 +96,12 @@ class QUICConnection:
         router: Router[QUICConnection] | None = None,
     ) -> None:
         self._engine = engine
-        self._transport = transport
         self._router = router
         self._is_client = bool(engine.configuration.is_client)
         self._send_buffer = send_buffer
         self._datagram_queue = datagram_queue
         self._reset_code = reset_code
-        self._streams: dict[int, QUICStream] = {}
-        self._done: set[int] = set()
-        self._incoming: deque[QUICStream] = deque()
-        self._acceptors = trio.lowlevel.ParkingLot()
+        self._table = StreamTable(self, engine, is_client=self._is_client)
         self._datagrams: deque[bytes] = deque()
         self._datagram_readers = trio.lowlevel.ParkingLot()
         self._datagram_writers = trio.lowlevel.ParkingLot()
@@ -118,14 +109,15 @@ class QUICConnection:
         self._stream_credit = trio.lowlevel.ParkingLot()
         self._acknowledged = trio.lowlevel.ParkingLot()
         self._handshake_over = trio.Event()
-        self._ended = trio.Event()
         self._established = False
         self._failure: BaseException | None = None
         self._alpn: str | None = None
-        self._kicked = False
-        self._driver = trio.lowlevel.ParkingLot()
+        self._sender = Sender(engine, transport, router)
         self._datagrams_dropped = 0
-        self._send_errors = 0
+        self._mode = _UNDECIDED  # until it uses streams or receive_event()
+        self._held = HeldEvents(
+            engine, is_client=self._is_client, datagram_queue=datagram_queue
+        )
 
     # ---- what a stream needs (StreamOwner) -------------------------------
 
@@ -146,9 +138,13 @@ class QUICConnection:
         return self._reset_code
 
     def _kick(self) -> None:
-        """Have the driver send what the engine has (at its next turn)."""
-        self._kicked = True
-        self._driver.unpark_all()
+        self._sender.kick()
+
+    def _changed(self) -> None:
+        self._sender.changed()
+
+    def _send_changes(self) -> None:
+        self._sender.send_changes()
 
     def _ended_with(self) -> BaseException | None:
         """The exception waits raise since the connection ended, else None."""
@@ -156,10 +152,12 @@ class QUICConnection:
 
     def _stream_done(self, stream: QUICStream) -> None:
         """The application closed ``stream``: give its credit back."""
-        self._engine.release(stream.stream_id)
-        self._done.add(stream.stream_id)
+        engine = self._engine
+        engine.release(stream.stream_id)
+        self._table.done.add(stream.stream_id)
         self._room_waiters.discard(stream)
-        self._kick()
+        if engine.credit_due() or engine.stream_credit_due():
+            self._changed()
 
     def _room_wanted(self, stream: QUICStream) -> None:
         """Wake ``stream``'s writer when acknowledgements arrive."""
@@ -192,8 +190,9 @@ class QUICConnection:
     @property
     def datagrams_dropped(self) -> int:
         """Received datagrams (RFC 9221) dropped because ``datagram_queue``
-        were already waiting for :meth:`receive_datagram`."""
-        return self._datagrams_dropped
+        were already waiting for :meth:`receive_datagram` (or for
+        :meth:`receive_event`)."""
+        return self._datagrams_dropped + self._held.dropped
 
     def __repr__(self) -> str:
         role = "client" if self._is_client else "server"
@@ -223,6 +222,8 @@ class QUICConnection:
                 await stream.send_eof()
                 print(await stream.receive_some())
         """
+        if self._mode is not _STREAMS:
+            self._use_streams()
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False
         engine = self._engine
@@ -236,8 +237,7 @@ class QUICConnection:
             is_unidirectional=unidirectional
         )
         engine.send_stream_data(stream_id, b"")  # makes the stream: the id is taken
-        stream = QUICStream(self, stream_id, is_client=self._is_client)
-        self._streams[stream_id] = stream
+        stream = self._table.opened(stream_id)
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return stream
@@ -258,25 +258,18 @@ class QUICConnection:
                 stream = await connection.accept_stream()
                 nursery.start_soon(serve_stream, stream)
         """
+        if self._mode is not _STREAMS:
+            self._use_streams()
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False
-        while not self._incoming:
+        table = self._table
+        while not table.incoming:
             self._check_open()
-            await self._acceptors.park()
+            await table.acceptors.park()
             waited = True
-        stream = self._incoming.popleft()
+        stream = table.incoming.popleft()
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        return stream
-
-    def _stream_for(self, stream_id: int) -> QUICStream | None:
-        stream = self._streams.get(stream_id)
-        if stream is None and not stream_is_local(stream_id, is_client=self._is_client):
-            stream = QUICStream(self, stream_id, is_client=self._is_client)
-            self._streams[stream_id] = stream
-            self._engine.hold(stream_id)
-            self._incoming.append(stream)
-            self._acceptors.unpark()
         return stream
 
     # ---- datagrams (RFC 9221) --------------------------------------------
@@ -314,12 +307,14 @@ class QUICConnection:
                 raise DatagramTooLarge(len(payload), limit)
             if self._engine.datagrams_pending() < self._datagram_queue:
                 break
+            self._send_changes()
             await self._datagram_writers.park()
             waited = True
         self._engine.send_datagram_frame(payload)
-        self._kick()
+        self._changed()
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
+        self._send_changes()
 
     async def receive_datagram(self) -> bytes:
         """Wait for the next QUIC datagram (RFC 9221) from the peer.
@@ -347,6 +342,88 @@ class QUICConnection:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
+    # ---- a protocol layer's events ----------------------------------------
+
+    async def receive_event(self) -> events.QuicEvent:
+        """Wait for the next event of the connection's streams and datagrams,
+        as aioquic reports it, for a protocol layer of your own on
+        :attr:`engine` (aioquic's HTTP/3, say).
+
+        The first call hands the connection to the layer: from then on
+        aioquic's ``StreamDataReceived``, ``StreamReset``,
+        ``StopSendingReceived`` and ``DatagramFrameReceived`` events go to
+        it, in order, with those that arrived since the handshake; there
+        are no :class:`QUICStream` objects (:meth:`open_stream` and
+        :meth:`accept_stream` raise :class:`QUICError`) and
+        :meth:`receive_datagram` waits for nothing. The layer writes to
+        :attr:`engine` (``send_stream_data``, ``send_datagram_frame``,
+        ``reset_stream``) and calls :meth:`transmit`.
+
+        Flow control still holds: the peer gets credit for stream data only
+        as the layer takes its events, and at most ``datagram_queue``
+        datagrams wait (more are dropped and counted in
+        :attr:`datagrams_dropped`).
+
+        Raises:
+            QUICError: the application already uses streams.
+            ConnectionClosed: the connection ended (events already received
+                are returned first).
+            trio.ClosedResourceError: you closed it.
+
+        Example::
+
+            h3 = H3Connection(connection.engine)
+            while True:
+                for event in h3.handle_event(await connection.receive_event()):
+                    if isinstance(event, HeadersReceived):
+                        h3.send_headers(event.stream_id, [(b":status", b"200")])
+                        h3.send_data(event.stream_id, b"hello", end_stream=True)
+                        connection.transmit()
+        """
+        if self._mode is not _EVENTS:
+            self._use_events()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        held = self._held
+        waited = False
+        while not held:
+            self._check_open()
+            await held.readers.park()
+            waited = True
+        event = held.take()
+        if self._engine.credit_due():
+            self._changed()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        self._send_changes()
+        return event
+
+    def transmit(self) -> None:
+        """Send what a protocol layer wrote to :attr:`engine`; it leaves at the
+        connection's next turn, with whatever else is written before this
+        task's next schedule point. Returns at once; after the connection
+        has ended it does nothing.
+
+        Example::
+
+            h3.send_data(stream_id, b"hello", end_stream=True)
+            connection.transmit()
+        """
+        if not self._sender.ended:
+            self._kick()
+
+    def _use_events(self) -> None:
+        """A protocol layer takes the events: datagrams received meanwhile
+        join the events held for it."""
+        if self._mode is _STREAMS:
+            msg = (
+                "this connection's application uses streams: receive_event is"
+                " for a protocol layer that takes the connection from its start"
+            )
+            raise QUICError(msg)
+        self._mode = _EVENTS
+        while self._datagrams:
+            self._held.put(events.DatagramFrameReceived(data=self._datagrams.popleft()))
+
     # ---- closing ---------------------------------------------------------
 
     async def aclose(self, error_code: int = 0, reason: str = "") -> None:
@@ -366,6 +443,7 @@ class QUICConnection:
             try:
                 if error_code == 0:
                     while self._failure is None and self._engine.unacknowledged():
+                        self._send_changes()
                         await self._acknowledged.park()
             finally:
                 self._close_here(error_code, reason)
@@ -384,10 +462,9 @@ class QUICConnection:
     def _fail(self, failure: BaseException) -> None:
         self._failure = failure
         self._handshake_over.set()
-        for stream in self._streams.values():
-            stream._wake()
+        self._table.wake()
         for lot in (
-            self._acceptors,
+            self._held.readers,
             self._datagram_readers,
             self._datagram_writers,
             self._stream_credit,
@@ -404,16 +481,23 @@ class QUICConnection:
                     INTERNAL_ERROR, "ended", application=False, by_peer=False
                 )
             )
-        self._ended.set()
-        self._driver.unpark_all()
+        self._sender.stop()
 
     # ---- the engine's input ----------------------------------------------
 
     def _datagram_received(
         self, data: bytes, peer: tuple[str, int], now: float
     ) -> None:
-        """Feed a datagram from ``peer`` to the engine and hand its events on."""
-        if self._ended.is_set():
+        """Feed a datagram from ``peer`` to the engine, hand its events on and
+        send what it calls for (a server's intake, one datagram at a time)."""
+        self._feed(data, peer, now)
+        self._deliver()
+        self._flush(now)
+
+    def _feed(self, data: bytes, peer: tuple[str, int], now: float) -> None:
+        """Feed a datagram from ``peer`` to the engine; a batch of them is
+        followed by one :meth:`_deliver` and one :meth:`_flush`."""
+        if self._sender.ended:
             return
         engine = self._engine
         if self._is_client and engine.is_stateless_reset(data):
@@ -429,46 +513,41 @@ class QUICConnection:
         except Exception:  # aioquic failed on the peer's input: a bug of its own
             logger.exception("QUIC engine failed on a datagram from %r", peer)
             self._close_here(INTERNAL_ERROR, "internal error", frame_type=0)
-        self._after_input()
 
-    def _after_input(self) -> None:
+    def _deliver(self) -> None:
+        """Hand the engine's events on, and wake the tasks its new state may
+        let go on (writers waiting for acknowledgements, stream credit)."""
         self._process_events()
         if self._room_waiters:
             waiters = self._room_waiters
             self._room_waiters = set()
             for stream in waiters:
                 stream._writers.unpark_all()
-        self._stream_credit.unpark_all()
-        self._acknowledged.unpark_all()
-        self._datagram_writers.unpark_all()
-        self._kick()
+        # Tested first: most often nobody waits, and an empty lot's
+        # unpark_all costs three calls.
+        for lot in (self._stream_credit, self._acknowledged, self._datagram_writers):
+            if lot:
+                lot.unpark_all()
 
     def _process_events(self) -> None:
         engine = self._engine
         while (event := engine.next_event()) is not None:
             kind = type(event)
-            if kind is events.StreamDataReceived:
-                assert isinstance(event, events.StreamDataReceived)
-                stream = self._stream_for(event.stream_id)
-                if stream is not None:
-                    stream._on_data(event.data, event.end_stream)
+            if kind in STREAM_EVENTS:
+                if self._mode is _STREAMS:
+                    self._table.deliver(event, counted=False)
+                else:
+                    self._held.put(event)
             elif kind is events.DatagramFrameReceived:
                 assert isinstance(event, events.DatagramFrameReceived)
+                if self._mode is _EVENTS:
+                    self._held.put(event)
+                    continue
                 if len(self._datagrams) >= self._datagram_queue:
                     self._datagrams.popleft()
                     self._datagrams_dropped += 1
                 self._datagrams.append(event.data)
                 self._datagram_readers.unpark()
-            elif kind is events.StreamReset:
-                assert isinstance(event, events.StreamReset)
-                stream = self._stream_for(event.stream_id)
-                if stream is not None:
-                    stream._on_reset(event.error_code)
-            elif kind is events.StopSendingReceived:
-                assert isinstance(event, events.StopSendingReceived)
-                stream = self._stream_for(event.stream_id)
-                if stream is not None:
-                    stream._on_stop_sending(event.error_code)
             elif kind is events.HandshakeCompleted:
                 assert isinstance(event, events.HandshakeCompleted)
                 self._alpn = event.alpn_protocol
@@ -493,6 +572,18 @@ class QUICConnection:
             if close is not None:
                 self._fail(self._closed_error(close))
 
+    def _use_streams(self) -> None:
+        """The application uses streams: the events held go to them."""
+        if self._mode is _EVENTS:
+            msg = (
+                "this connection's events go to a protocol layer"
+                " (receive_event): it has no QUICStream objects"
+            )
+            raise QUICError(msg)
+        self._mode = _STREAMS
+        for event in self._held.drain():
+            self._table.deliver(event, counted=True)
+
     def _closed_error(self, event: events.ConnectionTerminated) -> ConnectionClosed:
         return ConnectionClosed(
             event.error_code,
@@ -501,100 +592,28 @@ class QUICConnection:
             by_peer=self._engine.closed_by_peer(),
         )
 
-    # ---- the driver ------------------------------------------------------
-
-    async def _drive(self) -> None:
-        """Fire the engine's timers and send its datagrams until it terminates.
-
-        Cancelled, it closes the connection at once: it sends the
-        CONNECTION_CLOSE (taking at most ``CLOSE_SEND_SECONDS``) and ends.
-        """
-        engine = self._engine
-        handled_at = -math.inf
-        try:
-            while not self._ended.is_set():
-                timer = engine.get_timer()
-                if timer is not None and timer <= handled_at:
-                    # aioquic can leave its loss timer at the very instant it
-                    # just handled (its loss check rounds the other way); on
-                    # a clock that stands still, as MockClock's does, firing
-                    # it again would spin forever. A microsecond later it
-                    # declares the packet lost.
-                    timer = handled_at + TIMER_RESOLUTION
-                if not self._kicked:
-                    with trio.move_on_at(math.inf if timer is None else timer):
-                        await self._driver.park()
-                self._kicked = False
-                if self._ended.is_set():
-                    break
-                now = trio.current_time()
-                if timer is not None and now >= timer:
-                    handled_at = now
-                    try:
-                        engine.handle_timer(now)
-                    except Exception:
-                        logger.exception("QUIC engine failed on its timer")
-                        self._end()
-                        break
-                    self._after_input()
-                    self._kicked = False
-                await self._transmit(now)
-                self._sweep()
-        finally:
-            if not self._ended.is_set():
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + CLOSE_SEND_SECONDS
-                    self._close_here(0, "")
-                    await self._transmit(trio.current_time())
-                self._end()
-
-    async def _transmit(self, now: float) -> None:
-        try:
-            datagrams = self._engine.datagrams_to_send(now=now)
-        except Exception:
-            logger.exception("QUIC engine failed to build packets")
-            self._end()
-            return
-        router = self._router
-        for data, address in datagrams:
-            if (
-                router is not None
-                and not self._engine.path_validated(address)
-                and not router.amplification.may_send(address, len(data))
-            ):
-                # aioquic keeps this limit itself, but 1.3 was measured past
-                # it (3.1x): the datagram counts as lost, and is resent
-                # once the peer has sent more or proved its address.
-                router.withheld()
-                continue
-            try:
-                await self._transport.send_to(data, address)
-            except trio.ClosedResourceError:
-                self._end()  # the socket closed under the connection
-                return
-            except OSError:
-                # One datagram lost (ICMP unreachable, full buffer): QUIC
-                # recovers it like any loss.
-                self._send_errors += 1
+    # ---- sending and timers ----------------------------------------------
 
     def _sweep(self) -> None:
-        """Forget streams the application closed and aioquic discarded."""
-        if not self._done:
-            return
-        engine = self._engine
-        for stream_id in [s for s in self._done if not engine.stream_exists(s)]:
-            self._done.discard(stream_id)
-            del self._streams[stream_id]
+        self._table.sweep()
 
     async def _wait_handshake(self) -> bool:
         """Wait until the handshake completed (True) or failed (False)."""
         await self._handshake_over.wait()
         return self._established and self._failure is None
 
+    async def _drive(self) -> None:
+        """The connection's driver (see ``_sending``)."""
+        await self._sender.drive(self)
+
+    def _flush(self, now: float) -> None:
+        """Send what a batch of datagrams fed to the engine calls for."""
+        self._sender.flush(now, self)
+
     async def _send_close_now(self) -> None:
         """Close at once and send the CONNECTION_CLOSE before returning (for a
         connection whose task is being cancelled)."""
         self._close_here(0, "")
-        if not self._ended.is_set():
-            await self._transmit(trio.current_time())
+        if not self._sender.ended:
+            await self._sender.transmit(trio.current_time(), self)
             self._end()

@@ -46,7 +46,6 @@ Invariants (each has a test that breaks it on purpose):
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from typing import TYPE_CHECKING
 
@@ -58,7 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aioquic.quic.configuration import QuicConfiguration
-    from aioquic.quic.connection import NetworkAddress
+    from aioquic.quic.connection import Limit, NetworkAddress
     from aioquic.quic.events import ConnectionTerminated
     from aioquic.quic.packet_builder import QuicPacketBuilder
     from aioquic.quic.recovery import QuicPacketSpace
@@ -84,7 +83,7 @@ def reset_token(key: bytes, cid: bytes) -> bytes:
         >>> reset_token(b"k" * 32, bytes(8)).hex()
         'ce298a69cb08e07209c0c1e37b1148f3'
     """
-    return hmac.new(key, cid, hashlib.sha256).digest()[:RESET_TOKEN_SIZE]
+    return hmac.digest(key, cid, "sha256")[:RESET_TOKEN_SIZE]
 
 
 def stream_is_unidirectional(stream_id: int) -> bool:
@@ -142,6 +141,7 @@ class Engine(QuicConnection):
         self._t_stream_window = configuration.max_stream_data
         self._t_data_window = configuration.max_data
         self._t_max_streams = max_streams
+        self._t_streams_step = max(1, max_streams // 2)
         self._t_reset_key = reset_key
         # Bytes the application has read, per stream (for MAX_STREAM_DATA),
         # and bytes delivered to the Trio layer and not read (for MAX_DATA).
@@ -208,6 +208,14 @@ class Engine(QuicConnection):
                 return True
         return False
 
+    def stream_credit_due(self) -> bool:
+        """Whether released streams have earned the peer a MAX_STREAMS frame
+        (half of ``max_streams`` free again, of one kind)."""
+        return (
+            self._streams_due(self._local_max_streams_bidi, False) is not None
+            or self._streams_due(self._local_max_streams_uni, True) is not None
+        )
+
     def may_open_stream(self, unidirectional: bool) -> bool:
         """Whether the peer's MAX_STREAMS lets this endpoint open another."""
         if unidirectional:
@@ -241,8 +249,13 @@ class Engine(QuicConnection):
 
     def decrypted_any(self) -> bool:
         """Whether any packet received so far could be decrypted (a server's
-        first Initial that could not is garbage, or another's)."""
-        return any(len(space.ack_queue) > 0 for space in self._spaces.values())
+        first Initial that could not is garbage, or another's). A packet
+        whose content made the engine close (a ClientHello its TLS refused)
+        was decrypted, though aioquic does not acknowledge it: the peer is
+        owed the CONNECTION_CLOSE."""
+        return self._close_event is not None or any(
+            len(space.ack_queue) > 0 for space in self._spaces.values()
+        )
 
     def closed_by_peer(self) -> bool:
         """Whether the close under way is the peer's (we are draining)."""
@@ -319,9 +332,10 @@ class Engine(QuicConnection):
 
     def path_validated(self, address: NetworkAddress) -> bool:
         """Whether the peer proved it receives at ``address`` (RFC 9000, 8)."""
-        return any(
-            path.addr == address and path.is_validated for path in self._network_paths
-        )
+        for path in self._network_paths:  # a loop: this runs for every packet
+            if path.is_validated and path.addr == address:
+                return True
+        return False
 
     def is_stateless_reset(self, data: bytes) -> bool:
         """Whether ``data`` ends with a stateless reset token the peer gave
@@ -330,12 +344,13 @@ class Engine(QuicConnection):
         if len(data) < 21 or data[0] & 0x80:
             return False
         tail = data[-RESET_TOKEN_SIZE:]
-        cids = [self._peer_cid, *self._peer_cid_available]
-        return any(
-            cid.stateless_reset_token
-            and hmac.compare_digest(cid.stateless_reset_token, tail)
-            for cid in cids
-        )
+        found = False
+        # A loop, not any(): this runs for every datagram a client receives.
+        for cid in (self._peer_cid, *self._peer_cid_available):
+            token = cid.stateless_reset_token
+            if token and hmac.compare_digest(token, tail):
+                found = True
+        return found
 
     # ---- aioquic's policies, replaced --------------------------------------
 
@@ -371,10 +386,12 @@ class Engine(QuicConnection):
             (self._local_max_streams_bidi, False),
             (self._local_max_streams_uni, True),
         ):
-            allowed = limit.used + self._t_max_streams - self._live(unidirectional)
             # aioquic 1.7 adds to value as it discards streams: what was not
-            # sent yet is ours to set; what was sent stands.
-            limit.value = max(limit.sent, allowed)
+            # sent yet is ours to set; what was sent stands. Raised once half
+            # the count is free again, not stream by stream: a MAX_STREAMS
+            # frame for each request closed would cost a packet each.
+            due = self._streams_due(limit, unidirectional)
+            limit.value = limit.sent if due is None else due
         for limit in (
             max_data,
             self._local_max_streams_bidi,
@@ -430,6 +447,17 @@ class Engine(QuicConnection):
                         stream_id=stream_id,
                     )
                 )
+
+    def _streams_due(self, limit: Limit, unidirectional: bool) -> int | None:
+        """The MAX_STREAMS of one kind to send now, or None: ``max_streams``
+        more than the streams not yet released, once that frees at least
+        half of ``max_streams`` more than was sent."""
+        step = self._t_streams_step
+        ceiling = limit.used + self._t_max_streams
+        if ceiling - limit.sent < step:
+            return None  # not even with every stream released (the usual case)
+        allowed = ceiling - self._live(unidirectional)
+        return allowed if allowed - limit.sent >= step else None
 
     def _live(self, unidirectional: bool) -> int:
         """Peer-initiated streams of one kind not yet released by both aioquic

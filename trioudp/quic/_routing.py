@@ -23,6 +23,11 @@ class Transport(Protocol):
         self, data: bytes | bytearray | memoryview, address: tuple[str, int]
     ) -> None: ...
 
+    def send_to_nowait(
+        self, data: bytes | bytearray | memoryview, address: tuple[str, int]
+    ) -> None:
+        """Send now or raise ``trio.WouldBlock``."""
+
 
 class Router(Protocol[Connection]):
     """A server's side of its connections: the table of connection IDs, kept

@@ -397,7 +397,12 @@ class QUICServer:
         odcid: bytes,
         rscid: bytes | None,
     ) -> None:
-        """Make a connection for a client's first Initial, if it decrypts."""
+        """Make a connection for a client's first Initial, if it decrypts.
+
+        One whose handshake already failed (its TLS refused the ClientHello)
+        is made too: its driver sends the CONNECTION_CLOSE, and it answers
+        the client's retransmissions for its closing period, within the
+        caps, as any handshake."""
         engine = Engine(
             configuration=self._configuration,
             max_streams=self._max_streams,

@@ -49,7 +49,15 @@ class StreamOwner(Protocol):
     def reset_code(self) -> int: ...
 
     def _kick(self) -> None:
-        """Ask the connection to send what the engine has for the peer."""
+        """Have the connection send what the engine has for the peer, at
+        its driver's next turn."""
+
+    def _changed(self) -> None:
+        """The engine has more to send: :meth:`_send_changes` will send it."""
+
+    def _send_changes(self) -> None:
+        """Send what :meth:`_changed` announced (called after the caller's
+        schedule point, so that its next step joins the same packet)."""
 
     def _ended_with(self) -> BaseException | None:
         """The exception waits raise once the connection has ended."""
@@ -152,10 +160,15 @@ class QUICStream(trio.abc.HalfCloseableStream):
 
     # ---- events from the connection --------------------------------------
 
-    def _on_data(self, data: bytes, end_stream: bool) -> None:
+    def _on_data(self, data: bytes, end_stream: bool, *, counted: bool = False) -> None:
+        """Data from the peer; ``counted``: already counted as delivered (it
+        was held for the application, see ``_events``)."""
         if self._closed or self._reset_by_peer is not None:
+            if counted:
+                self._engine.discarded(len(data))
             return  # never counted as held: the engine's credit is unaffected
-        self._engine.delivered(len(data))
+        if not counted:
+            self._engine.delivered(len(data))
         self._received += data
         if end_stream:
             self._received_eof = True
@@ -215,6 +228,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
                 if data is not None:
                     if not waited:
                         await trio.lowlevel.cancel_shielded_checkpoint()
+                    self._owner._send_changes()
                     return data
                 await self._readers.park()
                 waited = True
@@ -232,7 +246,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
             del received[:max_bytes]
             self._engine.consumed(self._id, len(data))
             if self._engine.credit_due():
-                self._owner._kick()
+                self._owner._changed()
             return data
         if self._received_eof:
             return b""
@@ -274,6 +288,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
             if self._room() > 0:
                 return
             self._owner._room_wanted(self)
+            self._owner._send_changes()  # what was written so far goes now
             await self._writers.park()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -312,7 +327,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
                     chunk = bytes(view[offset : offset + room])
                     self._engine.send_stream_data(self._id, chunk)
                     offset += len(chunk)
-                    self._owner._kick()
+                    self._owner._changed()
             except trio.Cancelled:
                 if offset:
                     self._abort()
@@ -320,6 +335,9 @@ class QUICStream(trio.abc.HalfCloseableStream):
                 raise
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
+            # After the schedule point: what this task does next (its FIN,
+            # its next write) joins the same packet.
+            self._owner._send_changes()
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until :meth:`send_all` has room to write at once.
@@ -347,11 +365,13 @@ class QUICStream(trio.abc.HalfCloseableStream):
             reply = await stream.receive_some()
         """
         with self._send_busy:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             if self._closed:
                 msg = "this QUIC stream was closed"
                 raise trio.ClosedResourceError(msg)
             self._finish_sending()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._owner._send_changes()
 
     def _finish_sending(self) -> None:
         if self._eof_sent:
@@ -363,7 +383,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
             and self._owner._ended_with() is None
         ):
             self._engine.send_stream_data(self._id, b"", end_stream=True)
-            self._owner._kick()
+            self._owner._changed()
 
     # ---- closing ---------------------------------------------------------
 
@@ -382,7 +402,10 @@ class QUICStream(trio.abc.HalfCloseableStream):
             if self._readable and not self._received_eof:
                 self._stop_receiving()
             self._close()
-        await trio.lowlevel.checkpoint()
+        try:
+            await trio.lowlevel.checkpoint()
+        finally:
+            self._owner._send_changes()
 
     def reset(self, error_code: int | None = None) -> None:
         """Abandon the stream at once: RESET_STREAM and STOP_SENDING with
@@ -396,6 +419,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
         if not self._closed:
             self._abort(error_code)
             self._close()
+            self._owner._send_changes()
 
     def _abort(self, error_code: int | None = None) -> None:
         code = self._owner.reset_code if error_code is None else error_code
@@ -406,7 +430,7 @@ class QUICStream(trio.abc.HalfCloseableStream):
     def _stop_receiving(self) -> None:
         if self._owner._ended_with() is None:
             self._engine.stop_receiving(self._id, self._owner.reset_code)
-            self._owner._kick()
+            self._owner._changed()
 
     def _drop_received(self) -> None:
         self._engine.discarded(len(self._received))
