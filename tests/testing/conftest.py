@@ -162,3 +162,22 @@ async def ifindex_of_next(sock):
     data, ancdata, _, peer = await sock.recvmsg(100, 256)
     [(_, _, info)] = ancdata
     return data, peer[0], struct.unpack("@i", info[:4])[0]
+
+
+def force_public_alarm() -> None:
+    """Make ``trioudp._trio_private.new_alarm`` take its public fallback (a
+    system task asleep in a cancel scope), as on a Trio whose deadline heap
+    it does not know. For fresh interpreters; tests use ``alarm_kind``."""
+    from trioudp import _trio_private
+
+    _trio_private._runner = lambda: None  # type: ignore[assignment]
+
+
+@pytest.fixture(params=["trio_private", "public_fallback"])
+def alarm_kind(request, monkeypatch):
+    """Run a test with each kind of alarm the wire may get."""
+    if request.param == "public_fallback":
+        from trioudp import _trio_private
+
+        monkeypatch.setattr(_trio_private, "_runner", lambda: None)
+    return request.param

@@ -7,10 +7,11 @@ wildcard (or never bound) lives on its *home* host: ``localhost``, or the host
 named by :meth:`VirtualNetwork.on_host` where the socket was created.
 
 Time. Datagrams travel on the Trio clock: one with no delay is delivered
-inside ``sendto``, delayed ones by one Trio system task (see ``_wire``), so
-under ``MockClock(autojump_threshold=0)`` a test with seconds of latency
-takes milliseconds. One ``random.Random(seed)`` drives every random choice
-of the network.
+inside ``sendto``, delayed ones by an alarm on the Trio clock (see ``_wire``;
+a datagram due at the instant of a deadline comes first), so under
+``MockClock(autojump_threshold=0)`` a test with seconds of latency takes
+milliseconds. One ``random.Random(seed)`` drives every random choice of the
+network.
 
 Fidelity. Virtual sockets do what Linux does with the same calls (the
 conformance suite, ``tests/testing/test_conformance.py``, runs the same
@@ -49,7 +50,7 @@ schedule and a byte-identical trace, in any process and under any
 The parts, each in its own module: ``_hosts`` (hosts, addresses,
 interfaces), ``_resolver`` (name lookups), ``_ports`` (bindings),
 ``_groups`` (multicast and broadcast), ``_faults`` (link policies,
-partitions, holds), ``_wire`` (delivery and the wire task), ``_trace``
+partitions, holds), ``_wire`` (delivery and its alarm), ``_trace``
 (what happened), ``_vsocket`` and ``_sock`` (the sockets: the calls, and
 the kernel's half that the network holds), ``_stack`` (what a socket may
 call of the network), ``_model`` (values they share). Where new behaviour

@@ -11,6 +11,10 @@ Invariants:
     * :meth:`Sock.deliver` runs inside Trio's deadline processing (see
       ``_wire``): it is synchronous, never raises, and only queues the
       datagram and reschedules waiting receivers.
+    * A datagram due at the instant a parked receiver's deadline expires
+      reaches it, whichever of the two Trio processes first: a cancelled
+      receiver first has the network deliver what is due (``catch_up``),
+      and resumes with the datagram if one came (see ``_wire``).
 """
 
 from __future__ import annotations
@@ -78,19 +82,26 @@ Queued = tuple[bytes, "Sockaddr", "tuple[Packet, float] | None"]
 @final
 class _Waiters:
     """The receivers waiting on one socket: ParkingLot's ``park`` and
-    ``unpark_all`` with less bookkeeping per wake-up (every datagram wakes)."""
+    ``unpark_all`` with less bookkeeping per wake-up (every datagram wakes).
 
-    __slots__ = ("_tasks",)
+    ``catch_up`` delivers what the network has due now (``Wire.catch_up``).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_catch_up", "_tasks")
+
+    def __init__(self, catch_up: Callable[[], None]) -> None:
         self._tasks: dict[trio.lowlevel.Task, None] = {}
+        self._catch_up = catch_up
 
     async def park(self) -> None:
         task = trio.lowlevel.current_task()
         self._tasks[task] = None
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            # Only reached while still parked: unpark_all reschedules first.
+            # A deadline at the instant a datagram is due: the datagram first.
+            self._catch_up()
+            if task not in self._tasks:
+                return trio.lowlevel.Abort.FAILED  # rescheduled with it
             del self._tasks[task]
             return trio.lowlevel.Abort.SUCCEEDED
 
@@ -107,11 +118,16 @@ class _Waiters:
 class Sock:
     """A socket's state as the kernel keeps it; made by VirtualSocket.
 
-    ``now`` reads the network's virtual time (for arrival stamps).
+    ``now`` reads the network's virtual time (for arrival stamps);
+    ``catch_up`` delivers what the network has due now.
     """
 
     def __init__(
-        self, family: stdlib_socket.AddressFamily, home: Host, now: Callable[[], float]
+        self,
+        family: stdlib_socket.AddressFamily,
+        home: Host,
+        now: Callable[[], float],
+        catch_up: Callable[[], None],
     ) -> None:
         self.family = family
         self.home = home
@@ -135,7 +151,7 @@ class Sock:
         self.groups: set[tuple[str, int]] = set()  # (group, ifindex) joined
         self.v6only = False
         self.rcvbuf_errors = 0
-        self.waiters = _Waiters()
+        self.waiters = _Waiters(catch_up)
         self._now = now
 
     # ---- what the network asks ----------------------------------------------

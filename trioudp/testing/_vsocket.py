@@ -80,7 +80,7 @@ class VirtualSocket(trio.socket.SocketType):
         self._stack = stack
         self._family = stdlib_socket.AddressFamily(family)
         self._proto = proto
-        self._sk = Sock(self._family, home, stack.now)
+        self._sk = Sock(self._family, home, stack.now, stack.wire.catch_up)
         self._wire_send = stack.wire.send
         self._shut = 0  # 1: SHUT_RD, 2: SHUT_WR
         # The last numeric destination sendto parsed, and what it gave.

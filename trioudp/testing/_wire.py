@@ -9,21 +9,27 @@ multicast or broadcast copy) and hands it to :meth:`Sock.deliver`, or
 reports the port unreachable back to a connected sender.
 
 Time. A datagram with no delay is delivered inside ``sendto``; delayed ones
-wait in a heap that one Trio system task (started on first need) delivers
-at their due time, so under ``MockClock(autojump_threshold=0)`` a test with
-seconds of latency takes milliseconds.
+wait in a heap ordered by due time, then send order, and an alarm on the
+Trio clock (``trioudp._trio_private.new_alarm``) delivers them at their due
+time, so under ``MockClock(autojump_threshold=0)`` a test with seconds of
+latency takes milliseconds.
+
+One instant, two things due. A datagram due at time T is delivered before
+any deadline at T expires: a receive whose timeout is T gets a datagram due
+at T. Trio expires the deadlines of one instant in an order that depends on
+memory addresses (it breaks ties by ``id()`` of the cancel scope), so the
+rule is kept on the receiver's side: a receiver cancelled while parked
+first has the network deliver everything already due
+(:meth:`Wire.catch_up`), and takes a datagram if one arrived.
 
 Invariants:
-    * The wire task's wake-up callback (its abort function) runs inside
-      Trio's deadline processing and delivers due datagrams there, so
-      receivers wake in the same scheduler pass as the wire task. Everything
-      it reaches (``_deliver_due`` → ``_arrive`` → ``Sock.deliver``) is
-      synchronous, never raises and only queues datagrams and reschedules
-      tasks; an exception there would be a TrioInternalError. It delivers
-      only when its own deadline has come: any other cancellation (uninstall,
-      the end of the run) ends the wire task with Cancelled, as a sleep
-      would, and what is still in flight is dropped (``uninstalled``) by
-      :meth:`Wire.uninstall`.
+    * The alarm's ``fire`` (:meth:`Wire._deliver_due`) runs inside Trio's
+      run loop (its deadline processing, or just before its I/O wait), so
+      receivers wake in the same scheduler pass. Everything it reaches
+      (``_arrive`` → ``Sock.deliver``) is synchronous, never raises and only
+      queues datagrams and reschedules tasks; an exception there would be a
+      TrioInternalError. Uninstalling closes the alarm; what is still in
+      flight then is dropped (``uninstalled``) by :meth:`Wire.uninstall`.
     * Every random choice of the network is drawn here, from one
       ``random.Random``, in the order datagrams are routed.
 """
@@ -32,12 +38,13 @@ from __future__ import annotations
 
 import errno
 import heapq
-import math
 import socket as stdlib_socket
+from math import inf
 from typing import TYPE_CHECKING, final
 
 import trio
 
+from .._trio_private import new_alarm
 from ._links import plan_fate
 from ._model import IP_HEADER, UDP_HEADER, Packet, is_loopback, is_multicast, oserror
 from ._trace import NetworkStats
@@ -45,6 +52,7 @@ from ._trace import NetworkStats
 if TYPE_CHECKING:
     import random
 
+    from .._trio_private import Alarm
     from ._faults import Faults, Pair
     from ._groups import Groups
     from ._hosts import Hosts
@@ -96,8 +104,7 @@ class Wire:
         self.dropped: dict[str, int] = {}
         self._heap: list[tuple[float, int, Packet, int]] = []
         self._heap_seq = 0
-        self._wake_scope: trio.CancelScope | None = None
-        self._task_scope: trio.CancelScope | None = None
+        self._alarm: Alarm | None = None
 
     def stats(self) -> NetworkStats:
         """A snapshot of the counters."""
@@ -313,57 +320,25 @@ class Wire:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self._trace.event("drop", packet, reason)
 
-    # ---- the wire task: delayed deliveries ---------------------------------
+    # ---- delayed deliveries ----------------------------------------------------
 
     def _schedule(self, when: float, packet: Packet, kind: int) -> None:
         self._heap_seq += 1
         heapq.heappush(self._heap, (when, self._heap_seq, packet, kind))
-        if self._task_scope is None:
-            self._task_scope = trio.CancelScope()
-            trio.lowlevel.spawn_system_task(
-                self._run,
-                self._task_scope,
-                name="trioudp VirtualNetwork wire",
+        alarm = self._alarm
+        if alarm is None:
+            alarm = self._alarm = new_alarm(
+                self._deliver_due, "trioudp VirtualNetwork wire"
             )
-        elif self._wake_scope is not None and when < self._wake_scope.deadline:
-            self._wake_scope.deadline = when
-
-    async def _run(self, task_scope: trio.CancelScope) -> None:
-        heap = self._heap
-        task = trio.lowlevel.current_task()
-
-        def wake(_: object) -> trio.lowlevel.Abort:
-            # Called by Trio inside its deadline processing. A real
-            # cancellation (uninstall, the run ending) ends the task as usual.
-            # A deadline is a delivery time: deliver what is due right here,
-            # so the receivers run in the same scheduler pass as this task
-            # rather than one later, and resume normally, so no Cancelled is
-            # raised and caught on every wake. See the module's invariants.
-            scope = self._wake_scope
-            if scope is None or trio.current_time() < scope.deadline:
-                return trio.lowlevel.Abort.SUCCEEDED
-            self._deliver_due()
-            trio.lowlevel.reschedule(task)
-            return trio.lowlevel.Abort.FAILED
-
-        with task_scope:
-            while True:
-                with trio.CancelScope(
-                    deadline=heap[0][0] if heap else math.inf
-                ) as scope:
-                    self._wake_scope = scope
-                    await trio.lowlevel.wait_task_rescheduled(wake)
-                self._wake_scope = None
-                self._deliver_due()
-        if self._task_scope is task_scope:
-            self._task_scope = None
-            self._wake_scope = None
+        if when < alarm.when:
+            alarm.set(when)
 
     def _deliver_due(self) -> None:
-        """Deliver every datagram (and ICMP report) whose time has come.
+        """Deliver every datagram (and ICMP report) whose time has come, and
+        set the alarm for the next one.
 
-        Runs in the wire task and in its wake-up callback; it never awaits
-        and never raises: it only queues datagrams and reschedules tasks.
+        The alarm's ``fire``: it never awaits and never raises; it only
+        queues datagrams and reschedules tasks.
         """
         heap = self._heap
         now = trio.current_time()
@@ -373,13 +348,22 @@ class Wire:
                 self._arrive(packet)
             elif packet.sender is not None:
                 packet.sender.refuse()
+        if self._alarm is not None:
+            self._alarm.set(heap[0][0] if heap else inf)
+
+    def catch_up(self) -> None:
+        """Deliver what is due now and not yet delivered: a receiver calls
+        this when cancelled, so that a datagram due at the instant its
+        deadline expired reaches it whichever Trio expired first."""
+        heap = self._heap
+        if heap and heap[0][0] <= trio.current_time():
+            self._deliver_due()
 
     def uninstall(self) -> None:
-        """End the wire task and drop what is still in flight (``uninstalled``)."""
-        task_scope, self._task_scope = self._task_scope, None
-        self._wake_scope = None
-        if task_scope is not None:
-            task_scope.cancel()
-        for _, _, packet, _ in self._heap:
+        """Close the alarm and drop what is still in flight (``uninstalled``)."""
+        alarm, self._alarm = self._alarm, None
+        if alarm is not None:
+            alarm.close()
+        heap, self._heap = self._heap, []
+        for _, _, packet, _ in sorted(heap):
             self._drop(packet, "uninstalled")
-        self._heap.clear()
