@@ -117,3 +117,32 @@ def test_a_receive_timing_out_as_its_datagram_is_due_gets_it(alarm_kind):
         return got
 
     assert trio.run(main, clock=clock) == [b"%d" % n for n in range(12)]
+
+
+async def test_an_icmp_error_comes_back_with_its_errno(autojump_clock):
+    # The one path for every ICMP error back to a sender (port unreachable
+    # today, others for faults): after the link's latency, to a connected
+    # socket only, as the errno it carries.
+    import errno
+
+    import pytest
+
+    from trioudp.testing._model import Packet
+
+    net = VirtualNetwork(latency=0.5)
+    with net.install():
+        connected = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await connected.connect(("127.0.0.1", 9))
+        other = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await other.bind(("127.0.0.1", 0))
+        for sock in (connected, other):
+            packet = Packet(
+                99, socket.AF_INET, sock.getsockname(), ("127.0.0.1", 9), b"x", sock._sk
+            )
+            net._wire._report_unreachable(packet, errno.EHOSTUNREACH)
+        start = trio.current_time()
+        with pytest.raises(OSError) as info:
+            await connected.recv(10)
+        assert info.value.errno == errno.EHOSTUNREACH
+        assert trio.current_time() - start == 0.5
+        assert other._error is None

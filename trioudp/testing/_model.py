@@ -143,8 +143,9 @@ class Sender(Protocol):
         errors to connected sockets only)."""
         ...
 
-    def refuse(self) -> None:
-        """An ICMP port unreachable came back: ``ECONNREFUSED``, if still open."""
+    def refuse(self, code: int = ...) -> None:
+        """An ICMP error came back (port unreachable: ``ECONNREFUSED``, the
+        default): the pending error ``code``, if still open."""
         ...
 
 
@@ -162,3 +163,6 @@ class Packet:
     #: interface index it arrives on there.
     to: Host | None = None
     via: int = 0
+    #: The IP header's TTL (hop limit) and TOS (traffic class) as sent.
+    ttl: int = 64
+    tos: int = 0

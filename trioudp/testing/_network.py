@@ -28,8 +28,12 @@ hosts with an ``eth0`` share one segment for multicast and ``255.255.255.255``.
 
 Kept differences, on purpose: loopback addresses belong to ``localhost``
 only (a socket on another host that sends to ``127.0.0.1`` reaches
-``localhost``, arriving on ``eth0``; Linux would keep it on the sender's
-host); a host with no ``eth0`` sends multicast through ``lo``, and ``lo``
+``localhost`` by its ``eth0``, from its ``eth0`` address; Linux would keep it
+on the sender's host); routes are flat (see ``_hosts``: every host reaches
+every other host's addresses, ``localhost`` even without an ``eth0``, and an
+address no host has is unreachable, silently on the sender's own subnet as
+``IP_RECVERR`` is not simulated); a link without ``mtu`` has none (``IP_MTU``
+reads 65535); a host with no ``eth0`` sends multicast through ``lo``, and ``lo``
 carries IPv6 multicast too (Linux's does not); ``shutdown(SHUT_RD)`` leaves a
 receive waiting (on Linux, Trio's receive spins on an empty queue); an open
 socket's ``fileno()`` is :data:`VIRTUAL_FILENO`, a number Linux never gives a
@@ -451,10 +455,11 @@ class VirtualNetwork:
 
         What crossed the wire, with synthesised IP, UDP and ICMP headers, each
         packet commented with its fate (delivered, dropped and why, held,
-        duplicated); datagrams that never left their host (``mtu``,
-        ``no_route``) are only in the trace. Virtual time 0 is written as
-        ``epoch`` (default 2000-01-01 UTC). ``tcpdump -r`` and Wireshark read
-        it; ``tshark -V`` shows the comments. See :func:`write_pcap`.
+        duplicated); datagrams that never left their host
+        (``host_unreachable``, ``no_route``) are only in the trace. Virtual
+        time 0 is written as ``epoch`` (default 2000-01-01 UTC). ``tcpdump
+        -r`` and Wireshark read it; ``tshark -V`` shows the comments. See
+        :func:`write_pcap`.
 
         Raises:
             RuntimeError: the network was made with ``record=False``, so it

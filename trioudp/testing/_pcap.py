@@ -8,10 +8,13 @@ virtual wire (a ``send``), one for each extra copy the link made (a
 ``duplicate``), and one ICMP (or ICMPv6) "port unreachable" packet from the
 destination host for each datagram dropped as ``port_unreachable`` (whether
 or not the sender is connected and so sees it), with synthesised IP, UDP and
-ICMP headers and correct checksums. A datagram that never left its host, dropped for ``mtu`` or
-``no_route``, is not a packet on any wire and is not written; the trace
+ICMP headers and correct checksums. A datagram that never left its host
+(dropped as ``host_unreachable``: no host answered for its address; or
+``no_route``: its socket's ``SO_BINDTODEVICE`` sent it where it cannot
+arrive) is not a packet on any wire and is not written; the trace
 (:meth:`VirtualNetwork.trace_text`) is the complete record, and the capture's
-section comment says how many datagrams were left out and why.
+section comment says how many datagrams were left out and why. A datagram
+that crossed a link in fragments (above its MTU) is written whole.
 
 Fates. Each packet record carries a comment (pcapng ``opt_comment``) with the
 packet number and everything that happened to it, in order, with virtual
@@ -46,7 +49,7 @@ _LINKTYPE_RAW = 101  # raw IPv4/IPv6, no link-layer header
 _SNAPLEN = 262_144
 _UDP, _ICMP, _ICMPV6 = 17, 1, 58
 # Fates decided before the datagram left its host: never on the wire.
-_NEVER_SENT = frozenset({"mtu", "no_route"})
+_NEVER_SENT = frozenset({"host_unreachable", "no_route"})
 # Linux quotes at most this much of the offending packet in an ICMP error.
 _ICMP_QUOTE = {4: 576 - 28, 6: 1280 - 48}
 

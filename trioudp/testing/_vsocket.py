@@ -18,7 +18,7 @@ import trio
 
 from ._model import canonical_ip, is_multicast, oserror, unmapped, unsupported
 from ._options import getsockopt, setsockopt
-from ._resolver import getaddrinfo
+from ._resolver import getaddrinfo, service_port
 from ._sock import Sock
 from ._sockopts import parse_send_ancillary
 
@@ -49,6 +49,7 @@ _IGNORED_SEND_FLAGS = int(getattr(stdlib_socket, "MSG_DONTWAIT", 0)) | int(
 )
 _MSG_TRUNC = int(stdlib_socket.MSG_TRUNC)
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+_NOTHING_ASKED: tuple[str | None, int | None, int | None] = (None, None, None)
 
 
 def _joined(buffers: Iterable[Buffer]) -> bytes:
@@ -163,16 +164,30 @@ class VirtualSocket(trio.socket.SocketType):
     # ---- addresses --------------------------------------------------------
 
     def _parse(self, address: object, *, for_bind: bool) -> tuple[str | None, int, int]:
-        """``(canonical ip or None for wildcard, port, packet family)``."""
-        if not isinstance(address, tuple) or len(address) not in (2, 4):
-            msg = f"{self._family.name} address must be a (host, port) tuple, not {address!r}"
-            raise TypeError(msg)
+        """``(canonical ip or None for wildcard, port, packet family)``, or
+        the errors trio's real sockets raise for the same address."""
+        if self._family == stdlib_socket.AF_INET:
+            if not isinstance(address, tuple) or len(address) != 2:
+                msg = f"address should be a (host, port) tuple, not {address!r}"
+                raise ValueError(msg)
+        elif not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            msg = (
+                "address should be a (host, port, [flowinfo, [scopeid]]) tuple,"
+                f" not {address!r}"
+            )
+            raise ValueError(msg)
         host, port = address[0], address[1]
         if isinstance(host, bytes):
             host = host.decode("ascii")
-        if not isinstance(host, str) or not isinstance(port, int):
-            msg = f"address must be (str, int), not {address!r}"
+        if not isinstance(host, str):
+            msg = f"host must be a str, not {host!r}"
             raise TypeError(msg)
+        if host == "<broadcast>":
+            host = "255.255.255.255"  # as trio and the socket module read it
+        if not isinstance(port, int):
+            # trio resolves a port given as a string (or None), service
+            # names included.
+            port = service_port(port)
         if not 0 <= port <= 65535:
             msg = "getsockaddrarg: port must be 0-65535."
             raise OverflowError(msg)
@@ -239,9 +254,12 @@ class VirtualSocket(trio.socket.SocketType):
     async def connect(self, address: object) -> None:
         self._sk.check_open()
         await trio.lowlevel.checkpoint()
-        ip, port, _ = self._parse(address, for_bind=False)
+        ip, port, family = self._parse(address, for_bind=False)
         assert ip is not None
         self._autobind()
+        if not (ip in self._stack.hosts.broadcasts or is_multicast(ip)):
+            # Linux looks the route up: ENETUNREACH where there is none.
+            self._stack.hosts.route(self._sk.host, ip, family)
         self._sk.peer = (ip, port)
         # Linux keeps a pending error (an earlier refusal) across connect().
 
@@ -298,7 +316,7 @@ class VirtualSocket(trio.socket.SocketType):
     def getsockopt(
         self, level: int, optname: int, buflen: int | None = None
     ) -> int | bytes:
-        return getsockopt(self._sk, level, optname, buflen)
+        return getsockopt(self._sk, self._stack, level, optname, buflen)
 
     # ---- sending ----------------------------------------------------------
 
@@ -342,20 +360,20 @@ class VirtualSocket(trio.socket.SocketType):
         /,
     ) -> int:
         items = list(ancdata)
-        source = parse_send_ancillary(items, self._family) if items else None
-        return await self._sendmsg(buffers, flags, address, source)
+        asked = parse_send_ancillary(items, self._family) if items else _NOTHING_ASKED
+        return await self._sendmsg(buffers, flags, address, asked)
 
     async def _sendmsg(
         self,
         buffers: Iterable[Buffer],
         flags: int,
         address: object,
-        source: str | None = None,
+        asked: tuple[str | None, int | None, int | None] = (None, None, None),
     ) -> int:
         payload = _joined(buffers)
         dst, family = self._destination(payload, flags, address)
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._transmit(payload, dst, family, source)
+        self._transmit(payload, dst, family, *asked)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return len(payload)
 
@@ -398,14 +416,20 @@ class VirtualSocket(trio.socket.SocketType):
         return dst, family
 
     def _transmit(
-        self, payload: bytes, dst: Endpoint, family: int, source: str | None = None
+        self,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None = None,
+        ttl: int | None = None,
+        tos: int | None = None,
     ) -> None:
         sk = self._sk
         if sk.error is not None:
             sk.raise_pending_error()
         if sk.binding is None:
             self._autobind()
-        self._wire_send(sk, payload, dst, family, source)
+        self._wire_send(sk, payload, dst, family, source, ttl, tos)
 
     async def wait_writable(self) -> None:
         self._sk.check_open()

@@ -47,6 +47,7 @@ import trio
 from .._trio_private import new_alarm
 from ._links import plan_fate
 from ._model import IP_HEADER, UDP_HEADER, Packet, is_loopback, is_multicast, oserror
+from ._sockopts import ETHERNET_IFINDEX
 from ._trace import NetworkStats
 
 if TYPE_CHECKING:
@@ -57,16 +58,17 @@ if TYPE_CHECKING:
     from ._groups import Groups
     from ._hosts import Hosts
     from ._links import LinkPolicy
-    from ._model import Endpoint
+    from ._model import Endpoint, Host
     from ._ports import Ports
     from ._sock import Sock
     from ._trace import Recorder
 
 __all__ = ["Wire"]
 
-# What a heap entry carries: a datagram arriving, or an ICMP error arriving
-# back at the datagram's sender.
-_ARRIVAL, _ICMP = 0, 1
+# What a heap entry carries: a datagram arriving (0), or an ICMP error
+# arriving back at the datagram's sender (its errno).
+_ARRIVAL = 0
+_MAX_MTU = 65535
 
 
 @final
@@ -125,47 +127,119 @@ class Wire:
         dst: Endpoint,
         family: int,
         source: str | None = None,
+        ttl: int | None = None,
+        tos: int | None = None,
     ) -> None:
         """Put a datagram from bound ``sock`` on the wire (``dst`` canonical,
-        of ``family``); ``source``: the source address ``sendmsg`` asked for."""
+        of ``family``); ``source``, ``ttl``, ``tos``: what ``sendmsg``'s
+        ancillary data asked for.
+
+        Raises:
+            OSError: ENETUNREACH (no route, see ``Hosts.route``), EINVAL (a
+                loopback source leaving its host), EMSGSIZE (larger than the
+                link's MTU with DF set: ``IP_PMTUDISC_DO``).
+        """
         binding = sock.binding
         assert binding is not None
         dst_ip = dst[0]
         if dst_ip in self._broadcasts or is_multicast(dst_ip):
-            self._send_group(sock, payload, dst, family, source)
+            self._send_group(sock, payload, dst, family, source, ttl, tos)
             return
         explicit = source is not None
         ip = binding.ip
+        host_by_ip = self._host_by_ip
         if source is None:
-            if ip is not None and (":" in ip) == (family == stdlib_socket.AF_INET6):
+            if (
+                ip is not None
+                and dst_ip in host_by_ip
+                and (":" in ip) == (family == stdlib_socket.AF_INET6)
+            ):
                 source = ip  # a specific address is its own source
             else:
                 source = self._hosts.source_for(binding, dst_ip, family)
-        elif self._hosts.host_of(source) is not sock.host:
-            raise oserror(errno.EINVAL, f"{source} is not an address of this host")
+        else:
+            if self._hosts.host_of(source) is not sock.host:
+                raise oserror(errno.EINVAL, f"{source} is not an address of this host")
+            self._hosts.route(sock.host, dst_ip, family)
         if (
             family == stdlib_socket.AF_INET
             and (explicit or ip is not None)
-            and not is_loopback(dst_ip)
             and is_loopback(source)
-            and self._host_by_ip.get(dst_ip) is not sock.host
+            and (
+                (not is_loopback(dst_ip) and host_by_ip.get(dst_ip) is not sock.host)
+                or (sock.device == ETHERNET_IFINDEX and is_loopback(dst_ip))
+            )
         ):
             # Linux: an IPv4 loopback source only reaches the host's own
-            # addresses (an IPv6 one leaves, and the peer drops it).
+            # addresses (an IPv6 one leaves, and the peer drops it), and
+            # never by eth0.
             raise oserror(errno.EINVAL, f"no route from {source} to {dst_ip}")
+        if self._mtu_in_use:
+            self._check_size(sock, len(payload), dst_ip, family)
         address = binding.address
         src = address if source is address[0] else (source, binding.port)
         self._packets += 1
-        packet = Packet(self._packets, family, src, dst, payload, sock)
+        default_ttl, default_tos = (
+            sock.ttl_tos4 if family == stdlib_socket.AF_INET else sock.ttl_tos6
+        )
+        packet = Packet(
+            self._packets,
+            family,
+            src,
+            dst,
+            payload,
+            sock,
+            None,
+            0,
+            default_ttl if ttl is None else ttl,
+            default_tos if tos is None else tos,
+        )
         self.sent += 1
         # What follows happens at one instant: the clock is read once.
         trace = self._trace
         trace.instant = trace.clock_time()
         try:
             trace.event("send", packet)
-            self.forward(packet)
+            if sock.device and not self._leaves_by_device(sock, dst_ip):
+                self._drop(packet, "no_route")
+            else:
+                self.forward(packet)
         finally:
             trace.instant = None
+
+    def _leaves_by_device(self, sock: Sock, dst_ip: str) -> bool:
+        """Whether a socket bound to a device (SO_BINDTODEVICE) reaches
+        ``dst_ip`` through it. Linux sends by that device anyway, where the
+        datagram is lost: one bound to ``eth0`` cannot reach a loopback
+        address, one bound to ``lo`` cannot leave its host."""
+        if sock.device == ETHERNET_IFINDEX:
+            return not is_loopback(dst_ip)
+        return self._hosts.host_of(dst_ip) is sock.host
+
+    @property
+    def _mtu_in_use(self) -> bool:
+        return self.policy.mtu is not None or bool(self._faults.links)
+
+    def _check_size(self, sock: Sock, size: int, dst_ip: str, family: int) -> None:
+        """EMSGSIZE for a datagram above the path MTU that may not be
+        fragmented (DF set); others are fragmented on the link."""
+        if not sock.dont_fragment(family):
+            return
+        dst_host = self._hosts.host_of(dst_ip)
+        mtu = self._link_policy(sock.host, dst_host).mtu
+        if mtu is not None and size + UDP_HEADER + IP_HEADER[family] > mtu:
+            raise oserror(errno.EMSGSIZE, f"larger than the path MTU, {mtu}")
+
+    def _link_policy(self, a: Host, b: Host | None) -> LinkPolicy:
+        if b is None or not self._faults.links:
+            return self.policy
+        return self._faults.policy(frozenset((a, b)), self.policy)
+
+    def path_mtu(self, sock: Sock, dst_ip: str) -> int:
+        """``IP_MTU`` of a socket connected to ``dst_ip``: its link's MTU, or
+        65535 (Linux's most) where the link has none."""
+        mtu = self._link_policy(sock.host, self._hosts.host_of(dst_ip)).mtu
+        return _MAX_MTU if mtu is None else min(mtu, _MAX_MTU)
 
     def _send_group(
         self,
@@ -174,19 +248,36 @@ class Wire:
         dst: Endpoint,
         family: int,
         source: str | None,
+        ttl: int | None,
+        tos: int | None,
     ) -> None:
         """A multicast or broadcast datagram: one copy per host that hears it."""
         src, targets = self._groups.copies(sock, dst, family, source)
         self._packets += 1
         self.sent += 1
-        first = Packet(self._packets, family, src, dst, payload, sock)
+        unicast_ttl, default_tos = (
+            sock.ttl_tos4 if family == stdlib_socket.AF_INET else sock.ttl_tos6
+        )
+        if ttl is None:
+            ttl = (
+                sock.multicast_ttl_loop(family)[0]
+                if is_multicast(dst[0])
+                else unicast_ttl
+            )
+        if tos is None:
+            tos = default_tos
+        first = Packet(
+            self._packets, family, src, dst, payload, sock, None, 0, ttl, tos
+        )
         # What follows happens at one instant: the clock is read once.
         trace = self._trace
         trace.instant = trace.clock_time()
         try:
             trace.event("send", first)
             for target, via in targets:
-                packet = Packet(first.id, family, src, dst, payload, sock, target, via)
+                packet = Packet(
+                    first.id, family, src, dst, payload, sock, target, via, ttl, tos
+                )
                 self.forward(packet)
         finally:
             trace.instant = None
@@ -208,11 +299,11 @@ class Wire:
             ):
                 self._route(packet, None)
             else:
-                self._drop(packet, "no_route")
+                self._drop(packet, "host_unreachable")
             return
         pair = self.pair(packet)
         if pair is None:
-            self._drop(packet, "no_route")
+            self._drop(packet, "host_unreachable")
         elif faults.partitions and pair in faults.partitions:
             self._drop(packet, "partition")
         elif (faults.hold_all or faults.holds) and faults.is_held(pair):
@@ -259,8 +350,9 @@ class Wire:
         if self._policy_seen_instant:
             self._arrive(packet)
             return
-        size = len(packet.payload) + UDP_HEADER + IP_HEADER[packet.family]
-        fate = plan_fate(policy, size, self._rng)
+        family = packet.family
+        size = len(packet.payload) + UDP_HEADER + IP_HEADER[family]
+        fate = plan_fate(policy, size, self._rng, ipv6=family == stdlib_socket.AF_INET6)
         if fate.drop is not None:
             self._drop(packet, fate.drop)
             return
@@ -304,17 +396,21 @@ class Wire:
                 self.delivered += 1
                 self._trace.event("deliver", packet)
 
-    def _report_unreachable(self, packet: Packet) -> None:
-        """ICMP port unreachable: Linux reports it to connected sockets only."""
+    def _report_unreachable(
+        self, packet: Packet, code: int = errno.ECONNREFUSED
+    ) -> None:
+        """An ICMP error back to the sender, after the link's latency, as
+        error ``code`` (port unreachable: ECONNREFUSED). Linux reports one
+        without ``IP_RECVERR`` to connected sockets only."""
         sender = packet.sender
         if sender is None or not sender.connected_to(packet.dst):
             return
         self._trace.event("icmp", packet)
         policy = self._faults.policy(self.pair(packet), self.policy)
         if policy.latency <= 0:
-            sender.refuse()
+            sender.refuse(code)
         else:
-            self._schedule(trio.current_time() + policy.latency, packet, _ICMP)
+            self._schedule(trio.current_time() + policy.latency, packet, code)
 
     def _drop(self, packet: Packet, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -347,7 +443,7 @@ class Wire:
             if kind == _ARRIVAL:
                 self._arrive(packet)
             elif packet.sender is not None:
-                packet.sender.refuse()
+                packet.sender.refuse(kind)
         if self._alarm is not None:
             self._alarm.set(heap[0][0] if heap else inf)
 
