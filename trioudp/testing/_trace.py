@@ -30,10 +30,13 @@ DEFAULT_TRACE_LIMIT = 100_000
 class TraceEvent:
     """One thing that happened on the network, at a virtual time.
 
-    Kinds: ``send``, ``deliver``, ``drop`` (with a ``reason``: ``loss``,
-    ``partition``, ``mtu``, ``rcvbuf``, ``port_unreachable``, ``no_route``,
-    ``filtered``, ``closed``, ``uninstalled``, ``no_receiver``: a multicast
-    or broadcast copy that no socket of its host takes), ``duplicate``, ``hold``,
+    Kinds: ``send``, ``deliver``, ``drop`` (with a ``reason``: ``loss`` (of
+    the datagram or of one of its fragments), ``partition``, ``rcvbuf``,
+    ``port_unreachable``, ``host_unreachable`` (an address no host has, on
+    the sender's subnet), ``no_route`` (``SO_BINDTODEVICE`` sent it by an
+    interface it cannot arrive by), ``filtered``, ``closed``,
+    ``uninstalled``, ``no_receiver``: a multicast or broadcast copy that no
+    socket of its host takes), ``duplicate``, ``hold``,
     ``release`` and ``icmp`` (an unreachable report on its way back).
     ``str(event)`` is one stable line; equal traces print equal text.
 
@@ -152,6 +155,11 @@ class Recorder:
                     reason,
                 )
             )
+
+    def snapshot(self) -> tuple[list[_Entry], float]:
+        """The entries kept, in order, and the clock time they count from
+        (for writing a capture without building events)."""
+        return list(self.entries), self.epoch or 0.0
 
     def events(self) -> list[TraceEvent]:
         """The events kept, in order, with times from the epoch."""
