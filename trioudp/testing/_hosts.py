@@ -61,6 +61,9 @@ class Hosts:
         self.subnets: dict[Host, list[tuple[str, _Subnet]]] = {}
         # (host, destination, family) -> source: cleared when addresses change.
         self._routes: dict[tuple[Host, str, int], str] = {}
+        #: Counts changes to the hosts' addresses: a route remembered from an
+        #: earlier version may be wrong (see ``Sock.route_memo``).
+        self.version = 0
         self.localhost = self.add(
             ["127.0.0.1", "::1"], names=["localhost"], name="localhost"
         )
@@ -123,6 +126,7 @@ class Hosts:
 
     def _add_subnets(self, host: Host, subnets: list[tuple[str, _Subnet]]) -> None:
         self._routes.clear()
+        self.version += 1
         for address, subnet in subnets:
             self.subnets.setdefault(host, []).append((address, subnet))
             if subnet.version == 4 and subnet.prefixlen < 31:

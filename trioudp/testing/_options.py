@@ -152,6 +152,7 @@ def _check_family(sk: Sock, key: tuple[int, int]) -> None:
 def _bind_to_device(sk: Sock, stack: Stack, data: bytes) -> None:
     # Linux: an interface name, NUL-terminated or not; empty unbinds.
     name = data.split(b"\0", 1)[0]
+    sk.route_memo = None
     if len(data) > _IFNAMSIZ or len(name) >= _IFNAMSIZ:
         raise oserror(errno.EINVAL)
     if not name:

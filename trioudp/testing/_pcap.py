@@ -159,68 +159,10 @@ def _port_unreachable(
     return _ip_packet(from_ip, to_ip, protocol, body, ident)
 
 
-class _UdpPackets:
-    """:func:`ip_udp_packet` for many packets: each pair of addresses is
-    packed, and its share of the checksums summed, once."""
-
-    def __init__(self) -> None:
-        self._pairs: dict[tuple[str, str], tuple[bytes, bytes, int]] = {}
-
-    def packet(self, src: Endpoint, dst: Endpoint, payload: bytes, ident: int) -> bytes:
-        src_ip, src_port = src
-        dst_ip, dst_port = dst
-        found = self._pairs.get((src_ip, dst_ip))
-        if found is None:
-            from_ip, to_ip = _packed_ip(src_ip), _packed_ip(dst_ip)
-            # The addresses' 16-bit words, summed modulo 65535.
-            words = int.from_bytes(from_ip + to_ip, "big") % 0xFFFF
-            found = self._pairs[src_ip, dst_ip] = (from_ip, to_ip, words)
-        from_ip, to_ip, words = found
-        size = len(payload)
-        length = 8 + size
-        data = int.from_bytes(payload, "big")
-        if size & 1:
-            data <<= 8  # padded with a zero byte
-        # Pseudo-header (addresses, protocol, length), UDP header, payload.
-        total = words + _UDP + 2 * length + src_port + dst_port + data % 0xFFFF
-        checksum = ~(total % 0xFFFF or 0xFFFF) & 0xFFFF or 0xFFFF
-        if len(from_ip) == 16:
-            return (
-                _IPV6_UDP.pack(
-                    6 << 28,
-                    length,
-                    _UDP,
-                    64,
-                    from_ip,
-                    to_ip,
-                    src_port,
-                    dst_port,
-                    length,
-                    checksum,
-                )
-                + payload
-            )
-        ident &= 0xFFFF
-        header = 0x4500 + 20 + length + ident + (64 << 8 | _UDP) + words
-        return (
-            _IPV4_UDP.pack(
-                0x45,
-                0,
-                20 + length,
-                ident,
-                0,
-                64,
-                _UDP,
-                ~(header % 0xFFFF or 0xFFFF) & 0xFFFF,
-                from_ip,
-                to_ip,
-                src_port,
-                dst_port,
-                length,
-                checksum,
-            )
-            + payload
-        )
+def _address_pair(src_ip: str, dst_ip: str) -> tuple[bytes, bytes, int]:
+    """Two addresses packed, and their 16-bit words summed modulo 65535."""
+    from_ip, to_ip = _packed_ip(src_ip), _packed_ip(dst_ip)
+    return from_ip, to_ip, int.from_bytes(from_ip + to_ip, "big") % 0xFFFF
 
 
 def _padded(data: bytes) -> bytes:
@@ -276,34 +218,27 @@ def write_entries(
     if not entries:
         low, count = 0, 0
     else:
-        ids = list(map(itemgetter(2), entries))
-        low = min(ids)
-        count = max(ids) - low + 1
-        del ids
-    # Pass 1: each packet's fates as a linked list of entry indexes, where
-    # (a copy of) it stayed home, and whether any copy left.
-    first = array("q", [-1]) * count
-    last = array("q", [-1]) * count
-    following = array("q", [-1]) * len(entries)
+        low = min(map(itemgetter(2), entries))
+        count = max(map(itemgetter(2), entries)) - low + 1
+    # Pass 1, backwards: each packet's fates as a linked list of entry
+    # indexes (prepending in reverse leaves them in order), where (a copy
+    # of) it stayed home, and whether any copy left.
+    first = array("i", [-1]) * count
+    following = array("i", [-1]) * len(entries)
     stayed = bytearray(count)  # 1 + index in _NEVER_SENT
     left = bytearray(count)
-    index = -1
-    for _, kind, packet_id, _, _, _, reason in entries:
-        index += 1
+    index = len(entries)
+    for _, kind, packet_id, _, _, _, reason in reversed(entries):
+        index -= 1
         if kind == "send":
             continue
         number = packet_id - low
-        previous = last[number]
-        if previous < 0:
-            first[number] = index
-        else:
-            following[previous] = index
-        last[number] = index
+        following[index] = first[number]
+        first[number] = index
         if kind == "deliver":
             left[number] = 1
         elif kind == "drop" and reason in _NEVER_SENT:
-            if not stayed[number]:
-                stayed[number] = 1 + _NEVER_SENT.index(reason)
+            stayed[number] = 1 + _NEVER_SENT.index(reason)
         elif kind != "hold" and kind != "release":
             left[number] = 1
     # A multicast or broadcast datagram is one packet on the wire even when
@@ -341,7 +276,7 @@ def write_entries(
         )
     )
     # Pass 2: one record per packet on the wire, written as it is reached.
-    udp_packet = _UdpPackets().packet
+    pairs: dict[tuple[str, str], tuple[bytes, bytes, int]] = {}
     pack_header = _PACKET_HEADER.pack
     base = round(epoch * 1e9)
     written = 0
@@ -352,7 +287,58 @@ def write_entries(
             number = packet_id - low
             if stayed[number]:
                 continue
-            packet = udp_packet(src, dst, payload, packet_id)
+            # _UdpPackets.packet, inlined: this loop runs once per packet.
+            src_ip, src_port = src
+            dst_ip, dst_port = dst
+            pair = pairs.get((src_ip, dst_ip))
+            if pair is None:
+                pair = pairs[src_ip, dst_ip] = _address_pair(src_ip, dst_ip)
+            from_ip, to_ip, words = pair
+            size = len(payload)
+            length = 8 + size
+            data = int.from_bytes(payload, "big")
+            if size & 1:
+                data <<= 8
+            total = words + _UDP + 2 * length + src_port + dst_port + data % 0xFFFF
+            checksum = ~(total % 0xFFFF or 0xFFFF) & 0xFFFF or 0xFFFF
+            if len(from_ip) == 4:
+                ident = packet_id & 0xFFFF
+                header = 0x4514 + length + ident + 0x4011 + words
+                packet = (
+                    _IPV4_UDP.pack(
+                        0x45,
+                        0,
+                        20 + length,
+                        ident,
+                        0,
+                        64,
+                        _UDP,
+                        ~(header % 0xFFFF or 0xFFFF) & 0xFFFF,
+                        from_ip,
+                        to_ip,
+                        src_port,
+                        dst_port,
+                        length,
+                        checksum,
+                    )
+                    + payload
+                )
+            else:
+                packet = (
+                    _IPV6_UDP.pack(
+                        6 << 28,
+                        length,
+                        _UDP,
+                        64,
+                        from_ip,
+                        to_ip,
+                        src_port,
+                        dst_port,
+                        length,
+                        checksum,
+                    )
+                    + payload
+                )
             fates = (
                 f"#{packet_id} sent"
                 if kind == "send"

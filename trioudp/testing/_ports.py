@@ -142,7 +142,7 @@ class Ports:
             return None
         if len(candidates) == 1:
             only = candidates[0]
-            return only if only.takes(packet) else None
+            return None if only.device and not only.takes(packet) else only
         # SO_BINDTODEVICE: a socket bound to another interface is no match.
         candidates = [sock for sock in candidates if sock.takes(packet)]
         if len(candidates) < 2:

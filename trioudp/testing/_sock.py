@@ -79,8 +79,8 @@ _SOL, _IP, _IP6 = (
 )
 
 #: A queued datagram: (payload, source, (packet, arrival time) if ancillary
-#: data is on).
-Queued = tuple[bytes, "Sockaddr", "tuple[Packet, float] | None"]
+#: data is on, what it costs the receive buffer).
+Queued = tuple[bytes, "Sockaddr", "tuple[Packet, float] | None", int]
 
 
 @final
@@ -161,6 +161,11 @@ class Sock:
         self.waiter = _Waiter(catch_up)
         #: SO_BINDTODEVICE: the interface index it is bound to (0: none).
         self.device = 0
+        #: The last unicast route the wire worked out for it: (destination,
+        #: ``Hosts.version`` then, source endpoint). Its binding never
+        #: changes once made; whatever else a route depends on (the hosts'
+        #: addresses, SO_BINDTODEVICE) clears it or moves the version on.
+        self.route_memo: tuple[Endpoint, int, Endpoint] | None = None
         # What the IP header of its datagrams carries: (TTL, TOS) for IPv4
         # (IP_TTL, IP_TOS) and IPv6 (hop limit, traffic class).
         self.ttl_tos4 = (64, 0)
@@ -223,6 +228,7 @@ class Sock:
                 packet.payload,
                 source,
                 (packet, self._now()) if self.ancillary else None,
+                size,
             )
         )
         self.queued_bytes += size
@@ -349,7 +355,7 @@ class Sock:
                     item = queue[0]
                 else:
                     item = queue.popleft()
-                    self.queued_bytes -= truesize(len(item[0]), self.family)
+                    self.queued_bytes -= item[3]
                 if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return item

@@ -347,7 +347,13 @@ class VirtualSocket(trio.socket.SocketType):
         payload = data if type(data) is bytes else _joined([data])  # type: ignore[list-item]
         dst, family = self._destination(payload, flags, address)
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._transmit(payload, dst, family)
+        # _transmit inlined.
+        sk = self._sk
+        if sk.error is not None:
+            sk.raise_pending_error()
+        if sk.binding is None:
+            self._autobind()
+        self._wire_send(sk, payload, dst, family)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return len(payload)
 
@@ -450,7 +456,7 @@ class VirtualSocket(trio.socket.SocketType):
         if ancbufsize < 0:
             msg = "invalid ancillary data buffer length"
             raise ValueError(msg)
-        payload, source, extra = await self._sk.take(flags)
+        payload, source, extra, _ = await self._sk.take(flags)
         ancdata, msg_flags = self._sk.ancillary_data(
             extra, ancbufsize, self._stack.hosts
         )
@@ -464,7 +470,7 @@ class VirtualSocket(trio.socket.SocketType):
         if ancbufsize < 0:
             msg = "invalid ancillary data buffer length"
             raise ValueError(msg)
-        payload, source, extra = await self._sk.take(flags)
+        payload, source, extra, _ = await self._sk.take(flags)
         ancdata, msg_flags = self._sk.ancillary_data(
             extra, ancbufsize, self._stack.hosts
         )
@@ -485,7 +491,7 @@ class VirtualSocket(trio.socket.SocketType):
             msg = "negative buffersize in recvfrom"
             raise ValueError(msg)
         # recvmsg inlined: one coroutine less per datagram on the hot path.
-        payload, source, _ = await self._sk.take(flags)
+        payload, source, _, _ = await self._sk.take(flags)
         if len(payload) <= bufsize:
             return payload, source
         return _truncated(payload, bufsize, flags), source
@@ -499,7 +505,7 @@ class VirtualSocket(trio.socket.SocketType):
             self._sk.check_open()
             await trio.lowlevel.checkpoint()
             return b""
-        payload, _, _ = await self._sk.take(flags)
+        payload, _, _, _ = await self._sk.take(flags)
         return _truncated(payload, buflen, flags)
 
     async def recvfrom_into(

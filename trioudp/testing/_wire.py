@@ -98,6 +98,7 @@ class Wire:
         self.policy = policy
         self._policy_seen: LinkPolicy | None = None
         self._policy_seen_instant = False
+        self._policy_seen_delay: tuple[float, float] | None = None
         self._packets = 0
         self.sent = 0
         self.delivered = 0
@@ -139,12 +140,70 @@ class Wire:
                 loopback source leaving its host), EMSGSIZE (larger than the
                 link's MTU with DF set: ``IP_PMTUDISC_DO``).
         """
+        memo = sock.route_memo
+        if (
+            memo is not None
+            and memo[0] is dst
+            and source is None
+            and memo[1] == self._hosts.version
+        ):
+            src = memo[2]  # the route of its last datagram, still valid
+        else:
+            found = self._source(sock, payload, dst, family, source, ttl, tos)
+            if found is None:
+                return  # a multicast or broadcast datagram, sent
+            src = found
+            if source is None:
+                sock.route_memo = (dst, self._hosts.version, src)
+        if self.policy.mtu is not None or self._faults.links:
+            self._check_size(sock, len(payload), dst[0], family)
+        self._packets += 1
+        default_ttl, default_tos = (
+            sock.ttl_tos4 if family == stdlib_socket.AF_INET else sock.ttl_tos6
+        )
+        packet = Packet(
+            self._packets,
+            family,
+            src,
+            dst,
+            payload,
+            sock,
+            None,
+            0,
+            default_ttl if ttl is None else ttl,
+            default_tos if tos is None else tos,
+        )
+        self.sent += 1
+        # What follows happens at one instant: the clock is read once.
+        trace = self._trace
+        trace.instant = trace.clock_time()
+        try:
+            trace.event("send", packet)
+            if sock.device and not self._leaves_by_device(sock, dst[0]):
+                self._drop(packet, "no_route")
+            else:
+                self.forward(packet)
+        finally:
+            trace.instant = None
+
+    def _source(
+        self,
+        sock: Sock,
+        payload: bytes,
+        dst: Endpoint,
+        family: int,
+        source: str | None,
+        ttl: int | None,
+        tos: int | None,
+    ) -> Endpoint | None:
+        """The source endpoint of a unicast datagram (None: ``dst`` is a
+        group or broadcast address, and the datagram was sent to it)."""
         binding = sock.binding
         assert binding is not None
         dst_ip = dst[0]
         if dst_ip in self._broadcasts or is_multicast(dst_ip):
             self._send_group(sock, payload, dst, family, source, ttl, tos)
-            return
+            return None
         explicit = source is not None
         ip = binding.ip
         host_by_ip = self._host_by_ip
@@ -174,38 +233,8 @@ class Wire:
             # addresses (an IPv6 one leaves, and the peer drops it), and
             # never by eth0.
             raise oserror(errno.EINVAL, f"no route from {source} to {dst_ip}")
-        if self._mtu_in_use:
-            self._check_size(sock, len(payload), dst_ip, family)
         address = binding.address
-        src = address if source is address[0] else (source, binding.port)
-        self._packets += 1
-        default_ttl, default_tos = (
-            sock.ttl_tos4 if family == stdlib_socket.AF_INET else sock.ttl_tos6
-        )
-        packet = Packet(
-            self._packets,
-            family,
-            src,
-            dst,
-            payload,
-            sock,
-            None,
-            0,
-            default_ttl if ttl is None else ttl,
-            default_tos if tos is None else tos,
-        )
-        self.sent += 1
-        # What follows happens at one instant: the clock is read once.
-        trace = self._trace
-        trace.instant = trace.clock_time()
-        try:
-            trace.event("send", packet)
-            if sock.device and not self._leaves_by_device(sock, dst_ip):
-                self._drop(packet, "no_route")
-            else:
-                self.forward(packet)
-        finally:
-            trace.instant = None
+        return address if source == address[0] else (source, binding.port)
 
     def _leaves_by_device(self, sock: Sock, dst_ip: str) -> bool:
         """Whether a socket bound to a device (SO_BINDTODEVICE) reaches
@@ -215,10 +244,6 @@ class Wire:
         if sock.device == ETHERNET_IFINDEX:
             return not is_loopback(dst_ip)
         return self._hosts.host_of(dst_ip) is sock.host
-
-    @property
-    def _mtu_in_use(self) -> bool:
-        return self.policy.mtu is not None or bool(self._faults.links)
 
     def _check_size(self, sock: Sock, size: int, dst_ip: str, family: int) -> None:
         """EMSGSIZE for a datagram above the path MTU that may not be
@@ -347,8 +372,28 @@ class Wire:
         if policy is not self._policy_seen:  # is_instant compares every field
             self._policy_seen = policy
             self._policy_seen_instant = policy.is_instant
+            self._policy_seen_delay = (
+                None
+                if policy.loss or policy.duplicate or policy.reorder
+                else (policy.latency, policy.jitter)
+            )
         if self._policy_seen_instant:
             self._arrive(packet)
+            return
+        trace = self._trace
+        now = trace.instant
+        if now is None:
+            now = trace.clock_time()
+        delay_only = self._policy_seen_delay
+        if delay_only is not None:
+            # plan_fate's arithmetic, inlined for the common link: latency
+            # plus uniform jitter, the same draws and the same floats.
+            latency, jitter = delay_only
+            delay = latency + jitter * self._rng.random() if jitter else latency
+            if delay <= 0:
+                self._arrive(packet)
+            else:
+                self._schedule(now + delay, packet, _ARRIVAL)
             return
         family = packet.family
         size = len(packet.payload) + UDP_HEADER + IP_HEADER[family]
@@ -363,7 +408,7 @@ class Wire:
             if delay <= 0:
                 self._arrive(packet)
             else:
-                self._schedule(trio.current_time() + delay, packet, _ARRIVAL)
+                self._schedule(now + delay, packet, _ARRIVAL)
 
     # ---- arriving -------------------------------------------------------------
 
@@ -437,13 +482,19 @@ class Wire:
         queues datagrams and reschedules tasks.
         """
         heap = self._heap
-        now = trio.current_time()
-        while heap and heap[0][0] <= now:
-            _, _, packet, kind = heapq.heappop(heap)
-            if kind == _ARRIVAL:
-                self._arrive(packet)
-            elif packet.sender is not None:
-                packet.sender.refuse(kind)
+        trace = self._trace
+        # Everything delivered now happens at one instant: one clock read.
+        outer, trace.instant = trace.instant, trace.clock_time()
+        now = trace.instant
+        try:
+            while heap and heap[0][0] <= now:
+                _, _, packet, kind = heapq.heappop(heap)
+                if kind == _ARRIVAL:
+                    self._arrive(packet)
+                elif packet.sender is not None:
+                    packet.sender.refuse(kind)
+        finally:
+            trace.instant = outer
         if self._alarm is not None:
             self._alarm.set(heap[0][0] if heap else inf)
 
