@@ -301,44 +301,16 @@ def write_entries(
                 data <<= 8
             total = words + _UDP + 2 * length + src_port + dst_port + data % 0xFFFF
             checksum = ~(total % 0xFFFF or 0xFFFF) & 0xFFFF or 0xFFFF
+            # The UDP header and what follows the IP header's own fields.
+            tail = (from_ip, to_ip, src_port, dst_port, length, checksum)
             if len(from_ip) == 4:
                 ident = packet_id & 0xFFFF
                 header = 0x4514 + length + ident + 0x4011 + words
-                packet = (
-                    _IPV4_UDP.pack(
-                        0x45,
-                        0,
-                        20 + length,
-                        ident,
-                        0,
-                        64,
-                        _UDP,
-                        ~(header % 0xFFFF or 0xFFFF) & 0xFFFF,
-                        from_ip,
-                        to_ip,
-                        src_port,
-                        dst_port,
-                        length,
-                        checksum,
-                    )
-                    + payload
-                )
+                header = ~(header % 0xFFFF or 0xFFFF) & 0xFFFF
+                fields = (0x45, 0, 20 + length, ident, 0, 64, _UDP, header, *tail)
+                packet = _IPV4_UDP.pack(*fields) + payload
             else:
-                packet = (
-                    _IPV6_UDP.pack(
-                        6 << 28,
-                        length,
-                        _UDP,
-                        64,
-                        from_ip,
-                        to_ip,
-                        src_port,
-                        dst_port,
-                        length,
-                        checksum,
-                    )
-                    + payload
-                )
+                packet = _IPV6_UDP.pack(6 << 28, length, _UDP, 64, *tail) + payload
             fates = (
                 f"#{packet_id} sent"
                 if kind == "send"

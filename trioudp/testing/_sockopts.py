@@ -230,7 +230,7 @@ def fit_ancillary(
 
 def parse_send_ancillary(
     ancdata: list[tuple[int, int, Buffer]], family: int
-) -> tuple[str | None, int | None, int | None]:
+) -> tuple[str | None, int | None, int | None]:  # _model.Asked
     """What ``sendmsg`` ancillary data asks for: ``(source address, TTL,
     TOS)``, each None where it asks nothing. IPv6 hop limit and traffic
     class items are accepted and have no effect; others are EINVAL, as on

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, final, overload
 
 import trio
 
-from ._model import canonical_ip, is_multicast, oserror, unmapped, unsupported
+from ._model import (
+    NOTHING_ASKED,
+    canonical_ip,
+    is_multicast,
+    oserror,
+    unmapped,
+    unsupported,
+)
 from ._options import getsockopt, setsockopt
 from ._resolver import getaddrinfo, service_port
 from ._sock import Sock
@@ -29,7 +36,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer, Self
 
-    from ._model import Endpoint, Host, Sockaddr
+    from ._model import Asked, Endpoint, Host, Sockaddr
     from ._stack import Stack
 
 __all__ = ["VIRTUAL_FILENO", "VirtualSocket"]
@@ -49,7 +56,6 @@ _IGNORED_SEND_FLAGS = int(getattr(stdlib_socket, "MSG_DONTWAIT", 0)) | int(
 )
 _MSG_TRUNC = int(stdlib_socket.MSG_TRUNC)
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
-_NOTHING_ASKED: tuple[str | None, int | None, int | None] = (None, None, None)
 
 
 def _joined(buffers: Iterable[Buffer]) -> bytes:
@@ -366,7 +372,7 @@ class VirtualSocket(trio.socket.SocketType):
         /,
     ) -> int:
         items = list(ancdata)
-        asked = parse_send_ancillary(items, self._family) if items else _NOTHING_ASKED
+        asked = parse_send_ancillary(items, self._family) if items else NOTHING_ASKED
         return await self._sendmsg(buffers, flags, address, asked)
 
     async def _sendmsg(
@@ -374,12 +380,12 @@ class VirtualSocket(trio.socket.SocketType):
         buffers: Iterable[Buffer],
         flags: int,
         address: object,
-        asked: tuple[str | None, int | None, int | None] = (None, None, None),
+        asked: Asked = NOTHING_ASKED,
     ) -> int:
         payload = _joined(buffers)
         dst, family = self._destination(payload, flags, address)
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._transmit(payload, dst, family, *asked)
+        self._transmit(payload, dst, family, asked)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return len(payload)
 
@@ -422,20 +428,14 @@ class VirtualSocket(trio.socket.SocketType):
         return dst, family
 
     def _transmit(
-        self,
-        payload: bytes,
-        dst: Endpoint,
-        family: int,
-        source: str | None = None,
-        ttl: int | None = None,
-        tos: int | None = None,
+        self, payload: bytes, dst: Endpoint, family: int, asked: Asked = NOTHING_ASKED
     ) -> None:
         sk = self._sk
         if sk.error is not None:
             sk.raise_pending_error()
         if sk.binding is None:
             self._autobind()
-        self._wire_send(sk, payload, dst, family, source, ttl, tos)
+        self._wire_send(sk, payload, dst, family, asked)
 
     async def wait_writable(self) -> None:
         self._sk.check_open()

@@ -46,7 +46,15 @@ import trio
 
 from .._trio_private import new_alarm
 from ._links import plan_fate
-from ._model import IP_HEADER, UDP_HEADER, Packet, is_loopback, is_multicast, oserror
+from ._model import (
+    IP_HEADER,
+    NOTHING_ASKED,
+    UDP_HEADER,
+    Packet,
+    is_loopback,
+    is_multicast,
+    oserror,
+)
 from ._sockopts import ETHERNET_IFINDEX
 from ._trace import NetworkStats
 
@@ -58,7 +66,7 @@ if TYPE_CHECKING:
     from ._groups import Groups
     from ._hosts import Hosts
     from ._links import LinkPolicy
-    from ._model import Endpoint, Host
+    from ._model import Asked, Endpoint, Host
     from ._ports import Ports
     from ._sock import Sock
     from ._trace import Recorder
@@ -127,19 +135,17 @@ class Wire:
         payload: bytes,
         dst: Endpoint,
         family: int,
-        source: str | None = None,
-        ttl: int | None = None,
-        tos: int | None = None,
+        asked: Asked = NOTHING_ASKED,
     ) -> None:
         """Put a datagram from bound ``sock`` on the wire (``dst`` canonical,
-        of ``family``); ``source``, ``ttl``, ``tos``: what ``sendmsg``'s
-        ancillary data asked for.
+        of ``family``); ``asked``: what ``sendmsg``'s ancillary data asked for.
 
         Raises:
             OSError: ENETUNREACH (no route, see ``Hosts.route``), EINVAL (a
                 loopback source leaving its host), EMSGSIZE (larger than the
                 link's MTU with DF set: ``IP_PMTUDISC_DO``).
         """
+        source, ttl, tos = asked
         memo = sock.route_memo
         if (
             memo is not None
@@ -149,7 +155,7 @@ class Wire:
         ):
             src = memo[2]  # the route of its last datagram, still valid
         else:
-            found = self._source(sock, payload, dst, family, source, ttl, tos)
+            found = self._source(sock, payload, dst, family, asked)
             if found is None:
                 return  # a multicast or broadcast datagram, sent
             src = found
@@ -187,14 +193,7 @@ class Wire:
             trace.instant = None
 
     def _source(
-        self,
-        sock: Sock,
-        payload: bytes,
-        dst: Endpoint,
-        family: int,
-        source: str | None,
-        ttl: int | None,
-        tos: int | None,
+        self, sock: Sock, payload: bytes, dst: Endpoint, family: int, asked: Asked
     ) -> Endpoint | None:
         """The source endpoint of a unicast datagram (None: ``dst`` is a
         group or broadcast address, and the datagram was sent to it)."""
@@ -202,8 +201,9 @@ class Wire:
         assert binding is not None
         dst_ip = dst[0]
         if dst_ip in self._broadcasts or is_multicast(dst_ip):
-            self._send_group(sock, payload, dst, family, source, ttl, tos)
+            self._send_group(sock, payload, dst, family, asked)
             return None
+        source = asked[0]
         explicit = source is not None
         ip = binding.ip
         host_by_ip = self._host_by_ip
@@ -267,16 +267,10 @@ class Wire:
         return _MAX_MTU if mtu is None else min(mtu, _MAX_MTU)
 
     def _send_group(
-        self,
-        sock: Sock,
-        payload: bytes,
-        dst: Endpoint,
-        family: int,
-        source: str | None,
-        ttl: int | None,
-        tos: int | None,
+        self, sock: Sock, payload: bytes, dst: Endpoint, family: int, asked: Asked
     ) -> None:
         """A multicast or broadcast datagram: one copy per host that hears it."""
+        source, ttl, tos = asked
         src, targets = self._groups.copies(sock, dst, family, source)
         self._packets += 1
         self.sent += 1
