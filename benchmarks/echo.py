@@ -89,7 +89,12 @@ def servers(python: str, echo_c: Path) -> dict[str, list[str]]:
         "trio_naive": [*reference, "trio_naive"],
         "trio_task": [*reference, "trio_task"],
         "anyio": [*reference, "anyio"],
-        "trioudp": [python, "-m", "trioudp", "echo", "--host", "127.0.0.1"],
+        # Without protection, as every other server here (the command turns
+        # the rate limit and the amplification guard on by default).
+        "trioudp": [
+            *(python, "-m", "trioudp", "echo", "--host", "127.0.0.1"),
+            *("--rate-limit", "0", "--amplification-factor", "0"),
+        ],
         "trioudp_async": [*reference, "trioudp_async"],
     }
 

@@ -6,7 +6,8 @@ This script renders them where the documentation shows them, between
 ``figures:`` markers, so that no page copies a number by hand:
 
 - docs/explanation/performance.rst: the echo summary, trioudp against
-  uvloop, the client, memory, the flood, the virtual network, the workers;
+  uvloop, the client, memory, the flood, fairness under a flood, the virtual
+  network, the workers;
 - benchmarks/README.md: the full echo table and every other benchmark's;
 - benchmarks/echo.svg: the echo chart (the README and the performance page
   show it).
@@ -48,6 +49,7 @@ MEASURE = {
     "echo": ["echo.py", "--repeat", "3", "--duration", "3"],
     "client": ["client.py", "--repeat", "3", "--duration", "3"],
     "flood": ["flood.py"],
+    "fairness": ["fairness.py"],
     "memory": ["memory.py"],
     "virtual_network": ["virtual_network.py"],
     "workers": ["workers.py", "--flows", "4", "--duration", "2"],
@@ -315,6 +317,52 @@ def flood(style: str, section: dict[str, Any]) -> str:
     )
 
 
+def fairness_table(style: str, runs: list[dict[str, Any]]) -> str:
+    """Timer, probe and signal delays under a flood, one row per ``batch_time``.
+
+    Example:
+        >>> run = {"batch_time": "inf", "sigterm_delay_ms": 600.0,
+        ...        "timer_lateness": {"p50_ms": 300.0, "max_ms": 640.0},
+        ...        "probe_round_trip": {"p50_ms": 620.0, "max_ms": 950.0},
+        ...        "slow_handled_per_s": 198}
+        >>> fairness_table("md", [run]).splitlines()[-1]
+        '| inf (count alone) | 300.0, 640.0 | 620.0, 950.0 | 600.0 | 198 |'
+    """
+    names = {"default": "2 ms (the default)", "inf": "inf (count alone)"}
+    rows = []
+    for run in runs:
+        late, probe = run["timer_lateness"], run["probe_round_trip"]
+        rows.append(
+            [
+                names.get(run["batch_time"], run["batch_time"]),
+                f"{late['p50_ms']:.1f}, {late['max_ms']:.1f}",
+                f"{probe['p50_ms']:.1f}, {probe['max_ms']:.1f}",
+                f"{run['sigterm_delay_ms']:.1f}",
+                f"{run['slow_handled_per_s']:,}",
+            ]
+        )
+    header = ["batch_time", "timer late, ms (p50, max)"]
+    header += ["probe round trip, ms (p50, max)", "SIGTERM delay, ms", "handled/s"]
+    return table(style, header, rows)
+
+
+def fairness(style: str, section: dict[str, Any]) -> str:
+    settings = section["settings"]
+    intro = (
+        f"A Responder that spends {settings['respond_ms']:g} ms of CPU per datagram,"
+        f" flooded with {settings['rate']:,} datagrams a second; a timer of"
+        f" {settings['tick_ms'][0]:g} to {settings['tick_ms'][1]:g} ms, another"
+        f" server asked {settings['probes']} times, one SIGTERM."
+    )
+    return (
+        provenance(style, section)
+        + " "
+        + intro
+        + "\n\n"
+        + fairness_table(style, section["fairness"])
+    )
+
+
 def virtual_network(style: str, section: dict[str, Any]) -> str:
     figures, settings = section["virtual_network"], section["settings"]
     rates = figures["datagrams_per_cpu_second"]
@@ -449,6 +497,7 @@ _SHOWN_ON_BOTH = {
     "client": lambda style, r: client(style, r["client"]),
     "memory": memory,
     "flood": lambda style, r: flood(style, r["flood"]),
+    "fairness": lambda style, r: fairness(style, r["fairness"]),
     "virtual-network": lambda style, r: virtual_network(style, r["virtual_network"]),
     "workers": lambda style, r: workers(style, r["workers"]),
 }

@@ -6,7 +6,8 @@ on the trio backend), asyncio and uvloop (DatagramProtocol), stdlib (a
 blocking loop), and trioudp's two
 handler forms without protection: trioudp_async (``async def`` +
 ``await datagram.reply``) and trioudp_responder (a :class:`trioudp.Responder`).
-trioudp as users run it is measured as ``python -m trioudp echo``.
+trioudp as users run it is measured as ``python -m trioudp echo``, with
+protection off (``--rate-limit 0 --amplification-factor 0``), as here.
 """
 
 from __future__ import annotations

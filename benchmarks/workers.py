@@ -52,6 +52,8 @@ def start_pool(workers: int) -> tuple[subprocess.Popen[str], int, list[int]]:
             "0",
             "--workers",
             str(workers),
+            # Without protection, as benchmarks/echo.py measures it.
+            *("--rate-limit", "0", "--amplification-factor", "0"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -73,6 +73,10 @@ TYPE_ALIASES = {
     "Endpoint": "type-endpoint",
     "Sockaddr": "type-sockaddr",
     "AddrInfo": "type-addrinfo",
+    "Rule": "type-rule",
+    "QuicConfiguration": "type-quic-configuration",
+    "Engine": "type-quic-engine",
+    "Served": "type-served",
 }
 
 

@@ -88,6 +88,30 @@ def test_flood_reconciles_every_datagram():
     assert re.search(r"unaccounted \(received - outcomes\)\s+0$", out, re.MULTILINE)
 
 
+def test_fairness_shows_the_time_bound_at_work(tmp_path, figures):
+    """On real sockets and the real clock, so only with generous bounds: a
+    5 ms handler flooded delays a timer by a whole batch (64 calls, 320 ms)
+    when batches are bounded by count alone, and by about one call with the
+    default batch_time."""
+    out = run(
+        "fairness.py",
+        "--probes",
+        "3",
+        "--rate",
+        "5000",
+        "--json",
+        str(tmp_path / "fairness.json"),
+    )
+    section = json.loads((tmp_path / "fairness.json").read_text())
+    bounded, by_count = section["fairness"]
+    assert (bounded["batch_time"], by_count["batch_time"]) == ("default", "inf")
+    assert by_count["timer_lateness"]["max_ms"] >= 300
+    assert bounded["timer_lateness"]["p50_ms"] < 100
+    assert bounded["probe_round_trip"]["p50_ms"] < 100
+    assert "| 2 ms (the default) |" in figures.fairness("md", section)
+    assert re.search(r"^ +inf \| ", out, re.MULTILINE)
+
+
 def test_memory_reports_bytes_per_handler():
     out = run("memory.py", "--handlers", "200")
     assert "RSS with 200 handlers in flight" in out

@@ -9,6 +9,7 @@ import trio.testing
 
 import trioudp
 from trioudp import Backoff, PeerUnreachable, RequestTimeout, open_udp_client, serve_udp
+from trioudp.testing import VirtualNetwork
 
 from .conftest import open_fds, requires_ipv6
 from .helpers import by_id, echo
@@ -650,3 +651,21 @@ async def test_port_zero_is_an_invalid_destination(virtual_network):
     with pytest.raises(trioudp.InvalidAddress, match="port 0 is not a destination"):
         async with open_udp_client("127.0.0.1", 0):
             pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["real socket", "virtual"])
+async def test_a_client_is_a_trio_async_resource(fast, nursery):
+    """aclose_forcefully closes it even when cancelled; then a request
+    raises ClosedResourceError, as on any closed Trio resource."""
+    with contextlib.ExitStack() as stack:
+        if not fast:
+            stack.enter_context(VirtualNetwork(seed=1).install())
+        server = await start_echo(nursery, echo)
+        async with open_udp_client("127.0.0.1", server.port) as client:
+            assert isinstance(client, trio.abc.AsyncResource)
+            assert (await client.request(b"hi")).data == b"hi"
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await trio.aclose_forcefully(client)
+            with pytest.raises(trio.ClosedResourceError):
+                await client.request(b"after")

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import trioudp
+import trioudp.quic
 import trioudp.testing
 
 from .conftest import ROOT, needs, tool_missing
@@ -46,7 +47,7 @@ def _load_inventory_generator():
     return module
 
 
-@pytest.mark.parametrize("module", [trioudp, trioudp.testing])
+@pytest.mark.parametrize("module", [trioudp, trioudp.quic, trioudp.testing])
 def test_every_public_name_has_a_docstring_with_an_example_that_help_shows(module):
     assert sorted(module.__all__) == module.__all__
     for name in module.__all__:
@@ -121,7 +122,7 @@ def test_docs_build_without_warnings_and_index_every_public_name(tmp_path):
     names = {name for entries in inventory.values() for name in entries}
     missing = [
         f"{module.__name__}.{name}"
-        for module in (trioudp, trioudp.testing)
+        for module in (trioudp, trioudp.quic, trioudp.testing)
         for name in module.__all__
         if f"{module.__name__}.{name}" not in names
     ]
@@ -142,7 +143,8 @@ def test_docs_build_without_warnings_and_index_every_public_name(tmp_path):
     cli = re.sub(
         r"<[^>]+>", "", (tmp_path / "html" / "reference" / "cli.html").read_text()
     )
-    for command in ("serve", "send", "demo", "echo", "listen", "bench"):
+    commands = ("serve", "send", "demo", "echo", "listen", "bench")
+    for command in (*commands, "quic-echo", "quic-send"):
         assert f"trioudp {command} [-h]" in cli
     assert "--allow-remote-exit" in cli
 
@@ -169,7 +171,7 @@ def test_docs_example_test_files_pass(pytester):
     if shutil.which("tcpdump") is not None:
         assert skipped == 0
     assert outcomes.get("failed", 0) == 0, result.stdout.str()
-    assert outcomes["passed"] + skipped == 6
+    assert outcomes["passed"] + skipped == 9
 
 
 def test_docs_tutorial_program_runs():

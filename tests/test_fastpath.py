@@ -5,6 +5,7 @@ import contextlib
 import ctypes
 import errno
 import itertools
+import math
 import socket
 
 import attrs
@@ -19,7 +20,7 @@ from trioudp._fastpath import HANDED_OVER, take_ready
 from trioudp._handlers import Handlers
 from trioudp._screening import FORGED_SOURCE
 
-from .helpers import echo, echo_answer, start
+from .helpers import echo, echo_answer, flood, start
 
 
 async def test_fairness_under_a_flood_on_the_fast_path(nursery):
@@ -49,6 +50,106 @@ async def test_fairness_under_a_flood_on_the_fast_path(nursery):
         assert server.stats.handled - handled_before <= batch
 
 
+async def lateness_under_a_slow_flood(nursery, clock, **settings):
+    """Flood a server whose Responder costs 5 ms (of mock time) per datagram
+    with 100 datagrams queued before it runs; meanwhile a 10 ms timer ticks
+    and another server is asked once. Returns the timer's lateness at each
+    tick and the probe's round trip, in mock seconds.
+
+    The mock clock moves only when the handler jumps it, or (autojump) once
+    the flood is over and nothing is ready: every second of lateness is a
+    handler's, none the machine's."""
+
+    def slow(datagram):
+        clock.jump(0.005)
+        return datagram.data
+
+    round_trip = []
+
+    async def probe(port):
+        await trio.sleep(0.050)
+        async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+            sent_at = trio.current_time()
+            await sock.send_to(b"probe", ("127.0.0.1", port))
+            assert (await sock.receive()).data == b"probe"
+            round_trip.append(trio.current_time() - sent_at)
+
+    probed = await start(nursery, Responder(echo_answer))
+    flooded = await start(nursery, Responder(slow), **settings)
+    async with trio.open_nursery() as watchers:
+        watchers.start_soon(probe, probed.port)
+        # Queued in the kernel before any receiving task runs again.
+        with flood(flooded.port, [b"%d" % i for i in range(100)]):
+            ticks = await ticks_until(lambda: flooded.stats.handled == 100)
+    return ticks, round_trip[0]
+
+
+async def ticks_until(done):
+    """How late a 10 ms timer wakes, at each tick until ``done()``."""
+    ticks = []
+    while not done():
+        deadline = trio.current_time() + 0.010
+        await trio.sleep_until(deadline)
+        ticks.append(trio.current_time() - deadline)
+    return ticks
+
+
+async def test_a_slow_handler_lets_timers_and_other_sockets_run(
+    nursery, autojump_clock
+):
+    """A batch ends after batch_time, not only after batch_size datagrams:
+    under a flood on a 5 ms handler a 10 ms timer is late by about one
+    handler call, not a batch of 64 (320 ms), and another socket's probe is
+    answered as soon."""
+    ticks, round_trip = await lateness_under_a_slow_flood(
+        nursery, autojump_clock, batch_time=0.002
+    )
+    # A batch: one 5 ms call (the clock passes batch_time during it). The
+    # timer, or the probe's server, runs after it or after the next one.
+    assert len(ticks) >= 40  # the 500 ms of the flood, 10 ms at a time
+    assert max(ticks) <= 0.010
+    assert round_trip <= 0.020
+
+
+async def test_without_a_time_bound_a_slow_handler_holds_a_whole_batch(
+    nursery, autojump_clock
+):
+    """The same flood with batches bounded by count alone: what the test
+    above guards against (and proof that it can fail)."""
+    ticks, _ = await lateness_under_a_slow_flood(
+        nursery, autojump_clock, batch_time=math.inf
+    )
+    assert max(ticks) >= 64 * 0.005 - 0.010
+
+
+async def test_the_queue_is_served_for_batch_time_at_most(
+    virtual_network, autojump_clock, nursery
+):
+    """Datagrams that queued while every handler slot was taken are handled
+    in batches bounded by batch_time too, so a timer stays on time."""
+    release = trio.Event()
+
+    async def handler(datagram):
+        if datagram.data == b"first":
+            await release.wait()
+        autojump_clock.jump(0.005)  # 5 ms of work that never suspends
+
+    server = await start(
+        nursery, handler, max_in_flight=1, queue_size=100, batch_time=0.002
+    )
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
+        await client.send_to(b"first", ("127.0.0.1", server.port))
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(50):
+            await client.send_to(b"%d" % i, ("127.0.0.1", server.port))
+        await trio.testing.wait_all_tasks_blocked()
+    assert server.stats.queued == 50
+    release.set()
+    ticks = await ticks_until(lambda: server.stats.handled == 51)
+    assert len(ticks) >= 20  # the 250 ms the queue takes, 10 ms at a time
+    assert max(ticks) <= 0.010
+
+
 # ---- take_ready against the same steps written plainly ----------------------
 
 
@@ -61,11 +162,19 @@ async def take_ready_plainly(intake, sock):
     handlers, admission = intake.handlers, intake.admission
     handler = handlers.handler
     now = trio.current_time()
+    ends = now + intake.batch_time
     taken = 0
     batching = False
     held_since = now
     try:
         while taken < intake.batch_size and not intake.stopping:
+            if taken:
+                now = trio.current_time()
+                if now >= ends:
+                    break
+                if batching and now - held_since >= _fastpath.REPLY_DELAY:
+                    outbox.send_held()
+                    held_since = now
             try:
                 data, peer = recvfrom(inbox.bufsize)
             except BlockingIOError:
@@ -108,8 +217,6 @@ async def take_ready_plainly(intake, sock):
             if not batching:
                 batching = True
                 outbox.begin_batch()
-            elif not taken % _fastpath._CLOCK_EVERY:
-                held_since = _fastpath._bound_reply_delay(outbox, held_since)
     except BaseException:
         outbox.abandon_batch()
         raise
@@ -125,6 +232,7 @@ class FakeIntake:
     handlers: Handlers
     admission: Admission
     batch_size: int
+    batch_time: float = math.inf
     stopping: bool = False
     handed_over: int = 0
     leftovers: list = attrs.Factory(list)

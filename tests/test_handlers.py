@@ -2,6 +2,7 @@
 handlers a server takes, the bounded queue, and how each handler call is
 counted."""
 
+import contextlib
 import functools
 import logging
 import socket
@@ -14,9 +15,12 @@ import trio.testing
 import trioudp
 from trioudp import (
     Overflow,
+    Responder,
     serve_udp,
 )
 from trioudp import _handlers as eager
+from trioudp._handlers import Handlers
+from trioudp.testing import VirtualNetwork
 
 from .conftest import open_fds
 from .helpers import (
@@ -200,6 +204,68 @@ async def test_handler_errors_are_logged_counted_and_survived(
     assert "failed on a datagram" in record.getMessage()
     assert record.exc_info is not None
     assert record.exc_info[0] is ValueError
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["real socket", "virtual"])
+async def test_handler_errors_are_logged_damped_per_exception_type(
+    fast, nursery, caplog
+):
+    """A handler failing on every datagram of a flood logs the first failure
+    of each exception type with its traceback, then one line at 2, 4, 8, ...
+    failures of that type; every failure is counted."""
+
+    def fragile(datagram):
+        if datagram.data.startswith(b"key"):
+            raise KeyError(datagram.data)
+        raise ValueError("bad request")
+
+    payloads = [b"%d" % i for i in range(100)] + [b"key1", b"key2", b"key3"]
+    with contextlib.ExitStack() as stack:
+        if not fast:
+            stack.enter_context(VirtualNetwork(seed=1).install())
+        server = await start(nursery, Responder(fragile))
+        async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
+            for payload in payloads:
+                await client.send_to(payload, ("127.0.0.1", server.port))
+            await trio.testing.wait_all_tasks_blocked()
+    records = [r for r in caplog.records if r.name == "trioudp"]
+    assert all(r.levelno == logging.ERROR for r in records)
+    values = [r for r in records if "ValueError" in r.getMessage()]
+    keys = [r for r in records if "KeyError" in r.getMessage()]
+    assert len(values) + len(keys) == len(records)
+    assert [r.exc_info is not None for r in values] == [True] + [False] * 6
+    assert "failed on a datagram from" in values[0].getMessage()
+    counts = [int(r.getMessage().split(" failed ")[1].split()[0]) for r in values[1:]]
+    assert counts == [2, 4, 8, 16, 32, 64]
+    assert "'bad request'" in values[1].getMessage()
+    assert [r.exc_info is not None for r in keys] == [True, False]
+    assert keys[0].exc_info[0] is KeyError
+    assert server.stats.handler_errors == 103
+
+
+def test_failures_of_many_exception_types_share_one_count_past_the_limit(caplog):
+    handlers = Handlers(
+        echo, max_in_flight=1, queue_size=0, overflow=Overflow.DROP_NEWEST,
+        handler_timeout=None,
+    )  # fmt: skip
+    datagram = trioudp.Datagram(
+        data=b"", peer=("127.0.0.1", 1), local=("127.0.0.1", 2), received_at=0.0
+    )
+    kinds = [
+        type(f"Error{i}", (Exception,), {}) for i in range(eager._LOGGED_KINDS + 8)
+    ]
+    for kind in kinds:
+        try:
+            raise kind
+        except Exception:
+            handlers.failed(datagram)
+    assert handlers.handler_errors == len(kinds)
+    assert len(handlers._failures) == eager._LOGGED_KINDS + 1
+    # One traceback per type it keeps, then the rest counted as one:
+    # the first of them with its traceback, then at 2, 4 and 8.
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == eager._LOGGED_KINDS + 1
+    assert "failed 8 times with other exceptions" in caplog.records[-1].getMessage()
 
 
 async def test_handler_timeout_is_counted(virtual_network, autojump_clock, nursery):

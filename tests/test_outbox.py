@@ -4,6 +4,7 @@ sendmmsg, waiting for room, and their errors counted."""
 import errno
 import functools
 import logging
+import math
 import socket
 
 import pytest
@@ -44,7 +45,7 @@ async def test_replies_of_a_batch_arrive_all_and_in_order(nursery, monkeypatch):
     # A loaded machine may take over REPLY_DELAY for the batch: not this test's
     # subject (test_slow_handlers_do_not_hold_replies_back_for_long is).
     monkeypatch.setattr(_fastpath, "REPLY_DELAY", 60.0)
-    server = await start(nursery)
+    server = await start(nursery, batch_time=math.inf)
     # Small ones are batched; big ones go on their own, after those before.
     sizes = [10] * 20 + [MAX_BATCHED_SIZE + 1] + [10] * 20 + [5000] + [10] * 10
     payloads = [(b"%d:" % i).ljust(size, b".") for i, size in enumerate(sizes)]
@@ -160,8 +161,8 @@ async def test_closing_the_socket_in_a_batch_sends_what_it_holds(nursery):
 async def test_slow_handlers_do_not_hold_replies_back_for_long(
     nursery, monkeypatch, mock_clock
 ):
-    """Held replies leave once the batch has run for REPLY_DELAY (checked
-    every 8 datagrams), not only when the batch ends."""
+    """Held replies leave once they have waited REPLY_DELAY (checked before
+    each datagram), not only when the batch ends."""
     from trioudp._fastpath import REPLY_DELAY
 
     async def slow_echo(datagram: trioudp.Datagram) -> None:
@@ -169,11 +170,13 @@ async def test_slow_handlers_do_not_hold_replies_back_for_long(
         await datagram.reply(datagram.data)
 
     calls = wrap_sendmmsg(monkeypatch)
-    server = await start(nursery, slow_echo)
+    # One batch for all 20 (batch_time is test_fastpath's subject).
+    server = await start(nursery, slow_echo, batch_time=math.inf)
     payloads = [b"%d" % i for i in range(20)]
     assert await replies_to(server, payloads, 20) == payloads
-    # 1 at once, then 7 and 8 when 8 datagrams took 2.4 ms, the last 4 at the end.
-    assert calls == [7, 8, 4]
+    # 1 at once at 0.3 ms; 3 when the 5th datagram comes at 1.2 ms; then 4
+    # each 1.2 ms (the first of them held 0.9 ms); the last 4 at the end.
+    assert calls == [3, 4, 4, 4, 4]
 
 
 async def test_an_icmp_report_on_a_fast_reply_is_counted_and_the_reply_sent_again(

@@ -1,9 +1,11 @@
 """trioudp._server: a running UDPServer's counters account for every datagram,
 and it shuts down gracefully or at once, leaving nothing behind."""
 
+import contextlib
 import functools
 import logging
 import math
+import socket
 
 import pytest
 import trio
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 import trioudp
 from trioudp import (
+    _inbox,
     serve_udp,
 )
 from trioudp.testing import VirtualNetwork
@@ -22,6 +25,7 @@ from .helpers import (
     accounted,
     client_socket,
     echo,
+    flood,
     start,
 )
 
@@ -195,6 +199,13 @@ async def test_oversize_empty_and_garbage_are_counted_and_the_server_goes_on(
         stats.received,
     ) == (1, 2, 1, 3)
     assert stats.accounted == stats.received
+    # Oversize datagrams are never received, so they are not among the
+    # received datagrams dropped either: every count adds up.
+    assert stats.dropped == 0
+    assert stats.accounted == (
+        stats.handled + stats.handler_errors + stats.handler_timeouts
+        + stats.dropped + stats.in_flight + stats.queued
+    )  # fmt: skip
 
 
 @settings(
@@ -234,3 +245,50 @@ def test_fuzzed_datagrams_never_crash_or_hang_and_are_all_accounted(payloads):
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         logging.getLogger("trioudp").disabled = False
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["real socket", "virtual"])
+async def test_datagrams_left_in_the_kernel_at_shutdown_are_counted(fast, nursery):
+    """Datagrams that arrive after receiving stopped wait in the kernel; as
+    the server closes its sockets it takes them and counts them, received
+    and dropped_shutdown (oversize ones as dropped_oversize): no datagram
+    the server's socket got goes uncounted."""
+    release = trio.Event()
+
+    async def slow(datagram):
+        await release.wait()
+
+    with contextlib.ExitStack() as stack:
+        if not fast:
+            stack.enter_context(VirtualNetwork(seed=1).install())
+        server = await start(nursery, slow, max_datagram_size=100)
+        address = ("127.0.0.1", server.port)
+        async with trioudp.open_udp_socket("127.0.0.1", 0) as client:
+            await client.send_to(b"first", address)
+            await trio.testing.wait_all_tasks_blocked()
+            server.begin_shutdown(grace=math.inf)  # receiving stops at once
+            for i in range(10):
+                await client.send_to(b"%d" % i, address)
+            await client.send_to(b"x" * 101, address)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.stats.received == 1
+            release.set()
+            await server.shutdown()
+    stats = server.stats
+    assert (stats.received, stats.handled, stats.dropped_shutdown) == (11, 1, 10)
+    assert stats.dropped_oversize == 1
+    assert stats.accounted == stats.received
+
+
+async def test_datagrams_taken_at_close_are_at_most_what_the_buffer_holds(
+    nursery, monkeypatch
+):
+    """The bound that keeps a flood from holding a closing server: it takes
+    at most SO_RCVBUF / _LEAST_TRUESIZE + 1 datagrams (here, 2)."""
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as sock:
+        rcvbuf = sock.trio_socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        monkeypatch.setattr(_inbox, "_LEAST_TRUESIZE", rcvbuf)
+        with flood(sock.local_address[1], [b"%d" % i for i in range(5)]):
+            assert await sock._inbox.take_leftovers() == 2
+            assert sock.stats.received == 2
+            assert sock._inbox.receive_nowait(0.0).data == b"2"

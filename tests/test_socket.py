@@ -1,5 +1,6 @@
 """trioudp._socket: UDPSocket sends, receives and closes as Trio's resources do."""
 
+import contextlib
 import socket
 
 import pytest
@@ -205,3 +206,25 @@ async def test_send_larger_than_the_limit_is_refused_before_the_kernel(virtual_n
         with pytest.raises(trioudp.DatagramTooLarge):
             await a.send_to(b"x" * 70_000, ("127.0.0.1", 53))
     assert virtual_network.stats.sent == 0
+
+
+async def test_a_socket_is_a_trio_async_resource():
+    """Trio's resource protocol: aclose is a checkpoint, and closes even when
+    cancelled; aclose_forcefully and AsyncExitStack close it too."""
+    sock = trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    assert isinstance(sock, trio.abc.AsyncResource)
+    with trio.testing.assert_checkpoints():
+        await sock.aclose()
+    assert sock.closed
+    await sock.aclose()  # idempotent
+    forced = trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await trio.aclose_forcefully(forced)
+    assert forced.closed
+    async with contextlib.AsyncExitStack() as stack:
+        held = await stack.enter_async_context(
+            trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        )
+        assert not held.closed
+    assert held.closed

@@ -18,6 +18,8 @@ def test_every_private_name_exists_on_this_trio() -> None:
     assert _trio_private.cancel_requested_probe is _trio_private._probe_cancel_status
     fields = {field.name for field in trio.lowlevel.Task.__attrs_attrs__}
     assert "_cancel_status" in fields
+    assert _trio_private.wrap_new_task is _trio_private._replace_coroutine
+    assert {"coro", "_next_send_fn"} <= fields
 
 
 async def test_cancel_probe_tells_cancelled_from_calm() -> None:
@@ -239,3 +241,51 @@ async def test_many_resets_keep_trios_deadline_heap_consistent(autojump_clock) -
     await trio.sleep(200)
     for alarm in alarms:
         alarm.close()
+
+
+class _Wrapper(trio.abc.Instrument):
+    """Wraps every new task whose name ends with "wrapped" in a scope."""
+
+    def __init__(self) -> None:
+        self.scopes: list[trio.CancelScope] = []
+        self.results: list[bool] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if not task.name.endswith("wrapped"):
+            return
+        scope = trio.CancelScope()
+
+        async def inside(coro):  # type: ignore[no-untyped-def]
+            with scope:
+                return await coro
+
+        self.scopes.append(scope)
+        self.results.append(_trio_private.wrap_new_task(task, inside))
+
+
+async def test_wrap_new_task_runs_a_new_task_inside_the_wrapper() -> None:
+    wrapper = _Wrapper()
+    done: list[str] = []
+
+    async def sleeper(name: str) -> None:
+        await trio.sleep_forever()
+        done.append(name)  # pragma: no cover - never reached
+
+    trio.lowlevel.add_instrument(wrapper)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleeper, "x", name="wrapped")
+            nursery.start_soon(sleeper, "y", name="plain")
+            await trio.testing.wait_all_tasks_blocked()
+            [scope] = wrapper.scopes
+            scope.cancel()  # ends the wrapped task, quietly
+            await trio.testing.wait_all_tasks_blocked()
+            assert [task.name for task in nursery.child_tasks] == ["plain"]
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.remove_instrument(wrapper)
+    assert wrapper.results == [True]
+    # A task that runs already is left alone, as by the public fallback.
+    running = trio.lowlevel.current_task()
+    assert _trio_private.wrap_new_task(running, lambda coro: coro) is False
+    assert _trio_private._cannot_wrap(running, lambda coro: coro) is False

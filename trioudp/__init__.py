@@ -50,6 +50,7 @@ from ._socket import SocketStats as SocketStats
 from ._socket import UDPSocket as UDPSocket
 from ._workers import Worker as Worker
 from ._workers import WorkerPool as WorkerPool
+from ._workers import WorkerSockets as WorkerSockets
 from ._workers import run_workers as run_workers
 
 __version__ = "0.1.0"
@@ -82,6 +83,7 @@ __all__ = [
     "Worker",
     "WorkerCrashLoop",
     "WorkerPool",
+    "WorkerSockets",
     "WorkerStartFailed",
     "open_udp_client",
     "open_udp_socket",

@@ -116,6 +116,11 @@ class UDPClient(DatagramEndpoint):
     at once: with a ``match`` function replies are routed by id; without
     one, requests take turns so that at most one is outstanding.
 
+    Resource handling:
+        A :class:`trio.abc.AsyncResource`: :meth:`close`, :meth:`aclose` and
+        the end of :func:`open_udp_client`'s ``async with`` block close its
+        socket; then :meth:`request` raises :class:`trio.ClosedResourceError`.
+
     Example of a DNS-style matched client (the id is the first two bytes)::
 
         async with trioudp.open_udp_client("127.0.0.1", 5353,
@@ -257,6 +262,7 @@ class UDPClient(DatagramEndpoint):
             PeerUnreachable: the peer's host reported nothing listens there
                 (unless the client was opened with ``on_unreachable="retry"``).
             trio.BusyResourceError: a request with the same id is outstanding.
+            trio.ClosedResourceError: the client is closed.
             ValueError: ``match`` found no id in ``data`` (returned None or
                 raised), or ``attempts`` is not an int >= 1.
             TypeError: ``match`` returned an unhashable id for ``data``, or
@@ -268,6 +274,9 @@ class UDPClient(DatagramEndpoint):
                 reply = await client.request(b"Hello, server!")
                 print(reply.data)
         """
+        if self._sock.closed:
+            msg = "this UDPClient is closed"
+            raise trio.ClosedResourceError(msg)
         check_payload(data, self._sock._outbox.max_payload)
         attempts = self._attempts if attempts is None else attempts
         waits = _check_backoff(backoff or self._backoff).waits(attempts, self._rng)
@@ -513,7 +522,8 @@ class UDPClient(DatagramEndpoint):
         self._sock.close()
 
     async def aclose(self) -> None:
-        """Close the client's socket (a checkpoint)."""
+        """Close the client's socket: a checkpoint, but the socket is closed
+        even if it raises :exc:`trio.Cancelled` (see :func:`trio.aclose_forcefully`)."""
         await self._sock.aclose()
 
     def __repr__(self) -> str:

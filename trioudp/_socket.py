@@ -77,9 +77,16 @@ class SocketStats:
     send_errors: dict[str, int] = attrs.field(factory=dict)
 
 
-class DatagramEndpoint(abc.ABC):
-    """What sockets and clients share: ``async with`` closes them, and
-    ``async for`` receives until they are closed."""
+class DatagramEndpoint(trio.abc.AsyncResource):
+    """What sockets and clients share: they are Trio async resources
+    (:meth:`aclose`, ``async with``, :func:`trio.aclose_forcefully`, an
+    :class:`contextlib.AsyncExitStack`), :meth:`close` closes them without
+    waiting, and ``async for`` receives until they are closed.
+
+    Leaving their ``async with`` block closes them at once, as :meth:`close`
+    does, without the checkpoint :meth:`aclose` makes: an exception leaving
+    the block is never replaced by :exc:`trio.Cancelled`.
+    """
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -128,8 +135,10 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
             Default: the largest UDP payload of the socket's family.
 
     Resource handling:
-        The socket is closed by :meth:`close`/:meth:`aclose` or when its
-        ``async with`` block ends. Operations on a closed socket raise
+        A :class:`trio.abc.AsyncResource`: the socket is closed by
+        :meth:`close`/:meth:`aclose` (or :func:`trio.aclose_forcefully`) or
+        when its ``async with`` block ends (at once, without a
+        checkpoint). Operations on a closed socket raise
         :class:`trio.ClosedResourceError`.
 
     Example::
@@ -258,7 +267,15 @@ class UDPSocket(MulticastOptions, DatagramEndpoint):
         self._sock.close()
 
     async def aclose(self) -> None:
-        """Close the socket (a checkpoint, like every Trio ``aclose``)."""
+        """Close the socket (a checkpoint, like every Trio ``aclose``); it is
+        closed even if the checkpoint raises :exc:`trio.Cancelled`.
+
+        Example::
+
+            sock = trioudp.UDPSocket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            await sock.bind(("127.0.0.1", 0))
+            await sock.aclose()
+        """
         self.close()
         await trio.lowlevel.checkpoint()
 

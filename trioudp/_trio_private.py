@@ -23,19 +23,26 @@ Invariants:
       being so, as a cancel scope does, so Trio's count of active deadlines
       and its pruning stay right. It jumps a ``MockClock`` only where Trio's
       own autojump would jump to the same time in the same pass.
+    * ``wrap_new_task`` replaces a task's coroutine only between its spawn
+      and its first scheduling (Trio calls the ``task_spawned`` instrument
+      hook there), never once Trio may have read ``Task.coro`` to step it.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 from contextlib import contextmanager, suppress
 from math import inf
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, MutableSequence
+    from collections.abc import Callable, Coroutine, Iterator, MutableSequence
+
+    #: What wraps a task's coroutine: it takes the coroutine, returns another.
+    Wrapper = Callable[[Coroutine[Any, Any, Any]], Coroutine[Any, Any, Any]]
 
 __all__ = [
     "PRIVATE_NAMES",
@@ -44,6 +51,7 @@ __all__ = [
     "cancel_requested_probe",
     "deterministic_scheduling",
     "new_alarm",
+    "wrap_new_task",
 ]
 
 
@@ -344,6 +352,41 @@ def new_alarm(fire: Callable[[], None], name: str) -> Alarm:
     return _DeadlineAlarm(fire, runner)
 
 
+def _replace_coroutine(task: trio.lowlevel.Task, wrap: Wrapper) -> bool:
+    # Trio steps a task from ``task.coro``, which it reads when it first
+    # schedules the task: just after calling the instruments' task_spawned
+    # hook. Replaced there, the coroutine runs inside the wrapper (a cancel
+    # scope of the caller's), as if the task's function had been wrapped. An
+    # already scheduled (or started) task is left alone.
+    if task._next_send_fn is not None or (
+        inspect.getcoroutinestate(task.coro) != inspect.CORO_CREATED
+    ):
+        return False
+    task.coro = wrap(task.coro)  # type: ignore[assignment]
+    return True
+
+
+def _cannot_wrap(task: trio.lowlevel.Task, wrap: Wrapper) -> bool:
+    return False
+
+
+def _task_is_wrappable() -> bool:
+    fields = getattr(trio.lowlevel.Task, "__attrs_attrs__", None)
+    if fields is None:
+        return False
+    names = {field.name for field in fields}
+    return {"coro", "_next_send_fn"} <= names
+
+
+#: ``wrap_new_task(task, wrap)``, called from an instrument's
+#: ``task_spawned(task)``, makes the task run ``wrap(task.coro)`` instead of
+#: its coroutine and returns True; it returns False (and changes nothing)
+#: where this Trio does not let it, or the task has been scheduled already.
+#: Only Trio's public API is the fallback: the task runs unwrapped.
+wrap_new_task: Callable[[trio.lowlevel.Task, Wrapper], bool] = (
+    _replace_coroutine if _task_is_wrappable() else _cannot_wrap
+)
+
 #: The private names used above, for the test that guards them.
 PRIVATE_NAMES = {
     "trio.lowlevel.Task._cancel_status.effectively_cancelled",
@@ -357,4 +400,5 @@ PRIVATE_NAMES = {
     "Runner.clock_autojump_threshold",
     "Runner.clock",
     "Runner.is_guest",
+    "trio.lowlevel.Task._next_send_fn (None until after task_spawned)",
 }

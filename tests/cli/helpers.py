@@ -4,12 +4,13 @@ the tutorial's server in process."""
 
 import functools
 import re
+import shlex
 import subprocess
 import sys
 
 from trioudp._cli import _serve
 
-from ..conftest import ROOT
+from ..conftest import ROOT, netns_missing, unavailable
 
 INTEROP = ROOT / "tests" / "interop"
 TIMEOUT = 30
@@ -47,6 +48,32 @@ def run(*args, timeout=TIMEOUT):
 def run_cli(*args, timeout=TIMEOUT):
     """Run ``python -m trioudp`` with ``args`` to its end (bounded)."""
     return run("-m", "trioudp", *args, timeout=timeout)
+
+
+def run_cli_in_netns(setup, *args, timeout=TIMEOUT):
+    """Run ``python -m trioudp`` with ``args`` in a new network namespace
+    (``unshare -n``) after the ``ip`` commands of ``setup``: nothing it does
+    reaches another network. Skips where namespaces cannot be made (not
+    root), but fails in CI, which runs as root."""
+    missing = netns_missing()
+    if missing is not None:
+        unavailable(missing)
+    script = "; ".join(
+        [
+            "set -e",
+            'PATH="$PATH:/usr/sbin:/sbin"',
+            *setup,
+            shlex.join([sys.executable, "-m", "trioudp", *args]),
+        ]
+    )
+    return subprocess.run(
+        ["unshare", "-n", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def banner_port(process):

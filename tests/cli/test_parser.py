@@ -2,7 +2,6 @@
 ``--version`` and the defaults it gives."""
 
 import importlib.metadata
-import inspect
 
 import pytest
 
@@ -68,6 +67,33 @@ def test_every_command_has_help(command, capsys):
             ["listen", "--group", "239.1.2.3", "--interface", "nosuch0"],
             "--interface: no network interface is named 'nosuch0'",
         ),
+        (
+            ["echo", "--host", "127.0.0.1:23499"],
+            "--host: takes an address without a port, not '127.0.0.1:23499':"
+            " write --host 127.0.0.1 --port 23499",
+        ),
+        (
+            ["serve", "--host", "::1:12345"],
+            "--host: takes an address without a port, not '::1:12345':"
+            " write --host ::1 --port 12345",
+        ),
+        (
+            ["send", "--host", "[::1]:53"],
+            "--host: takes an address without a port, not '[::1]:53':"
+            " write --host ::1 --port 53",
+        ),
+        (
+            ["bench", "--host", "localhost:7"],
+            "write --host localhost --port 7",
+        ),
+        (
+            ["listen", "--host", "fe80::1"],
+            "--host: 'fe80::1' is a link-local address, which needs its"
+            " interface: write fe80::1%IF, such as fe80::1%eth0",
+        ),
+        (["send", "--host", "[fe80::1]"], "write fe80::1%IF"),
+        (["echo", "--host", "[::1"], "an IPv6 address in brackets such as [::1]"),
+        (["echo", "--host", ""], "--host: must be an address or a host name"),
     ],
 )
 def test_bad_values_are_usage_errors(argv, fragment, capsys):
@@ -101,11 +127,33 @@ def test_version_prints_the_package_version(capsys):
     assert trioudp.__version__ == importlib.metadata.version("trioudp")
 
 
-def test_serve_default_host_is_serve_udps():
-    default = build_parser().parse_args(["serve"]).host
-    assert default is None
-    assert inspect.signature(trioudp.serve_udp).parameters["host"].default is default
+def test_every_server_defaults_to_loopback_and_every_answering_one_to_protection():
+    parser = build_parser()
+    for command in ("serve", "echo", "listen"):
+        assert parser.parse_args([command]).host == "127.0.0.1"
+    for command in ("serve", "echo"):
+        args = parser.parse_args([command])
+        assert (args.rate_limit, args.amplification_factor) == (50, 3)
+    for command in ("send", "bench"):
+        args = parser.parse_args([command])
+        assert (args.host, args.port) == ("127.0.0.1", 12345)
 
 
 def test_listen_takes_an_interface_index():
     assert group_settings("239.1.2.3", "1").interface == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [
+        ("[::1]", "::1"),  # as the banners print it
+        ("::1", "::1"),
+        ("::1:1234", "::1:1234"),  # an address: its last group is hex
+        ("[fe80::1%lo]", "fe80::1%lo"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "localhost"),
+        ("::", "::"),
+    ],
+)
+def test_host_takes_addresses_names_and_the_bracketed_form(text, host):
+    assert build_parser().parse_args(["echo", "--host", text]).host == host

@@ -2,11 +2,16 @@
 tutorial's stdlib server, a silent peer and a closed port."""
 
 import argparse
+import logging
 import re
 import socket
 import time
 
-from trioudp._cli import _send
+import pytest
+import trio
+
+import trioudp
+from trioudp._cli import _send, build_parser
 
 from .helpers import (
     INTEROP,
@@ -91,3 +96,22 @@ async def test_send_command_in_process(virtual_network, nursery, capsys):
     )
     assert await _send.send_command(args) == 0
     assert capsys.readouterr().out.endswith("Received Hello, client! from server\n")
+
+
+async def test_send_gives_up_exactly_at_its_timeout_and_logs_its_attempts(
+    virtual_network, autojump_clock, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="trioudp")
+    async with trioudp.open_udp_socket("127.0.0.1", 0) as silent:
+        port = silent.local_address[1]
+        args = build_parser().parse_args(["send", "--port", str(port)])
+        start = trio.current_time()
+        with pytest.raises(trioudp.RequestTimeout) as info:
+            await _send.send_command(args)
+        assert trio.current_time() - start == pytest.approx(args.timeout, abs=1e-9)
+    assert info.value.attempts == 3
+    assert (
+        f"sending 14 bytes to ('127.0.0.1', {port}): up to 3 attempts, waiting"
+        " 0.143 s for the first reply, up to 1 s in all" in caplog.text
+    )
+    assert "3 datagrams sent (2 retransmitted) in 1.000 s" in caplog.text

@@ -74,6 +74,50 @@ def test_signals_stop_serve_gracefully(signum):
     assert f"Received {signal.Signals(signum).name}, shutting down" in err
 
 
+@pytest.mark.parametrize(
+    ("command", "reply"), [("serve", b"Hello, client!"), ("echo", b"ping")]
+)
+def test_sigusr1_prints_a_single_servers_counters_as_its_exit_does(command, reply):
+    server = spawn_cli(command, "--port", "0")
+    try:
+        port = banner_port(server)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.settimeout(10)
+            probe.sendto(b"ping", ("127.0.0.1", port))
+            assert probe.recv(100) == reply
+        server.send_signal(signal.SIGUSR1)
+        line = server.stderr.readline()
+        server.send_signal(signal.SIGTERM)
+        code, _, err = finish(server)
+    finally:
+        server.kill()
+    totals = (
+        "totals: received 1, handled 1, replied 1, dropped 0, handler errors 0,"
+        " kernel drops 0"
+    )
+    assert line == f"{totals}\n"
+    assert code == 128 + signal.SIGTERM, err  # not killed by SIGUSR1 (138)
+    assert err.endswith(f"Received SIGTERM, shutting down...\n{totals}\n")
+
+
+def test_verbose_logs_what_was_bound_and_each_datagram():
+    server = spawn_cli("-v", "echo", "--port", "0")
+    try:
+        port = banner_port(server)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.settimeout(10)
+            probe.bind(("127.0.0.1", 0))
+            probe.sendto(b"ping", ("127.0.0.1", port))
+            assert probe.recv(100) == b"ping"
+            source = probe.getsockname()[1]
+        server.send_signal(signal.SIGTERM)
+        _, _, err = finish(server)
+    finally:
+        server.kill()
+    assert f"DEBUG trioudp: bound 127.0.0.1:{port}\n" in err
+    assert f"DEBUG trioudp: datagram from ('127.0.0.1', {source}): 4 bytes\n" in err
+
+
 def test_serve_exits_130_on_ctrl_c_after_a_graceful_stop():
     server = spawn_cli("serve", "--host", "127.0.0.1", "--port", "0")
     banner_port(server)
@@ -128,16 +172,15 @@ async def test_remote_exit_allowed_when_asked(virtual_network, nursery, capsys):
     assert "Server exiting..." in capsys.readouterr().out
 
 
-def test_serve_turns_protection_on_by_default_and_echo_does_not():
+@pytest.mark.parametrize("command", ["serve", "echo"])
+def test_servers_turn_protection_on_by_default(command):
     parser = build_parser()
-    serve = _serve.Protection.from_args(parser.parse_args(["serve"]))
-    assert serve.amplification_factor == 3
-    assert (serve.rate_limit.rate, serve.rate_limit.burst) == (50, 100)
-    assert serve.rate_limit.exempt
-    echo = _serve.Protection.from_args(parser.parse_args(["echo"]))
-    assert echo == _serve.Protection()
+    protection = _serve.Protection.from_args(parser.parse_args([command]))
+    assert protection.amplification_factor == 3
+    assert (protection.rate_limit.rate, protection.rate_limit.burst) == (50, 100)
+    assert protection.rate_limit.exempt
     off = _serve.Protection.from_args(
-        parser.parse_args(["serve", "--rate-limit", "0", "--amplification-factor", "0"])
+        parser.parse_args([command, "--rate-limit", "0", "--amplification-factor", "0"])
     )
     assert off == _serve.Protection()
 
@@ -160,10 +203,17 @@ async def test_serve_rate_limits_a_remote_flood(
     await server.shutdown()
 
 
-async def test_serve_by_default_answers_on_ipv4_and_ipv6(
-    virtual_network, nursery, capsys
+@pytest.mark.parametrize(
+    ("argv", "banner", "answered"),
+    [
+        ([], "127.0.0.1:12345", ["127.0.0.1"]),
+        (["--host", "::"], "[::]:12345", ["127.0.0.1", "::1"]),
+    ],
+)
+async def test_serve_answers_on_loopback_by_default_and_everywhere_when_asked(
+    virtual_network, nursery, capsys, argv, banner, answered
 ):
-    args = build_parser().parse_args(["serve"])
+    args = build_parser().parse_args(["serve", *argv])
     server = await nursery.start(
         functools.partial(
             _serve.serve_until_exit,
@@ -174,10 +224,8 @@ async def test_serve_by_default_answers_on_ipv4_and_ipv6(
             watch_signals=False,
         )
     )
-    assert capsys.readouterr().out == (
-        "Server is listening on 0.0.0.0:12345 and [::]:12345\n"
-    )
-    for host in ("127.0.0.1", "::1"):
+    assert capsys.readouterr().out == f"Server is listening on {banner}\n"
+    for host in answered:
         async with trioudp.open_udp_client(host, 12345) as client:
             assert (await client.request(b"hi")).data == b"Hello, client!"
     await server.shutdown()

@@ -141,12 +141,14 @@ class WarningCount(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
+        self.messages: list[str] = []
         trioudp_logger = logging.getLogger("trioudp")
         trioudp_logger.addHandler(self)
         trioudp_logger.setLevel(logging.WARNING)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
+        self.messages.append(record.getMessage()[:200])
 
 
 def stats_of(server: trioudp.UDPServer) -> dict[str, Any]:
@@ -203,7 +205,7 @@ async def full_send_buffer(form: str = "twice", rounds: str = "40") -> dict[str,
                 received += drain(client)
         result = {"sent": sent, "received": received, "stats": stats_of(server)}
         await server.shutdown(grace=1)
-    return result | {"warnings": warnings.count}
+    return result | {"warnings": warnings.count, "messages": warnings.messages}
 
 
 @scenario

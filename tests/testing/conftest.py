@@ -13,9 +13,10 @@ leave the namespace. With ``lan="virtual"`` it runs here, on a VirtualNetwork
 whose ``localhost`` has the same addresses.
 
 ``two_hosts="namespace"`` runs the same way, in a child inside ``unshare -n``
-(host A, 10.9.0.1/24 on ``eth0``, no default route), which makes host B with
+(host A, 10.9.0.1/24 on ``eth0``, its default route), which makes host B with
 ``unshare -n`` again (a process that only holds the namespace) and joins
-them by a veth pair (B: 10.9.0.2/24). The test makes B's sockets in a
+them by a veth pair (B: 10.9.0.2/24, the same; neither has IPv6 but
+``::1``). The test makes B's sockets in a
 ``with hosts.on_b():`` block (the thread enters B's namespace to create
 them; a socket stays in the namespace it was made in). The link's MTU is
 settable; ARP gives up after 0.2 s rather than 3 s.
@@ -289,6 +290,7 @@ _SETUP_A = ["ip link set lo up"]
 _SETUP_A_LINK = [
     "ip addr add 10.9.0.1/24 dev eth0",
     "ip link set eth0 up",
+    "ip route add default dev eth0",
     # An address no host has: ARP gives up in 0.2 s, not 3.
     "sysctl -qw net.ipv4.neigh.eth0.retrans_time_ms=100",
     "sysctl -qw net.ipv4.neigh.eth0.mcast_solicit=2",
@@ -297,6 +299,7 @@ _SETUP_B = [
     "ip link set lo up",
     "ip addr add 10.9.0.2/24 dev eth0",
     "ip link set eth0 up",
+    "ip route add default dev eth0",
 ]
 
 

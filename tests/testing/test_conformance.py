@@ -253,6 +253,31 @@ async def test_close_wakes_a_receiver_and_later_calls_fail(network):
     assert info.value.errno == errno.EBADF
 
 
+async def test_a_cancelled_task_on_a_closed_socket_sees_cancelled_not_ebadf(network):
+    """Trio checks for cancellation before it asks the kernel: a task
+    cancelled while its socket was closed under it unwinds with Cancelled
+    (what a crash of its host does), whatever the call."""
+    sock = await udp()
+    peer = sock.getsockname()
+    sock.close()
+    calls = {
+        "recv": lambda: sock.recv(10),
+        "recvfrom": lambda: sock.recvfrom(10),
+        "recvmsg": lambda: sock.recvmsg(10),
+        "sendto": lambda: sock.sendto(b"x", peer),
+        "send": lambda: sock.send(b"x"),
+        "sendmsg": lambda: sock.sendmsg([b"x"], [], 0, peer),
+    }
+    for name, call in calls.items():
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await call()
+        assert scope.cancelled_caught, name
+        with pytest.raises(OSError) as info:
+            await call()
+        assert info.value.errno == errno.EBADF, name
+
+
 async def test_receive_is_cancellable(network):
     with await udp() as sock:
         with trio.CancelScope() as scope:

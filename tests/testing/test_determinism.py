@@ -279,3 +279,121 @@ def test_ties_resolve_alike_in_fresh_processes(kind):
         for hash_seed, perturb in ((1, 0), (2, 3), (3, 7))
     }
     assert len(outputs) == 1, outputs
+
+
+async def four_nodes_under_every_fault(seed: int) -> str:
+    """Four nodes that send heartbeats to each other for 20 virtual seconds
+    under every fault the network has: a long-tailed, bandwidth-limited
+    link with a small queue, a flapping link, rules that drop, delay,
+    duplicate and corrupt, a crash and a restart, a one-way partition.
+    Returns what the program saw, the trace's digest and the capture's."""
+    import hashlib
+    import io
+
+    from trioudp.testing import Verdict, write_pcap
+
+    net = VirtualNetwork(
+        seed, latency=0.005, tail=0.01, tail_shape=1.5, bandwidth=2_000, queue=0
+    )
+    heard: dict[int, dict[str, int]] = {}
+
+    async def node(number):
+        heard[number] = counts = {}
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("0.0.0.0", 7000))
+
+        async def listen():
+            while True:
+                data, _ = await sock.recvfrom(100)
+                sender = data.split(b" ")[0].decode("ascii", "replace")
+                counts[sender] = counts.get(sender, 0) + 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listen)
+            for beat in range(1000):
+                for peer in range(1, 5):
+                    if peer != number:
+                        message = b"n%d beat %d" % (number, beat)
+                        await sock.sendto(message, (f"10.0.0.{peer}", 7000))
+                await trio.sleep(0.1)
+
+    def rule(packet):
+        if packet.payload == b"n1 beat 7":
+            return Verdict(drop=True)
+        if packet.payload.startswith(b"n2") and packet.receiver.name == "node3":
+            return Verdict(delay=0.3)
+        if packet.payload.endswith(b"0"):
+            return Verdict(copies=2)
+        if packet.payload.startswith(b"n4 beat 3"):
+            return Verdict(flip=2)
+        return None
+
+    with net.install():
+        hosts = [net.add_host(f"10.0.0.{n}", name=f"node{n}") for n in range(1, 5)]
+        net.add_rule(rule)
+        net.flap(hosts[0], hosts[1], fail_rate=0.5, repair_rate=2.0)
+        async with trio.open_nursery() as nursery:
+            for number, host in enumerate(hosts, 1):
+                with net.on_host(host):
+                    nursery.start_soon(node, number)
+            await trio.sleep(5)
+            net.crash(hosts[2])
+            await trio.sleep(3)
+            net.restart(hosts[2])
+            with net.on_host(hosts[2]):
+                nursery.start_soon(node, 3)
+            await trio.sleep(2)
+            net.partition(hosts[3], hosts[0], one_way=True)
+            await trio.sleep(5)
+            net.heal()
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    capture = io.BytesIO()
+    write_pcap(capture, net.trace)
+    trace = net.trace_text()
+    return "\n".join(
+        [
+            f"heard: {sorted((n, sorted(c.items())) for n, c in heard.items())}",
+            f"stats: {net.stats}",
+            f"trace: {hashlib.sha256(trace.encode()).hexdigest()}",
+            f"capture: {hashlib.sha256(capture.getvalue()).hexdigest()}",
+            f"kinds: {sorted({line.split()[1] for line in trace.splitlines()})}",
+        ]
+    )
+
+
+def every_fault_main(seed: int) -> None:
+    """Entry point of the fresh interpreters: print what the run gave."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    sys.stdout.write(trio.run(four_nodes_under_every_fault, seed, clock=clock))
+
+
+def every_fault_in_fresh_process(seed: int, hash_seed: int) -> str:
+    return run_python(
+        "-c",
+        f"from tests.testing.test_determinism import every_fault_main;"
+        f" every_fault_main({seed})",
+        env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+    )
+
+
+def test_every_fault_same_seed_same_run_in_fresh_processes():
+    runs = [every_fault_in_fresh_process(7, hash_seed) for hash_seed in (1, 2, 3)]
+    assert runs[0] == runs[1] == runs[2]
+    kinds = runs[0].rsplit("kinds: ", 1)[1]
+    for kind in (
+        "crash",
+        "restart",
+        "partition",
+        "heal",
+        "link_down",
+        "link_up",
+        "corrupt",
+        "delay",
+        "duplicate",
+    ):
+        assert f"'{kind}'" in kinds
+    stats = runs[0].split("stats: ", 1)[1].split("\n", 1)[0]
+    for reason in ("host_down", "link_down", "partition", "queue", "rule"):
+        assert f"'{reason}'" in stats
+    assert every_fault_in_fresh_process(8, 1) != runs[0]

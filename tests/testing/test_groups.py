@@ -128,6 +128,7 @@ async def test_partitions_and_latency_apply_to_group_copies(autojump_clock):
         # The sender's own host hears it too, with nobody on the port there.
         assert net.stats.dropped == {"partition": 1, "no_receiver": 1}
         assert [(e.kind, e.reason) for e in net.trace] == [
+            ("partition", "h1 <> h3"),
             ("send", None),
             ("drop", "partition"),
             ("drop", "no_receiver"),

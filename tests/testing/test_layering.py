@@ -12,7 +12,18 @@ from ..conftest import ROOT
 PACKAGE = ROOT / "trioudp" / "testing"
 # The network's side of the seam: it holds a socket's Sock, never its
 # VirtualSocket, and knows nothing of the public facade.
-NETWORK_SIDE = ("_model", "_trace", "_hosts", "_ports", "_groups", "_faults", "_wire")
+NETWORK_SIDE = (
+    "_model",
+    "_trace",
+    "_hosts",
+    "_ports",
+    "_groups",
+    "_rules",
+    "_flaps",
+    "_faults",
+    "_outages",
+    "_wire",
+)
 
 
 def imports(path):

@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from trioudp.testing import LinkPolicy, VirtualNetwork, plan_fate
+from trioudp.testing._links import LinkQueue
 
 from .conftest import drain, pair
 
@@ -134,3 +135,87 @@ def test_plan_fate_is_pure_and_ordered():
     policy = LinkPolicy(latency=0.1, jitter=0.1, loss=0.5, duplicate=0.5, reorder=0.5)
     first = [plan_fate(policy, 100, random.Random(9)) for _ in range(3)]
     assert first == [plan_fate(policy, 100, random.Random(9)) for _ in range(3)]
+
+
+async def delays_under(seed, count=2000, **settings):
+    net = VirtualNetwork(seed, latency=0.01, **settings)
+    with net.install():
+        a, b = await pair()
+        for _ in range(count):
+            await a.sendto(b"x", b.getsockname())
+        await drain(b, count)
+    sends = {e.packet: e.time for e in net.trace if e.kind == "send"}
+    return sorted(e.time - sends[e.packet] for e in net.trace if e.kind == "deliver")
+
+
+async def test_an_exponential_tail_adds_its_mean_on_top_of_the_base(autojump_clock):
+    delays = await delays_under(1, tail=0.02)
+    extra = [d - 0.01 for d in delays]
+    assert min(extra) >= 0
+    assert 0.018 < sum(extra) / len(extra) < 0.022
+    median = extra[len(extra) // 2]
+    assert 0.012 < median < 0.016  # ln 2 of the mean: 0.0139
+
+
+async def test_a_pareto_tail_is_heavier_than_an_exponential_one(autojump_clock):
+    exponential = await delays_under(2, tail=0.02)
+    pareto = await delays_under(2, tail=0.02, tail_shape=1.5)
+    assert min(pareto) >= 0.01
+    # Same mean, but most datagrams are quicker and the rare ones far slower.
+    assert pareto[len(pareto) // 2] < exponential[len(exponential) // 2]
+    assert pareto[-1] > 3 * exponential[-1]
+
+
+def test_tail_settings_are_checked():
+    with pytest.raises(ValueError, match="tail must be"):
+        LinkPolicy(tail=-1)
+    with pytest.raises(ValueError, match="tail_shape must be a Pareto shape > 1"):
+        LinkPolicy(tail=0.1, tail_shape=1.0)
+    with pytest.raises(ValueError, match="bandwidth must be a number > 0"):
+        LinkPolicy(bandwidth=0)
+    with pytest.raises(ValueError, match="queue must be an int >= 0"):
+        LinkPolicy(queue=-1)
+
+
+async def test_bandwidth_spaces_datagrams_and_a_full_queue_tail_drops(
+    autojump_clock,
+):
+    # 1000-byte IP packets over 10,000 bytes/s: 0.1 s each; two may wait.
+    net = VirtualNetwork(latency=0.05, bandwidth=10_000, queue=2)
+    with net.install():
+        a, b = await pair()
+        start = trio.current_time()
+        for i in range(5):
+            await a.sendto(b"%d" % i + b"x" * 971, b.getsockname())
+        arrivals = []
+        for _ in range(3):
+            data = await b.recv(2000)
+            arrivals.append((data[:1], round(trio.current_time() - start, 9)))
+        assert arrivals == [(b"0", 0.15), (b"1", 0.25), (b"2", 0.35)]
+        assert net.stats.dropped == {"queue": 2}
+        # Once the queue drains, the link takes datagrams again.
+        await a.sendto(b"later", b.getsockname())
+        assert await b.recv(10) == b"later"
+    drops = [e.packet for e in net.trace if e.reason == "queue"]
+    assert drops == [4, 5]
+
+
+async def test_each_direction_of_a_link_has_its_own_queue(autojump_clock):
+    net = VirtualNetwork(bandwidth=1000, queue=0)
+    with net.install():
+        net.add_host("10.0.0.1")
+        net.add_host("10.0.0.2")
+        a, b = await pair(a_host="10.0.0.1", b_host="10.0.0.2")
+        await a.sendto(b"x" * 100, b.getsockname())
+        await b.sendto(b"y" * 100, a.getsockname())  # the other direction
+        await a.sendto(b"z", b.getsockname())  # waits behind x: dropped
+        assert await a.recv(200) == b"y" * 100
+        assert await b.recv(200) == b"x" * 100
+    assert net.stats.dropped == {"queue": 1}
+
+
+def test_link_queue_is_pure_and_exact():
+    queue = LinkQueue()
+    assert queue.admit(0.0, 500, bandwidth=1000, limit=None) == 0.5
+    assert queue.admit(0.25, 500, bandwidth=1000, limit=None) == 0.75
+    assert queue.admit(2.0, 500, bandwidth=1000, limit=0) == 0.5  # drained

@@ -238,3 +238,74 @@ async def test_a_long_trace_streams_into_the_capture(tmp_path, autojump_clock):
     from_events = io.BytesIO()
     write_pcap(from_events, net.trace)
     assert path.read_bytes() == from_events.getvalue()
+
+
+async def test_faults_show_in_the_capture(tmp_path, autojump_clock):
+    """Network events are section comments; a corrupted datagram is a second
+    record with the bytes that arrive; a tail-dropped one never left."""
+    tshark, capinfos = tool("tshark"), tool("capinfos")
+    from trioudp.testing import Verdict
+
+    net = VirtualNetwork(seed=1, latency=0.01)
+    with net.install():
+        one = net.add_host("10.0.0.1", name="one")
+        two = net.add_host("10.0.0.2", name="two")
+        a, b = await pair(a_host="10.0.0.1", b_host="10.0.0.2")
+        net.add_rule(lambda p: Verdict(payload=b"BAD") if p.payload == b"ok" else None)
+        await a.sendto(b"ok", b.getsockname())
+        await trio.sleep(0.02)
+        net.partition(one, two, one_way=True)
+        await a.sendto(b"cut", b.getsockname())
+        net.heal()
+        net.set_link(one, two, bandwidth=100, queue=0)
+        await a.sendto(b"first", b.getsockname())
+        await a.sendto(b"tail dropped", b.getsockname())
+        net.crash(two)
+        await trio.sleep(1)
+    path = tmp_path / "faults.pcapng"
+    net.write_pcap(path)
+    fields = ["-e", "udp.length", "-e", "frame.comment"]
+    text = await output(tshark, "-r", str(path), "-T", "fields", *fields)
+    rows = [line.split("\t") for line in text.splitlines()]
+    assert [row[0] for row in rows] == ["10", "11", "11", "13"]
+    assert rows[0][1] == "#1 sent; corrupt rule at 0.000000000; deliver at 0.010000000"
+    assert rows[1][1].startswith("#1 corrupted copy; ")
+    assert rows[2][1] == "#2 sent; drop partition at 0.020000000"
+    # Over 100 bytes/s, 33 bytes take 0.33 s: in flight when its host crashed.
+    assert rows[3][1] == "#3 sent; drop host_down at 0.360000000"
+    info = await output(capinfos, str(path))
+    assert "1 for queue" in info
+    for note in (
+        "at 0.020000000: partition one > two",
+        "at 0.020000000: heal all",
+        "at 0.020000000: crash two: 1 sockets closed, 0 tasks cancelled",
+    ):
+        assert note in info
+
+
+def test_the_section_header_lists_network_events_up_to_a_bound():
+    import io
+
+    from trioudp.testing import TraceEvent, write_pcap
+    from trioudp.testing._pcap import MAX_EVENT_COMMENTS
+
+    nowhere = ("", 0)
+    events = [
+        TraceEvent(
+            time=float(n),
+            kind="crash",
+            packet=0,
+            src=nowhere,
+            dst=nowhere,
+            size=0,
+            reason=f"h{n}",
+        )
+        for n in range(MAX_EVENT_COMMENTS + 2)
+    ]
+    capture = io.BytesIO()
+    assert write_pcap(capture, events) == 0  # no packets: events are no packets
+    data = capture.getvalue()
+    last = MAX_EVENT_COMMENTS - 1
+    assert f"at {last}.000000000: crash h{last}".encode() in data
+    assert f"crash h{last + 1}".encode() not in data
+    assert b"and 2 more network events: see the trace" in data

@@ -14,8 +14,11 @@ The modules, from the top (each imports only those below it):
   ``--workers`` process).
 - ``_parser``: the argument parser (:func:`build_parser`).
 - ``_send``: the client commands, ``send`` and ``demo``.
+- ``_quic``: ``quic-echo`` (``--workers N`` too) and ``quic-send``; they
+  import :mod:`trioudp.quic` only when they run.
 - ``_serve``: the server commands, ``serve``, ``echo`` and ``listen``.
-- ``_supervise``: ``serve|echo --workers N``, over :func:`run_workers`.
+- ``_supervise``: ``serve|echo|quic-echo --workers N``, over
+  :func:`run_workers`.
 - ``_bench``: the ``bench`` command.
 - ``_output``: the lines it prints (other than peer data) and exit codes.
 - ``_argtypes``: argument types that make bad values usage errors.

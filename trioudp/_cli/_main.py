@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import TrioUDPError
-from ._output import EXIT_FAILURE, EXIT_INTERRUPTED
+from .._errors import TrioUDPError, WorkerStartFailed
+from ._output import EXIT_FAILURE, EXIT_INTERRUPTED, error_text
 from ._parser import build_parser, group_settings
+from ._quic import quic_echo_command
+from ._serve import SERVER_COMMANDS
 
 if TYPE_CHECKING:
     import argparse
@@ -58,11 +60,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         if _find(exc, KeyboardInterrupt) is not None:
             return EXIT_INTERRUPTED
-        failure = _find(exc, TrioUDPError) or _find(exc, OSError)
-        if failure is None:
-            raise
-        print(f"trioudp {args.command}: error: {failure}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _failed(args, exc)
+
+
+def _failed(args: argparse.Namespace, exc: BaseException) -> int:
+    """Report a failure (a trioudp error or an OSError, perhaps inside an
+    exception group) and return the exit code; re-raise anything else."""
+    failure = _find(exc, TrioUDPError) or _find(exc, OSError)
+    if failure is None:
+        raise exc
+    if isinstance(failure, WorkerStartFailed) and failure.returncode == EXIT_FAILURE:
+        return EXIT_FAILURE  # the worker has printed its own error
+    text = error_text(
+        failure,
+        host=args.host if args.command == "send" else None,
+        group=getattr(args, "group", None),
+    )
+    print(f"trioudp {args.command}: error: {text}", file=sys.stderr, flush=True)
+    return EXIT_FAILURE
 
 
 async def cli_worker(worker: Worker) -> int:
@@ -73,12 +88,8 @@ async def cli_worker(worker: Worker) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format=f"%(levelname)s %(name)s (worker {worker.index}): %(message)s",
     )
-    args.workers = 1
-    args.port = worker.port
-    args.worker = worker
+    commands = {**SERVER_COMMANDS, "quic-echo": quic_echo_command}
     try:
-        code: int = await args.func(args)
-    except (TrioUDPError, OSError) as exc:
-        print(f"trioudp {args.command}: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_FAILURE
-    return code
+        return await commands[args.command](args, worker)
+    except (Exception, BaseExceptionGroup) as exc:
+        return _failed(args, exc)

@@ -8,6 +8,7 @@ first.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "address_text",
+    "error_text",
     "peer_repr",
     "plural",
     "served_addresses",
@@ -58,16 +60,52 @@ def peer_repr(datagram: Datagram) -> str:
     return repr(tuple(datagram.peer[:2]))
 
 
-def stats_line(total: ServerStats, workers: int) -> str:
-    """One line of the workers' summed counters.
+def stats_line(total: ServerStats, workers: int | None = None) -> str:
+    """One line of a server's counters, or of ``workers`` workers' summed.
+
+    ``dropped`` counts what the server dropped (rate limit, queue full, ...),
+    ``kernel drops`` what the kernel dropped before the server saw it (its
+    receive buffer was full; shown where the system tells).
 
     Example:
         >>> from trioudp import ServerStats
-        >>> stats_line(ServerStats(received=3, handled=3, replied=3), 2)
-        'totals of 2 workers: received 3, handled 3, replied 3, dropped 0, handler errors 0'
+        >>> stats_line(ServerStats(received=3, handled=3, replied=3, kernel_drops=0), 2)
+        'totals of 2 workers: received 3, handled 3, replied 3, dropped 0, handler errors 0, kernel drops 0'
+        >>> stats_line(ServerStats(received=1, handled=1))
+        'totals: received 1, handled 1, replied 0, dropped 0, handler errors 0'
     """
-    return (
-        f"totals of {workers} workers: received {total.received},"
+    whose = "totals" if workers is None else f"totals of {plural(workers, 'worker')}"
+    line = (
+        f"{whose}: received {total.received},"
         f" handled {total.handled}, replied {total.replied},"
         f" dropped {total.dropped}, handler errors {total.handler_errors}"
     )
+    if total.kernel_drops is not None:
+        line += f", kernel drops {total.kernel_drops}"
+    return line
+
+
+def error_text(
+    error: BaseException, *, host: str | None = None, group: str | None = None
+) -> str:
+    """An error as the command line reports it, with what to do where the
+    system's words alone do not say (``host``: the peer a client sent to;
+    ``group``: the multicast group a listener joined).
+
+    Example:
+        >>> error_text(PermissionError(errno.EACCES, "Permission denied"), host="10.0.0.255")
+        'cannot send to 10.0.0.255: Permission denied (is it a broadcast address? add --broadcast to send to one)'
+    """
+    code = getattr(error, "errno", None)
+    strerror = getattr(error, "strerror", None) or str(error)
+    if host is not None and code == errno.EACCES:
+        return (
+            f"cannot send to {host}: {strerror} (is it a broadcast address?"
+            " add --broadcast to send to one)"
+        )
+    if group is not None and code == errno.ENODEV:
+        return (
+            f"cannot join {group}: {strerror} (no route picks an interface for"
+            " the group: name one with --interface, or add a route for it)"
+        )
+    return str(error)

@@ -9,25 +9,39 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket as stdlib_socket
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from .._address import numeric_family
 from .._multicast import Multicast
-from ._argtypes import destination_port, number, port
+from ._argtypes import DEFAULT_HOST, DEFAULT_PORT, destination_port, host, number, port
 from ._bench import add_bench_parser
+from ._quic import DEFAULT_ALPN, DEFAULT_QUIC_PORT, quic_echo_command, quic_send_command
 from ._send import demo_command, send_command
 from ._serve import echo_command, listen_command, serve_command
 
-__all__ = ["DEFAULT_PORT", "MAX_WORKERS", "build_parser", "group_settings"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-DEFAULT_PORT = 12345
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "MAX_WORKERS",
+    "build_parser",
+    "group_settings",
+]
+
 #: The most ``--workers`` a command line may ask for.
 MAX_WORKERS = 1024
-
+#: Every server that answers defaults to the protection an exposed server
+#: needs (``docs/howto/exposing.rst``); loopback peers are exempt from the
+#: rate limit, and an echo never exceeds the amplification factor.
+DEFAULT_RATE_LIMIT = 50.0
+DEFAULT_AMPLIFICATION_FACTOR = 3.0
 
 # Shared argument types (see _argtypes): inf, nan and bad text are usage
 # errors. Reuse these (or number(...)) for new options.
-_port = port
 #: A rate limit's N: bursts are 2N, which must stay a finite float.
 _rate_or_off = number(float, above=0, maximum=1e9, zero_is_off=True)
 #: An amplification factor: 0 turns it off, else QUIC's rule needs >= 1.
@@ -46,25 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 network failure, 2 bad usage,"
         " 130 interrupted (SIGINT), 143 stopped by SIGTERM.",
     )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log debug messages"
+    verbose_help = (
+        "log debug messages: what was bound, each datagram's peer and size,"
+        " a client's attempts"
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def protection_options(
-        sub: argparse.ArgumentParser, *, rate: float, factor: float
-    ) -> None:
-        sub.add_argument(
-            "--rate-limit",
-            type=_rate_or_off,
-            default=rate,
-            metavar="N",
-            help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
-            f" bursts of 2N, loopback exempt; 0 = no limit (default {rate:g})",
-        )
+    def protection_options(sub: argparse.ArgumentParser) -> None:
+        factor = DEFAULT_AMPLIFICATION_FACTOR
+        rate_limit_option(sub)
         sub.add_argument(
             "--amplification-factor",
             type=_factor_or_off,
@@ -81,57 +89,64 @@ def build_parser() -> argparse.ArgumentParser:
             type=number(int, minimum=0, maximum=MAX_WORKERS),
             default=1,
             metavar="N",
-            help="processes sharing the port (SO_REUSEPORT), supervised and"
-            " restarted if they die; SIGUSR1 prints their summed counters;"
-            f" 0 = one per CPU, at most {MAX_WORKERS} (default 1)",
+            help="processes sharing the port (SO_REUSEPORT), supervised:"
+            " restarted if they die, killed and restarted if one answers no"
+            " check for 1 s (stopped, or blocked); SIGUSR1 prints their summed"
+            f" counters; 0 = one per CPU, at most {MAX_WORKERS} (default 1)",
         )
 
     def server_parser(
-        name: str, help_text: str, default_host: str | None
+        name: str, help_text: str, default_port: int = DEFAULT_PORT
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text} SIGINT or SIGTERM stops it gracefully;"
+            " SIGUSR1 prints its counters, as it does when it stops.",
+        )
         sub.add_argument(
             "--host",
-            default=default_host,
-            help="address to bind (default "
-            + (default_host or "every address, IPv4 and IPv6, as serve_udp")
-            + ")",
+            type=host,
+            default=DEFAULT_HOST,
+            metavar="ADDRESS",
+            help="address to bind, without a port (an IPv6 one may be in"
+            " brackets, [::1]); 0.0.0.0 for every IPv4 address, :: for every"
+            f" IPv4 and IPv6 address (default {DEFAULT_HOST}: this host only)",
         )
         sub.add_argument(
             "--port",
-            type=_port,
-            default=DEFAULT_PORT,
-            help=f"port to bind (default {DEFAULT_PORT}; 0 = any free port)",
+            type=port,
+            default=default_port,
+            help=f"port to bind (default {default_port}; 0 = any free port)",
         )
         return sub
 
     serve = server_parser(
         "serve",
-        "The tutorial's server: print each datagram, reply 'Hello, client!', stop on 'exit'.",
-        None,
+        "The tutorial's server: print each datagram, reply 'Hello, client!',"
+        " stop on 'exit'.",
     )
     serve.add_argument(
         "--allow-remote-exit",
         action="store_true",
         help="accept 'exit' from any peer (by default only from loopback)",
     )
-    protection_options(serve, rate=50, factor=3)
+    protection_options(serve)
     workers_option(serve)
     serve.set_defaults(func=serve_command)
     echo = server_parser(
-        "echo", "Echo server: answer each datagram with its own bytes.", "127.0.0.1"
+        "echo", "Echo server: answer each datagram with its own bytes."
     )
-    protection_options(echo, rate=0, factor=0)
+    protection_options(echo)
     workers_option(echo)
     echo.set_defaults(func=echo_command)
-    listen = server_parser(
-        "listen", "Print each datagram received; answer nothing.", "127.0.0.1"
-    )
+    listen = server_parser("listen", "Print each datagram received; answer nothing.")
     listen.add_argument(
         "--group",
         metavar="GROUP",
         help="join this multicast group (e.g. 239.1.2.3 or ff15::1234) and print"
-        " what is sent to it; binds every address (--host is not used)",
+        " what is sent to it; binds every address (--host is not used) and"
+        " shares the port with other listeners",
     )
     listen.add_argument(
         "--interface",
@@ -145,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "send",
         help="The tutorial's client: send a message, print the reply, then send 'exit'.",
         description="Send MESSAGE, print the reply, then send 'exit'. Fails with exit"
-        " code 1 if no reply comes within --timeout seconds over all attempts.",
+        " code 1 if no reply comes within --timeout seconds of the first send,"
+        " over all attempts.",
     )
     send.add_argument(
         "message",
@@ -155,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to send (default 'Hello, server!')",
     )
     send.add_argument(
-        "--host", default="127.0.0.1", help="server address (default 127.0.0.1)"
+        "--host",
+        type=host,
+        default=DEFAULT_HOST,
+        metavar="ADDRESS",
+        help=f"server address or name, without a port (default {DEFAULT_HOST})",
     )
     send.add_argument(
         "--port",
@@ -167,13 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=number(float, minimum=MIN_TIMEOUT),
         default=1.0,
-        help="seconds to wait for a reply, over all attempts, at least"
+        metavar="SECONDS",
+        help="seconds from the first send until it gives up, over all attempts"
+        " (which wait 1, 2, 4... shares of it), at least"
         f" {MIN_TIMEOUT:g} (default 1.0)",
     )
     send.add_argument(
         "--retries",
         type=number(int, minimum=0, maximum=MAX_RETRIES),
         default=2,
+        metavar="N",
         help=f"retransmissions after the first send, 0..{MAX_RETRIES} (default 2)",
     )
     send.add_argument(
@@ -188,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.set_defaults(func=send_command)
 
-    demo = commands.add_parser(
-        "demo", help="Run the tutorial's server and client together over loopback."
-    )
+    add_quic_parsers(commands, server_parser, workers_option)
+
+    demo_help = "Run the tutorial's server and client together over loopback."
+    demo = commands.add_parser("demo", help=demo_help, description=demo_help)
     demo.set_defaults(func=demo_command)
 
     add_bench_parser(commands)
@@ -201,9 +225,101 @@ def build_parser() -> argparse.ArgumentParser:
             "--verbose",
             action="store_true",
             default=argparse.SUPPRESS,
-            help="log debug messages",
+            help=verbose_help,
         )
     return parser
+
+
+def rate_limit_option(sub: argparse.ArgumentParser) -> None:
+    """``--rate-limit N`` (``_serve.rate_limit_from`` reads it)."""
+    rate = DEFAULT_RATE_LIMIT
+    sub.add_argument(
+        "--rate-limit",
+        type=_rate_or_off,
+        default=rate,
+        metavar="N",
+        help="datagrams per second allowed from each /24 (IPv4) or /56 (IPv6),"
+        f" bursts of 2N, loopback exempt; 0 = no limit (default {rate:g})",
+    )
+
+
+def add_quic_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    server_parser: Callable[..., argparse.ArgumentParser],
+    workers_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """``quic-echo`` and ``quic-send`` (they need the quic extra)."""
+    alpn_help = f"application protocol (ALPN) to speak (default {DEFAULT_ALPN})"
+    echo = server_parser(
+        "quic-echo",
+        "QUIC echo server: answer each stream of each connection with its own"
+        " bytes. Without --certificate it makes a self-signed one and says so.",
+        DEFAULT_QUIC_PORT,
+    )
+    echo.add_argument(
+        "--certificate",
+        type=Path,
+        metavar="FILE",
+        help="the server's certificate chain, PEM (default: a self-signed"
+        " certificate for localhost, 127.0.0.1 and ::1, made at start)",
+    )
+    echo.add_argument(
+        "--key", type=Path, metavar="FILE", help="the certificate's private key, PEM"
+    )
+    echo.add_argument(
+        "--alpn", default=DEFAULT_ALPN, metavar="PROTOCOL", help=alpn_help
+    )
+    rate_limit_option(echo)
+    workers_option(echo)
+    echo.set_defaults(func=quic_echo_command)
+
+    send_help = "QUIC client: send MESSAGE on a stream and print the answer."
+    send = commands.add_parser("quic-send", help=send_help, description=send_help)
+    send.add_argument(
+        "message",
+        nargs="?",
+        default="Hello, QUIC!",
+        metavar="MESSAGE",
+        help="what to send (default 'Hello, QUIC!')",
+    )
+    send.add_argument(
+        "--host",
+        type=host,
+        default=DEFAULT_HOST,
+        metavar="ADDRESS",
+        help=f"server address or name, without a port; also the name the"
+        f" certificate must carry (default {DEFAULT_HOST})",
+    )
+    send.add_argument(
+        "--port",
+        type=destination_port,
+        default=DEFAULT_QUIC_PORT,
+        help=f"server port (default {DEFAULT_QUIC_PORT})",
+    )
+    trust = send.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="trust the certificates in FILE (PEM), such as the self-signed one"
+        " quic-echo prints (default: the system's certificate authorities)",
+    )
+    trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not check the server's certificate (tests only)",
+    )
+    send.add_argument(
+        "--alpn", default=DEFAULT_ALPN, metavar="PROTOCOL", help=alpn_help
+    )
+    send.add_argument(
+        "--timeout",
+        type=number(float, above=0),
+        default=5.0,
+        metavar="SECONDS",
+        help="give up after this many seconds, handshake included (default 5)",
+    )
+    send.set_defaults(func=quic_send_command)
 
 
 def group_settings(group: str, interface_text: str | None) -> Multicast:

@@ -1,9 +1,15 @@
 """The client commands: ``send`` (the tutorial's client) and ``demo`` (its
-server and client together over loopback)."""
+server and client together over loopback).
+
+``send --timeout T`` gives up exactly T seconds after its first send: the
+attempts wait 1, 2, 4... shares of T, with no jitter (one client has nobody
+to fall in step with).
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -12,7 +18,7 @@ import trio
 from .._backoff import Backoff
 from .._client import open_udp_client
 from .._open import open_udp_socket
-from ._output import EXIT_FAILURE, EXIT_OK, peer_repr
+from ._output import EXIT_FAILURE, EXIT_OK, peer_repr, plural
 from ._serve import hello_handler, serve_until_exit
 from ._terminal import printable
 
@@ -22,6 +28,8 @@ if TYPE_CHECKING:
     from .._server import UDPServer
 
 __all__ = ["broadcast_exchange", "demo_command", "hello_exchange", "send_command"]
+
+logger = logging.getLogger("trioudp")
 
 
 async def hello_exchange(
@@ -37,7 +45,28 @@ async def hello_exchange(
     async with open_udp_client(
         host, port, attempts=attempts, backoff=backoff
     ) as client:
-        reply = await client.request(message)
+        logger.debug(
+            "sending %s to %r: up to %s, waiting %.3g s for the first reply,"
+            " up to %.3g s in all",
+            plural(len(message), "byte"),
+            client.peer,
+            plural(attempts, "attempt"),
+            backoff.base(0),
+            backoff.worst_case(attempts),
+        )
+        sent_at = trio.current_time()
+        try:
+            reply = await client.request(message)
+        finally:
+            logger.debug(
+                "%s sent (%d retransmitted) in %.3f s",
+                plural(client.stats.sent, "datagram"),
+                client.stats.retransmitted,
+                trio.current_time() - sent_at,
+            )
+        logger.debug(
+            "reply from %s: %s", peer_repr(reply), plural(len(reply.data), "byte")
+        )
         print(f"Received {printable(reply.data)} from server", flush=True)
         if send_exit:
             await client.send(b"exit")
@@ -73,7 +102,7 @@ async def send_command(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         args.message.encode(),
-        backoff=Backoff.within(args.timeout, args.retries + 1),
+        backoff=Backoff.within(args.timeout, args.retries + 1, jitter=0.0),
         attempts=args.retries + 1,
         send_exit=not args.no_exit,
     )

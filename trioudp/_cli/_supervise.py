@@ -1,9 +1,11 @@
-"""``trioudp serve|echo --workers N``: the supervisor's side, over :func:`run_workers`.
+"""``trioudp serve|echo|quic-echo --workers N``: the supervisor's side, over
+:func:`run_workers`.
 
-The supervisor prints the banner once every worker serves, prints the summed
-counters on SIGUSR1 and on exit, and says which signal stopped it. Each
-worker runs the same command line (``--workers`` aside) through
-``_main.cli_worker``, binding the shared port with ``SO_REUSEPORT``.
+The supervisor prints the banner (with the addresses the workers bound) once
+every worker serves, prints the summed counters on SIGUSR1 and on exit, and
+says which signal stopped it. Each worker runs the same command line
+(``--workers`` aside) through ``_main.cli_worker``, binding the shared port
+with ``SO_REUSEPORT``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from ._output import served_addresses, stats_line
 if TYPE_CHECKING:
     import argparse
     import signal
+    from collections.abc import Callable
 
     from .._server import ServerStats
+    from .._workers import WorkerSockets
 
 __all__ = ["WORKER_TARGET", "supervise"]
 
@@ -31,8 +35,17 @@ __all__ = ["WORKER_TARGET", "supervise"]
 WORKER_TARGET = "trioudp._cli._main:cli_worker"
 
 
-async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
-    """Run ``args.workers`` workers of the command in ``args``; returns the exit code."""
+async def supervise(
+    args: argparse.Namespace,
+    banner: str,
+    grace: float,
+    *,
+    sockets: WorkerSockets | None = None,
+    after_banner: Callable[[int], object] | None = None,
+) -> int:
+    """Run ``args.workers`` workers of the command in ``args``; returns the
+    exit code. ``sockets``: the supervisor binds the workers' sockets
+    (``quic-echo``); ``after_banner(port)`` runs once the banner is out."""
 
     count = args.workers or default_workers()
     stopped_by: list[int] = []
@@ -55,10 +68,10 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
                 grace=grace,
                 on_signal=on_signal,
                 on_stats=on_stats,
+                sockets=sockets,
             )
         )
-        hosts = ["0.0.0.0", "::"] if args.host is None else [args.host]
-        address = served_addresses((host, pool.port) for host in hosts)
+        address = served_addresses(pool.addresses)
         print(
             banner.format(address=address, host=args.host, port=pool.port), flush=True
         )
@@ -69,6 +82,8 @@ async def supervise(args: argparse.Namespace, banner: str, grace: float) -> int:
             " SIGUSR1 prints their counters",
             flush=True,
         )
+        if after_banner is not None:
+            after_banner(pool.port)
     on_stats(await pool.stats())
     # As one process: 128 + the signal after a graceful stop, else 0.
     return 128 + stopped_by[0] if stopped_by else 0

@@ -4,6 +4,7 @@ crash loops, and the sum of the workers' counters.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import attrs
 
 from .._backoff import Backoff
 from .._server import ServerStats
+from ._sockets import WorkerSockets
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -19,8 +21,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RESTART_BACKOFF",
     "CrashBudget",
+    "check_settings",
     "default_workers",
     "is_count",
+    "parse_addresses",
     "retired_report",
     "sum_stats",
 ]
@@ -65,6 +69,33 @@ class CrashBudget:
         return self.backoff.base(len(self._times) - 1)
 
 
+def check_settings(
+    workers: object, grace: float, liveness_timeout: float | None, sockets: object
+) -> None:
+    """Refuse :func:`run_workers` settings out of range (ValueError, TypeError).
+
+    Example:
+        >>> check_settings(-1, 5.0, None, None)
+        Traceback (most recent call last):
+        ValueError: workers must be an int >= 0 (0 = one per CPU), not -1
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        msg = f"workers must be an int >= 0 (0 = one per CPU), not {workers!r}"
+        raise ValueError(msg)
+    if not (math.isfinite(grace) and grace >= 0):
+        msg = f"grace must be a number of seconds >= 0, not {grace!r}"
+        raise ValueError(msg)
+    if liveness_timeout is not None and (
+        isinstance(liveness_timeout, bool)
+        or not (math.isfinite(liveness_timeout) and liveness_timeout > 0)
+    ):
+        msg = f"liveness_timeout must be a number of seconds > 0 or None, not {liveness_timeout!r}"
+        raise ValueError(msg)
+    if sockets is not None and not isinstance(sockets, WorkerSockets):
+        msg = f"sockets must be a WorkerSockets or None, not {sockets!r}"
+        raise TypeError(msg)
+
+
 def sum_stats(reports: Iterable[Mapping[str, Any]]) -> ServerStats:
     """Add up workers' counters (the fields of :class:`ServerStats`).
 
@@ -105,12 +136,46 @@ def default_workers() -> int:
     return os.cpu_count() or 1  # pragma: no cover
 
 
-def retired_report(report: Mapping[str, Any]) -> dict[str, Any]:
+def retired_report(
+    report: Mapping[str, Any], *, kernel_drops: int | None = None
+) -> dict[str, Any]:
     """A worker's last report, as it counts once the worker has ended:
-    its levels (in flight, queued, tasks) are gone with it.
+    its levels (in flight, queued, tasks) are gone with it, and
+    ``kernel_drops``, read after its last report (just before it was
+    killed), replaces a smaller reported count.
 
     Example:
         >>> retired_report({"received": 3, "in_flight": 1})
         {'received': 3}
+        >>> retired_report({"kernel_drops": 2}, kernel_drops=7)
+        {'kernel_drops': 7}
     """
-    return {name: value for name, value in report.items() if name not in _LEVELS}
+    retired = {name: value for name, value in report.items() if name not in _LEVELS}
+    if kernel_drops is not None:
+        reported: Any = retired.get("kernel_drops")
+        if not is_count(reported) or reported < kernel_drops:
+            retired["kernel_drops"] = kernel_drops
+    return retired
+
+
+def parse_addresses(value: object) -> list[tuple[str, int]]:
+    """The ``addresses`` of a worker's ready report, checked: a list of
+    ``[host, port]`` (TypeError otherwise: reports come from another process).
+
+    Example:
+        >>> parse_addresses([["::", 4000], ["0.0.0.0", 4000]])
+        [('::', 4000), ('0.0.0.0', 4000)]
+    """
+    if not isinstance(value, list):
+        raise TypeError(value)
+    addresses = []
+    for item in value:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and is_count(item[1])
+        ):
+            raise TypeError(item)
+        addresses.append((item[0], item[1]))
+    return addresses

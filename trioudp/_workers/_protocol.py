@@ -4,15 +4,23 @@ what it is told, how it finds its function, and what the pipes carry.
 The supervisor starts ``python -c CHILD_PROGRAM`` with a
 :class:`WorkerSettings` as JSON in the ``TRIOUDP_WORKER`` environment
 variable and two pipes: *control* (supervisor to worker) and *reports*
-(worker to supervisor). Both carry lines of text:
+(worker to supervisor), and the sockets the supervisor bound for it, if it
+binds them (``_sockets``). Both pipes carry lines of text:
 
-- control: ``stats`` asks for a report of the counters. End of file means
-  the supervisor is gone: the worker stops as on SIGTERM, so a supervisor
-  killed with SIGKILL leaves no worker behind.
-- reports: JSON objects, one a line: ``{"event": "ready", "port": N}`` once
-  the worker serves, ``{"event": "stats", "stats": {...}}`` for each
-  request, and ``{"event": "final", "stats": {...}}`` after a clean stop.
-  ``stats`` holds the fields of :class:`ServerStats`.
+- control: ``stats`` asks for a report of the counters (the supervisor's
+  liveness checks are such requests). End of file means the supervisor is
+  gone: the worker stops as on SIGTERM, so a supervisor killed with SIGKILL
+  leaves no worker behind.
+- reports: JSON objects, one a line: ``{"event": "ready", "port": N,
+  "addresses": [[host, port], ...]}`` once the worker serves,
+  ``{"event": "stats", "stats": {...}}`` for each request, and
+  ``{"event": "final", "stats": {...}}`` when its main function has ended
+  (returned or raised). ``stats`` holds the fields of :class:`ServerStats`.
+
+A worker starts with :data:`STARTUP_SIGNALS` blocked (the supervisor blocks
+them between fork and exec): a signal that comes while the worker imports
+waits until its handlers are in place, instead of killing it or printing a
+traceback.
 
 The function a worker runs travels as a name (:func:`target_spec` makes it,
 :func:`load_target` finds it again in the worker). The two sides import this
@@ -26,6 +34,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHILD_PROGRAM",
     "ENVIRONMENT_KEY",
+    "STARTUP_SIGNALS",
     "STOP_MARGIN",
     "WorkerSettings",
     "load_target",
@@ -51,6 +61,10 @@ CHILD_PROGRAM = "import trioudp._workers._worker as w; w.main()"
 #: cancelled (by the worker) or killed (by the supervisor, which waits as
 #: long).
 STOP_MARGIN = 1.0
+#: Signals blocked in a worker from its first instruction until it handles
+#: them: SIGINT and SIGTERM stop it gracefully, SIGUSR1 (meant for the
+#: supervisor) is ignored.
+STARTUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +80,10 @@ class WorkerSettings:
     control_fd: int
     report_fd: int
     path: tuple[str, ...] = ()
+    #: Descriptors of the sockets the supervisor bound for this worker.
+    socket_fds: tuple[int, ...] = ()
+    #: The pool's secret, hex (the same for every worker of one pool).
+    secret: str = ""
 
     def to_environment(self) -> str:
         return json.dumps(attrs.asdict(self))
@@ -75,6 +93,7 @@ class WorkerSettings:
         fields = json.loads(os.environ[ENVIRONMENT_KEY])
         fields["args"] = tuple(fields["args"])
         fields["path"] = tuple(fields["path"])
+        fields["socket_fds"] = tuple(fields.get("socket_fds", ()))
         return cls(**fields)
 
 

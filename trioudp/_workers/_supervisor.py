@@ -5,18 +5,25 @@ Each worker is its own Python process with its own ``trio.run``; they bind
 the same port with ``SO_REUSEPORT`` and the kernel spreads datagrams over them
 by a hash of the source address and port. The supervisor is a Trio program:
 it starts the workers (worker 0 first, the rest once it serves: on the port
-it bound when any free port was asked for), forwards SIGINT/SIGTERM, restarts a worker that
-dies after a back-off, gives up on a crash loop, and sums the workers'
+it bound when any free port was asked for), forwards SIGINT/SIGTERM, checks
+that each worker still answers (killing one that does not: a stopped or
+blocked worker keeps receiving its share of the datagrams), restarts a worker
+that dies after a back-off, gives up on a crash loop, and sums the workers'
 counters.
 
 Invariants:
     - No worker outlives the supervisor's :func:`run_workers` call: every
       process is reaped in a shielded ``finally`` (graceful signal, then
       SIGKILL after ``grace`` plus a margin); a supervisor that is itself
-      killed closes the workers' control pipes, which stops them.
+      killed closes the workers' control pipes, which stops them, and the
+      kernel continues stopped ones (``_worker``) so that they see it.
     - A worker's counters are counted once: those of a live worker come from
       its latest report; when it ends, that report moves to the retired total
       in the same synchronous step that forgets the process.
+    - Liveness is counted in the supervisor's own checks, not in elapsed
+      time: a supervisor that was itself stopped (Ctrl-Z stops the whole
+      process group) finds its workers late on its first check after
+      ``SIGCONT``, and must not kill them for that.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import functools
 import json
 import logging
 import math
+import os
 import signal
 from typing import TYPE_CHECKING, Any, final
 
@@ -36,19 +44,24 @@ from ._child import spawn_child
 from ._policy import (
     DEFAULT_RESTART_BACKOFF,
     CrashBudget,
+    check_settings,
     default_workers,
     is_count,
+    parse_addresses,
     retired_report,
     sum_stats,
 )
 from ._protocol import STOP_MARGIN, target_spec
+from ._sockets import descriptors, held_sockets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from .._backoff import Backoff
     from .._server import ServerStats
+    from .._socket import UDPSocket
     from ._child import Child
+    from ._sockets import WorkerSockets
     from ._worker import Worker
 
 __all__ = ["WorkerPool", "run_workers"]
@@ -59,6 +72,9 @@ logger = logging.getLogger("trioudp")
 STATS_WAIT = 1.0
 #: Seconds the supervisor waits for a worker's last reports after it exits.
 REPORT_DRAIN = 1.0
+#: Liveness checks per ``liveness_timeout``: a worker is killed once this
+#: many checks in a row found it had not answered the one before.
+LIVENESS_CHECKS = 8
 
 
 @final
@@ -83,8 +99,15 @@ class WorkerPool:
         args: Sequence[str],
         grace: float,
         budget: CrashBudget,
+        liveness_timeout: float | None = None,
+        sockets: WorkerSockets | None = None,
     ) -> None:
         self._spec = spec
+        self._socket_plan = sockets
+        # The sockets the supervisor bound and holds, by worker (_sockets).
+        self._held: list[list[UDPSocket]] = []
+        self._secret = os.urandom(32)
+        self._liveness_timeout = liveness_timeout
         self._count = count
         self._port = port
         self._args = tuple(args)
@@ -100,6 +123,7 @@ class WorkerPool:
         self._changed = trio.Event()
         self._stats_lock = trio.Lock()
         self._failure: WorkerStartFailed | WorkerCrashLoop | None = None
+        self._addresses: list[tuple[str, int]] = []
 
     @property
     def workers(self) -> int:
@@ -110,6 +134,12 @@ class WorkerPool:
     def port(self) -> int:
         """The port the workers share (known once worker 0 serves)."""
         return self._port
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The addresses the first worker to serve reported serving (the
+        others bind the same), such as ``[("127.0.0.1", 40000)]``."""
+        return list(self._addresses)
 
     @property
     def pids(self) -> list[int]:
@@ -139,18 +169,28 @@ class WorkerPool:
             asked = []
             for child in list(self._children.values()):
                 if child.ready.is_set():
-                    try:
-                        await child.control.send_all(b"stats\n")
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        continue
-                    asked.append((child, child.answers))
+                    answers = child.answers
+                    if await child.ask():
+                        asked.append((child, answers))
             with trio.move_on_after(STATS_WAIT):
                 for child, answers in asked:
                     while child.answers == answers and not child.reports_done.is_set():
                         await child.changed.wait()
-            return sum_stats(
-                [child.latest for child in self._children.values()] + self._retired
-            )
+            return self.stats_nowait()
+
+    def stats_nowait(self) -> ServerStats:
+        """The workers' counters summed as they last reported them, without
+        asking: each liveness check refreshes a worker's report, so they are
+        at most ``liveness_timeout / 8`` seconds old (a worker that has
+        ended counts as of its last report).
+
+        Example::
+
+            print(pool.stats_nowait().received)
+        """
+        return sum_stats(
+            [child.latest for child in self._children.values()] + self._retired
+        )
 
     def shutdown(self, signum: int = signal.SIGTERM) -> None:
         """Begin a graceful stop: send ``signum`` to every worker; those still
@@ -164,6 +204,9 @@ class WorkerPool:
         for child in self._children.values():
             if child.process.returncode is None:
                 child.process.send_signal(signum)
+                # A stopped worker runs again to stop (else it would wait
+                # out the grace period and be killed).
+                child.process.send_signal(signal.SIGCONT)
 
     def _kill_now(self) -> None:
         self.shutdown()
@@ -173,7 +216,9 @@ class WorkerPool:
         """Stop every worker gracefully; :func:`run_workers` then raises ``error``."""
         if self._failure is None:
             self._failure = error
-            logger.error("%s", error)
+            # Raised by run_workers once all have stopped; logged now, since
+            # stopping takes up to the grace period.
+            logger.info("%s; stopping the workers", error)
         self.shutdown()
 
     async def wait_restarts(self, count: int) -> None:
@@ -194,7 +239,12 @@ class WorkerPool:
         on_stats: Callable[[ServerStats], object],
         task_status: trio.TaskStatus[WorkerPool],
     ) -> ServerStats:
-        async with trio.open_nursery() as outer:
+        async with (
+            held_sockets(self._socket_plan, self._count, self._port) as held,
+            trio.open_nursery() as outer,
+        ):
+            self._held = held
+            self._port = held[0][0].local_address[1] if held else self._port
             if on_signal is not None:
                 await outer.start(self._watch_signals, on_signal, on_stats)
             with self._scope:
@@ -294,6 +344,8 @@ class WorkerPool:
             port=self._port,
             args=self._args,
             grace=self._grace,
+            socket_fds=descriptors(self._held, index),
+            secret=self._secret,
         )
         process = child.process
         self._children[index] = child
@@ -310,11 +362,44 @@ class WorkerPool:
                     self._take_report_untrusted, child, on_ready=on_ready
                 ),
             )
+            if self._liveness_timeout is not None:
+                nursery.start_soon(self._check_liveness, child)
             returncode = await child.process.wait()
             with trio.move_on_after(REPORT_DRAIN):
                 await child.reports_done.wait()
             nursery.cancel_scope.cancel()
         return returncode
+
+    async def _check_liveness(self, child: Child) -> None:
+        """Ask ``child`` for its counters every ``liveness_timeout /
+        LIVENESS_CHECKS`` seconds once it serves; kill it once
+        ``LIVENESS_CHECKS`` checks in a row found the last request unanswered
+        (see the module's invariants)."""
+        timeout = self._liveness_timeout
+        assert timeout is not None
+        interval = timeout / LIVENESS_CHECKS
+        await child.ready.wait()
+        unanswered = 0
+        answers = -1
+        while not self._stopping:
+            if child.answers != answers:
+                unanswered = 0
+                answers = child.answers
+                if not await child.ask():
+                    return  # its pipe is closed: it is ending
+            else:
+                unanswered += 1
+                if unanswered >= LIVENESS_CHECKS:
+                    logger.warning(
+                        "worker %d (pid %d) has not answered for %.3g s"
+                        " (stopped, or its event loop blocked): killing it",
+                        child.index,
+                        child.process.pid,
+                        timeout,
+                    )
+                    child.kill()
+                    return
+            await trio.sleep(interval)
 
     def _take_report_untrusted(
         self, child: Child, line: bytes, *, on_ready: Callable[[], None]
@@ -328,6 +413,9 @@ class WorkerPool:
                 if not is_count(port):
                     raise TypeError(port)
                 child.port = port
+                child.addresses = parse_addresses(report.get("addresses", []))
+                if not self._addresses:
+                    self._addresses = child.addresses
                 if self._port == 0:
                     self._port = port
                 elif port != self._port:
@@ -346,6 +434,7 @@ class WorkerPool:
                 child.latest = stats
                 child.answers += 1
                 child.notify()
+                self._notify()
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("worker %d sent a bad report %r: %r", child.index, line, exc)
 
@@ -368,11 +457,13 @@ class WorkerPool:
                         child.index,
                         process.pid,
                     )
-                    process.kill()
+                    child.kill()
                     await process.wait()
             if self._children.get(child.index) is child:
                 del self._children[child.index]
-            self._retired.append(retired_report(child.latest))
+            self._retired.append(
+                retired_report(child.latest, kernel_drops=child.drops_at_kill)
+            )
             await child.control.aclose()
             await child.reports.aclose()
             self._notify()
@@ -396,6 +487,8 @@ async def run_workers(
     restart_backoff: Backoff = DEFAULT_RESTART_BACKOFF,
     max_crashes: int = 5,
     crash_window: float = 60.0,
+    liveness_timeout: float | None = 1.0,
+    sockets: WorkerSockets | None = None,
     handle_signals: bool = True,
     on_signal: Callable[[signal.Signals], object] | None = None,
     on_stats: Callable[[ServerStats], object] | None = None,
@@ -427,6 +520,22 @@ async def run_workers(
         max_crashes: more crashes than this within ``crash_window`` seconds,
             over all workers, is a crash loop: the pool stops and raises.
         crash_window: see ``max_crashes``.
+        liveness_timeout: a worker that answers none of the supervisor's
+            checks for this many seconds (stopped with SIGSTOP, or its event
+            loop blocked) is killed with SIGKILL, which takes its socket out
+            of the port's group at once, and restarted like a crashed one
+            (it counts towards ``max_crashes``). The supervisor checks every
+            ``liveness_timeout / 8`` seconds, so a worker that stops
+            answering is killed between ``liveness_timeout`` and
+            ``1.125 * liveness_timeout`` seconds later; each check also
+            refreshes its counters. ``None`` turns the checks off.
+        sockets: a :class:`WorkerSockets`: the supervisor binds each
+            worker's sockets itself, in worker order, before any worker
+            starts, and holds them until the pool has stopped; a worker
+            serves ``worker.sockets``, and one restarted gets the same ones
+            (so a steering program's socket indices stay right, and what
+            reaches a dead worker's socket waits for its successor). None:
+            each worker binds ``worker.port`` itself.
         handle_signals: stop gracefully on SIGINT/SIGTERM (forwarding the
             signal to every worker; a second one kills them at once) and
             report the summed counters on SIGUSR1.
@@ -450,9 +559,21 @@ async def run_workers(
 
     Resource handling:
         No worker outlives this call. Cancelling it, or an error, sends each
-        worker SIGTERM and kills any still running ``grace`` seconds later;
-        if the supervisor itself is killed, the workers see their control
-        pipe close and stop.
+        worker SIGTERM (and SIGCONT, for a stopped one) and kills any still
+        running ``grace`` seconds later; if the supervisor itself is killed,
+        the workers see their control pipe close and stop (on Linux the
+        kernel first continues a stopped one). A worker whose event loop is
+        blocked then stops once it runs again.
+
+    Counting:
+        The summed counters include what an ended worker counted up to its
+        last report: all of it after a graceful stop, or when its main
+        function returned or raised (its final report); after SIGKILL or a
+        crash that ends the process at once (``os._exit``, a signal), what
+        it counted since its last liveness check (at most
+        ``liveness_timeout / 8`` seconds) is lost. Datagrams waiting in a
+        killed worker's receive buffer are lost uncounted; the kernel drops
+        of its sockets are read just before the supervisor kills it.
 
     Example::
 
@@ -474,12 +595,7 @@ async def run_workers(
     """
     spec = target_spec(target)
     check_port(port)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        msg = f"workers must be an int >= 0 (0 = one per CPU), not {workers!r}"
-        raise ValueError(msg)
-    if not (math.isfinite(grace) and grace >= 0):
-        msg = f"grace must be a number of seconds >= 0, not {grace!r}"
-        raise ValueError(msg)
+    check_settings(workers, grace, liveness_timeout, sockets)
     pool = WorkerPool(
         spec,
         workers or default_workers(),
@@ -487,6 +603,8 @@ async def run_workers(
         args=args,
         grace=grace,
         budget=CrashBudget(restart_backoff, max_crashes, crash_window),
+        liveness_timeout=liveness_timeout,
+        sockets=sockets,
     )
     return await pool._run(
         (on_signal or _log_signal) if handle_signals else None,

@@ -18,6 +18,8 @@ from ._model import Host as Host
 from ._network import VirtualNetwork as VirtualNetwork
 from ._pcap import ip_udp_packet as ip_udp_packet
 from ._pcap import write_pcap as write_pcap
+from ._rules import UDPPacket as UDPPacket
+from ._rules import Verdict as Verdict
 from ._trace import NetworkStats as NetworkStats
 from ._trace import TraceEvent as TraceEvent
 from ._vsocket import VIRTUAL_FILENO as VIRTUAL_FILENO
@@ -31,6 +33,8 @@ __all__ = [
     "LinkPolicy",
     "NetworkStats",
     "TraceEvent",
+    "UDPPacket",
+    "Verdict",
     "VirtualNetwork",
     "VirtualSocket",
     "ip_udp_packet",

@@ -5,15 +5,16 @@ that is not a loopback one, ``eth0`` (:data:`ETHERNET_IFINDEX`). The whole of
 ``127.0.0.0/8`` belongs to ``localhost``.
 
 Routes (:meth:`Hosts.route`). A host reaches its own addresses through
-``lo``; every address another host owns through ``eth0``, from its ``eth0``
-address (one on the destination's subnet if it has one), as if one router
-joined every subnet; an address that no host owns only on one of its own
-subnets, where the datagram then finds no neighbour (``host_unreachable``).
-Anything else has no route: ``ENETUNREACH``, as Linux gives with no default
-route. ``localhost`` without an ``eth0`` address reaches the other hosts from
-its loopback address (Linux: ``ENETUNREACH``), and loopback addresses sent to
-from another host are ``localhost``'s, reached through ``eth0``: both kept on
-purpose, so that a test body on ``localhost`` talks to any host.
+``lo``, and everything else through ``eth0``, from its ``eth0`` address (one
+on the destination's subnet if it has one), as if one router joined every
+subnet and were every host's default route: an address another host owns
+is reached, one that no host owns is lost there (``host_unreachable``), in
+silence, as with Linux's default route. A host with no ``eth0`` address of
+the family has no route: ``ENETUNREACH``. Kept on purpose, so that a test
+body on ``localhost`` talks to any host: ``localhost`` without an ``eth0``
+address still reaches the addresses other hosts own, from its loopback
+address (Linux: ``ENETUNREACH``), and loopback addresses sent to from
+another host are ``localhost``'s, reached through ``eth0``.
 """
 
 from __future__ import annotations
@@ -231,8 +232,8 @@ class Hosts:
         source = self.on_link(host, dst_ip) or self.iface_address(
             host, ETHERNET_IFINDEX, family
         )
-        if source is not None and (owner is not None or self.on_link(host, dst_ip)):
-            return source
+        if source is not None:
+            return source  # by eth0: a host there, or no one
         if owner is not None and host is self.localhost:
             return loopback
         raise oserror(errno.ENETUNREACH, f"{host.name} has no route to {dst_ip}")

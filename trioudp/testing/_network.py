@@ -29,10 +29,10 @@ hosts with an ``eth0`` share one segment for multicast and ``255.255.255.255``.
 Kept differences, on purpose: loopback addresses belong to ``localhost``
 only (a socket on another host that sends to ``127.0.0.1`` reaches
 ``localhost`` by its ``eth0``, from its ``eth0`` address; Linux would keep it
-on the sender's host); routes are flat (see ``_hosts``: every host reaches
-every other host's addresses, ``localhost`` even without an ``eth0``, and an
-address no host has is unreachable, silently on the sender's own subnet as
-``IP_RECVERR`` is not simulated); a link without ``mtu`` has none (``IP_MTU``
+on the sender's host); routes are flat (see ``_hosts``: one router joins
+every subnet, an address no host has is lost there in silence as
+``IP_RECVERR`` is not simulated, and ``localhost`` reaches the other hosts
+even without an ``eth0``); a link without ``mtu`` has none (``IP_MTU``
 reads 65535); a host with no ``eth0`` sends multicast through ``lo``, and ``lo``
 carries IPv6 multicast too (Linux's does not); ``shutdown(SHUT_RD)`` leaves a
 receive waiting (on Linux, Trio's receive spins on an empty queue); an open
@@ -45,24 +45,28 @@ data that the table in ``_sockopts`` does not know raise NotImplementedError;
 Determinism. While installed, the network also seeds the rest of the run
 from its seed: Trio's scheduler orders each batch of runnable tasks by
 creation order and a generator derived from the seed (Trio's own
-deterministic-scheduling hook, see ``trioudp._trio_private``), and trioudp's
+deterministic-scheduling hook, see ``trioudp._trio_private``), trioudp's
 clients draw their retransmission jitter from another derived generator
-(``trioudp._rng``). Same seed and program under the autojump clock: the same
+(``trioudp._rng``), and each flapping link its schedule from one of its own
+(``_flaps``). Same seed and program under the autojump clock: the same
 schedule and a byte-identical trace, in any process and under any
 ``PYTHONHASHSEED``. On uninstall Trio's scheduler is restored as it was.
 
 The parts, each in its own module: ``_hosts`` (hosts, addresses,
 interfaces), ``_resolver`` (name lookups), ``_ports`` (bindings),
 ``_groups`` (multicast and broadcast), ``_faults`` (link policies,
-partitions, holds), ``_wire`` (delivery and its alarm), ``_trace``
-(what happened), ``_vsocket`` and ``_sock`` (the sockets: the calls, and
-the kernel's half that the network holds), ``_stack`` (what a socket may
-call of the network), ``_model`` (values they share). Where new behaviour
-goes: a fault between hosts (one-way partitions, rules) in ``_faults`` and
-its one gate, ``Wire.forward``; a link's effect on one datagram in
-``_links``; an ICMP error back to the sender in ``Wire._report_unreachable``
-and ``Sock.refuse``; a host's own state (down, restarted) in ``_hosts``,
-with ``Ports`` for the sockets it loses.
+partitions, holds, down hosts, rules, transmit queues), ``_flaps``
+(flapping links), ``_rules`` (the rule API and its verdicts), ``_outages``
+(crashes and restarts: the sockets closed, the tasks cancelled), ``_wire``
+(delivery and its alarm), ``_trace`` (what happened), ``_vsocket`` and
+``_sock`` (the sockets: the calls, and the kernel's half that the network
+holds), ``_stack`` (what a socket may call of the network), ``_model``
+(values they share). Where new behaviour goes: a fault between hosts in
+``_faults`` and its one gate, ``Faults.blocked`` (asked by
+``Wire.forward``); a link's effect on one datagram in ``_links``; an ICMP
+error back to the sender in ``Wire._report_unreachable`` and
+``Sock.refuse``; what a crash does to a host's sockets and tasks in
+``_outages``.
 """
 
 from __future__ import annotations
@@ -79,15 +83,18 @@ import trio
 from .._rng import lend_randomness
 from .._trio_private import BatchShuffler, deterministic_scheduling
 from ._faults import Faults
+from ._flaps import Flapping
 from ._groups import Groups
 from ._hosts import Hosts
 from ._links import LinkPolicy
+from ._outages import Outages
 from ._pcap import PCAP_EPOCH, write_entries
 from ._ports import Ports
 from ._resolver import Resolver, getaddrinfo, getnameinfo
 from ._sockopts import ETHERNET_IFINDEX, LOOPBACK_IFINDEX
 from ._stack import LINUX_RMEM_MAX, Stack, Sysctl
 from ._trace import DEFAULT_TRACE_LIMIT, Recorder
+from ._verbs import FaultVerbs
 from ._vsocket import VirtualSocket
 from ._wire import Wire
 
@@ -95,7 +102,6 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Iterable, Iterator
 
-    from ._faults import Pair
     from ._model import Endpoint, Host, Sockaddr
     from ._resolver import AddrInfo
     from ._sock import Sock
@@ -118,13 +124,13 @@ class _Factory(trio.abc.SocketFactory):
 
 
 @final
-class VirtualNetwork:
+class VirtualNetwork(FaultVerbs):
     """A seeded, in-memory UDP network that unmodified Trio code runs on.
 
     Args:
         seed: seeds the one ``random.Random`` behind every random choice.
-        latency, jitter, loss, duplicate, reorder, mtu: the default
-            :class:`LinkPolicy` of every link (see there).
+        latency, jitter, loss, duplicate, reorder, mtu, tail, tail_shape, bandwidth, queue: the
+            default :class:`LinkPolicy` of every link (see there).
         record: keep :attr:`trace` (and payloads for :meth:`write_pcap`).
         rmem_max, wmem_max: Linux's ``net.core.rmem_max``/``wmem_max``, the
             most ``SO_RCVBUF``/``SO_SNDBUF`` take (then doubled, as Linux does).
@@ -166,6 +172,10 @@ class VirtualNetwork:
         duplicate: float = 0.0,
         reorder: float = 0.0,
         mtu: int | None = None,
+        tail: float = 0.0,
+        tail_shape: float | None = None,
+        bandwidth: float | None = None,
+        queue: int | None = 1000,
         record: bool = True,
         rmem_max: int = LINUX_RMEM_MAX,
         wmem_max: int = LINUX_RMEM_MAX,
@@ -186,6 +196,10 @@ class VirtualNetwork:
             duplicate=duplicate,
             reorder=reorder,
             mtu=mtu,
+            tail=tail,
+            tail_shape=tail_shape,
+            bandwidth=bandwidth,
+            queue=queue,
         )
         self._sysctl = Sysctl(rmem_max=rmem_max, wmem_max=wmem_max)
         self._hosts = Hosts()
@@ -196,7 +210,13 @@ class VirtualNetwork:
         self._trace = Recorder(record=record, limit=trace_limit)
         self._ports = Ports(self._hosts)
         self._groups = Groups(self._hosts, self._ports)
-        self._faults = Faults()
+        self._faults = Faults(Flapping(self._trace, seed))
+        self._outages = Outages(
+            faults=self._faults,
+            trace=self._trace,
+            close=self._close_sock,
+            home=self._home,
+        )
         self._wire = Wire(
             hosts=self._hosts,
             ports=self._ports,
@@ -213,8 +233,12 @@ class VirtualNetwork:
             wire=self._wire,
             sysctl=self._sysctl,
             now=self._trace.now,
+            opened=self._outages.opened,
         )
         self._installed = False
+
+    def _close_sock(self, sk: Sock) -> None:
+        self._stack.close(sk)
 
     @property
     def rmem_max(self) -> int:
@@ -258,6 +282,8 @@ class VirtualNetwork:
         old_resolver = trio.socket.set_custom_hostname_resolver(Resolver(self._hosts))
         self._installed = True
         self._trace.start()
+        self._outages.install()
+        self._faults.flapping.resume()
         try:
             with (
                 deterministic_scheduling(self._scheduler_rng),
@@ -268,6 +294,8 @@ class VirtualNetwork:
             trio.socket.set_custom_socket_factory(old_factory)
             trio.socket.set_custom_hostname_resolver(old_resolver)
             self._installed = False
+            self._outages.uninstall()
+            self._faults.flapping.uninstall()
             self._wire.uninstall()
 
     def _new_socket(
@@ -335,7 +363,11 @@ class VirtualNetwork:
     def on_host(self, host: str | Host) -> Iterator[Host]:
         """Make ``host`` the home of sockets created in this block (and in
         tasks started from it): their wildcard binds and source addresses
-        are that host's.
+        are that host's. The tasks started in the block (and the tasks they
+        start) are the host's program: :meth:`crash` cancels them.
+
+        Raises:
+            RuntimeError: ``host`` has crashed and not restarted.
 
         Example::
 
@@ -343,6 +375,8 @@ class VirtualNetwork:
                 nursery.start_soon(run_client)   # its sockets live on 10.0.0.2
         """
         found = self.host(host)
+        self._outages.check_up(found)
+        self._outages.watch()
         token = self._home.set(found)
         try:
             yield found
@@ -369,62 +403,6 @@ class VirtualNetwork:
         """Reverse-resolve like :func:`socket.getnameinfo`, from this network's hosts."""
         return getnameinfo(self._hosts, sockaddr, flags)
 
-    # ---- link behaviour ---------------------------------------------------
-
-    @property
-    def policy(self) -> LinkPolicy:
-        """The default :class:`LinkPolicy` of every link."""
-        return self._wire.policy
-
-    def configure(self, **settings: float | None) -> None:
-        """Change default link settings while the network runs.
-
-        Example::
-
-            net.configure(loss=0.3, latency=0.02)
-        """
-        self._wire.policy = self._wire.policy.evolve(**settings)
-
-    def _pair(self, a: str | Host, b: str | Host) -> Pair:
-        return frozenset((self.host(a), self.host(b)))
-
-    def set_link(self, a: str | Host, b: str | Host, **settings: float | None) -> None:
-        """Give the link between hosts ``a`` and ``b`` (both ways) its own policy,
-        starting from the default one. ``a`` may equal ``b``.
-
-        Example::
-
-            net.set_link("10.0.0.1", "10.0.0.2", latency=0.1, loss=0.05)
-        """
-        self._faults.links[self._pair(a, b)] = self._wire.policy.evolve(**settings)
-
-    def link(self, a: str | Host, b: str | Host) -> LinkPolicy:
-        """The policy in force between hosts ``a`` and ``b``."""
-        return self._faults.policy(self._pair(a, b), self._wire.policy)
-
-    def partition(self, a: str | Host, b: str | Host) -> None:
-        """Drop every datagram between hosts ``a`` and ``b`` (both ways) until :meth:`heal`."""
-        self._faults.partitions.add(self._pair(a, b))
-
-    def heal(self, a: str | Host | None = None, b: str | Host | None = None) -> None:
-        """End the partition between ``a`` and ``b``, or every partition."""
-        self._faults.heal(None if a is None or b is None else self._pair(a, b))
-
-    def hold(self, a: str | Host | None = None, b: str | Host | None = None) -> None:
-        """Keep datagrams between ``a`` and ``b`` (or all) on the wire until :meth:`release`."""
-        self._faults.hold(None if a is None or b is None else self._pair(a, b))
-
-    def release(self, a: str | Host | None = None, b: str | Host | None = None) -> None:
-        """Stop holding (between ``a`` and ``b``, or everywhere) and send the held
-        datagrams on, each with its link's delay counted from now."""
-        self._faults.unhold(None if a is None or b is None else self._pair(a, b))
-        self._wire.release()
-
-    @property
-    def held(self) -> int:
-        """How many datagrams are held now."""
-        return len(self._faults.held)
-
     # ---- observing --------------------------------------------------------
 
     def now(self) -> float:
@@ -438,9 +416,15 @@ class VirtualNetwork:
         ``trace_limit`` (empty when ``record=False``)."""
         return self._trace.events()
 
-    def trace_text(self) -> str:
-        """The trace as text, one event a line; same seed and program, same text."""
-        return self._trace.text()
+    def trace_text(self, last: int | None = None) -> str:
+        """The trace as text, one event a line (the ``last`` ones only, if
+        given); same seed and program, same text.
+
+        Example::
+
+            print(net.trace_text(last=20))
+        """
+        return self._trace.text(last)
 
     @property
     def stats(self) -> NetworkStats:

@@ -9,12 +9,20 @@ virtual wire (a ``send``), one for each extra copy the link made (a
 destination host for each datagram dropped as ``port_unreachable`` (whether
 or not the sender is connected and so sees it), with synthesised IP, UDP and
 ICMP headers and correct checksums. A datagram that never left its host
-(dropped as ``host_unreachable``: no host answered for its address; or
+(dropped as ``host_unreachable``: no host answered for its address;
 ``no_route``: its socket's ``SO_BINDTODEVICE`` sent it where it cannot
-arrive) is not a packet on any wire and is not written; the trace
-(:meth:`VirtualNetwork.trace_text`) is the complete record, and the capture's
-section comment says how many datagrams were left out and why. A datagram
-that crossed a link in fragments (above its MTU) is written whole.
+arrive; or ``queue``: tail dropped by its link's full queue) is not a packet
+on any wire and is not written; the trace (:meth:`VirtualNetwork.trace_text`)
+is the complete record, and the capture's section comment says how many
+datagrams were left out and why. A datagram that crossed a link in
+fragments (above its MTU) is written whole. A datagram whose bytes a rule
+changed has a second record, the ``corrupted copy``, with the bytes that
+arrive.
+
+Network events (crash, restart, partition, heal, a flapping link going down
+or up) are no packets: each is one more comment of the section header,
+``at 2.000000000: crash db: ...``, in order (the first
+:data:`MAX_EVENT_COMMENTS`, then how many more the trace has).
 
 Fates. Each packet record carries a comment (pcapng ``opt_comment``) with the
 packet number and everything that happened to it, in order, with virtual
@@ -48,7 +56,13 @@ if TYPE_CHECKING:
     from ._model import Endpoint
     from ._trace import TraceEvent
 
-__all__ = ["PCAP_EPOCH", "ip_udp_packet", "write_entries", "write_pcap"]
+__all__ = [
+    "MAX_EVENT_COMMENTS",
+    "PCAP_EPOCH",
+    "ip_udp_packet",
+    "write_entries",
+    "write_pcap",
+]
 
 #: Unix time that virtual time 0 is written as: 2000-01-01 00:00:00 UTC.
 PCAP_EPOCH = 946_684_800
@@ -57,7 +71,15 @@ _LINKTYPE_RAW = 101  # raw IPv4/IPv6, no link-layer header
 _SNAPLEN = 262_144
 _UDP, _ICMP, _ICMPV6 = 17, 1, 58
 # Fates decided before the datagram left its host: never on the wire.
-_NEVER_SENT = ("host_unreachable", "no_route")
+_NEVER_SENT = ("host_unreachable", "no_route", "queue")
+#: How many network events the section header lists, at most.
+MAX_EVENT_COMMENTS = 1000
+# The events that put a packet on the wire, and what its record calls it.
+_RECORDED = {
+    "send": "sent",
+    "duplicate": "duplicate copy",
+    "corrupt": "corrupted copy",
+}
 # Linux quotes at most this much of the offending packet in an ICMP error.
 _ICMP_QUOTE = {4: 576 - 28, 6: 1280 - 48}
 _PACKET_HEADER = struct.Struct("<IIIIIII")  # block type, length, then EPB fields
@@ -228,9 +250,13 @@ def write_entries(
     stayed = bytearray(count)  # 1 + index in _NEVER_SENT
     left = bytearray(count)
     index = len(entries)
+    network: list[int] = []  # crashes, partitions: no datagram's (packet 0)
     for _, kind, packet_id, _, _, _, reason in reversed(entries):
         index -= 1
         if kind == "send":
+            continue
+        if not packet_id:
+            network.append(index)
             continue
         number = packet_id - low
         following[index] = first[number]
@@ -258,11 +284,20 @@ def write_entries(
         f" {epoch:.9f} s after the Unix epoch; datagrams that never left their"
         f" host are not written ({left_out or 'none'}): see the trace"
     )
+    network.reverse()
+    event_comments = [
+        f"at {entries[index][0] - origin:.9f}: {entries[index][1]} {entries[index][6]}"
+        for index in network[:MAX_EVENT_COMMENTS]
+    ]
+    if len(network) > MAX_EVENT_COMMENTS:
+        more = len(network) - MAX_EVENT_COMMENTS
+        event_comments.append(f"and {more} more network events: see the trace")
     file.write(
         _block(
             0x0A0D0D0A,
             struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
             + _option(1, section_comment.encode())
+            + b"".join(_option(1, comment.encode()) for comment in event_comments)
             + _option(0, b""),
         )
     )
@@ -283,7 +318,7 @@ def write_entries(
     write = file.write
     shown_time, shown = None, ""
     for time, kind, packet_id, src, dst, payload, reason in entries:
-        if kind == "send" or kind == "duplicate":
+        if kind in _RECORDED and packet_id:
             number = packet_id - low
             if stayed[number]:
                 continue
@@ -311,11 +346,7 @@ def write_entries(
                 packet = _IPV4_UDP.pack(*fields) + payload
             else:
                 packet = _IPV6_UDP.pack(6 << 28, length, _UDP, 64, *tail) + payload
-            fates = (
-                f"#{packet_id} sent"
-                if kind == "send"
-                else f"#{packet_id} duplicate copy"
-            )
+            fates = f"#{packet_id} {_RECORDED[kind]}"
             index = first[number]
             while index >= 0:
                 fate = entries[index]

@@ -340,6 +340,9 @@ class Sock:
         # (parking delivers a pending cancel at once), and the datagram that
         # ends the wait is returned without another.
         if self.closed:
+            # After a checkpoint, as Trio's real sockets: a cancelled task
+            # receiving on a socket closed under it sees Cancelled.
+            await trio.lowlevel.checkpoint()
             self.check_open()
         if flags and flags & ~_SUPPORTED_RECV_FLAGS:
             unsupported(f"receive flags {flags:#x}")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._groups import Groups
     from ._hosts import Hosts
     from ._ports import Ports
+    from ._sock import Sock
     from ._wire import Wire
 
 __all__ = ["LINUX_RMEM_MAX", "Stack", "Sysctl"]
@@ -40,8 +41,9 @@ class Sysctl:
 class Stack:
     """The parts of one network that its sockets call: ``hosts`` (addresses,
     interfaces, names, source addresses), ``ports`` (bind, unbind),
-    ``groups`` (memberships), ``wire`` (``send``), ``sysctl`` and ``now``
-    (virtual seconds since the first install)."""
+    ``groups`` (memberships), ``wire`` (``send``), ``sysctl``, ``now``
+    (virtual seconds since the first install) and ``opened`` (told of each
+    new socket, so that a crash of its host can close it)."""
 
     hosts: Hosts
     ports: Ports
@@ -49,3 +51,16 @@ class Stack:
     wire: Wire
     sysctl: Sysctl
     now: Callable[[], float]
+    opened: Callable[[Sock], None]
+
+    def close(self, sk: Sock) -> None:
+        """Close a socket's kernel half: leave its groups, free its port,
+        drop its queue and wake its receivers (they find it closed). The
+        socket's ``close()`` and a crash of its host both come here."""
+        if sk.closed:
+            return
+        sk.closed = True
+        for group, ifindex in list(sk.groups):
+            self.groups.join(sk, group, ifindex, join=False)
+        self.ports.unbind(sk)
+        sk.discard_queue()

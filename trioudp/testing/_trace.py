@@ -10,34 +10,74 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from ._model import Endpoint, Packet
 
-__all__ = ["DEFAULT_TRACE_LIMIT", "NetworkStats", "Recorder", "TraceEvent"]
+__all__ = [
+    "DEFAULT_TRACE_LIMIT",
+    "DROP_REASONS",
+    "Drops",
+    "NetworkStats",
+    "Recorder",
+    "TraceEvent",
+]
 
 #: How many events :attr:`VirtualNetwork.trace` keeps by default (the latest).
 DEFAULT_TRACE_LIMIT = 100_000
+
+#: Every reason the network drops a datagram for (see :class:`TraceEvent`).
+DROP_REASONS = frozenset(
+    {
+        "loss",
+        "partition",
+        "rcvbuf",
+        "port_unreachable",
+        "host_unreachable",
+        "no_route",
+        "filtered",
+        "closed",
+        "uninstalled",
+        "no_receiver",
+        "host_down",
+        "link_down",
+        "queue",
+        "rule",
+    }
+)
+#: Where a network event (not a datagram's) keeps its addresses: none.
+_NOWHERE = ("", 0)
 
 
 @attrs.frozen(kw_only=True)
 class TraceEvent:
     """One thing that happened on the network, at a virtual time.
 
-    Kinds: ``send``, ``deliver``, ``drop`` (with a ``reason``: ``loss`` (of
-    the datagram or of one of its fragments), ``partition``, ``rcvbuf``,
-    ``port_unreachable``, ``host_unreachable`` (an address no host has, on
-    the sender's subnet), ``no_route`` (``SO_BINDTODEVICE`` sent it by an
-    interface it cannot arrive by), ``filtered``, ``closed``,
-    ``uninstalled``, ``no_receiver``: a multicast or broadcast copy that no
-    socket of its host takes), ``duplicate``, ``hold``,
-    ``release`` and ``icmp`` (an unreachable report on its way back).
+    What happened to a datagram, numbered ``packet``: ``send``, ``deliver``,
+    ``drop`` (with a ``reason``: ``loss`` (of the datagram or of
+    one of its fragments), ``partition``, ``rcvbuf``, ``port_unreachable``,
+    ``host_unreachable`` (an address no host has),
+    ``no_route`` (``SO_BINDTODEVICE`` sent it by an interface it cannot
+    arrive by), ``filtered``, ``closed``, ``uninstalled``, ``no_receiver``: a multicast or broadcast
+    copy that no socket of its host takes, ``host_down``: from or to a
+    crashed host, ``link_down``: a flapping link was down, ``queue``: tail
+    dropped by a full bandwidth queue, ``rule``: a rule's verdict),
+    ``duplicate``, ``hold``, ``release``, ``icmp`` (an unreachable report on
+    its way back), ``corrupt`` (a rule changed its bytes: ``payload`` is
+    what arrives) and ``delay`` (a rule held it back).
+
+    What happened to the network (``packet`` 0, no addresses, ``reason``
+    says which hosts): ``crash``, ``restart``, ``partition`` and ``heal``
+    (``a > b`` one way, ``a <> b`` both), ``link_down`` and ``link_up``
+    (a flapping link).
+
     ``str(event)`` is one stable line; equal traces print equal text.
 
     Example:
@@ -45,6 +85,9 @@ class TraceEvent:
         ...                dst=("127.0.0.1", 2), size=3)
         >>> str(e)
         '0.500000000 send      #1 127.0.0.1:1 > 127.0.0.1:2 3B'
+        >>> str(TraceEvent(time=2.0, kind="crash", packet=0, src=("", 0),
+        ...                dst=("", 0), size=0, reason="db"))
+        '2.000000000 crash     db'
     """
 
     time: float
@@ -57,6 +100,8 @@ class TraceEvent:
     payload: bytes = attrs.field(default=b"", repr=False, eq=False)
 
     def __str__(self) -> str:
+        if not self.packet:
+            return f"{self.time:.9f} {self.kind:<9} {self.reason}"
         reason = f" {self.reason}" if self.reason else ""
         return (
             f"{self.time:.9f} {self.kind:<9} #{self.packet}"
@@ -69,12 +114,38 @@ def _show(endpoint: Endpoint) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+class Drops(dict[str, int]):
+    """Datagrams dropped, by reason: a dict in which a reason that no drop
+    had yet counts 0, and a name that is no reason raises KeyError (a typo
+    never reads as "none dropped").
+
+    Example:
+        >>> drops = Drops(loss=2)
+        >>> drops["loss"], drops["partition"], drops
+        (2, 0, {'loss': 2})
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, reason: str) -> int:
+        if reason in DROP_REASONS:
+            return 0
+        known = ", ".join(sorted(DROP_REASONS))
+        msg = f"{reason!r} is not a reason the network drops for; it drops for: {known}"
+        raise KeyError(msg)
+
+
 @attrs.frozen(kw_only=True)
 class NetworkStats:
     """Counters of a :class:`VirtualNetwork`.
 
+    ``dropped`` counts by reason (those of :class:`TraceEvent`); a reason
+    with no drop yet reads 0.
+
     Example:
         >>> NetworkStats().dropped_total
+        0
+        >>> NetworkStats().dropped["partition"]
         0
     """
 
@@ -82,7 +153,7 @@ class NetworkStats:
     delivered: int = 0
     duplicated: int = 0
     held: int = 0
-    dropped: dict[str, int] = attrs.field(factory=dict)
+    dropped: dict[str, int] = attrs.field(factory=Drops, converter=Drops)
 
     @property
     def dropped_total(self) -> int:
@@ -161,12 +232,23 @@ class Recorder:
         (for writing a capture without building events)."""
         return list(self.entries), self.epoch or 0.0
 
+    def note(self, kind: str, what: str, time: float | None = None) -> None:
+        """Record that ``kind`` happened to the network (``what``: which
+        hosts), now or at the clock ``time`` it happened."""
+        if self.record:
+            if time is None:
+                time = self.clock_time() if self.instant is None else self.instant
+            self.entries.append((time, kind, 0, _NOWHERE, _NOWHERE, b"", what))
+
     def events(self) -> list[TraceEvent]:
         """The events kept, in order, with times from the epoch."""
         epoch = self.epoch or 0.0
         return [_event(entry, epoch) for entry in self.entries]
 
-    def text(self) -> str:
-        """The events kept as text, one a line."""
+    def text(self, last: int | None = None) -> str:
+        """The events kept as text, one a line; the ``last`` ones only if given."""
         epoch = self.epoch or 0.0
-        return "".join(f"{_event(entry, epoch)}\n" for entry in self.entries)
+        entries: Iterable[_Entry] = self.entries
+        if last is not None:
+            entries = islice(self.entries, max(0, len(self.entries) - last), None)
+        return "".join(f"{_event(entry, epoch)}\n" for entry in entries)

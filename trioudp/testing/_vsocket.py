@@ -88,6 +88,7 @@ class VirtualSocket(trio.socket.SocketType):
         self._family = stdlib_socket.AddressFamily(family)
         self._proto = proto
         self._sk = Sock(self._family, home, stack.now, stack.wire.catch_up)
+        stack.opened(self._sk)
         self._wire_send = stack.wire.send
         self._shut = 0  # 1: SHUT_RD, 2: SHUT_WR
         # The last numeric destination sendto parsed, and what it gave.
@@ -147,14 +148,7 @@ class VirtualSocket(trio.socket.SocketType):
     # ---- lifetime ---------------------------------------------------------
 
     def close(self) -> None:
-        sk = self._sk
-        if sk.closed:
-            return
-        sk.closed = True
-        for group, ifindex in list(sk.groups):
-            self._stack.groups.join(sk, group, ifindex, join=False)
-        self._stack.ports.unbind(sk)
-        sk.discard_queue()
+        self._stack.close(self._sk)
 
     def __enter__(self) -> Self:
         return self
@@ -353,13 +347,7 @@ class VirtualSocket(trio.socket.SocketType):
         payload = data if type(data) is bytes else _joined([data])  # type: ignore[list-item]
         dst, family = self._destination(payload, flags, address)
         await trio.lowlevel.checkpoint_if_cancelled()
-        # _transmit inlined.
-        sk = self._sk
-        if sk.error is not None:
-            sk.raise_pending_error()
-        if sk.binding is None:
-            self._autobind()
-        self._wire_send(sk, payload, dst, family)
+        self._transmit(payload, dst, family)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return len(payload)
 
@@ -392,17 +380,19 @@ class VirtualSocket(trio.socket.SocketType):
     def _destination(
         self, payload: bytes, flags: int, address: object
     ) -> tuple[Endpoint, int]:
-        """Check a send before its cancel point; ``(dst, packet family)``."""
+        """Check a send before its cancel point; ``(dst, packet family)``.
+
+        A closed or shut socket is refused by :meth:`_transmit`, after the
+        cancel point, as Trio's real sockets do: a cancelled task sending on
+        a socket closed under it sees Cancelled, not EBADF."""
         family: int
         sk = self._sk
-        if sk.closed or self._shut:
-            sk.check_open()
-            if self._shut & 2:
-                raise oserror(errno.EPIPE, "shut down for writing")
         if flags and flags & ~_IGNORED_SEND_FLAGS:
             unsupported(f"send flags {flags:#x}")
         if address is None:
             if sk.peer is None:
+                if sk.closed:
+                    return ("", 0), 0  # EBADF, after the cancel point
                 raise oserror(errno.EDESTADDRREQ)
             dst = sk.peer
             family = stdlib_socket.AF_INET6 if ":" in dst[0] else stdlib_socket.AF_INET
@@ -431,6 +421,10 @@ class VirtualSocket(trio.socket.SocketType):
         self, payload: bytes, dst: Endpoint, family: int, asked: Asked = NOTHING_ASKED
     ) -> None:
         sk = self._sk
+        if sk.closed or self._shut:
+            sk.check_open()
+            if self._shut & 2:
+                raise oserror(errno.EPIPE, "shut down for writing")
         if sk.error is not None:
             sk.raise_pending_error()
         if sk.binding is None:

@@ -2,8 +2,11 @@
 
 The path of one datagram: :meth:`Wire.send` picks its source and records
 it; :meth:`Wire.forward` drops, holds or routes it by the faults between
-its hosts (``_faults``); :meth:`Wire._route` asks its link's policy for a
-fate (``_links.plan_fate``): lost, or arriving after some delays;
+its hosts (``Faults.blocked``: a crashed host, a partition, a flapping link
+that is down) and the rules (``_rules``, in :meth:`Wire._let_through`);
+:meth:`Wire._route` queues it behind its link's bandwidth
+(``_links.LinkQueue``) and asks its link's policy for a fate
+(``_links.plan_fate``): lost, or arriving after some delays;
 :meth:`Wire._arrive` finds its receiver (``_ports``, or ``_groups`` for a
 multicast or broadcast copy) and hands it to :meth:`Sock.deliver`, or
 reports the port unreachable back to a connected sender.
@@ -30,8 +33,12 @@ Invariants:
       queues datagrams and reschedules tasks; an exception there would be a
       TrioInternalError. Uninstalling closes the alarm; what is still in
       flight then is dropped (``uninstalled``) by :meth:`Wire.uninstall`.
-    * Every random choice of the network is drawn here, from one
-      ``random.Random``, in the order datagrams are routed.
+    * Every random choice about a datagram is drawn here, from one
+      ``random.Random``, in the order datagrams are routed (a flapping
+      link's schedule comes from a generator of its own, ``_flaps``).
+    * A datagram that arrives when its host has crashed is dropped
+      (``host_down``) before any receiver is looked up, so a crashed host
+      never answers with an ICMP error.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import socket as stdlib_socket
 from math import inf
 from typing import TYPE_CHECKING, final
 
+import attrs
 import trio
 
 from .._trio_private import new_alarm
@@ -55,6 +63,7 @@ from ._model import (
     is_multicast,
     oserror,
 )
+from ._rules import UDPPacket, corrupted, judge
 from ._sockopts import ETHERNET_IFINDEX
 from ._trace import NetworkStats
 
@@ -305,9 +314,10 @@ class Wire:
 
     def forward(self, packet: Packet) -> None:
         """Route a datagram just sent (or one multicast or broadcast copy of
-        it), unless a partition or a hold keeps it."""
+        it), unless a fault between its hosts (``Faults.blocked``), a rule
+        or a hold keeps it."""
         faults = self._faults
-        if not (faults.partitions or faults.hold_all or faults.holds or faults.links):
+        if not faults.active:
             # The common case: no per-pair state to look up, only a route.
             if packet.to is not None or (
                 packet.src[0] in self._host_by_ip
@@ -320,45 +330,102 @@ class Wire:
             else:
                 self._drop(packet, "host_unreachable")
             return
-        pair = self.pair(packet)
-        if pair is None:
+        ends = self.ends(packet)
+        if ends is None:
             self._drop(packet, "host_unreachable")
-        elif faults.partitions and pair in faults.partitions:
-            self._drop(packet, "partition")
-        elif (faults.hold_all or faults.holds) and faults.is_held(pair):
+            return
+        pair = frozenset(ends)
+        if (faults.hold_all or faults.holds) and faults.is_held(pair):
+            reason = faults.blocked(*ends)
+            if reason is not None:
+                self._drop(packet, reason)
+                return
             faults.held.append(packet)
             self.held += 1
             self._trace.event("hold", packet)
-        else:
-            self._route(packet, pair)
+            return
+        self._let_through(packet, ends, pair)
 
-    def pair(self, packet: Packet) -> Pair | None:
-        """The two hosts a datagram goes between, or None if either is unknown."""
+    def ends(self, packet: Packet) -> tuple[Host, Host] | None:
+        """The hosts a datagram goes from and to, or None if either is unknown."""
         if packet.to is not None:
             assert packet.sender is not None
-            return frozenset((packet.sender.host, packet.to))
+            return packet.sender.host, packet.to
         host_by_ip = self._host_by_ip
         src_host = host_by_ip.get(packet.src[0])
         dst_host = host_by_ip.get(packet.dst[0]) or self._hosts.host_of(packet.dst[0])
         if src_host is None or dst_host is None:
             return None
-        return frozenset((src_host, dst_host))
+        return src_host, dst_host
 
     def release(self) -> None:
         """Send on every held datagram no hold keeps any more, each with its
-        link's delay counted from now."""
+        link's delay counted from now (and the faults and rules of now)."""
         faults = self._faults
         still_held = []
         for packet in faults.held:
-            pair = self.pair(packet)
-            if pair is not None and faults.is_held(pair):
+            ends = self.ends(packet)
+            if ends is not None and faults.is_held(frozenset(ends)):
                 still_held.append(packet)
+                continue
+            self._trace.event("release", packet)
+            if ends is None:
+                self._drop(packet, "host_unreachable")
             else:
-                self._trace.event("release", packet)
-                self._route(packet, pair)
+                self._let_through(packet, ends, frozenset(ends))
         faults.held = still_held
 
-    def _route(self, packet: Packet, pair: Pair | None) -> None:
+    def _let_through(self, packet: Packet, ends: tuple[Host, Host], pair: Pair) -> None:
+        """Route a datagram onto its link unless a fault blocks it now, as
+        the rules decide (``_rules``)."""
+        faults = self._faults
+        reason = faults.blocked(*ends)
+        if reason is not None:
+            self._drop(packet, reason)
+            return
+        if not faults.rules:
+            self._route(packet, pair)
+            return
+        time = trio.current_time() - (self._trace.epoch or 0.0)
+        verdict = judge(
+            faults.rules,
+            UDPPacket(
+                number=packet.id,
+                src=packet.src,
+                dst=packet.dst,
+                payload=packet.payload,
+                sender=ends[0],
+                receiver=ends[1],
+                time=time,
+            ),
+        )
+        if verdict is None:
+            self._route(packet, pair)
+            return
+        if verdict.drop:
+            self._drop(packet, "rule")
+            return
+        if verdict.changes_bytes:
+            payload = corrupted(packet.payload, verdict, self._rng)
+            packet = attrs.evolve(packet, payload=payload)
+            self._trace.event("corrupt", packet, "rule")
+        if verdict.delay:
+            self._trace.event("delay", packet, "rule")
+        for copy in range(verdict.copies):
+            if copy:
+                self.duplicated += 1
+                self._trace.event("duplicate", packet, "rule")
+            self._route(packet, pair, verdict.delay, ends)
+
+    def _route(
+        self,
+        packet: Packet,
+        pair: Pair | None,
+        extra: float = 0.0,
+        ends: tuple[Host, Host] | None = None,
+    ) -> None:
+        """Put a datagram on its link: the link's fate, ``extra`` seconds
+        later (a rule's delay)."""
         links = self._faults.links
         policy = (
             links.get(pair, self.policy) if pair is not None and links else self.policy
@@ -368,22 +435,30 @@ class Wire:
             self._policy_seen_instant = policy.is_instant
             self._policy_seen_delay = (
                 None
-                if policy.loss or policy.duplicate or policy.reorder
+                if policy.loss
+                or policy.duplicate
+                or policy.reorder
+                or policy.tail
+                or policy.bandwidth is not None
                 else (policy.latency, policy.jitter)
             )
-        if self._policy_seen_instant:
-            self._arrive(packet)
-            return
         trace = self._trace
         now = trace.instant
         if now is None:
             now = trace.clock_time()
+        if self._policy_seen_instant:
+            if extra <= 0:
+                self._arrive(packet)
+            else:
+                self._schedule(now + extra, packet, _ARRIVAL)
+            return
         delay_only = self._policy_seen_delay
         if delay_only is not None:
             # plan_fate's arithmetic, inlined for the common link: latency
             # plus uniform jitter, the same draws and the same floats.
             latency, jitter = delay_only
             delay = latency + jitter * self._rng.random() if jitter else latency
+            delay += extra
             if delay <= 0:
                 self._arrive(packet)
             else:
@@ -391,6 +466,19 @@ class Wire:
             return
         family = packet.family
         size = len(packet.payload) + UDP_HEADER + IP_HEADER[family]
+        if policy.bandwidth is not None:
+            ends = ends or self.ends(packet)
+            assert ends is not None  # forward dropped a datagram with no route
+            wait = self._faults.queue(*ends).admit(
+                now + extra,
+                size,
+                bandwidth=policy.bandwidth,
+                limit=policy.queue,
+            )
+            if wait is None:
+                self._drop(packet, "queue")
+                return
+            extra += wait
         fate = plan_fate(policy, size, self._rng, ipv6=family == stdlib_socket.AF_INET6)
         if fate.drop is not None:
             self._drop(packet, fate.drop)
@@ -399,6 +487,7 @@ class Wire:
             if copy:
                 self.duplicated += 1
                 self._trace.event("duplicate", packet)
+            delay += extra
             if delay <= 0:
                 self._arrive(packet)
             else:
@@ -445,7 +534,10 @@ class Wire:
         if sender is None or not sender.connected_to(packet.dst):
             return
         self._trace.event("icmp", packet)
-        policy = self._faults.policy(self.pair(packet), self.policy)
+        ends = self.ends(packet)
+        policy = self._faults.policy(
+            None if ends is None else frozenset(ends), self.policy
+        )
         if policy.latency <= 0:
             sender.refuse(code)
         else:
@@ -481,9 +573,13 @@ class Wire:
         outer, trace.instant = trace.instant, trace.clock_time()
         now = trace.instant
         try:
+            down = self._faults.down
             while heap and heap[0][0] <= now:
                 _, _, packet, kind = heapq.heappop(heap)
                 if kind == _ARRIVAL:
+                    if down and self._to_down_host(packet):
+                        self._drop(packet, "host_down")
+                        continue
                     self._arrive(packet)
                 elif packet.sender is not None:
                     packet.sender.refuse(kind)
@@ -491,6 +587,11 @@ class Wire:
             trace.instant = outer
         if self._alarm is not None:
             self._alarm.set(heap[0][0] if heap else inf)
+
+    def _to_down_host(self, packet: Packet) -> bool:
+        """Whether a datagram arriving now arrives at a crashed host."""
+        host = packet.to or self._hosts.host_of(packet.dst[0])
+        return host in self._faults.down
 
     def catch_up(self) -> None:
         """Deliver what is due now and not yet delivered: a receiver calls
