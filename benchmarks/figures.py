@@ -394,8 +394,11 @@ def virtual_network(style: str, section: dict[str, Any]) -> str:
             f" :meth:`~trioudp.testing.VirtualNetwork.write_pcap` of a trace of"
             f" {pcap['datagrams']:,} datagrams ({pcap['events']:,} events,"
             f" a {pcap['file_mib']:g} MiB capture) took {pcap['cpu_seconds']:.2f}"
-            f" CPU seconds and raised the peak RSS of its process by"
-            f" {pcap['peak_rss_growth_mib']:g} MiB."
+            f" CPU seconds ({pcap['wall_seconds']:.2f} s of wall-clock time) and"
+            f" raised the peak RSS of its process by"
+            f" {pcap['peak_rss_growth_mib']:g} MiB, to"
+            f" {pcap['rss_before_mib'] + pcap['peak_rss_growth_mib']:.1f} MiB"
+            " (most of it the trace the process recorded)."
         )
         if style == "md":
             intro = intro.replace(
