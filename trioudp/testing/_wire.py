@@ -114,7 +114,6 @@ class Wire:
         #: The default link policy (``VirtualNetwork.configure`` replaces it).
         self.policy = policy
         self._policy_seen: LinkPolicy | None = None
-        self._policy_seen_instant = False
         self._policy_seen_delay: tuple[float, float] | None = None
         self._packets = 0
         self.sent = 0
@@ -430,9 +429,8 @@ class Wire:
         policy = (
             links.get(pair, self.policy) if pair is not None and links else self.policy
         )
-        if policy is not self._policy_seen:  # is_instant compares every field
+        if policy is not self._policy_seen:
             self._policy_seen = policy
-            self._policy_seen_instant = policy.is_instant
             self._policy_seen_delay = (
                 None
                 if policy.loss
@@ -446,16 +444,11 @@ class Wire:
         now = trace.instant
         if now is None:
             now = trace.clock_time()
-        if self._policy_seen_instant:
-            if extra <= 0:
-                self._arrive(packet)
-            else:
-                self._schedule(now + extra, packet, _ARRIVAL)
-            return
         delay_only = self._policy_seen_delay
         if delay_only is not None:
-            # plan_fate's arithmetic, inlined for the common link: latency
-            # plus uniform jitter, the same draws and the same floats.
+            # plan_fate's arithmetic, inlined for the common link (the
+            # instant one included): latency plus uniform jitter, the same
+            # draws and the same floats.
             latency, jitter = delay_only
             delay = latency + jitter * self._rng.random() if jitter else latency
             delay += extra
