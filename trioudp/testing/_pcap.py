@@ -313,6 +313,7 @@ def write_entries(
     # Pass 2: one record per packet on the wire, written as it is reached.
     pairs: dict[tuple[str, str], tuple[bytes, bytes, int]] = {}
     pack_header = _PACKET_HEADER.pack
+    pack_v4, pack_v6 = _IPV4_UDP.pack, _IPV6_UDP.pack
     base = round(epoch * 1e9)
     written = 0
     write = file.write
@@ -336,16 +337,46 @@ def write_entries(
                 data <<= 8
             total = words + _UDP + 2 * length + src_port + dst_port + data % 0xFFFF
             checksum = ~(total % 0xFFFF or 0xFFFF) & 0xFFFF or 0xFFFF
-            # The UDP header and what follows the IP header's own fields.
-            tail = (from_ip, to_ip, src_port, dst_port, length, checksum)
+            # Each field passed as it is: a tuple to unpack costs a tenth.
             if len(from_ip) == 4:
                 ident = packet_id & 0xFFFF
                 header = 0x4514 + length + ident + 0x4011 + words
                 header = ~(header % 0xFFFF or 0xFFFF) & 0xFFFF
-                fields = (0x45, 0, 20 + length, ident, 0, 64, _UDP, header, *tail)
-                packet = _IPV4_UDP.pack(*fields) + payload
+                packet = (
+                    pack_v4(
+                        0x45,
+                        0,
+                        20 + length,
+                        ident,
+                        0,
+                        64,
+                        _UDP,
+                        header,
+                        from_ip,
+                        to_ip,
+                        src_port,
+                        dst_port,
+                        length,
+                        checksum,
+                    )
+                    + payload
+                )
             else:
-                packet = _IPV6_UDP.pack(6 << 28, length, _UDP, 64, *tail) + payload
+                packet = (
+                    pack_v6(
+                        6 << 28,
+                        length,
+                        _UDP,
+                        64,
+                        from_ip,
+                        to_ip,
+                        src_port,
+                        dst_port,
+                        length,
+                        checksum,
+                    )
+                    + payload
+                )
             fates = f"#{packet_id} {_RECORDED[kind]}"
             index = first[number]
             while index >= 0:
