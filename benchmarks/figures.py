@@ -386,13 +386,20 @@ def fairness(style: str, section: dict[str, Any]) -> str:
 def virtual_network(style: str, section: dict[str, Any]) -> str:
     figures, settings = section["virtual_network"], section["settings"]
     rates = figures["datagrams_per_cpu_second"]
+    zero = rates["VirtualNetwork"]
     names = {
         "VirtualNetwork": "VirtualNetwork, trace on",
         "(trace off)": "VirtualNetwork, trace off",
         "FakeNet": "trio's FakeNet",
     }
+    delayed = [name for name in rates if name not in names]
     rows = [
-        [names.get(name, name), f"{rate:,}", f"{rate / rates['FakeNet']:.2f}"]
+        [
+            names.get(name, f"VirtualNetwork, {name}"),
+            f"{rate:,}",
+            f"{rate / rates['FakeNet']:.2f}",
+            f"{rate / zero:.2f}" if name in delayed else "-",
+        ]
         for name, rate in rates.items()
     ]
     intro = (
@@ -401,12 +408,26 @@ def virtual_network(style: str, section: dict[str, Any]) -> str:
         f" median of {settings['rounds']} rounds of CPU time. The trace keeps"
         f" {figures['trace_bytes_per_event']} bytes an event (64-byte payloads)."
     )
+    pcap = figures.get("pcap")
+    if pcap is not None:
+        intro += (
+            f" :meth:`~trioudp.testing.VirtualNetwork.write_pcap` of a trace of"
+            f" {pcap['datagrams']:,} datagrams ({pcap['events']:,} events,"
+            f" a {pcap['file_mib']:g} MiB capture) took {pcap['cpu_seconds']:.2f}"
+            f" CPU seconds ({pcap['wall_seconds']:.2f} s of wall-clock time) and"
+            f" raised the peak RSS of its process by"
+            f" {pcap['peak_rss_growth_mib']:g} MiB, to"
+            f" {pcap['rss_before_mib'] + pcap['peak_rss_growth_mib']:.1f} MiB"
+            " (most of it the trace the process recorded)."
+        )
+        if style == "md":
+            intro = intro.replace(
+                ":meth:`~trioudp.testing.VirtualNetwork.write_pcap`",
+                "`VirtualNetwork.write_pcap`",
+            )
+    header = ["network", "datagrams per CPU second", "x FakeNet", "x zero delay"]
     return (
-        provenance(style, section)
-        + " "
-        + intro
-        + "\n\n"
-        + table(style, ["network", "datagrams per CPU second", "x FakeNet"], rows)
+        provenance(style, section) + " " + intro + "\n\n" + table(style, header, rows)
     )
 
 

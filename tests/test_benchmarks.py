@@ -122,10 +122,24 @@ def test_memory_reports_bytes_per_handler():
 
 
 def test_virtual_network_versus_fakenet():
-    out = run("virtual_network.py", "--datagrams", "2000", "--rounds", "1")
+    out = run(
+        "virtual_network.py",
+        "--datagrams",
+        "2000",
+        "--rounds",
+        "1",
+        "--pcap-datagrams",
+        "3000",
+    )
     assert re.search(r"VirtualNetwork / FakeNet = \d+\.\d\d", out)
     assert re.search(r"\(trace off\) +[\d,]+ datagrams/s", out)
+    assert re.search(r"1 ms latency, 1 ms jitter / zero delay = \d+\.\d\d", out)
     assert re.search(r"trace memory per event: \d+ B \([\d,]+ events kept\)", out)
+    assert re.search(
+        r"write_pcap of 3,000 datagrams \([\d,]+ events\): \d+\.\d\d CPU s,"
+        r" peak RSS \+\d+\.\d MiB",
+        out,
+    )
 
 
 def test_echo_benchmark_runs_side_by_side_and_its_json_renders(tmp_path, figures):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import pytest
 import trio
 import trio.testing
 
@@ -103,6 +105,142 @@ async def test_reply_stays_a_cancel_point_on_the_public_fallback(monkeypatch):
             await datagram.reply(b"never sent")
         assert scope.cancelled_caught
         assert sock.stats.replied == 0
+
+
+# ---- alarms ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["trio_private", "public_fallback"])
+def alarm_kind(request, monkeypatch):
+    if request.param == "public_fallback":
+        monkeypatch.setattr(_trio_private, "_runner", lambda: None)
+    return request.param
+
+
+async def test_the_deadline_alarm_is_what_this_trio_gets() -> None:
+    # Fails loudly when a Trio upgrade moves what the alarm reads: the wire
+    # would otherwise fall back silently to a slower system task.
+    from trio._core._run import GLOBAL_RUN_CONTEXT, Deadlines
+
+    runner = GLOBAL_RUN_CONTEXT.runner
+    assert _trio_private._runner() is runner
+    alarm = _trio_private.new_alarm(lambda: None, "guard")
+    assert isinstance(alarm, _trio_private._DeadlineAlarm)
+    alarm.close()
+    for name in ("add", "remove", "next_deadline", "expire", "_prune"):
+        assert callable(getattr(Deadlines, name))
+    assert isinstance(runner.deadlines, Deadlines)
+    assert "Runner.runq" in _trio_private.PRIVATE_NAMES
+
+
+async def test_an_alarm_fires_once_at_the_time_set(autojump_clock, alarm_kind) -> None:
+    fired: list[float] = []
+    alarm = _trio_private.new_alarm(lambda: fired.append(trio.current_time()), "t")
+    assert alarm.when == math.inf
+    alarm.set(5.0)
+    alarm.set(3.0)  # earlier
+    alarm.set(4.0)  # later again
+    assert alarm.when == 4.0
+    await trio.sleep(10)
+    assert fired == [4.0]
+    assert alarm.when == math.inf
+    alarm.set(12.0)
+    alarm.set(math.inf)  # unset
+    await trio.sleep(10)
+    assert fired == [4.0]
+    alarm.set(25.0)
+    alarm.close()
+    await trio.sleep(10)
+    assert fired == [4.0]
+
+
+async def test_an_alarm_may_set_itself_again_when_it_fires(
+    autojump_clock, alarm_kind
+) -> None:
+    fired: list[float] = []
+
+    def fire() -> None:
+        fired.append(trio.current_time())
+        if len(fired) < 3:
+            alarm.set(trio.current_time() + 1.5)
+
+    alarm = _trio_private.new_alarm(fire, "t")
+    alarm.set(1.0)
+    await trio.sleep(10)
+    alarm.close()
+    assert fired == [1.0, 2.5, 4.0]
+
+
+def test_an_alarm_fires_when_its_time_comes_without_autojump(alarm_kind) -> None:
+    clock = trio.testing.MockClock()  # never jumps by itself
+
+    async def main() -> list[float]:
+        fired: list[float] = []
+        alarm = _trio_private.new_alarm(lambda: fired.append(trio.current_time()), "t")
+        alarm.set(2.0)
+        clock.jump(1.0)
+        await trio.lowlevel.checkpoint()
+        assert fired == []
+        clock.jump(1.5)
+        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+        alarm.close()
+        return fired
+
+    assert trio.run(main, clock=clock) == [2.5]
+
+
+async def test_the_alarm_fires_before_a_deadline_of_the_same_instant(
+    autojump_clock,
+) -> None:
+    # The Trio-private alarm jumps the clock and fires before Trio expires
+    # the deadlines of that instant, whatever their cancel scopes' ids.
+    events: list[str] = []
+
+    def aborted(_: object) -> trio.lowlevel.Abort:
+        events.append("deadline")
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    for _ in range(20):
+        with trio.CancelScope(deadline=trio.current_time() + 1) as scope:
+            alarm = _trio_private.new_alarm(lambda: events.append("alarm"), "t")
+            alarm.set(scope.deadline)
+            await trio.lowlevel.wait_task_rescheduled(aborted)
+        alarm.close()
+    assert events == ["alarm", "deadline"] * 20
+
+
+async def test_an_alarm_waits_for_tasks_waiting_for_all_to_block(
+    autojump_clock, alarm_kind
+) -> None:
+    # wait_all_tasks_blocked wakes before the clock jumps, as with Trio's
+    # own autojump.
+    fired: list[float] = []
+    alarm = _trio_private.new_alarm(lambda: fired.append(trio.current_time()), "t")
+    alarm.set(1.0)
+    await trio.testing.wait_all_tasks_blocked()
+    assert fired == []
+    assert trio.current_time() == 0.0
+    await trio.sleep(2)
+    alarm.close()
+    assert fired == [1.0]
+
+
+async def test_many_resets_keep_trios_deadline_heap_consistent(autojump_clock) -> None:
+    # Trio prunes stale entries once they outnumber live ones (1000 at
+    # least), asserting its count of live deadlines: every set() must keep it.
+    alarms = [_trio_private.new_alarm(lambda: None, "t") for _ in range(3)]
+    for step in range(3000):
+        for n, alarm in enumerate(alarms):
+            alarm.set(100.0 + (step * 7 + n) % 50)
+        if step % 100 == 0:
+            await trio.lowlevel.checkpoint()
+    alarms[0].set(math.inf)
+    with trio.move_on_after(1):
+        await trio.sleep_forever()
+    await trio.sleep(200)
+    for alarm in alarms:
+        alarm.close()
 
 
 class _Wrapper(trio.abc.Instrument):

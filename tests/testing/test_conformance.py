@@ -10,15 +10,13 @@ anything that names a non-loopback address.
 import errno
 import socket
 import struct
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from trioudp.testing import VirtualNetwork
-
 from ..conftest import requires_ipv6
+from .conftest import sysctl, udp
 
 AF_INET, AF_INET6, SOCK_DGRAM = socket.AF_INET, socket.AF_INET6, socket.SOCK_DGRAM
 SOL_SOCKET, IPPROTO_IP, IPPROTO_IPV6 = (
@@ -33,34 +31,6 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SO_PROTOCOL = getattr(socket, "SO_PROTOCOL", 38)
 SO_DOMAIN = getattr(socket, "SO_DOMAIN", 39)
 ANC = socket.CMSG_SPACE(64) * 4
-
-
-def _sysctl(name, default):
-    try:
-        return int(Path(f"/proc/sys/net/core/{name}").read_text())
-    except OSError:
-        return default
-
-
-@pytest.fixture(params=["kernel", "virtual"])
-async def network(request):
-    if request.param == "kernel":
-        yield None
-    else:
-        # This machine's buffer limits, so that both sides cap SO_RCVBUF alike.
-        net = VirtualNetwork(
-            seed=0,
-            rmem_max=_sysctl("rmem_max", 212_992),
-            wmem_max=_sysctl("wmem_max", 212_992),
-        )
-        with net.install():
-            yield net
-
-
-async def udp(family=AF_INET, host=None):
-    sock = trio.socket.socket(family, SOCK_DGRAM)
-    await sock.bind((host or ("127.0.0.1" if family == AF_INET else "::1"), 0))
-    return sock
 
 
 async def test_bind_picks_an_ephemeral_port(network):
@@ -240,7 +210,7 @@ async def test_rcvbuf_charges_empty_datagrams_too(network):
 
 async def test_rcvbuf_limits_follow_rmem_max(network):
     with trio.socket.socket(AF_INET, SOCK_DGRAM) as sock:
-        most = _sysctl("rmem_max", 212_992) * 2
+        most = sysctl("rmem_max", 212_992) * 2
         sock.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, 10**9)
         assert sock.getsockopt(SOL_SOCKET, socket.SO_RCVBUF) == most
         sock.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, -5)  # unsigned: the most

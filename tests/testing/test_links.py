@@ -1,6 +1,9 @@
 """Link behaviour: latency, jitter, loss, duplication, reordering and MTU, exact
 on the mock clock, and the pure fate planner behind them."""
 
+import errno
+import socket
+
 import pytest
 import trio
 
@@ -8,6 +11,8 @@ from trioudp.testing import LinkPolicy, VirtualNetwork, plan_fate
 from trioudp.testing._links import LinkQueue
 
 from .conftest import drain, pair
+
+IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 
 
 async def test_latency_is_exact_on_the_mock_clock(autojump_clock):
@@ -84,14 +89,44 @@ async def test_reordering_lets_later_datagrams_overtake(autojump_clock):
     assert received != sorted(received)
 
 
-async def test_mtu_drops_big_datagrams():
+async def test_above_the_mtu_datagrams_cross_in_fragments():
     net = VirtualNetwork(mtu=1500)
     with net.install():
         a, b = await pair()
-        await a.sendto(b"x" * 1473, b.getsockname())
+        await a.sendto(b"x" * 3000, b.getsockname())  # three fragments
+        await a.sendto(b"x" * 1472, b.getsockname())
+        assert [len(await b.recv(5000)) for _ in range(2)] == [3000, 1472]
+    assert net.stats.dropped == {}
+
+
+async def test_each_fragment_is_lost_on_its_own():
+    # 2000 bytes over a 576-byte MTU: 4 fragments, each lost at 20%, so the
+    # datagram is lost at 1 - 0.8**4 (59%); one that fits, at 20%.
+    net = VirtualNetwork(seed=4, mtu=576, loss=0.2)
+    with net.install():
+        a, b = await pair()
+        got = []
+        for size in [2000] * 300 + [500] * 300:
+            await a.sendto(b"x" * size, b.getsockname())
+            if b.is_readable():
+                got.append(len(await b.recv(3000)))
+    big, small = got.count(2000), got.count(500)
+    assert 0.35 * 300 < big < 0.48 * 300
+    assert 0.74 * 300 < small < 0.86 * 300
+    assert net.stats.dropped == {"loss": 600 - big - small}
+
+
+async def test_dont_fragment_raises_emsgsize_above_the_link_mtu():
+    net = VirtualNetwork(mtu=1500)
+    with net.install():
+        a, b = await pair()
+        a.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        with pytest.raises(OSError) as info:
+            await a.sendto(b"x" * 1473, b.getsockname())
+        assert info.value.errno == errno.EMSGSIZE
         await a.sendto(b"x" * 1472, b.getsockname())
         assert len(await b.recv(2000)) == 1472
-    assert net.stats.dropped == {"mtu": 1}
+    assert net.stats.sent == 1
 
 
 def test_plan_fate_is_pure_and_ordered():

@@ -29,9 +29,11 @@ async def output(*command):
 
 
 async def eventful_run(seed=3, **settings):
-    """A 3000-byte datagram over a 1500-byte MTU, duplicates, a lossy spell,
-    and datagrams to a closed port from a connected and an unconnected socket."""
+    """A 3000-byte datagram over a 1500-byte MTU (in fragments), duplicates,
+    a lossy spell, datagrams to a closed port from a connected and an
+    unconnected socket, and one to an address no host has."""
     net = VirtualNetwork(seed, mtu=1500, duplicate=0.5, latency=0.01, **settings)
+    net.add_address(net.localhost, "10.0.0.1/24")
     with net.install():
         a = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         b = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -47,6 +49,8 @@ async def eventful_run(seed=3, **settings):
         await connected.connect(("127.0.0.1", 9))
         await connected.send(b"anyone?")
         await a.sendto(b"stray", ("127.0.0.1", 9))
+        nobody = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await nobody.sendto(b"nobody home", ("10.0.0.99", 9))
         if has_ipv6():
             six = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             await six.connect(("::1", 9))
@@ -62,9 +66,11 @@ async def test_the_capture_holds_the_wire_and_each_fate(tmp_path, autojump_clock
     count = net.write_pcap(path)
 
     text = await output(tcpdump, "-nn", "-vv", "-r", str(path))
-    assert "length 3028" not in text  # dropped for MTU: never on the wire
-    assert "length 3000" not in text
-    assert text.count("UDP, length 6") == 5  # three datagrams, two duplicates
+    assert "UDP, length 3000" in text  # crossed in fragments, written whole
+    assert "10.0.0.99" not in text  # no host had it: never on the wire
+    copies = [e for e in net.trace if e.size == 6 and e.kind in ("send", "duplicate")]
+    assert len(copies) > 3  # three datagrams, and a duplicate at least
+    assert text.count("UDP, length 6") == len(copies)
     assert "UDP, length 4" in text  # the lost one was on the wire
     assert "ICMP 127.0.0.1 udp port 9 unreachable" in text
     assert "bad" not in text.lower()
@@ -77,8 +83,9 @@ async def test_the_capture_holds_the_wire_and_each_fate(tmp_path, autojump_clock
         await output(tshark, "-r", str(path), "-T", "fields", "-e", "frame.comment")
     ).splitlines()
     assert len(comments) == count
-    assert any(c.startswith("#2 sent; duplicate at") for c in comments)
-    assert any(c.startswith("#2 duplicate copy") for c in comments)
+    twice = next(e.packet for e in net.trace if e.kind == "duplicate")
+    assert any(c.startswith(f"#{twice} sent; duplicate at") for c in comments)
+    assert any(c.startswith(f"#{twice} duplicate copy") for c in comments)
     assert any("drop loss at 0.000000000" in c for c in comments)
     assert any("deliver at 0.010000000" in c for c in comments)
     assert any("reported to the connected sender" in c for c in comments)
@@ -97,7 +104,7 @@ async def test_the_capture_is_dated_from_a_documented_epoch(tmp_path, autojump_c
     assert PCAP_EPOCH == 946_684_800  # 2000-01-01 00:00:00 UTC
     info = await output(capinfos, "-a", "-k", "-e", str(default))
     assert "2000-01-01 00:00:00.000000000" in info
-    assert "1 for mtu" in info  # the section comment names what was left out
+    assert "1 for host_unreachable" in info  # what was left out, and why
     info = await output(capinfos, "-S", "-a", str(chosen))
     assert "1700000000.000000000" in info
 
@@ -125,8 +132,7 @@ async def test_a_multicast_datagram_is_one_packet_with_each_copy_s_fate(
     tmp_path, autojump_clock
 ):
     """One record per multicast or broadcast datagram, to the group, listing
-    every host's copy; a datagram whose copy for one host exceeds that link's
-    MTU still went out to the others, so it is written."""
+    every host's copy (one of them in fragments over a small MTU)."""
     tshark = tool("tshark")
     group = "239.7.7.7"
     net = VirtualNetwork(seed=1, latency=0.01)
@@ -166,7 +172,7 @@ async def test_a_multicast_datagram_is_one_packet_with_each_copy_s_fate(
     # The sender's own host gets a copy too (IP_MULTICAST_LOOP), unheard.
     fates = "drop no_receiver at 0.010000000; deliver at 0.010000000"
     assert rows[0][2] == f"#1 sent; {fates}; deliver at 0.010000000"
-    assert rows[1][2] == f"#2 sent; drop mtu at 0.000000000; {fates}"
+    assert rows[1][2] == f"#2 sent; {fates}; deliver at 0.010000000"
     assert rows[2][2] == f"#3 sent; {fates}; deliver at 0.010000000"
     for sock in (*members, sender):
         sock.close()
@@ -202,6 +208,36 @@ async def test_pcap_is_read_back_by_tcpdump(virtual_network, tmp_path):
         assert "length 3" in text
     assert "bad" not in text.lower()
     assert count == (3 if socket.has_ipv6 else 2)
+
+
+async def test_a_long_trace_streams_into_the_capture(tmp_path, autojump_clock):
+    # Writing holds arrays of integers beside the trace, not an event, a
+    # comment and a packet per datagram.
+    import io
+    import tracemalloc
+
+    from trioudp.testing import write_pcap
+
+    net = VirtualNetwork(seed=1, trace_limit=None, duplicate=0.05, loss=0.05)
+    with net.install():
+        a, b = await pair()
+        for n in range(20_000):
+            await a.sendto(b"%05d" % n, b.getsockname())
+            while b.is_readable():
+                await b.recv(10)
+    path = tmp_path / "long.pcapng"
+    tracemalloc.start()
+    try:
+        count = net.write_pcap(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == sum(e.kind in ("send", "duplicate") for e in net.trace) > 20_000
+    assert peak < 2_500_000  # 19 MB when it built every event
+    # The same bytes as from the trace's events.
+    from_events = io.BytesIO()
+    write_pcap(from_events, net.trace)
+    assert path.read_bytes() == from_events.getvalue()
 
 
 async def test_faults_show_in_the_capture(tmp_path, autojump_clock):

@@ -14,7 +14,12 @@ async def test_names_resolve_through_the_virtual_resolver(virtual_network):
     assert v6[0][4] == ("fd00::9", 53, 0, 0)
     with pytest.raises(socket.gaierror):
         await trio.socket.getaddrinfo("unknown.test", 53)
-    assert await trio.socket.getnameinfo(("10.0.0.9", 53), 0) == ("db.test", "53")
+    assert await trio.socket.getnameinfo(("10.0.0.9", 53), 0) == ("db.test", "domain")
+    numeric = socket.NI_NUMERICSERV | socket.NI_NUMERICHOST
+    assert await trio.socket.getnameinfo(("10.0.0.9", 53), numeric) == (
+        "10.0.0.9",
+        "53",
+    )
     localhost = await trio.socket.getaddrinfo("localhost", 1, family=socket.AF_INET)
     assert localhost[0][4] == ("127.0.0.1", 1)
 

@@ -99,7 +99,7 @@ async def test_ingress_interface_tells_loopback_from_the_network(virtual_network
     await remote.sendto(b"remote", ("127.0.0.1", port))
     assert await ifindex_of_next(server) == (
         b"remote",
-        "127.0.0.1",
+        "10.0.0.2",  # its eth0 address: it reached 127.0.0.1 over eth0
         VirtualNetwork.ETHERNET_IFINDEX,
     )
     for sock in (server, local, remote):

@@ -94,11 +94,22 @@ def test_ancillary_data_fits_the_buffer_or_is_cut():
 
 def test_send_ancillary_data():
     pktinfo = struct.pack("@i4s4s", 0, socket.inet_aton("127.0.0.2"), bytes(4))
-    assert parse_send_ancillary([(IP, 8, pktinfo)], socket.AF_INET) == "127.0.0.2"
+    assert parse_send_ancillary([(IP, 8, pktinfo)], socket.AF_INET) == (
+        "127.0.0.2",
+        None,
+        None,
+    )
     six = socket.inet_pton(socket.AF_INET6, "::1") + struct.pack("@I", 0)
-    assert parse_send_ancillary([(IP6, 50, six)], socket.AF_INET6) == "::1"
+    assert parse_send_ancillary([(IP6, 50, six)], socket.AF_INET6)[0] == "::1"
     ttl = (IP, socket.IP_TTL, struct.pack("@i", 3))
-    assert parse_send_ancillary([ttl], socket.AF_INET) is None
-    with pytest.raises(OSError) as info:
-        parse_send_ancillary([(socket.SOL_SOCKET, 1, b"")], socket.AF_INET)
-    assert info.value.errno == errno.EINVAL
+    tos = (IP, socket.IP_TOS, b"\x10")
+    assert parse_send_ancillary([ttl, tos], socket.AF_INET) == (None, 3, 0x10)
+    for wrong in (
+        (socket.SOL_SOCKET, 1, b""),
+        (IP, socket.IP_TTL, struct.pack("@i", 0)),  # 1..255
+        (IP, socket.IP_TTL, b"\x03"),  # an int, not a byte
+        (IP, socket.IP_TOS, b"\x10\x00"),
+    ):
+        with pytest.raises(OSError) as info:
+            parse_send_ancillary([wrong], socket.AF_INET)
+        assert info.value.errno == errno.EINVAL

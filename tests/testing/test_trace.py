@@ -1,12 +1,15 @@
 """The trace: bounded, built on read, stable text."""
 
+import re
 import socket
+from pathlib import Path
 
 import pytest
 import trio
 
+import trioudp.testing
 from trioudp.testing import TraceEvent, VirtualNetwork
-from trioudp.testing._trace import DEFAULT_TRACE_LIMIT
+from trioudp.testing._trace import DEFAULT_TRACE_LIMIT, DROP_REASONS
 
 
 async def send_some(count):
@@ -77,3 +80,45 @@ async def test_trace_text_can_show_only_the_last_events():
     assert net.trace_text(last=2).splitlines() == lines[-2:]
     assert net.trace_text(last=100).splitlines() == lines
     assert net.trace_text(last=0) == ""
+
+
+def _reasons_dropped_for_in_the_source():
+    # Every literal reason the package drops a datagram for: passed to the
+    # wire's _drop, returned by a fault check or a socket's deliver, or made
+    # by a link's fate.
+    package = Path(trioudp.testing.__file__).parent
+    pattern = re.compile(r'_drop\(\w+, "(\w+)"\)|return "(\w+)"|Fate\(drop="(\w+)"\)')
+    found = set()
+    for path in package.glob("_*.py"):
+        if path.name == "_trace.py":
+            continue
+        for match in pattern.finditer(path.read_text()):
+            found.add(next(group for group in match.groups() if group))
+    return found
+
+
+def test_drop_reasons_name_every_reason_the_network_drops_for():
+    in_source = _reasons_dropped_for_in_the_source()
+    assert {"host_unreachable", "queue", "rule", "host_down", "loss"} <= in_source
+    assert in_source <= DROP_REASONS
+    documented = set(
+        re.findall(r"``(\w+)``", TraceEvent.__doc__.split("``duplicate``")[0])
+    )
+    assert documented >= DROP_REASONS
+    # Before any such drop, each reads 0: never a KeyError.
+    net = VirtualNetwork()
+    assert all(net.stats.dropped[reason] == 0 for reason in DROP_REASONS)
+
+
+async def test_an_address_no_host_has_counts_as_host_unreachable():
+    net = VirtualNetwork()
+    host = net.add_host("10.0.0.1/24", name="a")
+    with net.install():
+        assert net.stats.dropped["host_unreachable"] == 0
+        with net.on_host(host):
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.sendto(b"anyone?", ("10.0.0.99", 9))
+    assert net.stats.dropped["host_unreachable"] == 1
+    assert [event.reason for event in net.trace if event.kind == "drop"] == [
+        "host_unreachable"
+    ]

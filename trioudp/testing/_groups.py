@@ -13,7 +13,13 @@ import errno
 import socket as stdlib_socket
 from typing import TYPE_CHECKING, final
 
-from ._model import LOOPBACK_BROADCAST, is_loopback, is_multicast, oserror
+from ._model import (
+    LIMITED_BROADCAST,
+    LOOPBACK_BROADCAST,
+    is_loopback,
+    is_multicast,
+    oserror,
+)
 from ._sockopts import ETHERNET_IFINDEX, LOOPBACK_IFINDEX
 
 if TYPE_CHECKING:
@@ -77,7 +83,11 @@ class Groups:
         group = dst[0]
         targets: list[tuple[Host, int]]
         if group in hosts.broadcasts:
-            if group == LOOPBACK_BROADCAST:
+            bound = source or (sock.binding.ip if sock.binding else None)
+            if group == LOOPBACK_BROADCAST or (
+                group == LIMITED_BROADCAST and bound is not None and is_loopback(bound)
+            ):
+                # From a loopback address, Linux routes 255.255.255.255 by lo.
                 ifindex, targets = LOOPBACK_IFINDEX, [(host, LOOPBACK_IFINDEX)]
             else:
                 ifindex = ETHERNET_IFINDEX
@@ -125,6 +135,7 @@ class Groups:
         assert host is not None
         group, port = packet.dst
         candidates = self._ports.on_host(host, packet.family, group, port)
+        candidates = [sock for sock in candidates if sock.takes(packet)]
         if is_multicast(group):
             joined = (host, group, via) in self.members
             candidates = [sock for sock in candidates if sock.hears(group, via, joined)]

@@ -1,8 +1,20 @@
-"""The hosts of a virtual network: their addresses, subnets and interfaces, and the source address a host sends from.
+"""The hosts of a virtual network: their addresses, subnets and interfaces, and the routes a host sends by.
 
 Every host has ``lo`` (:data:`LOOPBACK_IFINDEX`) and, if it has an address
 that is not a loopback one, ``eth0`` (:data:`ETHERNET_IFINDEX`). The whole of
 ``127.0.0.0/8`` belongs to ``localhost``.
+
+Routes (:meth:`Hosts.route`). A host reaches its own addresses through
+``lo``, and everything else through ``eth0``, from its ``eth0`` address (one
+on the destination's subnet if it has one), as if one router joined every
+subnet and were every host's default route: an address another host owns
+is reached, one that no host owns is lost there (``host_unreachable``), in
+silence, as with Linux's default route. A host with no ``eth0`` address of
+the family has no route: ``ENETUNREACH``. Kept on purpose, so that a test
+body on ``localhost`` talks to any host: ``localhost`` without an ``eth0``
+address still reaches the addresses other hosts own, from its loopback
+address (Linux: ``ENETUNREACH``), and loopback addresses sent to from
+another host are ``localhost``'s, reached through ``eth0``.
 """
 
 from __future__ import annotations
@@ -46,6 +58,13 @@ class Hosts:
         self.hosts: list[Host] = []
         self.by_ip: dict[str, Host] = {}
         self.by_name: dict[str, Host] = {}
+        #: Each host's addresses that carry a prefix, with their subnets.
+        self.subnets: dict[Host, list[tuple[str, _Subnet]]] = {}
+        # (host, destination, family) -> source: cleared when addresses change.
+        self._routes: dict[tuple[Host, str, int], str] = {}
+        #: Counts changes to the hosts' addresses: a route remembered from an
+        #: earlier version may be wrong (see ``Sock.route_memo``).
+        self.version = 0
         self.localhost = self.add(
             ["127.0.0.1", "::1"], names=["localhost"], name="localhost"
         )
@@ -88,9 +107,9 @@ class Hosts:
 
     def _new_addresses(
         self, addresses: str | Iterable[str]
-    ) -> tuple[list[str], list[_Subnet]]:
+    ) -> tuple[list[str], list[tuple[str, _Subnet]]]:
         ips: list[str] = []
-        subnets: list[_Subnet] = []
+        subnets: list[tuple[str, _Subnet]] = []
         for address in [addresses] if isinstance(addresses, str) else addresses:
             text, slash, prefix = address.partition("/")
             parsed = canonical_ip(text)
@@ -103,11 +122,14 @@ class Hosts:
                 raise ValueError(msg)
             ips.append(parsed[0])
             if slash:
-                subnets.append(ipaddress.ip_network(address, strict=False))
+                subnets.append((parsed[0], ipaddress.ip_network(address, strict=False)))
         return ips, subnets
 
-    def _add_subnets(self, host: Host, subnets: list[_Subnet]) -> None:
-        for subnet in subnets:
+    def _add_subnets(self, host: Host, subnets: list[tuple[str, _Subnet]]) -> None:
+        self._routes.clear()
+        self.version += 1
+        for address, subnet in subnets:
+            self.subnets.setdefault(host, []).append((address, subnet))
             if subnet.version == 4 and subnet.prefixlen < 31:
                 hosts = self.broadcasts.setdefault(str(subnet.broadcast_address), [])
                 hosts.append(host)
@@ -180,21 +202,49 @@ class Hosts:
 
     def source_for(self, binding: Binding, dst_ip: str, family: int) -> str:
         """The source address the "kernel" picks for a socket bound at
-        ``binding`` sending to ``dst_ip``."""
+        ``binding`` sending to ``dst_ip`` (see :meth:`route`)."""
         if binding.ip is not None:
             if (":" in binding.ip) != (family == stdlib_socket.AF_INET6):
                 raise oserror(errno.EAFNOSUPPORT, "bound to an IPv4 address")
+            self.route(binding.host, dst_ip, family)
             return binding.ip
-        if ipaddress.ip_address(dst_ip).is_loopback:
-            return "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
-        host = binding.host
-        if self.by_ip.get(dst_ip) is host:
-            return dst_ip  # Linux: to an address of its own, from that address
-        source = self.iface_address(host, ETHERNET_IFINDEX, family) or (
-            host.address_of(family)
-        )
+        return self.route(binding.host, dst_ip, family)
+
+    def route(self, host: Host, dst_ip: str, family: int) -> str:
+        """The source address ``host`` sends from to unicast ``dst_ip``
+        (canonical, of ``family``), as the module notes describe.
+
+        Raises:
+            OSError: ENETUNREACH, no route.
+        """
+        key = (host, dst_ip, family)
+        source = self._routes.get(key)
         if source is None:
-            raise oserror(
-                errno.ENETUNREACH, f"{host.name} has no address of that family"
-            )
+            source = self._routes[key] = self._find_route(host, dst_ip, family)
         return source
+
+    def _find_route(self, host: Host, dst_ip: str, family: int) -> str:
+        loopback = "127.0.0.1" if family == stdlib_socket.AF_INET else "::1"
+        owner = self.host_of(dst_ip)
+        if owner is host:
+            # Linux: to an address of its own, from that address (lo).
+            return loopback if is_loopback(dst_ip) else dst_ip
+        source = self.on_link(host, dst_ip) or self.iface_address(
+            host, ETHERNET_IFINDEX, family
+        )
+        if source is not None:
+            return source  # by eth0: a host there, or no one
+        if owner is not None and host is self.localhost:
+            return loopback
+        raise oserror(errno.ENETUNREACH, f"{host.name} has no route to {dst_ip}")
+
+    def on_link(self, host: Host, ip: str) -> str | None:
+        """``host``'s address on a subnet that holds ``ip``, or None."""
+        subnets = self.subnets.get(host)
+        if not subnets:
+            return None
+        parsed = ipaddress.ip_address(ip)
+        for address, subnet in subnets:
+            if parsed.version == subnet.version and parsed in subnet:
+                return address
+        return None

@@ -11,7 +11,7 @@ import attrs
 if TYPE_CHECKING:
     import random
 
-__all__ = ["Fate", "LinkPolicy", "LinkQueue", "plan_fate"]
+__all__ = ["Fate", "LinkPolicy", "LinkQueue", "fragments", "plan_fate"]
 
 
 def _probability(
@@ -94,7 +94,10 @@ class LinkPolicy:
             so that later ones overtake it.
         reorder_delay: the hold-back; default ``latency + jitter + 1 ms``.
         mtu: largest IP packet (payload plus 28 bytes of IPv4 or 48 of IPv6
-            headers); larger datagrams are dropped. None: no limit.
+            headers). Larger datagrams cross in fragments, as Linux sends
+            them, each lost on its own at rate ``loss``: lose one, lose the
+            datagram. (A socket with ``IP_PMTUDISC_DO`` gets EMSGSIZE
+            instead; ``IP_MTU`` reads it.) None: no limit, no fragments.
         tail: the mean of a long tail of extra delay, in seconds, drawn per
             datagram on top of ``latency`` and ``jitter``: exponential, or
             Pareto with ``tail_shape``. 0: no tail.
@@ -155,24 +158,45 @@ class Fate:
     delays: tuple[float, ...] = ()
 
 
-def plan_fate(policy: LinkPolicy, packet_size: int, rng: random.Random) -> Fate:
+def fragments(packet_size: int, mtu: int | None, *, ipv6: bool = False) -> int:
+    """How many IP fragments a packet of ``packet_size`` bytes (headers
+    included) crosses a link of ``mtu`` in: each carries a multiple of 8
+    bytes of the datagram, after its own IP header (and, in IPv6, an 8-byte
+    fragment header).
+
+    Example:
+        >>> fragments(1500, 1500), fragments(3028, 1500), fragments(3048, 1280, ipv6=True)
+        (1, 3, 3)
+    """
+    if mtu is None or packet_size <= mtu:
+        return 1
+    header = 40 if ipv6 else 20
+    per_fragment = (mtu - header - (8 if ipv6 else 0)) // 8 * 8
+    return -(-(packet_size - header) // per_fragment)
+
+
+def plan_fate(
+    policy: LinkPolicy, packet_size: int, rng: random.Random, *, ipv6: bool = False
+) -> Fate:
     """Decide a datagram's fate on a link with ``policy``.
 
-    ``packet_size`` is the IP packet's size (headers included). Draws from
-    ``rng`` only for the settings that are in use, in a fixed order, so the
-    same seed and the same sends give the same fates.
+    ``packet_size`` is the IP packet's size (headers included; ``ipv6``: an
+    IPv6 one). Draws from ``rng`` only for the settings that are in use, in a
+    fixed order, so the same seed and the same sends give the same fates.
+    Above the link's MTU the datagram crosses in fragments, each
+    lost on its own.
 
     Example:
         >>> import random
         >>> plan_fate(LinkPolicy(latency=0.01), 100, random.Random(0))
         Fate(drop=None, delays=(0.01,))
-        >>> plan_fate(LinkPolicy(mtu=576), 1000, random.Random(0)).drop
-        'mtu'
+        >>> plan_fate(LinkPolicy(mtu=576, loss=0.3), 3000, random.Random(0)).drop
+        'loss'
     """
-    if policy.mtu is not None and packet_size > policy.mtu:
-        return Fate(drop="mtu")
-    if policy.loss and rng.random() < policy.loss:
-        return Fate(drop="loss")
+    if policy.loss:
+        for _ in range(fragments(packet_size, policy.mtu, ipv6=ipv6)):
+            if rng.random() < policy.loss:
+                return Fate(drop="loss")
     copies = 2 if policy.duplicate and rng.random() < policy.duplicate else 1
     delays = []
     for _ in range(copies):

@@ -15,6 +15,8 @@ from typing import NoReturn, Protocol, final
 import attrs
 
 __all__ = [
+    "NOTHING_ASKED",
+    "Asked",
     "Binding",
     "Endpoint",
     "Host",
@@ -33,6 +35,11 @@ Endpoint = tuple[str, int]
 #: A socket address as Python's socket module gives it: (ip, port) for IPv4,
 #: (ip, port, flowinfo, scope_id) for IPv6.
 Sockaddr = tuple[str, int] | tuple[str, int, int, int]
+
+#: What ``sendmsg``'s ancillary data asks of one datagram: (source address,
+#: TTL, TOS), each None where it asks nothing.
+Asked = tuple["str | None", "int | None", "int | None"]
+NOTHING_ASKED: Asked = (None, None, None)
 
 IP_HEADER: dict[int, int] = {stdlib_socket.AF_INET: 20, stdlib_socket.AF_INET6: 40}
 UDP_HEADER = 8
@@ -143,8 +150,9 @@ class Sender(Protocol):
         errors to connected sockets only)."""
         ...
 
-    def refuse(self) -> None:
-        """An ICMP port unreachable came back: ``ECONNREFUSED``, if still open."""
+    def refuse(self, code: int = ...) -> None:
+        """An ICMP error came back (port unreachable: ``ECONNREFUSED``, the
+        default): the pending error ``code``, if still open."""
         ...
 
 
@@ -162,3 +170,6 @@ class Packet:
     #: interface index it arrives on there.
     to: Host | None = None
     via: int = 0
+    #: The IP header's TTL (hop limit) and TOS (traffic class) as sent.
+    ttl: int = 64
+    tos: int = 0

@@ -7,10 +7,11 @@ wildcard (or never bound) lives on its *home* host: ``localhost``, or the host
 named by :meth:`VirtualNetwork.on_host` where the socket was created.
 
 Time. Datagrams travel on the Trio clock: one with no delay is delivered
-inside ``sendto``, delayed ones by one Trio system task (see ``_wire``), so
-under ``MockClock(autojump_threshold=0)`` a test with seconds of latency
-takes milliseconds. One ``random.Random(seed)`` drives every random choice
-of the network.
+inside ``sendto``, delayed ones by an alarm on the Trio clock (see ``_wire``;
+a datagram due at the instant of a deadline comes first), so under
+``MockClock(autojump_threshold=0)`` a test with seconds of latency takes
+milliseconds. One ``random.Random(seed)`` drives every random choice of the
+network.
 
 Fidelity. Virtual sockets do what Linux does with the same calls (the
 conformance suite, ``tests/testing/test_conformance.py``, runs the same
@@ -27,8 +28,12 @@ hosts with an ``eth0`` share one segment for multicast and ``255.255.255.255``.
 
 Kept differences, on purpose: loopback addresses belong to ``localhost``
 only (a socket on another host that sends to ``127.0.0.1`` reaches
-``localhost``, arriving on ``eth0``; Linux would keep it on the sender's
-host); a host with no ``eth0`` sends multicast through ``lo``, and ``lo``
+``localhost`` by its ``eth0``, from its ``eth0`` address; Linux would keep it
+on the sender's host); routes are flat (see ``_hosts``: one router joins
+every subnet, an address no host has is lost there in silence as
+``IP_RECVERR`` is not simulated, and ``localhost`` reaches the other hosts
+even without an ``eth0``); a link without ``mtu`` has none (``IP_MTU``
+reads 65535); a host with no ``eth0`` sends multicast through ``lo``, and ``lo``
 carries IPv6 multicast too (Linux's does not); ``shutdown(SHUT_RD)`` leaves a
 receive waiting (on Linux, Trio's receive spins on an empty queue); an open
 socket's ``fileno()`` is :data:`VIRTUAL_FILENO`, a number Linux never gives a
@@ -53,7 +58,7 @@ interfaces), ``_resolver`` (name lookups), ``_ports`` (bindings),
 partitions, holds, down hosts, rules, transmit queues), ``_flaps``
 (flapping links), ``_rules`` (the rule API and its verdicts), ``_outages``
 (crashes and restarts: the sockets closed, the tasks cancelled), ``_wire``
-(delivery and the wire task), ``_trace`` (what happened), ``_vsocket`` and
+(delivery and its alarm), ``_trace`` (what happened), ``_vsocket`` and
 ``_sock`` (the sockets: the calls, and the kernel's half that the network
 holds), ``_stack`` (what a socket may call of the network), ``_model``
 (values they share). Where new behaviour goes: a fault between hosts in
@@ -83,8 +88,7 @@ from ._groups import Groups
 from ._hosts import Hosts
 from ._links import LinkPolicy
 from ._outages import Outages
-from ._pcap import PCAP_EPOCH
-from ._pcap import write_pcap as _write_pcap
+from ._pcap import PCAP_EPOCH, write_entries
 from ._ports import Ports
 from ._resolver import Resolver, getaddrinfo, getnameinfo
 from ._sockopts import ETHERNET_IFINDEX, LOOPBACK_IFINDEX
@@ -434,10 +438,12 @@ class VirtualNetwork(FaultVerbs):
 
         What crossed the wire, with synthesised IP, UDP and ICMP headers, each
         packet commented with its fate (delivered, dropped and why, held,
-        duplicated); datagrams that never left their host (``mtu``,
-        ``no_route``) are only in the trace. Virtual time 0 is written as
-        ``epoch`` (default 2000-01-01 UTC). ``tcpdump -r`` and Wireshark read
-        it; ``tshark -V`` shows the comments. See :func:`write_pcap`.
+        duplicated); datagrams that never left their host
+        (``host_unreachable``, ``no_route``) are only in the trace. Virtual
+        time 0 is written as ``epoch`` (default 2000-01-01 UTC). ``tcpdump
+        -r`` and Wireshark read it; ``tshark -V`` shows the comments. See
+        :func:`write_pcap`. It streams: a million-datagram trace is written
+        in seconds, holding little more memory than the trace itself.
 
         Raises:
             RuntimeError: the network was made with ``record=False``, so it
@@ -453,9 +459,9 @@ class VirtualNetwork(FaultVerbs):
                 " packets; make it with record=True to write a capture"
             )
             raise RuntimeError(msg)
-        events = self.trace
+        entries, origin = self._trace.snapshot()
         with open(path, "wb") as file:
-            return _write_pcap(file, events, epoch=epoch)
+            return write_entries(file, entries, origin, epoch=epoch)
 
     # ---- for tests of the package ------------------------------------------
 

@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING
 
 from ._model import is_multicast, oserror, unsupported
 from ._sockopts import (
+    ETHERNET_IFINDEX,
     INT_OPTIONS,
+    IP_MTU,
     IP_PKTINFO,
     IP_RECVTTL,
+    IPV6_MTU,
     IPV6_RECVPKTINFO,
+    LOOPBACK_IFINDEX,
+    SO_BINDTODEVICE,
     SO_TIMESTAMP,
     SO_TIMESTAMPNS,
     int_from_buffer,
@@ -47,6 +52,11 @@ _RCVBUF = (_SOL, stdlib_socket.SO_RCVBUF)
 _SNDBUF = (_SOL, stdlib_socket.SO_SNDBUF)
 _V6ONLY = (_IP6, stdlib_socket.IPV6_V6ONLY)
 _MULTICAST_IF = (_IP, stdlib_socket.IP_MULTICAST_IF)
+_BINDTODEVICE = (_SOL, SO_BINDTODEVICE)
+_MTU = {(_IP, IP_MTU), (_IP6, IPV6_MTU)}
+_IFNAMSIZ = 16
+_TTL_TOS4 = ((_IP, stdlib_socket.IP_TTL), (_IP, stdlib_socket.IP_TOS))
+_TTL_TOS6 = ((_IP6, stdlib_socket.IPV6_UNICAST_HOPS), (_IP6, stdlib_socket.IPV6_TCLASS))
 _MULTICAST_IF6 = (_IP6, stdlib_socket.IPV6_MULTICAST_IF)
 _MEMBERSHIP = {
     (_IP, stdlib_socket.IP_ADD_MEMBERSHIP): True,
@@ -94,6 +104,9 @@ def setsockopt(
     if key == _MULTICAST_IF:
         _set_multicast_if(sk, stack, data)
         return
+    if key == _BINDTODEVICE:
+        _bind_to_device(sk, stack, data)
+        return
     number = value if isinstance(value, int) else int_from_buffer(data, option, level)
     if key == _RCVBUF:
         # Linux doubles the request (for bookkeeping) within its limits;
@@ -114,7 +127,7 @@ def setsockopt(
         if number:
             stack.hosts.iface_index(sk.host, sk.family, "::", number)
         sk.multicast_if6 = number
-    elif key in _READ_ONLY:
+    elif key in _READ_ONLY or key in _MTU:
         raise oserror(errno.ENOPROTOOPT)
     elif option is not None:
         _check_family(sk, key)
@@ -122,6 +135,9 @@ def setsockopt(
         sk.reuseaddr = bool(sk.ints.get(_REUSEADDR))
         sk.reuseport = bool(sk.ints.get(_REUSEPORT))
         sk.ancillary = any(sk.ints.get(k) for k in _ANCILLARY)
+        sk.ttl_tos4 = (sk.opt(*_TTL_TOS4[0]), sk.opt(*_TTL_TOS4[1]))
+        if sk.family == stdlib_socket.AF_INET6:
+            sk.ttl_tos6 = (sk.opt(*_TTL_TOS6[0]), sk.opt(*_TTL_TOS6[1]))
     else:
         unsupported(f"setsockopt(level={level}, optname={optname})")
 
@@ -131,6 +147,37 @@ def _check_family(sk: Sock, key: tuple[int, int]) -> None:
     # applies them to an IPv6 socket's mapped traffic).
     if key[0] == _IP6 and sk.family != stdlib_socket.AF_INET6:
         raise oserror(errno.ENOPROTOOPT, "an IPv6 option on an IPv4 socket")
+
+
+def _bind_to_device(sk: Sock, stack: Stack, data: bytes) -> None:
+    # Linux: an interface name, NUL-terminated or not; empty unbinds.
+    name = data.split(b"\0", 1)[0]
+    sk.route_memo = None
+    if len(data) > _IFNAMSIZ or len(name) >= _IFNAMSIZ:
+        raise oserror(errno.EINVAL)
+    if not name:
+        sk.device = 0
+    elif name == b"lo":
+        sk.device = LOOPBACK_IFINDEX
+    elif name == b"eth0" and any(
+        stack.hosts.iface_address(sk.host, ETHERNET_IFINDEX, family)
+        for family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6)
+    ):
+        sk.device = ETHERNET_IFINDEX
+    else:
+        raise oserror(errno.ENODEV, f"{sk.host.name} has no interface {name!r}")
+
+
+def _device_name(sk: Sock, buflen: int | None) -> int | bytes:
+    if buflen is None:
+        if sk.device:
+            raise oserror(errno.EINVAL)  # Linux: the name needs IFNAMSIZ bytes
+        return 0
+    if buflen < _IFNAMSIZ:
+        raise oserror(errno.EINVAL)
+    if not sk.device:
+        return b""
+    return (b"lo" if sk.device == LOOPBACK_IFINDEX else b"eth0") + b"\0"
 
 
 def _set_membership(sk: Sock, stack: Stack, key: tuple[int, int], data: bytes) -> None:
@@ -162,12 +209,22 @@ def _set_multicast_if(sk: Sock, stack: Stack, data: bytes) -> None:
     sk.multicast_if4 = (address, ifindex)
 
 
-def getsockopt(sk: Sock, level: int, optname: int, buflen: int | None) -> int | bytes:
+def getsockopt(
+    sk: Sock, stack: Stack, level: int, optname: int, buflen: int | None
+) -> int | bytes:
     """``getsockopt`` on the socket whose kernel half is ``sk``."""
     sk.check_open()
     key = (level, optname)
     value: int
-    if key == _RCVBUF:
+    if key == _BINDTODEVICE:
+        return _device_name(sk, buflen)
+    if key in _MTU:
+        if key[0] == _IP6:
+            _check_family(sk, key)
+        if sk.peer is None:
+            raise oserror(errno.ENOTCONN)
+        value = stack.wire.path_mtu(sk, sk.peer[0])
+    elif key == _RCVBUF:
         value = sk.rcvbuf
     elif key == _SNDBUF:
         value = sk.sndbuf

@@ -141,7 +141,12 @@ class Ports:
         if not candidates:
             return None
         if len(candidates) == 1:
-            return candidates[0]
+            only = candidates[0]
+            return None if only.device and not only.takes(packet) else only
+        # SO_BINDTODEVICE: a socket bound to another interface is no match.
+        candidates = [sock for sock in candidates if sock.takes(packet)]
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
         last = candidates[-1]
         if not last.reuseport:
             return last  # SO_REUSEADDR: Linux gives it all to the last bound

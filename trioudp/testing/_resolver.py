@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket as stdlib_socket
 from typing import TYPE_CHECKING
 
@@ -14,11 +15,87 @@ if TYPE_CHECKING:
 
     from ._hosts import Hosts
 
-__all__ = ["AddrInfo", "Resolver", "getaddrinfo", "getnameinfo"]
+__all__ = ["AddrInfo", "Resolver", "getaddrinfo", "getnameinfo", "service_port"]
 
 AddrInfo = tuple[
     stdlib_socket.AddressFamily, stdlib_socket.SocketKind, int, str, Sockaddr
 ]
+
+
+#: What getaddrinfo answers for ``type=0, proto=0``, in glibc's order: each
+#: socket type, its protocol, and the services database's name for it.
+_SOCKET_TYPES = (
+    (stdlib_socket.SOCK_STREAM, stdlib_socket.IPPROTO_TCP, "tcp"),
+    (stdlib_socket.SOCK_DGRAM, stdlib_socket.IPPROTO_UDP, "udp"),
+    (stdlib_socket.SOCK_RAW, 0, None),
+)
+
+
+_KNOWN_PROTOCOLS = frozenset({stdlib_socket.IPPROTO_TCP, stdlib_socket.IPPROTO_UDP})
+
+
+def _no_service(port: object) -> stdlib_socket.gaierror:
+    return stdlib_socket.gaierror(
+        stdlib_socket.EAI_SERVICE,
+        f"Servname not supported for ai_socktype (service {port!r})",
+    )
+
+
+def _kinds(
+    port: bytes | str | int | None, type_: int, proto: int
+) -> list[tuple[stdlib_socket.SocketKind, int, int]]:
+    """``(socket type, protocol, port number)`` of each entry per address,
+    as glibc gives them: a numeric port for every socket type asked for, a
+    service name (``/etc/services``) for the types that know it."""
+    if isinstance(port, bytes):
+        port = port.decode("ascii")
+    if port is not None and not isinstance(port, (str, int)):
+        msg = "Int or String expected"
+        raise OSError(msg)
+    if type_ and type_ not in {kind for kind, _, _ in _SOCKET_TYPES}:
+        raise stdlib_socket.gaierror(
+            stdlib_socket.EAI_SOCKTYPE, "ai_socktype not supported"
+        )
+    numeric = port is None or isinstance(port, int) or port.isdigit() or not port
+    kinds = []
+    for kind, protocol, service_protocol in _SOCKET_TYPES:
+        if type_ and type_ != kind:
+            continue
+        if proto and proto != protocol and (protocol or proto in _KNOWN_PROTOCOLS):
+            continue
+        if numeric:
+            if kind == stdlib_socket.SOCK_RAW and type_ and port is not None:
+                raise _no_service(port)
+            number = int(port or 0)
+        elif service_protocol is None:
+            continue
+        else:
+            assert isinstance(port, str)
+            try:
+                number = stdlib_socket.getservbyname(port, service_protocol)
+            except OSError:
+                continue
+        kinds.append((stdlib_socket.SocketKind(kind), proto or protocol, number))
+    if not kinds:
+        if type_ and proto:
+            raise stdlib_socket.gaierror(
+                stdlib_socket.EAI_SOCKTYPE, "ai_socktype not supported"
+            )
+        raise _no_service(port)
+    return kinds
+
+
+def service_port(port: bytes | str | int | None) -> int:
+    """The UDP port number that ``port`` (a number, a numeric string or a
+    service name) names, as ``getaddrinfo`` resolves it for a datagram socket.
+
+    Raises:
+        socket.gaierror: EAI_SERVICE, an unknown service.
+        OSError: ``port`` is neither an int nor a string.
+    """
+    if isinstance(port, int):
+        return port
+    return _kinds(port, stdlib_socket.SOCK_DGRAM, 0)[0][2]
 
 
 def getaddrinfo(
@@ -34,17 +111,10 @@ def getaddrinfo(
     (see :meth:`VirtualNetwork.getaddrinfo`)."""
     if isinstance(host, bytes):
         host = host.decode("ascii")
-    if isinstance(port, bytes):
-        port = port.decode("ascii")
-    try:
-        port_number = int(port or 0)
-    except ValueError as exc:
-        raise stdlib_socket.gaierror(
-            stdlib_socket.EAI_SERVICE, f"unknown service {port!r}"
-        ) from exc
+    kinds = _kinds(port, type, proto)
     if host is None:
         passive = flags & stdlib_socket.AI_PASSIVE
-        ips = ["::", "0.0.0.0"] if passive else ["::1", "127.0.0.1"]
+        ips = ["0.0.0.0", "::"] if passive else ["::1", "127.0.0.1"]
     elif canonical_ip(host):
         ips = [host]
     else:
@@ -62,20 +132,15 @@ def getaddrinfo(
         ip_family = parsed[1]
         if family and ip_family != family:
             continue
-        sockaddr: Sockaddr = (
-            (ip, port_number, 0, 0)
-            if ip_family == stdlib_socket.AF_INET6
-            else (ip, port_number)
-        )
-        results.append(
-            (
-                stdlib_socket.AddressFamily(ip_family),
-                stdlib_socket.SocketKind(type or stdlib_socket.SOCK_DGRAM),
-                proto or stdlib_socket.IPPROTO_UDP,
-                "",
-                sockaddr,
+        for kind, protocol, number in kinds:
+            sockaddr: Sockaddr = (
+                (ip, number, 0, 0)
+                if ip_family == stdlib_socket.AF_INET6
+                else (ip, number)
             )
-        )
+            results.append(
+                (stdlib_socket.AddressFamily(ip_family), kind, protocol, "", sockaddr)
+            )
     if not results:
         raise stdlib_socket.gaierror(
             stdlib_socket.EAI_ADDRFAMILY,
@@ -85,15 +150,22 @@ def getaddrinfo(
 
 
 def getnameinfo(hosts: Hosts, sockaddr: Sockaddr, flags: int) -> tuple[str, str]:
-    """Reverse-resolve like :func:`socket.getnameinfo`, from ``hosts``."""
+    """Reverse-resolve like :func:`socket.getnameinfo`, from ``hosts``: the
+    port as its service name (``/etc/services``, UDP's with ``NI_DGRAM``)
+    unless ``NI_NUMERICSERV``."""
     ip, port = sockaddr[0], sockaddr[1]
+    service = str(port)
+    if not flags & stdlib_socket.NI_NUMERICSERV:
+        protocol = "udp" if flags & stdlib_socket.NI_DGRAM else "tcp"
+        with contextlib.suppress(OSError):
+            service = stdlib_socket.getservbyport(port, protocol)
     parsed = canonical_ip(ip)
     host = hosts.by_ip.get(parsed[0]) if parsed else None
     if host is None or not host.names or flags & stdlib_socket.NI_NUMERICHOST:
         if flags & stdlib_socket.NI_NAMEREQD:
             raise stdlib_socket.gaierror(stdlib_socket.EAI_NONAME, f"no name for {ip}")
-        return ip, str(port)
-    return host.names[0], str(port)
+        return ip, service
+    return host.names[0], service
 
 
 class Resolver(trio.abc.HostnameResolver):

@@ -11,6 +11,10 @@ Invariants:
     * :meth:`Sock.deliver` runs inside Trio's deadline processing (see
       ``_wire``): it is synchronous, never raises, and only queues the
       datagram and reschedules waiting receivers.
+    * A datagram due at the instant a parked receiver's deadline expires
+      reaches it, whichever of the two Trio processes first: a cancelled
+      receiver first has the network deliver what is due (``catch_up``),
+      and resumes with the datagram if one came (see ``_wire``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from ._model import is_loopback, oserror, unsupported
 from ._sockopts import (
     ETHERNET_IFINDEX,
     INT_OPTIONS,
+    IP_MTU_DISCOVER,
     IP_MULTICAST_ALL,
     IP_PKTINFO,
     IP_RECVTTL,
+    IPV6_MTU_DISCOVER,
     IPV6_PKTINFO,
     IPV6_RECVPKTINFO,
     LOOPBACK_IFINDEX,
@@ -64,6 +70,8 @@ _MSG_TRUNC = int(stdlib_socket.MSG_TRUNC)
 # Trio's receive waits on EAGAIN even with MSG_DONTWAIT, so it means nothing.
 _SUPPORTED_RECV_FLAGS = _MSG_PEEK | _MSG_TRUNC | _IGNORED_FLAGS
 _MSG_CTRUNC = int(stdlib_socket.MSG_CTRUNC)
+# IP_PMTUDISC_DO, _PROBE, _INTERFACE (and IPv6's): DF set, never fragmented.
+_DONT_FRAGMENT = frozenset({2, 3, 4})
 _SOL, _IP, _IP6 = (
     stdlib_socket.SOL_SOCKET,
     stdlib_socket.IPPROTO_IP,
@@ -71,47 +79,62 @@ _SOL, _IP, _IP6 = (
 )
 
 #: A queued datagram: (payload, source, (packet, arrival time) if ancillary
-#: data is on).
-Queued = tuple[bytes, "Sockaddr", "tuple[Packet, float] | None"]
+#: data is on, what it costs the receive buffer).
+Queued = tuple[bytes, "Sockaddr", "tuple[Packet, float] | None", int]
 
 
 @final
-class _Waiters:
-    """The receivers waiting on one socket: ParkingLot's ``park`` and
-    ``unpark_all`` with less bookkeeping per wake-up (every datagram wakes)."""
+class _Waiter:
+    """The one receiver waiting on a socket. As on Trio's real sockets, a
+    second task that would wait to receive gets ``trio.BusyResourceError``.
 
-    __slots__ = ("_tasks",)
+    ``catch_up`` delivers what the network has due now (``Wire.catch_up``).
+    """
 
-    def __init__(self) -> None:
-        self._tasks: dict[trio.lowlevel.Task, None] = {}
+    __slots__ = ("_catch_up", "task")
+
+    def __init__(self, catch_up: Callable[[], None]) -> None:
+        self.task: trio.lowlevel.Task | None = None
+        self._catch_up = catch_up
 
     async def park(self) -> None:
-        task = trio.lowlevel.current_task()
-        self._tasks[task] = None
+        if self.task is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            msg = "another task is already reading / writing this fd"
+            raise trio.BusyResourceError(msg)
+        task = self.task = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            # Only reached while still parked: unpark_all reschedules first.
-            del self._tasks[task]
+            # A deadline at the instant a datagram is due: the datagram first.
+            self._catch_up()
+            if self.task is not task:
+                return trio.lowlevel.Abort.FAILED  # rescheduled with it
+            self.task = None
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
-    def unpark_all(self) -> None:
-        if self._tasks:
-            tasks, self._tasks = self._tasks, {}
-            for task in tasks:
-                trio.lowlevel.reschedule(task)
+    def unpark(self) -> None:
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
 
 
 @final
 class Sock:
     """A socket's state as the kernel keeps it; made by VirtualSocket.
 
-    ``now`` reads the network's virtual time (for arrival stamps).
+    ``now`` reads the network's virtual time (for arrival stamps);
+    ``catch_up`` delivers what the network has due now.
     """
 
     def __init__(
-        self, family: stdlib_socket.AddressFamily, home: Host, now: Callable[[], float]
+        self,
+        family: stdlib_socket.AddressFamily,
+        home: Host,
+        now: Callable[[], float],
+        catch_up: Callable[[], None],
     ) -> None:
         self.family = family
         self.home = home
@@ -135,7 +158,18 @@ class Sock:
         self.groups: set[tuple[str, int]] = set()  # (group, ifindex) joined
         self.v6only = False
         self.rcvbuf_errors = 0
-        self.waiters = _Waiters()
+        self.waiter = _Waiter(catch_up)
+        #: SO_BINDTODEVICE: the interface index it is bound to (0: none).
+        self.device = 0
+        #: The last unicast route the wire worked out for it: (destination,
+        #: ``Hosts.version`` then, source endpoint). Its binding never
+        #: changes once made; whatever else a route depends on (the hosts'
+        #: addresses, SO_BINDTODEVICE) clears it or moves the version on.
+        self.route_memo: tuple[Endpoint, int, Endpoint] | None = None
+        # What the IP header of its datagrams carries: (TTL, TOS) for IPv4
+        # (IP_TTL, IP_TOS) and IPv6 (hop limit, traffic class).
+        self.ttl_tos4 = (64, 0)
+        self.ttl_tos6 = (64, 0)
         self._now = now
 
     # ---- what the network asks ----------------------------------------------
@@ -194,20 +228,48 @@ class Sock:
                 packet.payload,
                 source,
                 (packet, self._now()) if self.ancillary else None,
+                size,
             )
         )
         self.queued_bytes += size
-        self.waiters.unpark_all()
+        self.waiter.unpark()
         return None
 
     def connected_to(self, dst: Endpoint) -> bool:
         """Whether it is open and connected to ``dst``."""
         return not self.closed and self.peer == dst
 
-    def refuse(self) -> None:
-        """An ICMP port unreachable came back: ECONNREFUSED, if still open."""
+    def refuse(self, code: int = errno.ECONNREFUSED) -> None:
+        """An ICMP error came back: ``code`` (port unreachable:
+        ECONNREFUSED) is the pending error, if still open."""
         if not self.closed:
-            self.set_error(errno.ECONNREFUSED)
+            self.set_error(code)
+
+    def arrives_on(self, packet: Packet) -> int:
+        """The interface a datagram for this socket's host arrives by: as
+        Linux, the one that owns its destination address (``lo`` only for a
+        loopback address and a sender on the same host)."""
+        if packet.via:
+            return packet.via
+        if (
+            is_loopback(packet.dst[0])
+            and packet.sender is not None
+            and packet.sender.host is self.host
+        ):
+            return LOOPBACK_IFINDEX
+        return ETHERNET_IFINDEX
+
+    def takes(self, packet: Packet) -> bool:
+        """Whether its SO_BINDTODEVICE (if any) lets ``packet`` in."""
+        return not self.device or self.device == self.arrives_on(packet)
+
+    def dont_fragment(self, family: int) -> bool:
+        """Whether datagrams of ``family`` leave with DF set and so raise
+        EMSGSIZE above the path MTU (``IP_PMTUDISC_DO``, ``_PROBE`` and
+        ``_INTERFACE``; the IPv6 option for IPv6 datagrams)."""
+        if family == stdlib_socket.AF_INET6:
+            return self.opt(_IP6, IPV6_MTU_DISCOVER) in _DONT_FRAGMENT
+        return self.opt(_IP, IP_MTU_DISCOVER) in _DONT_FRAGMENT
 
     # ---- what the socket asks ---------------------------------------------
 
@@ -226,7 +288,7 @@ class Sock:
     def set_error(self, code: int) -> None:
         """Make ``code`` the pending error (``SO_ERROR``) and wake receivers."""
         self.error = code
-        self.waiters.unpark_all()
+        self.waiter.unpark()
 
     def raise_pending_error(self) -> None:
         """Raise the pending error, if any, clearing it."""
@@ -238,7 +300,7 @@ class Sock:
         """Drop what is queued and wake receivers (they find it closed)."""
         self.queue.clear()
         self.queued_bytes = 0
-        self.waiters.unpark_all()
+        self.waiter.unpark()
 
     def ancillary_data(
         self, extra: tuple[Packet, float] | None, ancbufsize: int, hosts: Hosts
@@ -253,14 +315,7 @@ class Sock:
         elif self.opt(_SOL, SO_TIMESTAMP):
             items.append((_SOL, SO_TIMESTAMP, timeval(TIMESTAMP_EPOCH + when)))
         dst = packet.dst[0]
-        # Linux names the interface that owns the destination address.
-        ifindex = packet.via or (
-            LOOPBACK_IFINDEX
-            if is_loopback(dst)
-            and packet.sender is not None
-            and packet.sender.host is self.host
-            else ETHERNET_IFINDEX
-        )
+        ifindex = self.arrives_on(packet)
         v4 = packet.family == stdlib_socket.AF_INET
         if self.family == stdlib_socket.AF_INET6 and self.opt(_IP6, IPV6_RECVPKTINFO):
             address = f"::ffff:{dst}" if v4 else dst
@@ -270,10 +325,11 @@ class Sock:
             if packet.to is not None:  # broadcast or multicast: the interface's
                 local = hosts.iface_address(self.host, ifindex, packet.family) or dst
             items.append((_IP, IP_PKTINFO, in_pktinfo(ifindex, local, dst)))
+        # The sender's TTL and TOS, unchanged: no router between hosts.
         if v4 and self.opt(_IP, IP_RECVTTL):
-            items.append((_IP, stdlib_socket.IP_TTL, (64).to_bytes(4, "little")))
+            items.append((_IP, stdlib_socket.IP_TTL, packet.ttl.to_bytes(4, "little")))
         if v4 and self.opt(_IP, stdlib_socket.IP_RECVTOS):
-            items.append((_IP, stdlib_socket.IP_TOS, b"\0"))
+            items.append((_IP, stdlib_socket.IP_TOS, bytes([packet.tos])))
         kept, cut = fit_ancillary(items, ancbufsize)
         return kept, _MSG_CTRUNC if cut else 0
 
@@ -302,11 +358,11 @@ class Sock:
                     item = queue[0]
                 else:
                     item = queue.popleft()
-                    self.queued_bytes -= truesize(len(item[0]), self.family)
+                    self.queued_bytes -= item[3]
                 if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return item
-            await self.waiters.park()
+            await self.waiter.park()
             waited = True
             if self.closed:
                 msg = "another task closed this socket"

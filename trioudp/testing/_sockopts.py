@@ -40,6 +40,10 @@ ETHERNET_IFINDEX: Final = 2
 IP_PKTINFO: Final = getattr(stdlib_socket, "IP_PKTINFO", 8)
 IP_RECVTTL: Final = getattr(stdlib_socket, "IP_RECVTTL", 12)
 IP_MTU_DISCOVER: Final = getattr(stdlib_socket, "IP_MTU_DISCOVER", 10)
+IP_MTU: Final = getattr(stdlib_socket, "IP_MTU", 14)
+IPV6_MTU_DISCOVER: Final = getattr(stdlib_socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_MTU: Final = getattr(stdlib_socket, "IPV6_MTU", 24)
+SO_BINDTODEVICE: Final = getattr(stdlib_socket, "SO_BINDTODEVICE", 25)
 IP_MULTICAST_ALL: Final = getattr(stdlib_socket, "IP_MULTICAST_ALL", 49)
 SO_TIMESTAMP: Final = getattr(stdlib_socket, "SO_TIMESTAMP", 29)
 SO_TIMESTAMPNS: Final = getattr(stdlib_socket, "SO_TIMESTAMPNS", 35)
@@ -134,6 +138,7 @@ INT_OPTIONS: Final[dict[tuple[int, int], IntOption]] = {
     (_IP6, stdlib_socket.IPV6_MULTICAST_HOPS): IntOption(1, low=0, high=255, reset=1),
     (_IP6, stdlib_socket.IPV6_MULTICAST_LOOP): IntOption(1, low=0, high=1),
     (_IP6, IPV6_RECVPKTINFO): _flag(),
+    (_IP6, IPV6_MTU_DISCOVER): IntOption(1, low=0, high=5),
     (_IP6, stdlib_socket.IPV6_TCLASS): IntOption(0, low=0, high=255, reset=0),
 }
 if hasattr(stdlib_socket, "SO_REUSEPORT"):
@@ -225,11 +230,12 @@ def fit_ancillary(
 
 def parse_send_ancillary(
     ancdata: list[tuple[int, int, Buffer]], family: int
-) -> str | None:
-    """The source address that ``sendmsg`` ancillary data asks for (None: the
-    usual one). TTL, hop limit and traffic class items are accepted and have
-    no effect on a virtual network; others are EINVAL, as on Linux."""
-    source = None
+) -> tuple[str | None, int | None, int | None]:  # _model.Asked
+    """What ``sendmsg`` ancillary data asks for: ``(source address, TTL,
+    TOS)``, each None where it asks nothing. IPv6 hop limit and traffic
+    class items are accepted and have no effect; others are EINVAL, as on
+    Linux."""
+    source = ttl = tos = None
     for level, kind, buffer in ancdata:
         data = bytes(memoryview(buffer))
         if level == _IP and kind == IP_PKTINFO:
@@ -244,14 +250,24 @@ def parse_send_ancillary(
                 raise OSError(errno.EINVAL, "Invalid argument")
             addr = stdlib_socket.inet_ntop(stdlib_socket.AF_INET6, data[:16])
             source = None if addr == "::" else addr
+        elif level == _IP and kind == stdlib_socket.IP_TTL:
+            # Linux: an int, 1..255.
+            ttl = int.from_bytes(data, "little", signed=True) if len(data) == 4 else 0
+            if not 1 <= ttl <= 255:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        elif level == _IP and kind == stdlib_socket.IP_TOS:
+            # Linux: one byte or an int, 0..255.
+            if len(data) not in (1, 4):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            tos = int.from_bytes(data, "little", signed=True)
+            if not 0 <= tos <= 255:
+                raise OSError(errno.EINVAL, "Invalid argument")
         elif (level, kind) not in (
-            (_IP, stdlib_socket.IP_TTL),
-            (_IP, stdlib_socket.IP_TOS),
             (_IP6, getattr(stdlib_socket, "IPV6_HOPLIMIT", 52)),
             (_IP6, stdlib_socket.IPV6_TCLASS),
         ):
             raise OSError(errno.EINVAL, "Invalid argument")
-    return source
+    return source, ttl, tos
 
 
 # ---- receive buffer accounting --------------------------------------------------

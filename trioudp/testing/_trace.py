@@ -38,9 +38,9 @@ DROP_REASONS = frozenset(
     {
         "loss",
         "partition",
-        "mtu",
         "rcvbuf",
         "port_unreachable",
+        "host_unreachable",
         "no_route",
         "filtered",
         "closed",
@@ -61,9 +61,11 @@ class TraceEvent:
     """One thing that happened on the network, at a virtual time.
 
     What happened to a datagram, numbered ``packet``: ``send``, ``deliver``,
-    ``drop`` (with a ``reason``: ``loss``, ``partition``, ``mtu``,
-    ``rcvbuf``, ``port_unreachable``, ``no_route``, ``filtered``,
-    ``closed``, ``uninstalled``, ``no_receiver``: a multicast or broadcast
+    ``drop`` (with a ``reason``: ``loss`` (of the datagram or of
+    one of its fragments), ``partition``, ``rcvbuf``, ``port_unreachable``,
+    ``host_unreachable`` (an address no host has),
+    ``no_route`` (``SO_BINDTODEVICE`` sent it by an interface it cannot
+    arrive by), ``filtered``, ``closed``, ``uninstalled``, ``no_receiver``: a multicast or broadcast
     copy that no socket of its host takes, ``host_down``: from or to a
     crashed host, ``link_down``: a flapping link was down, ``queue``: tail
     dropped by a full bandwidth queue, ``rule``: a rule's verdict),
@@ -224,6 +226,11 @@ class Recorder:
                     reason,
                 )
             )
+
+    def snapshot(self) -> tuple[list[_Entry], float]:
+        """The entries kept, in order, and the clock time they count from
+        (for writing a capture without building events)."""
+        return list(self.entries), self.epoch or 0.0
 
     def note(self, kind: str, what: str, time: float | None = None) -> None:
         """Record that ``kind`` happened to the network (``what``: which

@@ -16,9 +16,16 @@ from typing import TYPE_CHECKING, final, overload
 
 import trio
 
-from ._model import canonical_ip, is_multicast, oserror, unmapped, unsupported
+from ._model import (
+    NOTHING_ASKED,
+    canonical_ip,
+    is_multicast,
+    oserror,
+    unmapped,
+    unsupported,
+)
 from ._options import getsockopt, setsockopt
-from ._resolver import getaddrinfo
+from ._resolver import getaddrinfo, service_port
 from ._sock import Sock
 from ._sockopts import parse_send_ancillary
 
@@ -29,7 +36,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer, Self
 
-    from ._model import Endpoint, Host, Sockaddr
+    from ._model import Asked, Endpoint, Host, Sockaddr
     from ._stack import Stack
 
 __all__ = ["VIRTUAL_FILENO", "VirtualSocket"]
@@ -80,7 +87,7 @@ class VirtualSocket(trio.socket.SocketType):
         self._stack = stack
         self._family = stdlib_socket.AddressFamily(family)
         self._proto = proto
-        self._sk = Sock(self._family, home, stack.now)
+        self._sk = Sock(self._family, home, stack.now, stack.wire.catch_up)
         stack.opened(self._sk)
         self._wire_send = stack.wire.send
         self._shut = 0  # 1: SHUT_RD, 2: SHUT_WR
@@ -157,16 +164,30 @@ class VirtualSocket(trio.socket.SocketType):
     # ---- addresses --------------------------------------------------------
 
     def _parse(self, address: object, *, for_bind: bool) -> tuple[str | None, int, int]:
-        """``(canonical ip or None for wildcard, port, packet family)``."""
-        if not isinstance(address, tuple) or len(address) not in (2, 4):
-            msg = f"{self._family.name} address must be a (host, port) tuple, not {address!r}"
-            raise TypeError(msg)
+        """``(canonical ip or None for wildcard, port, packet family)``, or
+        the errors trio's real sockets raise for the same address."""
+        if self._family == stdlib_socket.AF_INET:
+            if not isinstance(address, tuple) or len(address) != 2:
+                msg = f"address should be a (host, port) tuple, not {address!r}"
+                raise ValueError(msg)
+        elif not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            msg = (
+                "address should be a (host, port, [flowinfo, [scopeid]]) tuple,"
+                f" not {address!r}"
+            )
+            raise ValueError(msg)
         host, port = address[0], address[1]
         if isinstance(host, bytes):
             host = host.decode("ascii")
-        if not isinstance(host, str) or not isinstance(port, int):
-            msg = f"address must be (str, int), not {address!r}"
+        if not isinstance(host, str):
+            msg = f"host must be a str, not {host!r}"
             raise TypeError(msg)
+        if host == "<broadcast>":
+            host = "255.255.255.255"  # as trio and the socket module read it
+        if not isinstance(port, int):
+            # trio resolves a port given as a string (or None), service
+            # names included.
+            port = service_port(port)
         if not 0 <= port <= 65535:
             msg = "getsockaddrarg: port must be 0-65535."
             raise OverflowError(msg)
@@ -233,9 +254,12 @@ class VirtualSocket(trio.socket.SocketType):
     async def connect(self, address: object) -> None:
         self._sk.check_open()
         await trio.lowlevel.checkpoint()
-        ip, port, _ = self._parse(address, for_bind=False)
+        ip, port, family = self._parse(address, for_bind=False)
         assert ip is not None
         self._autobind()
+        if not (ip in self._stack.hosts.broadcasts or is_multicast(ip)):
+            # Linux looks the route up: ENETUNREACH where there is none.
+            self._stack.hosts.route(self._sk.host, ip, family)
         self._sk.peer = (ip, port)
         # Linux keeps a pending error (an earlier refusal) across connect().
 
@@ -292,7 +316,7 @@ class VirtualSocket(trio.socket.SocketType):
     def getsockopt(
         self, level: int, optname: int, buflen: int | None = None
     ) -> int | bytes:
-        return getsockopt(self._sk, level, optname, buflen)
+        return getsockopt(self._sk, self._stack, level, optname, buflen)
 
     # ---- sending ----------------------------------------------------------
 
@@ -336,20 +360,20 @@ class VirtualSocket(trio.socket.SocketType):
         /,
     ) -> int:
         items = list(ancdata)
-        source = parse_send_ancillary(items, self._family) if items else None
-        return await self._sendmsg(buffers, flags, address, source)
+        asked = parse_send_ancillary(items, self._family) if items else NOTHING_ASKED
+        return await self._sendmsg(buffers, flags, address, asked)
 
     async def _sendmsg(
         self,
         buffers: Iterable[Buffer],
         flags: int,
         address: object,
-        source: str | None = None,
+        asked: Asked = NOTHING_ASKED,
     ) -> int:
         payload = _joined(buffers)
         dst, family = self._destination(payload, flags, address)
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._transmit(payload, dst, family, source)
+        self._transmit(payload, dst, family, asked)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return len(payload)
 
@@ -394,7 +418,7 @@ class VirtualSocket(trio.socket.SocketType):
         return dst, family
 
     def _transmit(
-        self, payload: bytes, dst: Endpoint, family: int, source: str | None = None
+        self, payload: bytes, dst: Endpoint, family: int, asked: Asked = NOTHING_ASKED
     ) -> None:
         sk = self._sk
         if sk.closed or self._shut:
@@ -405,7 +429,7 @@ class VirtualSocket(trio.socket.SocketType):
             sk.raise_pending_error()
         if sk.binding is None:
             self._autobind()
-        self._wire_send(sk, payload, dst, family, source)
+        self._wire_send(sk, payload, dst, family, asked)
 
     async def wait_writable(self) -> None:
         self._sk.check_open()
@@ -426,7 +450,7 @@ class VirtualSocket(trio.socket.SocketType):
         if ancbufsize < 0:
             msg = "invalid ancillary data buffer length"
             raise ValueError(msg)
-        payload, source, extra = await self._sk.take(flags)
+        payload, source, extra, _ = await self._sk.take(flags)
         ancdata, msg_flags = self._sk.ancillary_data(
             extra, ancbufsize, self._stack.hosts
         )
@@ -440,7 +464,7 @@ class VirtualSocket(trio.socket.SocketType):
         if ancbufsize < 0:
             msg = "invalid ancillary data buffer length"
             raise ValueError(msg)
-        payload, source, extra = await self._sk.take(flags)
+        payload, source, extra, _ = await self._sk.take(flags)
         ancdata, msg_flags = self._sk.ancillary_data(
             extra, ancbufsize, self._stack.hosts
         )
@@ -461,7 +485,7 @@ class VirtualSocket(trio.socket.SocketType):
             msg = "negative buffersize in recvfrom"
             raise ValueError(msg)
         # recvmsg inlined: one coroutine less per datagram on the hot path.
-        payload, source, _ = await self._sk.take(flags)
+        payload, source, _, _ = await self._sk.take(flags)
         if len(payload) <= bufsize:
             return payload, source
         return _truncated(payload, bufsize, flags), source
@@ -475,7 +499,7 @@ class VirtualSocket(trio.socket.SocketType):
             self._sk.check_open()
             await trio.lowlevel.checkpoint()
             return b""
-        payload, _, _ = await self._sk.take(flags)
+        payload, _, _, _ = await self._sk.take(flags)
         return _truncated(payload, buflen, flags)
 
     async def recvfrom_into(

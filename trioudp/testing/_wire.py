@@ -12,21 +12,27 @@ multicast or broadcast copy) and hands it to :meth:`Sock.deliver`, or
 reports the port unreachable back to a connected sender.
 
 Time. A datagram with no delay is delivered inside ``sendto``; delayed ones
-wait in a heap that one Trio system task (started on first need) delivers
-at their due time, so under ``MockClock(autojump_threshold=0)`` a test with
-seconds of latency takes milliseconds.
+wait in a heap ordered by due time, then send order, and an alarm on the
+Trio clock (``trioudp._trio_private.new_alarm``) delivers them at their due
+time, so under ``MockClock(autojump_threshold=0)`` a test with seconds of
+latency takes milliseconds.
+
+One instant, two things due. A datagram due at time T is delivered before
+any deadline at T expires: a receive whose timeout is T gets a datagram due
+at T. Trio expires the deadlines of one instant in an order that depends on
+memory addresses (it breaks ties by ``id()`` of the cancel scope), so the
+rule is kept on the receiver's side: a receiver cancelled while parked
+first has the network deliver everything already due
+(:meth:`Wire.catch_up`), and takes a datagram if one arrived.
 
 Invariants:
-    * The wire task's wake-up callback (its abort function) runs inside
-      Trio's deadline processing and delivers due datagrams there, so
-      receivers wake in the same scheduler pass as the wire task. Everything
-      it reaches (``_deliver_due`` → ``_arrive`` → ``Sock.deliver``) is
-      synchronous, never raises and only queues datagrams and reschedules
-      tasks; an exception there would be a TrioInternalError. It delivers
-      only when its own deadline has come: any other cancellation (uninstall,
-      the end of the run) ends the wire task with Cancelled, as a sleep
-      would, and what is still in flight is dropped (``uninstalled``) by
-      :meth:`Wire.uninstall`.
+    * The alarm's ``fire`` (:meth:`Wire._deliver_due`) runs inside Trio's
+      run loop (its deadline processing, or just before its I/O wait), so
+      receivers wake in the same scheduler pass. Everything it reaches
+      (``_arrive`` → ``Sock.deliver``) is synchronous, never raises and only
+      queues datagrams and reschedules tasks; an exception there would be a
+      TrioInternalError. Uninstalling closes the alarm; what is still in
+      flight then is dropped (``uninstalled``) by :meth:`Wire.uninstall`.
     * Every random choice about a datagram is drawn here, from one
       ``random.Random``, in the order datagrams are routed (a flapping
       link's schedule comes from a generator of its own, ``_flaps``).
@@ -39,35 +45,47 @@ from __future__ import annotations
 
 import errno
 import heapq
-import math
 import socket as stdlib_socket
+from math import inf
 from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
 
+from .._trio_private import new_alarm
 from ._links import plan_fate
-from ._model import IP_HEADER, UDP_HEADER, Packet, is_loopback, is_multicast, oserror
+from ._model import (
+    IP_HEADER,
+    NOTHING_ASKED,
+    UDP_HEADER,
+    Packet,
+    is_loopback,
+    is_multicast,
+    oserror,
+)
 from ._rules import UDPPacket, corrupted, judge
+from ._sockopts import ETHERNET_IFINDEX
 from ._trace import NetworkStats
 
 if TYPE_CHECKING:
     import random
 
+    from .._trio_private import Alarm
     from ._faults import Faults, Pair
     from ._groups import Groups
     from ._hosts import Hosts
     from ._links import LinkPolicy
-    from ._model import Endpoint, Host
+    from ._model import Asked, Endpoint, Host
     from ._ports import Ports
     from ._sock import Sock
     from ._trace import Recorder
 
 __all__ = ["Wire"]
 
-# What a heap entry carries: a datagram arriving, or an ICMP error arriving
-# back at the datagram's sender.
-_ARRIVAL, _ICMP = 0, 1
+# What a heap entry carries: a datagram arriving (0), or an ICMP error
+# arriving back at the datagram's sender (its errno).
+_ARRIVAL = 0
+_MAX_MTU = 65535
 
 
 @final
@@ -96,7 +114,7 @@ class Wire:
         #: The default link policy (``VirtualNetwork.configure`` replaces it).
         self.policy = policy
         self._policy_seen: LinkPolicy | None = None
-        self._policy_seen_instant = False
+        self._policy_seen_delay: tuple[float, float] | None = None
         self._packets = 0
         self.sent = 0
         self.delivered = 0
@@ -105,8 +123,7 @@ class Wire:
         self.dropped: dict[str, int] = {}
         self._heap: list[tuple[float, int, Packet, int]] = []
         self._heap_seq = 0
-        self._wake_scope: trio.CancelScope | None = None
-        self._task_scope: trio.CancelScope | None = None
+        self._alarm: Alarm | None = None
 
     def stats(self) -> NetworkStats:
         """A snapshot of the counters."""
@@ -126,69 +143,168 @@ class Wire:
         payload: bytes,
         dst: Endpoint,
         family: int,
-        source: str | None = None,
+        asked: Asked = NOTHING_ASKED,
     ) -> None:
         """Put a datagram from bound ``sock`` on the wire (``dst`` canonical,
-        of ``family``); ``source``: the source address ``sendmsg`` asked for."""
-        binding = sock.binding
-        assert binding is not None
-        dst_ip = dst[0]
-        if dst_ip in self._broadcasts or is_multicast(dst_ip):
-            self._send_group(sock, payload, dst, family, source)
-            return
-        explicit = source is not None
-        ip = binding.ip
-        if source is None:
-            if ip is not None and (":" in ip) == (family == stdlib_socket.AF_INET6):
-                source = ip  # a specific address is its own source
-            else:
-                source = self._hosts.source_for(binding, dst_ip, family)
-        elif self._hosts.host_of(source) is not sock.host:
-            raise oserror(errno.EINVAL, f"{source} is not an address of this host")
+        of ``family``); ``asked``: what ``sendmsg``'s ancillary data asked for.
+
+        Raises:
+            OSError: ENETUNREACH (no route, see ``Hosts.route``), EINVAL (a
+                loopback source leaving its host), EMSGSIZE (larger than the
+                link's MTU with DF set: ``IP_PMTUDISC_DO``).
+        """
+        source, ttl, tos = asked
+        memo = sock.route_memo
         if (
-            family == stdlib_socket.AF_INET
-            and (explicit or ip is not None)
-            and not is_loopback(dst_ip)
-            and is_loopback(source)
-            and self._host_by_ip.get(dst_ip) is not sock.host
+            memo is not None
+            and memo[0] is dst
+            and source is None
+            and memo[1] == self._hosts.version
         ):
-            # Linux: an IPv4 loopback source only reaches the host's own
-            # addresses (an IPv6 one leaves, and the peer drops it).
-            raise oserror(errno.EINVAL, f"no route from {source} to {dst_ip}")
-        address = binding.address
-        src = address if source is address[0] else (source, binding.port)
+            src = memo[2]  # the route of its last datagram, still valid
+        else:
+            found = self._source(sock, payload, dst, family, asked)
+            if found is None:
+                return  # a multicast or broadcast datagram, sent
+            src = found
+            if source is None:
+                sock.route_memo = (dst, self._hosts.version, src)
+        if self.policy.mtu is not None or self._faults.links:
+            self._check_size(sock, len(payload), dst[0], family)
         self._packets += 1
-        packet = Packet(self._packets, family, src, dst, payload, sock)
+        default_ttl, default_tos = (
+            sock.ttl_tos4 if family == stdlib_socket.AF_INET else sock.ttl_tos6
+        )
+        packet = Packet(
+            self._packets,
+            family,
+            src,
+            dst,
+            payload,
+            sock,
+            None,
+            0,
+            default_ttl if ttl is None else ttl,
+            default_tos if tos is None else tos,
+        )
         self.sent += 1
         # What follows happens at one instant: the clock is read once.
         trace = self._trace
         trace.instant = trace.clock_time()
         try:
             trace.event("send", packet)
-            self.forward(packet)
+            if sock.device and not self._leaves_by_device(sock, dst[0]):
+                self._drop(packet, "no_route")
+            else:
+                self.forward(packet)
         finally:
             trace.instant = None
 
+    def _source(
+        self, sock: Sock, payload: bytes, dst: Endpoint, family: int, asked: Asked
+    ) -> Endpoint | None:
+        """The source endpoint of a unicast datagram (None: ``dst`` is a
+        group or broadcast address, and the datagram was sent to it)."""
+        binding = sock.binding
+        assert binding is not None
+        dst_ip = dst[0]
+        if dst_ip in self._broadcasts or is_multicast(dst_ip):
+            self._send_group(sock, payload, dst, family, asked)
+            return None
+        source = asked[0]
+        explicit = source is not None
+        ip = binding.ip
+        host_by_ip = self._host_by_ip
+        if source is None:
+            if (
+                ip is not None
+                and dst_ip in host_by_ip
+                and (":" in ip) == (family == stdlib_socket.AF_INET6)
+            ):
+                source = ip  # a specific address is its own source
+            else:
+                source = self._hosts.source_for(binding, dst_ip, family)
+        else:
+            if self._hosts.host_of(source) is not sock.host:
+                raise oserror(errno.EINVAL, f"{source} is not an address of this host")
+            self._hosts.route(sock.host, dst_ip, family)
+        if (
+            family == stdlib_socket.AF_INET
+            and (explicit or ip is not None)
+            and is_loopback(source)
+            and (
+                (not is_loopback(dst_ip) and host_by_ip.get(dst_ip) is not sock.host)
+                or (sock.device == ETHERNET_IFINDEX and is_loopback(dst_ip))
+            )
+        ):
+            # Linux: an IPv4 loopback source only reaches the host's own
+            # addresses (an IPv6 one leaves, and the peer drops it), and
+            # never by eth0.
+            raise oserror(errno.EINVAL, f"no route from {source} to {dst_ip}")
+        address = binding.address
+        return address if source == address[0] else (source, binding.port)
+
+    def _leaves_by_device(self, sock: Sock, dst_ip: str) -> bool:
+        """Whether a socket bound to a device (SO_BINDTODEVICE) reaches
+        ``dst_ip`` through it. Linux sends by that device anyway, where the
+        datagram is lost: one bound to ``eth0`` cannot reach a loopback
+        address, one bound to ``lo`` cannot leave its host."""
+        if sock.device == ETHERNET_IFINDEX:
+            return not is_loopback(dst_ip)
+        return self._hosts.host_of(dst_ip) is sock.host
+
+    def _check_size(self, sock: Sock, size: int, dst_ip: str, family: int) -> None:
+        """EMSGSIZE for a datagram above the path MTU that may not be
+        fragmented (DF set); others are fragmented on the link."""
+        if not sock.dont_fragment(family):
+            return
+        dst_host = self._hosts.host_of(dst_ip)
+        mtu = self._link_policy(sock.host, dst_host).mtu
+        if mtu is not None and size + UDP_HEADER + IP_HEADER[family] > mtu:
+            raise oserror(errno.EMSGSIZE, f"larger than the path MTU, {mtu}")
+
+    def _link_policy(self, a: Host, b: Host | None) -> LinkPolicy:
+        if b is None or not self._faults.links:
+            return self.policy
+        return self._faults.policy(frozenset((a, b)), self.policy)
+
+    def path_mtu(self, sock: Sock, dst_ip: str) -> int:
+        """``IP_MTU`` of a socket connected to ``dst_ip``: its link's MTU, or
+        65535 (Linux's most) where the link has none."""
+        mtu = self._link_policy(sock.host, self._hosts.host_of(dst_ip)).mtu
+        return _MAX_MTU if mtu is None else min(mtu, _MAX_MTU)
+
     def _send_group(
-        self,
-        sock: Sock,
-        payload: bytes,
-        dst: Endpoint,
-        family: int,
-        source: str | None,
+        self, sock: Sock, payload: bytes, dst: Endpoint, family: int, asked: Asked
     ) -> None:
         """A multicast or broadcast datagram: one copy per host that hears it."""
+        source, ttl, tos = asked
         src, targets = self._groups.copies(sock, dst, family, source)
         self._packets += 1
         self.sent += 1
-        first = Packet(self._packets, family, src, dst, payload, sock)
+        unicast_ttl, default_tos = (
+            sock.ttl_tos4 if family == stdlib_socket.AF_INET else sock.ttl_tos6
+        )
+        if ttl is None:
+            ttl = (
+                sock.multicast_ttl_loop(family)[0]
+                if is_multicast(dst[0])
+                else unicast_ttl
+            )
+        if tos is None:
+            tos = default_tos
+        first = Packet(
+            self._packets, family, src, dst, payload, sock, None, 0, ttl, tos
+        )
         # What follows happens at one instant: the clock is read once.
         trace = self._trace
         trace.instant = trace.clock_time()
         try:
             trace.event("send", first)
             for target, via in targets:
-                packet = Packet(first.id, family, src, dst, payload, sock, target, via)
+                packet = Packet(
+                    first.id, family, src, dst, payload, sock, target, via, ttl, tos
+                )
                 self.forward(packet)
         finally:
             trace.instant = None
@@ -211,11 +327,11 @@ class Wire:
             ):
                 self._route(packet, None)
             else:
-                self._drop(packet, "no_route")
+                self._drop(packet, "host_unreachable")
             return
         ends = self.ends(packet)
         if ends is None:
-            self._drop(packet, "no_route")
+            self._drop(packet, "host_unreachable")
             return
         pair = frozenset(ends)
         if (faults.hold_all or faults.holds) and faults.is_held(pair):
@@ -253,7 +369,7 @@ class Wire:
                 continue
             self._trace.event("release", packet)
             if ends is None:
-                self._drop(packet, "no_route")
+                self._drop(packet, "host_unreachable")
             else:
                 self._let_through(packet, ends, frozenset(ends))
         faults.held = still_held
@@ -313,21 +429,41 @@ class Wire:
         policy = (
             links.get(pair, self.policy) if pair is not None and links else self.policy
         )
-        if policy is not self._policy_seen:  # is_instant compares every field
+        if policy is not self._policy_seen:
             self._policy_seen = policy
-            self._policy_seen_instant = policy.is_instant
-        if self._policy_seen_instant:
-            if extra <= 0:
+            self._policy_seen_delay = (
+                None
+                if policy.loss
+                or policy.duplicate
+                or policy.reorder
+                or policy.tail
+                or policy.bandwidth is not None
+                else (policy.latency, policy.jitter)
+            )
+        trace = self._trace
+        now = trace.instant
+        if now is None:
+            now = trace.clock_time()
+        delay_only = self._policy_seen_delay
+        if delay_only is not None:
+            # plan_fate's arithmetic, inlined for the common link (the
+            # instant one included): latency plus uniform jitter, the same
+            # draws and the same floats.
+            latency, jitter = delay_only
+            delay = latency + jitter * self._rng.random() if jitter else latency
+            delay += extra
+            if delay <= 0:
                 self._arrive(packet)
             else:
-                self._schedule(trio.current_time() + extra, packet, _ARRIVAL)
+                self._schedule(now + delay, packet, _ARRIVAL)
             return
-        size = len(packet.payload) + UDP_HEADER + IP_HEADER[packet.family]
+        family = packet.family
+        size = len(packet.payload) + UDP_HEADER + IP_HEADER[family]
         if policy.bandwidth is not None:
             ends = ends or self.ends(packet)
             assert ends is not None  # forward dropped a datagram with no route
             wait = self._faults.queue(*ends).admit(
-                trio.current_time() + extra,
+                now + extra,
                 size,
                 bandwidth=policy.bandwidth,
                 limit=policy.queue,
@@ -336,7 +472,7 @@ class Wire:
                 self._drop(packet, "queue")
                 return
             extra += wait
-        fate = plan_fate(policy, size, self._rng)
+        fate = plan_fate(policy, size, self._rng, ipv6=family == stdlib_socket.AF_INET6)
         if fate.drop is not None:
             self._drop(packet, fate.drop)
             return
@@ -348,7 +484,7 @@ class Wire:
             if delay <= 0:
                 self._arrive(packet)
             else:
-                self._schedule(trio.current_time() + delay, packet, _ARRIVAL)
+                self._schedule(now + delay, packet, _ARRIVAL)
 
     # ---- arriving -------------------------------------------------------------
 
@@ -381,8 +517,12 @@ class Wire:
                 self.delivered += 1
                 self._trace.event("deliver", packet)
 
-    def _report_unreachable(self, packet: Packet) -> None:
-        """ICMP port unreachable: Linux reports it to connected sockets only."""
+    def _report_unreachable(
+        self, packet: Packet, code: int = errno.ECONNREFUSED
+    ) -> None:
+        """An ICMP error back to the sender, after the link's latency, as
+        error ``code`` (port unreachable: ECONNREFUSED). Linux reports one
+        without ``IP_RECVERR`` to connected sockets only."""
         sender = packet.sender
         if sender is None or not sender.connected_to(packet.dst):
             return
@@ -392,90 +532,73 @@ class Wire:
             None if ends is None else frozenset(ends), self.policy
         )
         if policy.latency <= 0:
-            sender.refuse()
+            sender.refuse(code)
         else:
-            self._schedule(trio.current_time() + policy.latency, packet, _ICMP)
+            self._schedule(trio.current_time() + policy.latency, packet, code)
 
     def _drop(self, packet: Packet, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self._trace.event("drop", packet, reason)
 
-    # ---- the wire task: delayed deliveries ---------------------------------
+    # ---- delayed deliveries ----------------------------------------------------
 
     def _schedule(self, when: float, packet: Packet, kind: int) -> None:
         self._heap_seq += 1
         heapq.heappush(self._heap, (when, self._heap_seq, packet, kind))
-        if self._task_scope is None:
-            self._task_scope = trio.CancelScope()
-            trio.lowlevel.spawn_system_task(
-                self._run,
-                self._task_scope,
-                name="trioudp VirtualNetwork wire",
+        alarm = self._alarm
+        if alarm is None:
+            alarm = self._alarm = new_alarm(
+                self._deliver_due, "trioudp VirtualNetwork wire"
             )
-        elif self._wake_scope is not None and when < self._wake_scope.deadline:
-            self._wake_scope.deadline = when
-
-    async def _run(self, task_scope: trio.CancelScope) -> None:
-        heap = self._heap
-        task = trio.lowlevel.current_task()
-
-        def wake(_: object) -> trio.lowlevel.Abort:
-            # Called by Trio inside its deadline processing. A real
-            # cancellation (uninstall, the run ending) ends the task as usual.
-            # A deadline is a delivery time: deliver what is due right here,
-            # so the receivers run in the same scheduler pass as this task
-            # rather than one later, and resume normally, so no Cancelled is
-            # raised and caught on every wake. See the module's invariants.
-            scope = self._wake_scope
-            if scope is None or trio.current_time() < scope.deadline:
-                return trio.lowlevel.Abort.SUCCEEDED
-            self._deliver_due()
-            trio.lowlevel.reschedule(task)
-            return trio.lowlevel.Abort.FAILED
-
-        with task_scope:
-            while True:
-                with trio.CancelScope(
-                    deadline=heap[0][0] if heap else math.inf
-                ) as scope:
-                    self._wake_scope = scope
-                    await trio.lowlevel.wait_task_rescheduled(wake)
-                self._wake_scope = None
-                self._deliver_due()
-        if self._task_scope is task_scope:
-            self._task_scope = None
-            self._wake_scope = None
+        if when < alarm.when:
+            alarm.set(when)
 
     def _deliver_due(self) -> None:
-        """Deliver every datagram (and ICMP report) whose time has come.
+        """Deliver every datagram (and ICMP report) whose time has come, and
+        set the alarm for the next one.
 
-        Runs in the wire task and in its wake-up callback; it never awaits
-        and never raises: it only queues datagrams and reschedules tasks.
+        The alarm's ``fire``: it never awaits and never raises; it only
+        queues datagrams and reschedules tasks.
         """
         heap = self._heap
-        now = trio.current_time()
-        down = self._faults.down
-        while heap and heap[0][0] <= now:
-            _, _, packet, kind = heapq.heappop(heap)
-            if kind == _ARRIVAL:
-                if down and self._to_down_host(packet):
-                    self._drop(packet, "host_down")
-                    continue
-                self._arrive(packet)
-            elif packet.sender is not None:
-                packet.sender.refuse()
+        trace = self._trace
+        # Everything delivered now happens at one instant: one clock read.
+        outer, trace.instant = trace.instant, trace.clock_time()
+        now = trace.instant
+        try:
+            down = self._faults.down
+            while heap and heap[0][0] <= now:
+                _, _, packet, kind = heapq.heappop(heap)
+                if kind == _ARRIVAL:
+                    if down and self._to_down_host(packet):
+                        self._drop(packet, "host_down")
+                        continue
+                    self._arrive(packet)
+                elif packet.sender is not None:
+                    packet.sender.refuse(kind)
+        finally:
+            trace.instant = outer
+        if self._alarm is not None:
+            self._alarm.set(heap[0][0] if heap else inf)
 
     def _to_down_host(self, packet: Packet) -> bool:
         """Whether a datagram arriving now arrives at a crashed host."""
         host = packet.to or self._hosts.host_of(packet.dst[0])
         return host in self._faults.down
 
+    def catch_up(self) -> None:
+        """Deliver what is due now and not yet delivered: a receiver calls
+        this when cancelled, so that a datagram due at the instant its
+        deadline expired reaches it whichever Trio expired first."""
+        heap = self._heap
+        if heap and heap[0][0] <= trio.current_time():
+            self._deliver_due()
+
     def uninstall(self) -> None:
-        """End the wire task and drop what is still in flight (``uninstalled``)."""
-        task_scope, self._task_scope = self._task_scope, None
-        self._wake_scope = None
-        if task_scope is not None:
-            task_scope.cancel()
-        for _, _, packet, _ in self._heap:
+        """Close the alarm and drop what is still in flight (``uninstalled``)."""
+        alarm, self._alarm = self._alarm, None
+        if alarm is not None:
+            alarm.close()
+        heap, self._heap = self._heap, []
+        for _, _, packet, _ in sorted(heap):
             self._drop(packet, "uninstalled")
-        self._heap.clear()
