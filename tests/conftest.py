@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -96,7 +97,10 @@ def tool_missing(name: str, package: str) -> str | None:
 
 
 def open_fds() -> int:
-    """How many file descriptors this process has open."""
+    """How many file descriptors this process has open, once the garbage of
+    earlier tests (a socket left to the collector) is collected: otherwise
+    its descriptor could close in the middle of a count."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
