@@ -295,16 +295,27 @@ class AmplificationGuard:
     def on_receive(self, peer: tuple[str, int], size: int) -> None:
         """Count ``size`` bytes received from ``peer`` (a UDP header's worth
         at least, so that empty datagrams earn a little credit too)."""
-        if peer in self._validated:
-            self._validated.move_to_end(peer)
-            return
-        self._entry(peer)[0] += max(size, 8)
+        # Once per datagram a server admits: _entry's common case inline.
+        entry = self._peers.get(peer)
+        if entry is None:
+            if peer in self._validated:
+                self._validated.move_to_end(peer)
+                return
+            entry = self._entry(peer)
+        else:
+            self._peers.move_to_end(peer)
+        entry[0] += size if size > 8 else 8
 
     def may_send(self, peer: tuple[str, int], size: int) -> bool:
         """Whether ``size`` more bytes may go to ``peer``; if so, count them."""
-        if peer in self._validated:
-            return True
-        entry = self._entry(peer)
+        # Once per reply: _entry's common case inline.
+        entry = self._peers.get(peer)
+        if entry is None:
+            if peer in self._validated:
+                return True
+            entry = self._entry(peer)
+        else:
+            self._peers.move_to_end(peer)
         if entry[1] + size > self.factor * entry[0]:
             return False
         entry[1] += size
