@@ -363,16 +363,10 @@ def forging(receive):
     return recvfrom
 
 
-async def outcome(
-    take, make_handler, payloads, *, batch_size=64, batched=False, **settings
-):
+async def outcome(take, make_handler, payloads, *, batch_size=64, **settings):
     """Everything that can be observed after one ``take(intake, sock)`` on a
     socket that holds ``payloads``: the return value, every counter, what is
-    queued and what was handed on, and the replies the peer gets.
-
-    ``batched``: the socket keeps its receive batch (recvmmsg; the kernel
-    screens, so b"forged" is not forged); else it has none, and receives
-    through a screen that also forges b"forged"."""
+    queued and what was handed on, and the replies the peer gets."""
     settings = dict(settings)
     guard = settings.pop("amplification_factor", None)
     refusals = settings.pop("sendmmsg_refusals", 0)
@@ -394,11 +388,7 @@ async def outcome(
         if guard is not None:
             sock._outbox.guard = AmplificationGuard(guard)
         sock._inbox.screen_sources()
-        if batched:
-            assert sock._inbox.batch is not None
-        else:
-            sock._inbox.batch = None
-            sock._inbox.screened_recvfrom = forging(sock._inbox.screened_recvfrom)
+        sock._inbox.screened_recvfrom = forging(sock._inbox.screened_recvfrom)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
             peer.bind(("127.0.0.1", 0))
             for payload in payloads:
@@ -442,20 +432,10 @@ async def outcome(
         }
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["recvfrom", "recvmmsg"])
 @pytest.mark.parametrize("scenario", SCENARIOS)
-async def test_take_ready_has_the_outcomes_of_the_plain_steps(scenario, batched):
-    """With a receive batch too: what it took from the kernel and has not
-    handed on counts as left there (it is handed on first next time)."""
-    if batched and not _mmsg.recvmmsg_available():
-        pytest.skip("no recvmmsg here")
+async def test_take_ready_has_the_outcomes_of_the_plain_steps(scenario):
     make_handler, payloads, settings = SCENARIOS[scenario]
-    if batched:
-        # The reference's screen forges b"forged"; the kernel's does not.
-        payloads = [payload for payload in payloads if payload != b"forged"]
-    fast = await outcome(
-        take_ready, make_handler, payloads, batched=batched, **settings
-    )
+    fast = await outcome(take_ready, make_handler, payloads, **settings)
     plain = await outcome(take_ready_plainly, make_handler, payloads, **settings)
     assert fast == plain
     # The scenarios do reach what they are named for.

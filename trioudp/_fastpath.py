@@ -6,10 +6,7 @@ modules: this one (steps 1-5), ``_outbox`` (6) and ``_mmsg`` (7).
 0. **bound the batch**: before each datagram after the first, read the
    clock; the batch ends once it has run for ``batch_time`` (and held
    replies leave once they have waited ``REPLY_DELAY``).
-1. **receive**: from the socket's receive batch (``_mmsg.ReceiveBatch``,
-   many datagrams per ``recvmmsg``) where the kernel screens (a socket bound
-   to the loopback interface); elsewhere
-   ``recvmsg`` on the socket's non-blocking twin, screened
+1. **receive**: ``recvmsg`` on the socket's non-blocking twin, screened
    (``_screening.Screen.receive``: forged sources, and broadcast or
    multicast the socket did not ask for, come with a stand-in peer of port
    0; the destination is left in ``Screen.destination``); errors are
@@ -47,7 +44,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import trio
 
 from ._datagram import Datagram
-from ._mmsg import MAX_BATCHED_SIZE, SOCKADDR_BYTES
+from ._mmsg import MAX_BATCHED_SIZE
 from ._responder import Responder, checked_answer
 
 if TYPE_CHECKING:
@@ -115,15 +112,6 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
     assert screen is not None
     assert recvfrom is not None
     bufsize = inbox.bufsize
-    # The receive batch (recvmmsg), where there is one: its slots, read
-    # inline as ReceiveBatch.take does.
-    batch = inbox.batch
-    if batch is not None:
-        slot_size = batch.slot_size
-        buffer = batch._buffer
-        names = batch._names
-        header_ints = batch._header_ints
-        peers = batch._peers
     local = inbox.local or inbox.local_for_datagrams()
     make_datagram = Datagram._received
     handlers = intake.handlers
@@ -160,37 +148,14 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
                     outbox.send_held()
                     held_since = now
             # 1. receive
-            if batch is not None:
-                # ReceiveBatch.take, inline; a recvmmsg call once it has
-                # handed on what it holds (which a batch bounded by time,
-                # or a handler that suspends, leaves for the next).
-                index = batch.next
-                if index >= batch.count:
-                    try:
-                        # fileno() each time: a handler may close the socket.
-                        batch.receive(fast.fileno(), limit - taken)
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if not inbox.receive_failed(exc):
-                            break
-                        continue
-                    index = 0
-                batch.next = index + 1
-                start = index * slot_size
-                data = buffer[start : start + header_ints[16 * index + 14]]
-                start = index * SOCKADDR_BYTES
-                name = names[start : start + header_ints[16 * index + 2]]
-                peer = peers.get(name) or batch.peer_of(name)
-            else:
-                try:
-                    data, peer = recvfrom(bufsize)
-                except BlockingIOError:
+            try:
+                data, peer = recvfrom(bufsize)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if not inbox.receive_failed(exc):
                     break
-                except OSError as exc:
-                    if not inbox.receive_failed(exc):
-                        break
-                    continue
+                continue
             taken += 1
             # 2. count and wrap (Inbox.accept, inline)
             if len(data) >= bufsize:

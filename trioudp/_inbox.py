@@ -25,7 +25,6 @@ from ._kernel import (
     drain_error_queue,
     kernel_socket,
 )
-from ._mmsg import ReceiveBatch, receive_slots, recvmmsg_available
 from ._multicast import receive_only_joined
 from ._screening import ANCILLARY_SPACE, screen_for
 
@@ -92,11 +91,6 @@ class Inbox:
             None
         )
         self._drops = KernelDrops(fast)
-        #: Set by screen_sources where the kernel screens (a socket bound to
-        #: the loopback interface) and ``recvmmsg`` exists: the fast path
-        #: takes datagrams through it, many per system call. What it holds
-        #: and has not handed on yet (``batch.pending``) is taken first.
-        self.batch: ReceiveBatch | None = None
 
     def local_for_datagrams(self) -> SocketAddress:
         """The ``local`` address of the datagrams received (cached once bound)."""
@@ -217,14 +211,9 @@ class Inbox:
     # ---- the fast path ---------------------------------------------------
 
     async def wait_readable(self) -> None:
-        """Fast path only: wait until a datagram (or an error) is queued, in
-        the kernel or in :attr:`batch` (then it is a schedule point)."""
+        """Fast path only: wait until a datagram (or an error) is queued."""
         if self.closed:
             raise closed_socket_error()
-        batch = self.batch
-        if batch is not None and batch.next < batch.count:
-            await trio.lowlevel.checkpoint()
-            return
         await trio.lowlevel.wait_readable(self._sock)
 
     def receive_nowait(self, now: float) -> Datagram | None:
@@ -266,14 +255,6 @@ class Inbox:
         except OSError:
             return 0
         received = self.received
-        batch = self.batch
-        if batch is not None:
-            # Taken from the kernel, not handed on: counted as the rest.
-            for size in batch.drain():
-                if size >= self.bufsize:
-                    self.dropped_oversize += 1
-                else:
-                    self.received += 1
         for _ in range(limit // _LEAST_TRUESIZE + 1):
             try:
                 if fast is not None:
@@ -326,10 +307,6 @@ class Inbox:
         self.screen = screen
         if fast is not None:
             self.screened_recvfrom = screen.receive
-            if screen.plain and recvmmsg_available():
-                self.batch = ReceiveBatch(
-                    int(fast.family), self.bufsize, receive_slots(self.bufsize)
-                )
 
     def _may_broadcast(self) -> bool:
         """Whether the socket may send broadcasts (``SO_BROADCAST``): then

@@ -1,4 +1,4 @@
-"""Send many UDP datagrams with one ``sendmmsg(2)`` call, and receive many with one ``recvmmsg(2)`` (Linux, via ctypes).
+"""Send many UDP datagrams with one ``sendmmsg(2)`` call (Linux, via ctypes).
 
 A busy echo-style server answers dozens of datagrams per scheduling round;
 one system call for all their replies instead of one each saves the
@@ -7,19 +7,11 @@ once per reply. :class:`SendBatch` keeps copies of the datagrams (so callers
 may reuse their buffers at once) in preallocated C arrays and sends them in
 order. Elsewhere, or if the C library lacks ``sendmmsg``,
 :func:`sendmmsg_available` is False and callers send one datagram at a time.
-
-:class:`ReceiveBatch` takes up to 64 datagrams per ``recvmmsg`` call for a
-server's fast path where the kernel does the screening (a socket bound to
-the loopback interface: no control messages to read). Measured against one
-``recvfrom`` per datagram (same run, 5 rounds, server CPU per reply): 4.16
-against 4.58 us with 64 datagrams of 64 bytes in flight; no difference with
-16 of 8000 bytes (each call finds few).
 """
 
 from __future__ import annotations
 
 import ctypes
-import mmap
 import os
 import socket
 import struct
@@ -31,13 +23,7 @@ if TYPE_CHECKING:
 
     from ._address import SocketAddress
 
-__all__ = [
-    "ReceiveBatch",
-    "SendBatch",
-    "receive_slots",
-    "recvmmsg_available",
-    "sendmmsg_available",
-]
+__all__ = ["SendBatch", "sendmmsg_available"]
 
 #: Most datagrams one batch holds (the kernel's UIO_MAXIOV is 1024).
 MAX_MESSAGES = 64
@@ -51,8 +37,7 @@ _BUFFER_BYTES = MAX_MESSAGES * MAX_BATCHED_SIZE
 # struct mmsghdr on 64-bit Linux: struct msghdr (56 bytes: name, namelen,
 # iov, iovlen, control, controllen, flags) + unsigned msg_len, padded to 64.
 _HEADER_BYTES = 64
-#: The room for one peer address: a sockaddr_in6 (a sockaddr_in, 16 bytes, fits).
-SOCKADDR_BYTES = 28
+_SOCKADDR_BYTES = 28  # sockaddr_in6; a sockaddr_in (16) fits in its slot
 _NAME_CACHE_SIZE = 4096
 
 
@@ -140,7 +125,7 @@ class SendBatch:
     def __init__(self, family: int) -> None:
         self._family = family
         self._payload = ctypes.create_string_buffer(_BUFFER_BYTES)
-        self._names = ctypes.create_string_buffer(MAX_MESSAGES * SOCKADDR_BYTES)
+        self._names = ctypes.create_string_buffer(MAX_MESSAGES * _SOCKADDR_BYTES)
         self._iovecs = ctypes.create_string_buffer(MAX_MESSAGES * 16)
         self._headers = ctypes.create_string_buffer(MAX_MESSAGES * _HEADER_BYTES)
         self._headers_address = ctypes.addressof(self._headers)
@@ -155,7 +140,7 @@ class SendBatch:
         iovecs_address = ctypes.addressof(self._iovecs)
         for i in range(MAX_MESSAGES):
             self._iovec_words[2 * i] = payload_address + i * MAX_BATCHED_SIZE
-            header_words[8 * i] = names_address + i * SOCKADDR_BYTES  # msg_name
+            header_words[8 * i] = names_address + i * _SOCKADDR_BYTES  # msg_name
             header_words[8 * i + 2] = iovecs_address + 16 * i  # msg_iov
             header_words[8 * i + 3] = 1  # msg_iovlen
         #: Destinations of the datagrams held, in order.
@@ -199,7 +184,7 @@ class SendBatch:
 
     def _set_name(self, index: int, name: bytes) -> None:
         self._slot_names[index] = name
-        slot = index * SOCKADDR_BYTES
+        slot = index * _SOCKADDR_BYTES
         self._names_view[slot : slot + len(name)] = name
         self._header_ints[16 * index + 2] = len(name)  # msg_namelen
 
@@ -253,194 +238,3 @@ class SendBatch:
     def _reset_if_done(self) -> None:
         if self._first >= len(self.peers):
             self.clear()
-
-
-def _load_recvmmsg() -> Callable[[int, int, int, int, None], int] | None:
-    if sys.platform != "linux" or struct.calcsize("P") != 8:
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).recvmmsg
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_uint,
-        ctypes.c_int,
-        ctypes.c_void_p,
-    ]
-    function.restype = ctypes.c_int
-    return function
-
-
-_recvmmsg = _load_recvmmsg()
-#: Most bytes of slots one ReceiveBatch maps (its pages are used only as
-#: datagrams fill them).
-_RECEIVE_BYTES = 1 << 20
-
-
-def recvmmsg_available() -> bool:
-    """Whether :class:`ReceiveBatch` can be used on this system.
-
-    Example:
-        >>> recvmmsg_available() in (True, False)
-        True
-    """
-    return _recvmmsg is not None
-
-
-def receive_slots(slot_size: int) -> int:
-    """How many datagrams a :class:`ReceiveBatch` with slots of
-    ``slot_size`` bytes takes at once: ``MAX_MESSAGES``, fewer where the
-    slots would pass ``_RECEIVE_BYTES`` together.
-
-    Example:
-        >>> receive_slots(2049), receive_slots(65508)
-        (64, 16)
-    """
-    return max(1, min(MAX_MESSAGES, _RECEIVE_BYTES // slot_size))
-
-
-def decode_sockaddr(name: bytes) -> SocketAddress:
-    """The address a C ``sockaddr_in`` or ``sockaddr_in6`` holds, in the form
-    :meth:`socket.socket.recvfrom` reports it.
-
-    Example:
-        >>> decode_sockaddr(encode_sockaddr(socket.AF_INET, ("127.0.0.1", 53)))
-        ('127.0.0.1', 53)
-    """
-    family = int.from_bytes(name[:2], sys.byteorder)
-    port = int.from_bytes(name[2:4], "big")
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, name[4:8]), port
-    flowinfo = int.from_bytes(name[4:8], "big")
-    scope_id = int.from_bytes(name[24:28], sys.byteorder)
-    host = socket.inet_ntop(socket.AF_INET6, name[8:24])
-    if scope_id:
-        # As the stdlib's getnameinfo(NI_NUMERICHOST) names a scoped address.
-        try:
-            host = f"{host}%{socket.if_indextoname(scope_id)}"
-        except OSError:
-            host = f"{host}%{scope_id}"
-    return host, port, flowinfo, scope_id
-
-
-class ReceiveBatch:
-    """Datagrams taken from one socket with one ``recvmmsg`` call.
-
-    Buffers: ``count`` slots of ``slot_size`` bytes each (see
-    :func:`receive_slots`: 1 MiB at most) in one anonymous mapping, whose
-    pages the kernel provides only once a datagram is written to them, so
-    small datagrams cost one page per slot. A datagram of ``slot_size``
-    bytes or more is cut to ``slot_size``: its length tells an oversize one
-    apart, as a ``recvfrom(slot_size)``'s does. Each datagram is copied out
-    as it is handed on (:meth:`take`); a slot is written again only by the
-    next :meth:`receive`. Peer addresses are decoded once per source, in a
-    table keyed by the raw ``sockaddr`` and emptied when full.
-
-    Example::
-
-        batch = ReceiveBatch(socket.AF_INET, 2049)
-        count = batch.receive(sock.fileno(), 64)  # BlockingIOError if none
-        data, peer = batch.take(0)
-    """
-
-    __slots__ = (
-        "_buffer",
-        "_header_ints",
-        "_headers",
-        "_headers_address",
-        "_iovecs",
-        "_names",
-        "_peers",
-        "count",
-        "next",
-        "slot_size",
-        "slots",
-    )
-
-    def __init__(self, family: int, slot_size: int, count: int = MAX_MESSAGES) -> None:
-        self.slot_size = slot_size
-        self.slots = count
-        self._buffer = mmap.mmap(-1, max(1, count * slot_size))
-        self._names = mmap.mmap(-1, count * SOCKADDR_BYTES)
-        self._iovecs = ctypes.create_string_buffer(count * 16)
-        self._headers = ctypes.create_string_buffer(count * _HEADER_BYTES)
-        self._headers_address = ctypes.addressof(self._headers)
-        self._header_ints = memoryview(self._headers).cast("B").cast("I")
-        header_words = memoryview(self._headers).cast("B").cast("Q")
-        iovec_words = memoryview(self._iovecs).cast("B").cast("Q")
-        buffer_address = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
-        names_address = ctypes.addressof(ctypes.c_char.from_buffer(self._names))
-        iovecs_address = ctypes.addressof(self._iovecs)
-        name_size = SOCKADDR_BYTES if family == socket.AF_INET6 else 16
-        for i in range(count):
-            iovec_words[2 * i] = buffer_address + i * slot_size
-            iovec_words[2 * i + 1] = slot_size
-            header_words[8 * i] = names_address + i * SOCKADDR_BYTES  # msg_name
-            self._header_ints[16 * i + 2] = name_size  # msg_namelen
-            header_words[8 * i + 2] = iovecs_address + 16 * i  # msg_iov
-            header_words[8 * i + 3] = 1  # msg_iovlen
-        self._peers: dict[bytes, SocketAddress] = {}
-        #: How many datagrams the last :meth:`receive` took, and the index
-        #: of the first not handed on yet.
-        self.count = 0
-        self.next = 0
-
-    @property
-    def pending(self) -> int:
-        """Datagrams received and not handed on yet."""
-        return self.count - self.next
-
-    def receive(self, fd: int, most: int) -> int:
-        """Take up to ``most`` datagrams (at most :attr:`slots`), without
-        blocking; how many. Raises ``BlockingIOError`` if there were none,
-        OSError as ``recvfrom`` raises it. Call it only when nothing is
-        :attr:`pending`: it overwrites the slots."""
-        assert _recvmmsg is not None
-        got = _recvmmsg(
-            fd,
-            self._headers_address,
-            min(most, self.slots),
-            socket.MSG_DONTWAIT,
-            None,
-        )
-        if got < 0:
-            self.count = self.next = 0
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-        self.count = got
-        self.next = 0
-        return got
-
-    def peer_of(self, name: bytes) -> SocketAddress:
-        """The decoded ``sockaddr`` ``name``, kept for the next datagram from there."""
-        peers = self._peers
-        if len(peers) >= _NAME_CACHE_SIZE:
-            peers.clear()
-        peer = peers[name] = decode_sockaddr(name)
-        return peer
-
-    def drain(self) -> list[int]:
-        """Forget the datagrams not handed on yet; their lengths."""
-        ints = self._header_ints
-        sizes = [ints[16 * index + 14] for index in range(self.next, self.count)]
-        self.count = self.next = 0
-        return sizes
-
-    def take(self) -> tuple[bytes, SocketAddress]:
-        """The next datagram received and its sender (see :attr:`pending`)."""
-        index = self.next
-        self.next = index + 1
-        ints = self._header_ints
-        start = index * self.slot_size
-        data = self._buffer[start : start + ints[16 * index + 14]]
-        start = index * SOCKADDR_BYTES
-        name = self._names[start : start + ints[16 * index + 2]]
-        peer = self._peers.get(name)
-        if peer is None:
-            peers = self._peers
-            if len(peers) >= _NAME_CACHE_SIZE:
-                peers.clear()
-            peer = peers[name] = decode_sockaddr(name)
-        return data, peer

@@ -303,10 +303,6 @@ class Screen:
         #: The receive function of the fast path (``fast`` set): ``recvfrom``
         #: with the peer screened (see :meth:`judge`), the destination left
         #: in :attr:`destination`.
-        #: Whether :attr:`receive` is the twin's own ``recvfrom`` (the
-        #: kernel screens: see :meth:`bind_to_loopback`), so that datagrams
-        #: may also be taken in batches (``_inbox.Inbox.batch``).
-        self.plain = False
         self.receive: Callable[[int], tuple[bytes, SocketAddress]] = (
             self.recvfrom_specified
             if not pktinfo
@@ -345,7 +341,6 @@ class Screen:
         except OSError:
             return False  # Linux before 5.7 wants CAP_NET_RAW
         self.receive = fast.recvfrom
-        self.plain = True
         return True
 
     # ---- receiving (fast path) ---------------------------------------------
