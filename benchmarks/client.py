@@ -6,6 +6,8 @@ what is measured. The clients run in this process, pinned to CPU 1:
 
 - ``trio_naive``: a connected ``trio.socket``; ``await send`` then
   ``await recv``, one request at a time.
+- ``trio_naive_deadline``: the same loop with a ``trio.fail_after(1)``
+  around each request (a request has a deadline too: the fair peer).
 - ``request``: ``UDPClient.request`` one at a time (retransmission timer,
   reply accounting and all).
 - ``request xN``: N tasks sharing one ``UDPClient``, replies matched to
@@ -20,6 +22,8 @@ Needs a C compiler (cc). Traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import operator
 import os
 import socket
@@ -39,7 +43,11 @@ import trioudp
 PAYLOAD = 64
 
 
-async def naive(port: int, seconds: float, latencies: list[float]) -> int:
+async def naive(
+    port: int, seconds: float, latencies: list[float], *, deadline: bool = False
+) -> int:
+    """A connected trio.socket's send then recv; with ``deadline``, inside
+    a ``trio.fail_after`` as each request has (the fair peer)."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock:
         await sock.connect(("127.0.0.1", port))
@@ -47,8 +55,9 @@ async def naive(port: int, seconds: float, latencies: list[float]) -> int:
         done = 0
         end = time.perf_counter() + seconds
         while (start := time.perf_counter()) < end:
-            await sock.send(payload)
-            await sock.recv(2048)
+            with trio.fail_after(1) if deadline else contextlib.nullcontext():
+                await sock.send(payload)
+                await sock.recv(2048)
             latencies.append(time.perf_counter() - start)
             done += 1
         return done
@@ -86,6 +95,7 @@ Client = Callable[[int, float, list[float]], Awaitable[int]]
 def clients(concurrency: list[int]) -> dict[str, Client]:
     table: dict[str, Client] = {
         "trio_naive": naive,
+        "trio_naive_deadline": functools.partial(naive, deadline=True),
         "request": lambda port, seconds, latencies: requests(
             port, seconds, latencies, 1
         ),

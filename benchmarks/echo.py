@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _proc import cpu_seconds
 from _results import add_json_option, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -96,6 +97,10 @@ def servers(python: str, echo_c: Path) -> dict[str, list[str]]:
             *("--rate-limit", "0", "--amplification-factor", "0"),
         ],
         "trioudp_async": [*reference, "trioudp_async"],
+        # As users run it: the rate limit, amplification and loop guards on.
+        "trioudp_protected": [
+            *(python, "-m", "trioudp", "echo", "--host", "127.0.0.1"),
+        ],
     }
 
 
@@ -120,13 +125,20 @@ def run_cell(
     try:
         wait_until_echoing(port)
         window, size = SCENARIOS[scenario]
+        cpu = cpu_seconds(server.pid)
         output = subprocess.run(
             pinned(1, loadgen_command(loadgen, port, window, size, duration)),
             capture_output=True,
             text=True,
             check=True,
         ).stdout
+        cpu = cpu_seconds(server.pid) - cpu
         result: dict[str, Any] = json.loads(output)
+        if result["rate_pps"]:
+            # As the shared harness reports it: the server's CPU over the
+            # run, at the measured rate.
+            replies = result["rate_pps"] * duration
+            result["server_cpu_us_per_reply"] = round(cpu / replies * 1e6, 2)
         return result
     finally:
         server.terminate()
@@ -178,8 +190,8 @@ def main() -> None:
         }
         for (scenario, name), results in rounds.items()
     ]
-    print("| scenario | server | replies/s | x trio_naive | p50 us |")
-    print("|---|---|--:|--:|--:|")
+    print("| scenario | server | replies/s | x trio_naive | p50 us | CPU us/reply |")
+    print("|---|---|--:|--:|--:|--:|")
     for scenario in scenarios:
         row = {c["server"]: c["result"] for c in cells if c["scenario"] == scenario}
         baseline = row["trio_naive"]["rate_pps"] if "trio_naive" in row else 1.0
@@ -187,7 +199,8 @@ def main() -> None:
             rate = result["rate_pps"]
             print(
                 f"| {scenario} | {name} | {rate:,.0f} | {rate / baseline:.2f}"
-                f" | {result['p50_us']:,.0f} |"
+                f" | {result['p50_us']:,.0f}"
+                f" | {result.get('server_cpu_us_per_reply', '-')} |"
             )
     settings = {"duration_s": args.duration, "repeat": args.repeat}
     write_json(args.json, {"settings": settings, "cells": cells})

@@ -59,6 +59,7 @@ MEASURE = {
 SERVERS = {
     "trioudp": "trioudp",
     "trioudp_async": "trioudp async",
+    "trioudp_protected": "trioudp protected",
     "trio_naive": "trio_naive",
     "trio_task": "trio_task",
     "anyio": "anyio",
@@ -91,6 +92,9 @@ QUIC_OPERATIONS = {
     "download": "a 1 MB download",
     "requests": "a request",
 }
+#: trioudp's servers in the tables against uvloop: the Responder, the
+#: ``async def`` form, and ``trioudp echo`` with its default protection.
+_TRIOUDP_FORMS = ("trioudp", "trioudp_async", "trioudp_protected")
 #: Options whose values are local paths or setup, not the measurement.
 _SETUP_OPTIONS = {"--json", "--python", "--server", "--build-dir"}
 
@@ -212,15 +216,43 @@ def echo_summary(style: str, section: dict[str, Any]) -> str:
     return provenance(style, section) + "\n\n" + table(style, header, rows)
 
 
+def cpu_per_reply(result: dict[str, Any]) -> float | None:
+    """The server's CPU microseconds per reply, where the run measured it.
+
+    Example:
+        >>> cpu_per_reply({"rate_pps": 10.0, "server_cpu_us_per_reply": 7.5})
+        7.5
+        >>> cpu_per_reply({"rate_pps": 10.0}) is None
+        True
+    """
+    value = result.get("server_cpu_us_per_reply")
+    return None if value is None else float(value)
+
+
 def echo_against(style: str, section: dict[str, Any], other: str) -> str:
-    """trioudp's two handler forms against ``other``, per scenario."""
+    """trioudp's handler forms against ``other``, per scenario: replies per
+    second, and the server's CPU per reply where it was measured."""
     ratio = ratios(section)
-    forms = [n for n in ("trioudp", "trioudp_async") if n in ratio["throughput"]]
+    cells = _echo_cells(section)
+    forms = [n for n in _TRIOUDP_FORMS if n in ratio["throughput"]]
     rows = [
-        [SCENARIOS.get(s, s), *(f"{ratio[s][n] / ratio[s][other]:.2f}" for n in forms)]
+        [
+            f"replies/s, {SCENARIOS.get(s, s)}",
+            *(f"{ratio[s][n] / ratio[s][other]:.2f}" for n in forms),
+        ]
         for s in ratio
     ]
-    header = [f"replies/s over {other}'s", *(SERVERS[n] for n in forms)]
+    for s, row in cells.items():
+        theirs = cpu_per_reply(row[other])
+        ours = [cpu_per_reply(row[n]) for n in forms]
+        if theirs and None not in ours:
+            rows.append(
+                [
+                    f"CPU per reply, {SCENARIOS.get(s, s)}",
+                    *(f"{mine / theirs:.2f}" for mine in ours if mine is not None),
+                ]
+            )
+    header = [f"over {other}'s", *(SERVERS[n] for n in forms)]
     return table(style, header, rows)
 
 
@@ -231,6 +263,7 @@ def echo_full(style: str, section: dict[str, Any]) -> str:
     for scenario, row in _echo_cells(section).items():
         for name, result in sorted(row.items(), key=lambda item: -item[1]["rate_pps"]):
             loss = result["lost"] / result["sent"] if result["sent"] else 0.0
+            cpu = cpu_per_reply(result)
             rows.append(
                 [
                     scenario,
@@ -240,10 +273,11 @@ def echo_full(style: str, section: dict[str, Any]) -> str:
                     f"{result['p50_us']:,.0f}",
                     f"{result['p99_us']:,.0f}",
                     f"{loss:.2%}",
+                    "-" if cpu is None else f"{cpu:.2f}",
                 ]
             )
     header = ["scenario", "server", "replies/s", "x trio_naive", "p50 us", "p99 us"]
-    header.append("loss")
+    header += ["loss", "CPU us/reply"]
     return provenance(style, section) + "\n\n" + table(style, header, rows)
 
 

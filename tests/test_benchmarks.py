@@ -168,7 +168,39 @@ def test_echo_benchmark_runs_side_by_side_and_its_json_renders(tmp_path, figures
     summary = figures.echo_summary("md", section)
     assert summary.startswith("Measured ")
     assert "`python benchmarks/echo.py --only" in summary
+    assert all(
+        cell["result"]["server_cpu_us_per_reply"] > 0 for cell in section["cells"]
+    )
     assert "<svg" in figures.chart(section)
+
+
+def test_cpu_per_reply_is_shown_against_uvloop_where_measured(figures):
+    def cell(server, scenario, pps, cpu=None):
+        result = {"rate_pps": pps, "p50_us": 1.0, "p99_us": 2.0, "lost": 0, "sent": 1}
+        if cpu is not None:
+            result["server_cpu_us_per_reply"] = cpu
+        return {"server": server, "scenario": scenario, "result": result}
+
+    meta = {"argv": ["run.py"], "time": "2026-12-05", "host": "h", "cpus": 2}
+    section = {
+        "meta": meta,
+        "cells": [
+            cell("trio_naive", "throughput", 10.0, 20.0),
+            cell("uvloop", "throughput", 40.0, 4.0),
+            cell("trioudp", "throughput", 44.0, 5.0),
+            cell("trio_naive", "latency", 10.0),
+            cell("uvloop", "latency", 10.0),
+            cell("trioudp", "latency", 11.0),
+        ],
+    }
+    rows = figures.echo_against("md", section, "uvloop").splitlines()
+    assert "| replies/s, throughput (64 in flight, 64 B) | 1.10 |" in rows
+    assert "| CPU per reply, throughput (64 in flight, 64 B) | 1.25 |" in rows
+    # Not measured in latency: no row rather than a made-up one.
+    assert not any(row.startswith("| CPU per reply, latency") for row in rows)
+    full = figures.echo_full("md", section)
+    assert "| throughput | **trioudp** | 44 | 4.40 | 1 | 2 | 0.00% | 5.00 |" in full
+    assert "| latency | **trioudp** | 11 | 1.10 | 1 | 2 | 0.00% | - |" in full
 
 
 def test_client_benchmark_runs_side_by_side(tmp_path, figures):
@@ -188,7 +220,7 @@ def test_client_benchmark_runs_side_by_side(tmp_path, figures):
         for line in out.splitlines()
         if line.startswith("| ") and not line.startswith("| client")
     }
-    assert set(rates) == {"trio_naive", "request", "request x8"}
+    assert set(rates) == {"trio_naive", "trio_naive_deadline", "request", "request x8"}
     assert all(rate > 0 for rate in rates.values())
     table = figures.client("md", json.loads((tmp_path / "client.json").read_text()))
     assert "| `request x8` |" in table

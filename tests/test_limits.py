@@ -1,14 +1,16 @@
 import ipaddress
 import math
+from collections import OrderedDict
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import trioudp
+import trioudp._limits
 import trioudp._outbox
 from trioudp import AccessList, AmplificationGuard, LoopGuard, RateLimit, RateLimiter
-from trioudp._limits import ReplyBudget, prefix_key
+from trioudp._limits import ReplyBudget, _take_token, prefix_key
 
 
 def test_prefixes_group_neighbours():
@@ -37,6 +39,60 @@ def test_exempt_networks_are_never_limited():
     limiter = RateLimiter(RateLimit(rate=1, burst=1, exempt=["127.0.0.0/8"]))
     assert all(limiter.allow("127.0.0.1", 0.0) for _ in range(100))
     assert len(limiter) == 0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["127.0.0.", "10.1.1.", "::ffff:127.0.0.", "::ffff:10.1.1."]
+            ),
+            st.integers(0, 3),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 8),
+)
+def test_the_key_cache_changes_no_verdict(sources, kept):
+    """Bucket keys (and exemptions) kept by source, the table emptied when
+    full: every verdict is what parsing each datagram's address gives."""
+    policy = RateLimit(rate=1, burst=2, ipv4_prefix=32, exempt=["127.0.0.0/8"])
+    limiter = RateLimiter(policy)
+    buckets = OrderedDict()
+    saved, trioudp._limits._KEYS_KEPT = trioudp._limits._KEYS_KEPT, kept
+    try:
+        for i, (prefix, last) in enumerate(sources):
+            ip, now = f"{prefix}{last}", i / 4
+            expected = trioudp._limits._in_networks(ip, policy.exempt) or _take_token(
+                buckets, prefix_key(ip, 32, 56), now, burst=2, rate=1, table_size=65536
+            )
+            assert limiter.allow(ip, now) == expected
+            assert len(limiter._keys) <= kept
+    finally:
+        trioudp._limits._KEYS_KEPT = saved
+
+
+def test_a_source_address_is_parsed_once_not_per_datagram(monkeypatch):
+    parsed = []
+    in_networks = trioudp._limits._in_networks
+    monkeypatch.setattr(
+        "trioudp._limits._in_networks",
+        lambda ip, networks: parsed.append(ip) or in_networks(ip, networks),
+    )
+    limiter = RateLimiter(RateLimit(rate=1, burst=1, exempt=["127.0.0.0/8"]))
+    assert all(limiter.allow("127.0.0.1", 0.0) for _ in range(50))
+    assert [limiter.allow("10.0.0.1", 0.0) for _ in range(3)] == [True, False, False]
+    assert parsed == ["127.0.0.1", "10.0.0.1"]
+
+
+def test_the_key_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr("trioudp._limits._KEYS_KEPT", 8)
+    limiter = RateLimiter(RateLimit(rate=1, burst=1, exempt=["127.0.0.0/8"]))
+    for number in range(100):
+        assert limiter.allow(f"127.0.{number}.1", 0.0)
+        limiter.allow(f"10.0.{number}.1", 0.0)
+        assert len(limiter._keys) <= 8
 
 
 @given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=300))

