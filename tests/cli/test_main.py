@@ -101,7 +101,7 @@ def test_joining_a_group_no_route_leads_to_says_to_name_an_interface():
     )
 
 
-async def test_a_worker_reports_errors_inside_exception_groups(monkeypatch, capsys):
+async def test_a_worker_reports_errors_inside_exception_groups(monkeypatch, capfd):
     async def failing(args, worker):
         async with trio.open_nursery():
             raise trioudp.BindError("127.0.0.1", 1, OSError(errno.EADDRINUSE, "busy"))
@@ -120,7 +120,7 @@ async def test_a_worker_reports_errors_inside_exception_groups(monkeypatch, caps
         )
     )
     assert await cli_worker(worker) == 1
-    assert capsys.readouterr().err == (
+    assert capfd.readouterr().err == (
         "trioudp echo: error: cannot bind UDP socket to '127.0.0.1' port 1: busy"
         " (another socket already uses it; pick another port, or 0 for any free"
         " one)\n"

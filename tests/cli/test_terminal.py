@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioudp._cli._terminal import printable
+from trioudp._cli._terminal import SHOWN, printable
 
 HOSTILE = {
     "clear screen": (b"\x1b[2J\x1b[H", "\\x1b[2J\\x1b[H"),
@@ -53,3 +53,21 @@ def test_no_control_character_ever_reaches_the_terminal(data):
 )
 def test_text_without_controls_is_unchanged(text):
     assert printable(text.encode()) == text
+
+
+def test_a_long_datagram_shows_its_first_bytes_and_its_size():
+    assert printable(b"x" * SHOWN) == "x" * SHOWN
+    assert printable(b"x" * (SHOWN + 1)) == "x" * SHOWN + f"... ({SHOWN + 1} bytes)"
+    # Escaped, 4 characters a byte: one 65,507-byte datagram, 2 KiB of text.
+    assert len(printable(b"\xff" * 65_507)) == 4 * SHOWN + len("... (65507 bytes)")
+
+
+def test_a_character_cut_short_is_left_out_not_escaped():
+    data = b"a" * (SHOWN - 1) + "€".encode()
+    assert printable(data) == "a" * (SHOWN - 1) + f"... ({SHOWN + 2} bytes)"
+
+
+@given(st.binary(min_size=SHOWN, max_size=2 * SHOWN))
+def test_no_control_character_in_a_cut_datagram_either(data):
+    for char in printable(data):
+        assert unicodedata.category(char) not in ("Cc", "Zl", "Zp"), repr(char)

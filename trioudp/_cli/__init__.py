@@ -6,7 +6,9 @@ stopped by SIGTERM. A server stopped by either signal shuts down gracefully
 first.
 
 Peer data is printed only through :func:`printable` (no control character
-reaches the terminal). Only this package prints.
+reaches the terminal, at most 512 bytes of a datagram), and every line
+through ``_console`` (never a blocking write on the Trio loop). Only this
+package prints.
 
 The modules, from the top (each imports only those below it):
 
@@ -20,6 +22,8 @@ The modules, from the top (each imports only those below it):
 - ``_supervise``: ``serve|echo|quic-echo --workers N``, over
   :func:`run_workers`.
 - ``_bench``: the ``bench`` command.
+- ``_console``: where every line goes: queued, written by a task, dropped
+  and counted when not read in time.
 - ``_output``: the lines it prints (other than peer data) and exit codes.
 - ``_argtypes``: argument types that make bad values usage errors.
 - ``_terminal``: peer bytes made safe to print.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import math
 import signal
-import sys
 from typing import TYPE_CHECKING
 
 import attrs
@@ -21,6 +20,7 @@ from .._backoff import Backoff
 from .._client import open_udp_client
 from .._errors import RequestTimeout
 from ._argtypes import DEFAULT_HOST, DEFAULT_PORT, destination_port, host, number
+from ._console import say, warn
 from ._output import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -149,11 +149,7 @@ async def run_bench(
 
 
 def _print_progress(seconds: float, replies: int, lost: int) -> None:
-    print(
-        f"bench: {seconds:.0f} s, {replies:,} replies, {lost:,} lost",
-        file=sys.stderr,
-        flush=True,
-    )
+    warn(f"bench: {seconds:.0f} s, {replies:,} replies, {lost:,} lost")
 
 
 async def _set_on_sigint(
@@ -186,17 +182,13 @@ async def bench_command(args: argparse.Namespace) -> int:
         )
         nursery.cancel_scope.cancel()
     if interrupted.is_set():
-        print(
-            f"bench: interrupted after {result.seconds:.1f} s; the result so far:",
-            file=sys.stderr,
-            flush=True,
-        )
-    print(f"requests sent   {result.sent}")
-    print(f"replies         {result.replies}")
-    print(f"lost            {result.lost}")
-    print(f"rate            {result.rate:,.0f} replies/s")
+        warn(f"bench: interrupted after {result.seconds:.1f} s; the result so far:")
+    say(f"requests sent   {result.sent}")
+    say(f"replies         {result.replies}")
+    say(f"lost            {result.lost}")
+    say(f"rate            {result.rate:,.0f} replies/s")
     for label, fraction in (("p50", 0.5), ("p99", 0.99)):
-        print(f"latency {label}     {result.percentile(fraction) * 1e6:,.0f} us")
+        say(f"latency {label}     {result.percentile(fraction) * 1e6:,.0f} us")
     if interrupted.is_set():
         return EXIT_INTERRUPTED
     return EXIT_OK if result.replies else EXIT_FAILURE

@@ -1,17 +1,18 @@
 """The entry points: :func:`main` runs the ``trioudp`` command, and
 :func:`cli_worker` runs it in each ``--workers`` process; both turn errors
-into exit codes."""
+into exit codes, and both open the console every line is printed through
+(``_console``: never a blocking write on the loop)."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import TYPE_CHECKING
 
 import trio
 
 from .._errors import TrioUDPError, WorkerStartFailed
-from ._output import EXIT_FAILURE, EXIT_INTERRUPTED, error_text
+from ._console import open_console, warn
+from ._output import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, error_text
 from ._parser import broadcast_addresses, build_parser, check_broadcast, group_settings
 from ._quic import quic_echo_command
 from ._serve import SERVER_COMMANDS
@@ -26,6 +27,8 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["cli_worker", "main"]
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -52,17 +55,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    command: Callable[[argparse.Namespace], Awaitable[int]] = args.func
     try:
-        return trio.run(command, args)
+        return trio.run(_run, args)
     except BaseException as exc:
         if _find(exc, KeyboardInterrupt) is not None:
             return EXIT_INTERRUPTED
         return _failed(args, exc)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    """The command, its lines printed through a console; exit code 1 where
+    it succeeded but stdout's reader closed its end (quietly: no error)."""
+    command: Callable[[argparse.Namespace], Awaitable[int]] = args.func
+    name = f"trioudp {args.command}"
+    async with open_console(
+        name, verbose=args.verbose, log_format=LOG_FORMAT
+    ) as console:
+        code = await command(args)
+    return EXIT_FAILURE if code == EXIT_OK and console.out.gone.is_set() else code
 
 
 def _failed(args: argparse.Namespace, exc: BaseException) -> int:
@@ -78,7 +88,7 @@ def _failed(args: argparse.Namespace, exc: BaseException) -> int:
         host=args.host if args.command == "send" else None,
         group=getattr(args, "group", None),
     )
-    print(f"trioudp {args.command}: error: {text}", file=sys.stderr, flush=True)
+    warn(f"trioudp {args.command}: error: {text}")
     return EXIT_FAILURE
 
 
@@ -86,12 +96,13 @@ async def cli_worker(worker: Worker) -> int:
     """One worker: the same command line, serving ``worker.port`` with
     ``SO_REUSEPORT``; returns the command's exit code."""
     args = build_parser().parse_args(worker.args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format=f"%(levelname)s %(name)s (worker {worker.index}): %(message)s",
-    )
     commands = {**SERVER_COMMANDS, "quic-echo": quic_echo_command}
-    try:
-        return await commands[args.command](args, worker)
-    except (Exception, BaseExceptionGroup) as exc:
-        return _failed(args, exc)
+    async with open_console(
+        f"trioudp {args.command} (worker {worker.index})",
+        verbose=args.verbose,
+        log_format=f"%(levelname)s %(name)s (worker {worker.index}): %(message)s",
+    ):
+        try:
+            return await commands[args.command](args, worker)
+        except (Exception, BaseExceptionGroup) as exc:
+            return _failed(args, exc)

@@ -19,9 +19,11 @@ from .._multicast import Multicast
 from .._serve import DEFAULT_LOOP_GUARD
 from ._argtypes import DEFAULT_HOST, DEFAULT_PORT, destination_port, host, number, port
 from ._bench import add_bench_parser
+from ._console import DRAIN, LIMIT
 from ._quic import DEFAULT_ALPN, DEFAULT_QUIC_PORT, quic_echo_command, quic_send_command
 from ._send import demo_command, send_command
 from ._serve import echo_command, listen_command, serve_command
+from ._terminal import SHOWN
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -61,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trioudp",
         description="UDP server and client tools built on Trio.",
-        epilog="Exit codes: 0 success, 1 network failure, 2 bad usage,"
-        " 130 interrupted (SIGINT), 143 stopped by SIGTERM.",
+        epilog="Exit codes: 0 success, 1 network failure (or stdout's reader"
+        " gone), 2 bad usage, 130 interrupted (SIGINT), 143 stopped by SIGTERM."
+        f" Peer data is printed escaped, at most {SHOWN} bytes of it a line"
+        " ('... (N bytes)' after). Output never holds up a command: lines not"
+        f" read in time ({LIMIT >> 20} MiB waiting) are dropped and counted, and"
+        f" at exit stdout gets {DRAIN:g} s to be read.",
     )
     verbose_help = (
         "log debug messages: what was bound, each datagram's peer and size,"
@@ -119,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=f"{help_text} SIGINT or SIGTERM stops it gracefully;"
-            " SIGUSR1 prints its counters, as it does when it stops.",
+            " SIGUSR1 prints its counters, as it does when it stops, with the"
+            " lines of output dropped because they were not read in time.",
         )
         sub.add_argument(
             "--host",
@@ -150,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = server_parser(
         "serve",
-        "The tutorial's server: print each datagram, reply 'Hello, client!',"
-        " stop on 'exit'.",
+        f"The tutorial's server: print each datagram (at most {SHOWN} bytes of"
+        " it), reply 'Hello, client!', stop on 'exit'.",
     )
     serve.add_argument(
         "--allow-remote-exit",
@@ -171,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     loop_guard_option(echo)
     workers_option(echo)
     echo.set_defaults(func=echo_command)
-    listen = server_parser("listen", "Print each datagram received; answer nothing.")
+    listen = server_parser(
+        "listen",
+        f"Print each datagram received (at most {SHOWN} bytes of it); answer nothing.",
+    )
     listen.add_argument(
         "--group",
         metavar="GROUP",

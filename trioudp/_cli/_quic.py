@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import shutil
 import ssl
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._open import open_udp_sockets
+from ._console import close_stdout, dropped_note, say, warn
 from ._output import EXIT_FAILURE, EXIT_OK, plural, served_addresses
 from ._serve import rate_limit_from, watch_server_signals
 from ._supervise import supervise
@@ -61,9 +61,7 @@ def _quic_missing(args: argparse.Namespace) -> bool:
     try:
         import aioquic  # noqa: F401
     except ImportError:
-        print(
-            f"trioudp {args.command}: error: {NEEDS_EXTRA}", file=sys.stderr, flush=True
-        )
+        warn(f"trioudp {args.command}: error: {NEEDS_EXTRA}")
         return True
     if not args.verbose:
         # aioquic logs each failed handshake at WARNING, which the command's
@@ -186,10 +184,7 @@ async def quic_echo_command(
     if _quic_missing(args):
         return EXIT_FAILURE
     if (args.certificate is None) != (args.key is None):
-        print(
-            "trioudp quic-echo: error: give --certificate and --key together",
-            file=sys.stderr,
-        )
+        warn("trioudp quic-echo: error: give --certificate and --key together")
         return EXIT_FAILURE
     if args.certificate is not None:
         return await _serve_echo(args, worker, None)
@@ -209,10 +204,9 @@ async def _serve_echo(
 ) -> int:
     import trioudp.quic
 
-    def warn(port: int) -> None:
+    def warn_self_signed(port: int) -> None:
         if self_signed is not None:
-            warning = self_signed_warning(self_signed, args.host, port)
-            print(warning, file=sys.stderr, flush=True)
+            warn(self_signed_warning(self_signed, args.host, port))
 
     banner = f"QUIC echo server (ALPN {args.alpn}) is listening on {{address}}"
     if worker is None and args.workers != 1:
@@ -221,7 +215,7 @@ async def _serve_echo(
             banner,
             GRACE,
             sockets=trioudp.quic.worker_sockets(args.host),
-            after_banner=warn,
+            after_banner=warn_self_signed,
         )
     from aioquic.quic.configuration import QuicConfiguration
 
@@ -254,10 +248,11 @@ async def _serve_echo(
                 received,
             )
             address = served_addresses(server.addresses)
-            print(banner.format(address=address), flush=True)
-            warn(server.port)
+            say(banner.format(address=address))
+            warn_self_signed(server.port)
     if worker is None:
-        print(quic_stats_line(server.stats), file=sys.stderr, flush=True)
+        await close_stdout()
+        warn(quic_stats_line(server.stats) + dropped_note())
     return 128 + received[0] if received else EXIT_OK
 
 
@@ -288,15 +283,10 @@ async def quic_send_command(args: argparse.Namespace) -> int:
                 await stream.send_eof()
                 reply = b"".join([data async for data in stream])
     except trio.TooSlowError:
-        print(
-            f"trioudp quic-send: no answer within {args.timeout:g} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        warn(f"trioudp quic-send: no answer within {args.timeout:g} s")
         return EXIT_FAILURE
-    print(
+    say(
         f"Received {printable(reply)} from server"
-        f" ({plural(len(reply), 'byte')}, ALPN {connection.alpn_protocol})",
-        flush=True,
+        f" ({plural(len(reply), 'byte')}, ALPN {connection.alpn_protocol})"
     )
     return EXIT_OK

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from typing import TYPE_CHECKING
 
 import trio
@@ -18,6 +17,7 @@ import trio
 from .._backoff import Backoff
 from .._client import open_udp_client
 from .._open import open_udp_socket
+from ._console import say, warn
 from ._output import EXIT_FAILURE, EXIT_OK, peer_repr, plural
 from ._serve import hello_handler, serve_until_exit
 from ._terminal import printable
@@ -67,7 +67,7 @@ async def hello_exchange(
         logger.debug(
             "reply from %s: %s", peer_repr(reply), plural(len(reply.data), "byte")
         )
-        print(f"Received {printable(reply.data)} from server", flush=True)
+        say(f"Received {printable(reply.data)} from server")
         if send_exit:
             await client.send(b"exit")
 
@@ -83,10 +83,7 @@ async def broadcast_exchange(
         with trio.move_on_after(wait):
             async for reply in sock:
                 replies += 1
-                print(
-                    f"Received {printable(reply.data)} from {peer_repr(reply)}",
-                    flush=True,
-                )
+                say(f"Received {printable(reply.data)} from {peer_repr(reply)}")
     return replies
 
 
@@ -96,7 +93,7 @@ async def send_command(args: argparse.Namespace) -> int:
         message = args.message.encode()
         if await broadcast_exchange(args.host, args.port, message, wait=args.timeout):
             return EXIT_OK
-        print(f"trioudp send: no reply within {args.timeout:g} s", file=sys.stderr)
+        warn(f"trioudp send: no reply within {args.timeout:g} s")
         return EXIT_FAILURE
     await hello_exchange(
         args.host,

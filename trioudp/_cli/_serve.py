@@ -4,8 +4,10 @@ Each serves until a signal (or, for ``serve``, an ``exit`` datagram from
 loopback) and then stops gracefully, printing its counters (also on
 SIGUSR1); with ``--workers N``, ``serve`` and ``echo`` hand over to
 ``_supervise``. Peer data is printed only through :func:`printable` (no
-control character reaches the terminal). With ``-v``, each datagram's peer
-and size is logged at debug level.
+control character reaches the terminal, at most ``SHOWN`` bytes of a
+datagram), and every line through ``_console`` (never a blocking write).
+A server whose stdout reader closed its end stops quietly. With ``-v``,
+each datagram's peer and size is logged at debug level.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-import sys
 from typing import TYPE_CHECKING
 
 import attrs
@@ -24,6 +25,7 @@ from .._limits import LoopGuard, RateLimit
 from .._open import open_udp_sockets
 from .._responder import Responder
 from .._serve import DEFAULT_LOOP_GUARD, serve_udp_sockets
+from ._console import close_stdout, dropped_note, say, wait_stdout_gone, warn
 from ._output import EXIT_OK, peer_repr, plural, served_addresses, stats_line
 from ._supervise import supervise
 from ._terminal import printable
@@ -69,20 +71,15 @@ def hello_handler(
 
     async def handler(datagram: Datagram) -> None:
         _log_datagram(datagram)
-        print(
-            f"Received {printable(datagram.data)} from {peer_repr(datagram)}",
-            flush=True,
-        )
+        say(f"Received {printable(datagram.data)} from {peer_repr(datagram)}")
         if datagram.data.strip().lower() != b"exit":
             await datagram.reply(b"Hello, client!")
         elif allow_remote_exit or is_loopback(datagram.peer[0]):
             exit_requested.set()
         else:
-            print(
+            warn(
                 f"Refusing 'exit' from non-loopback peer {peer_repr(datagram)};"
-                " start with --allow-remote-exit to allow it",
-                file=sys.stderr,
-                flush=True,
+                " start with --allow-remote-exit to allow it"
             )
 
     return handler
@@ -96,17 +93,17 @@ async def watch_server_signals(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A one-process server's signals: SIGUSR1 prints ``stats_text()`` on
-    stderr; SIGINT or SIGTERM is announced, appended to ``received``, and
+    stderr, with the lines of output dropped if any; SIGINT or SIGTERM is announced, appended to ``received``, and
     calls ``stop()`` (once: the watch then ends)."""
     watched = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     with trio.open_signal_receiver(*watched) as signals:
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGUSR1:
-                print(stats_text(), file=sys.stderr, flush=True)
+                warn(stats_text() + dropped_note())
                 continue
             name = signal.Signals(signum).name
-            print(f"Received {name}, shutting down...", file=sys.stderr, flush=True)
+            warn(f"Received {name}, shutting down...")
             received.append(signum)
             stop()
             return
@@ -133,8 +130,10 @@ async def serve_until_exit(
     ``banner`` is formatted with ``address`` (every address served, such as
     ``0.0.0.0:12345 and [::]:12345``), ``host`` and ``port``. With
     ``watch_signals``, SIGINT and SIGTERM stop it, SIGUSR1 prints its
-    counters, and it prints them when it stops. Returns the exit code: 0, or
-    128 + the number of the signal that stopped it.
+    counters, and it prints them when it stops (after stdout has had its
+    lines written, so that the count of those dropped is final); so does
+    stdout's reader closing its end. Returns the exit code: 0, or 128 + the
+    number of the signal that stopped it.
 
     ``broadcast``: answer (or, for ``listen``, print) datagrams sent to a
     broadcast address, as :func:`serve_udp`'s ``broadcast``.
@@ -174,20 +173,27 @@ async def serve_until_exit(
                     exit_requested.set,
                     signals,
                 )
-            print(
-                banner.format(address=address, host=host, port=server.port), flush=True
-            )
+                nursery.start_soon(_stop_when_stdout_gone, exit_requested)
+            say(banner.format(address=address, host=host, port=server.port))
         else:
             worker.serving(server, stop=exit_requested.set)
         task_status.started(server)
         await exit_requested.wait()
         if on_exit:
-            print(on_exit, flush=True)
+            say(on_exit)
         await server.shutdown(grace=GRACE)
         nursery.cancel_scope.cancel()
     if worker is None and watch_signals:
-        print(stats_line(server.stats), file=sys.stderr, flush=True)
+        await close_stdout()
+        warn(stats_line(server.stats) + dropped_note())
     return 128 + signals[0] if signals else EXIT_OK
+
+
+async def _stop_when_stdout_gone(exit_requested: trio.Event) -> None:
+    # As a program that writes to a closed pipe dies of SIGPIPE (which
+    # Python ignores), quietly; the entry point makes the exit code 1.
+    await wait_stdout_gone()
+    exit_requested.set()
 
 
 @attrs.frozen
@@ -267,10 +273,9 @@ def _listen_handler(
         to = ""
         if show_destination and datagram.destination is not None:
             to = f" to {datagram.destination}"
-        print(
+        say(
             f"{peer_repr(datagram)}{to} {plural(len(datagram.data), 'byte')}:"
-            f" {printable(datagram.data)}",
-            flush=True,
+            f" {printable(datagram.data)}"
         )
 
     return listen

@@ -11,13 +11,13 @@ with ``SO_REUSEPORT``.
 from __future__ import annotations
 
 import functools
-import sys
 from typing import TYPE_CHECKING
 
 import trio
 
 from .._workers import run_workers
 from .._workers._policy import default_workers
+from ._console import close_stdout, dropped_note, say, warn
 from ._output import served_addresses, stats_line
 
 if TYPE_CHECKING:
@@ -52,10 +52,10 @@ async def supervise(
 
     def on_signal(signum: signal.Signals) -> None:
         stopped_by.append(signum)
-        print(f"Received {signum.name}, shutting down...", file=sys.stderr, flush=True)
+        warn(f"Received {signum.name}, shutting down...")
 
     def on_stats(total: ServerStats) -> None:
-        print(stats_line(total, count), file=sys.stderr, flush=True)
+        warn(stats_line(total, count) + dropped_note())
 
     async with trio.open_nursery() as nursery:
         pool = await nursery.start(
@@ -72,18 +72,17 @@ async def supervise(
             )
         )
         address = served_addresses(pool.addresses)
-        print(
-            banner.format(address=address, host=args.host, port=pool.port), flush=True
-        )
+        say(banner.format(address=address, host=args.host, port=pool.port))
         pids = " ".join(map(str, pool.pids))
         share = "workers share" if pool.workers != 1 else "worker shares"
-        print(
+        say(
             f"{pool.workers} {share} the port (pids {pids});"
-            " SIGUSR1 prints their counters",
-            flush=True,
+            " SIGUSR1 prints their counters"
         )
         if after_banner is not None:
             after_banner(pool.port)
-    on_stats(await pool.stats())
+    total = await pool.stats()
+    await close_stdout()
+    on_stats(total)
     # As one process: 128 + the signal after a graceful stop, else 0.
     return 128 + stopped_by[0] if stopped_by else 0
