@@ -205,6 +205,7 @@ async def take_ready(intake: Receiving, sock: UDPSocket) -> int | HandedOver:
                             if (
                                 guard is None
                                 and peer[1] >= guarded_below
+                                and peer[1] != guarded_port
                                 and type(answer) is bytes
                                 and len(answer) <= max_payload
                                 and (replies is None or not replies.peers)

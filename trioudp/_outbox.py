@@ -264,6 +264,7 @@ class Outbox:
             replies is not None
             and self.guard is None
             and peer[1] >= self.guarded_below
+            and peer[1] != self.guarded_port
             and type(data) is bytes
             and len(data) <= MAX_BATCHED_SIZE
         ):
