@@ -174,6 +174,15 @@ def test_docs_example_test_files_pass(pytester):
     assert outcomes["passed"] + skipped == 9
 
 
+def test_the_tutorials_tests_pass_with_no_pytest_configuration(pytester):
+    """Step 4: save test_hello.py next to hello.py and run ``pytest
+    test_hello.py``, with no ini file: the marker makes each a Trio test."""
+    for name in ("hello.py", "test_hello.py"):
+        shutil.copy(EXAMPLES / name, pytester.path / name)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_hello.py")
+    result.assert_outcomes(passed=2)
+
+
 def test_docs_tutorial_program_runs():
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "hello.py")],

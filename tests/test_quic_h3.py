@@ -81,6 +81,33 @@ async def test_the_example_programs_talk_on_loopback():
     assert out.splitlines()[-1] == "Stopped after 3 connections"
 
 
+async def test_the_howtos_commands_with_trustmes_files(tmp_path):
+    """docs/howto/quic.rst runs the examples with the files ``python -m
+    trustme`` writes: those names, and they work."""
+    howto = (ROOT / "docs" / "howto" / "quic.rst").read_text()
+    for line in (
+        "python -m trustme\n",
+        "--certificate server.pem --private-key server.key &\n",
+        "--ca-certs client.pem https://localhost:4433/\n",
+    ):
+        assert line in howto
+    made = await run([sys.executable, "-m", "trustme", "-d", str(tmp_path)])
+    assert made.returncode == 0, made.stderr
+    command = example(
+        "h3_server.py",
+        *("--port", "0", "--certificate", str(tmp_path / "server.pem")),
+        *("--private-key", str(tmp_path / "server.key")),
+    )
+    async with running(command) as server:
+        port = await server.port_from_banner("stdout")
+        client = [sys.executable, str(ROOT / "examples" / "h3_client.py")]
+        client += ["--ca-certs", str(tmp_path / "client.pem")]
+        got = await run([*client, f"https://localhost:{port}/"])
+        assert (got.returncode, got.stdout) == (0, b"Hello, HTTP/3!"), got.stderr
+        code, _, _ = await server.stop(signal.SIGINT)
+    assert code == 0
+
+
 @pytest.mark.parametrize(
     ("path", "size"), [("/", None), ("/250000", None), ("/echo", 150_000)]
 )

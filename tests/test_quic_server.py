@@ -403,7 +403,11 @@ async def test_a_first_handshake_that_fails_gets_the_servers_connection_close():
         with trio.fail_after(5), pytest.raises(trioudp.quic.ConnectionClosed) as closed:
             async with connect(server):
                 pytest.fail("the handshake completed")  # pragma: no cover
-        assert (closed.value.error_code, closed.value.by_peer) == (0x100 + 120, True)
+        # The TLS alert is aioquic's choice: no_application_protocol (120) in
+        # the aioquic that Python 3.11 and later get here (1.7.2),
+        # handshake_failure (40) in the one pip picks for 3.10 (1.3.0).
+        assert closed.value.error_code in {0x100 + 120, 0x100 + 40}
+        assert closed.value.by_peer
         assert closed.value.reason == "No common ALPN protocols"
         await server.shutdown(grace=0)
         stats = server.stats

@@ -1,7 +1,8 @@
 """The tutorial's tests: the hello exchange on a virtual network, exact.
 
-Run them with ``pytest`` next to ``hello.py`` (pytest-trio with
-``trio_mode = true``; trioudp's pytest plugin provides ``virtual_network``).
+Run them with ``pytest`` next to ``hello.py``: pytest-trio runs them, with
+no configuration, since trioudp's ``virtual_network`` marker makes each a Trio
+test (and the plugin provides the ``virtual_network`` fixture).
 """
 
 from __future__ import annotations
