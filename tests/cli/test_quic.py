@@ -114,7 +114,7 @@ def test_quic_send_gives_up_after_its_timeout():
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
-        (["quic-echo", "--certificate", "cert.pem"], 1, "--certificate and --key"),
+        (["quic-echo", "--certificate", "cert.pem"], 2, "--certificate and --key"),
         (["quic-send", "--ca", "ca.pem", "--insecure"], 2, "not allowed with"),
         (["quic-send", "--timeout", "0"], 2, "must be a number > 0"),
     ],
@@ -146,3 +146,37 @@ def test_quic_commands_without_aioquic_say_what_to_install(command):
         f"trioudp {command}: error: needs the quic extra (aioquic):"
         " pip install 'trioudp[quic]'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["quic-send", "--ca", "{missing}"],
+            r"cannot load --ca \S+ \(No such file or directory\)",
+        ),
+        (["quic-send", "--ca", "{not_pem}"], r"cannot load --ca \S+ \(Unable to load"),
+        (
+            ["quic-echo", "--certificate", "{not_pem}"],
+            r"give --certificate and --key together",
+        ),
+        (
+            ["quic-echo", "--certificate", "{not_pem}", "--key", "{not_pem}"],
+            r"cannot load --certificate \S+ with --key \S+ \(Unable to load",
+        ),
+    ],
+)
+def test_files_that_do_not_load_are_usage_errors_naming_the_command(
+    tmp_path, args, says
+):
+    """Checked before anything starts: exit 2, the command's usage, and what
+    to give instead; no traceback (a bad --ca waited out its timeout, a bad
+    certificate raised ValueError from the server)."""
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    paths = {"missing": tmp_path / "missing.pem", "not_pem": not_pem}
+    result = run_cli(*[arg.format(**paths) for arg in args])
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: trioudp {args[0]} ")
+    assert re.search(f"trioudp {args[0]}: error: {says}", result.stderr)
+    assert "Traceback" not in result.stderr

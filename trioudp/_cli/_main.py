@@ -14,7 +14,7 @@ from .._errors import TrioUDPError, WorkerStartFailed
 from ._console import open_console, warn
 from ._output import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, error_text
 from ._parser import broadcast_addresses, build_parser, check_broadcast, group_settings
-from ._quic import quic_echo_command
+from ._quic import check_quic_files, quic_echo_command
 from ._serve import SERVER_COMMANDS
 
 if TYPE_CHECKING:
@@ -52,8 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.multicast = group_settings(args.group, args.interface)
         elif hasattr(args, "broadcast") and args.command != "send":
             check_broadcast(args.host, args.broadcast, broadcast_addresses())
+        check_quic_files(args)
     except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
+        args.command_parser.error(str(exc))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return trio.run(_run, args)

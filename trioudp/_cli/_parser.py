@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(commands)
     for sub in commands.choices.values():
+        # Usage errors found after parsing name the command, as argparse's do.
+        sub.set_defaults(command_parser=sub)
         # -v also after the command; SUPPRESS keeps an earlier -v in force.
         sub.add_argument(
             "-v",

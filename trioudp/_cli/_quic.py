@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ALPN",
     "DEFAULT_QUIC_PORT",
+    "check_quic_files",
     "quic_echo_command",
     "quic_send_command",
     "quic_stats_line",
@@ -68,6 +69,55 @@ def _quic_missing(args: argparse.Namespace) -> bool:
         # own error line says already.
         logging.getLogger("quic").setLevel(logging.ERROR)
     return False
+
+
+def check_quic_files(args: argparse.Namespace) -> None:
+    """Raise ValueError, saying what to give, where ``quic-echo``'s
+    ``--certificate`` and ``--key`` or ``quic-send``'s ``--ca`` cannot be
+    loaded (a usage error: exit 2). Nothing to check without aioquic: the
+    command says then that it needs the quic extra."""
+    if args.command not in ("quic-echo", "quic-send"):
+        return
+    try:
+        from aioquic.quic.configuration import QuicConfiguration
+    except ImportError:
+        return
+    if args.command == "quic-send":
+        if args.ca is not None:
+            # aioquic reads the file only at the handshake: read it here.
+            from cryptography import x509
+
+            try:
+                x509.load_pem_x509_certificates(Path(args.ca).read_bytes())
+            except (OSError, ValueError) as exc:
+                msg = (
+                    f"cannot load --ca {args.ca} ({_reason(exc)}): give a file of"
+                    " PEM certificates, such as the one quic-echo prints"
+                )
+                raise ValueError(msg) from None
+        return
+    if (args.certificate is None) != (args.key is None):
+        msg = "give --certificate and --key together"
+        raise ValueError(msg)
+    if args.certificate is not None:
+        try:
+            QuicConfiguration(is_client=False).load_cert_chain(
+                args.certificate, args.key
+            )
+        except (OSError, ValueError, TypeError, ssl.SSLError) as exc:
+            msg = (
+                f"cannot load --certificate {args.certificate} with --key"
+                f" {args.key} ({_reason(exc)}): give a PEM certificate chain and its"
+                " private key (without both, quic-echo makes a self-signed one)"
+            )
+            raise ValueError(msg) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a file did not load, in a few words (an OSError's strerror, the
+    first sentence of cryptography's message)."""
+    strerror = getattr(exc, "strerror", None)
+    return strerror if isinstance(strerror, str) else str(exc).split(". ")[0]
 
 
 def self_signed_certificate(directory: Path, host: str | None) -> tuple[Path, Path]:
@@ -182,9 +232,6 @@ async def quic_echo_command(
     """``trioudp quic-echo``: echo each stream of each QUIC connection (in
     ``worker``, one of its ``--workers``)."""
     if _quic_missing(args):
-        return EXIT_FAILURE
-    if (args.certificate is None) != (args.key is None):
-        warn("trioudp quic-echo: error: give --certificate and --key together")
         return EXIT_FAILURE
     if args.certificate is not None:
         return await _serve_echo(args, worker, None)
