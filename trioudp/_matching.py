@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
+import trio
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
-
-    import trio
 
     from ._datagram import Datagram
 
@@ -53,21 +52,32 @@ class Waiter:
     sent: bool = False
     reply: Datagram | None = None
     error: OSError | None = None
-    #: Made only when the request parks (most never do).
-    event: trio.Event | None = None
-
-    @property
-    def done(self) -> bool:
-        """Whether the request has its reply or its error."""
-        return self.reply is not None or self.error is not None
+    #: Whether the request has its reply or its error (set by :meth:`finish`).
+    done: bool = False
+    #: When the current attempt's wait ends; None while the request is not
+    #: waiting (before it waits, or once its attempt is over).
+    deadline: float | None = None
+    #: The task, while it is parked (until something wakes it).
+    task: trio.lowlevel.Task | None = None
 
     def finish(
         self, reply: Datagram | None = None, error: OSError | None = None
     ) -> None:
         """End the wait with ``reply`` or ``error``; wake the request if parked."""
-        self.reply, self.error = reply, error
-        if self.event is not None:
-            self.event.set()
+        self.reply, self.error, self.done = reply, error, True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the request if it is parked (to look at its state again)."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        """The parked request was cancelled: it is no longer parked."""
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class BadReply(Exception):
