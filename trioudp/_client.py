@@ -1,18 +1,27 @@
 """UDPClient: request/response over a connected UDP socket, with retransmission.
 
 No background task: while requests wait, one of the waiting tasks at a time
-(the reader) receives from the socket and routes each reply to the request it
-answers; the others are parked.
+(the reader) receives from the socket, drains every queued reply and
+reschedules the request each one answers; the others are parked. On a real
+socket a request first passes its schedule point and looks at the queue
+itself: with many requests in flight most find their reply there and never
+park.
+
+Timers: a parked request has none. Each waiting request's deadline goes into
+one heap; the reader's wait on the socket has the earliest as its deadline,
+and when it comes the reader ends those attempts (the request wakes,
+retransmits or times out) and waits again. Trio's deadline heap sees one
+entry per reader, not one per request.
 
 Invariants:
 
 - While any request is parked, some task holds or is about to take the
-  reader role: whenever a request stops waiting (its reply came, its attempt
-  timed out, it was cancelled) while no task reads, it wakes a parked
-  request that is not done, never itself (it is not parked), and that one
-  reads or, if it is done by then, passes the role on the same way.
-  Otherwise a reply that arrived would sit in the socket until the parked
-  request times out.
+  reader role: whenever the reader stops waiting (its reply came, its attempt
+  timed out, it was cancelled), it hands the role to a parked request,
+  never itself (it is not parked), which holds the role from then (so that a
+  request starting meanwhile parks) and reads or, if it is done by then,
+  passes the role on the same way. Otherwise a reply that arrived would sit
+  in the socket, and a parked request's deadline would pass unseen.
 - A request fails with :class:`PeerUnreachable` at once, and only for an
   ICMP error reported after it sent a datagram. The kernel reports an error
   on the next call on the socket, so an error that a send reports (and that
@@ -30,33 +39,33 @@ from __future__ import annotations
 
 import enum
 import errno
-import heapq
-import ipaddress
-import itertools
-import math
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
 
-from ._address import SocketAddress, check_address, check_payload, numeric_family
+from ._address import SocketAddress, check_payload
 from ._backoff import Backoff
 from ._checks import check_attempts
-from ._errors import InvalidAddress, PeerUnreachable, RequestTimeout
+from ._errors import PeerUnreachable, RequestTimeout
 from ._kernel import TRANSIENT_ERRNOS
-from ._matching import BadReply, Match, Waiter, request_key, waiter_for_untrusted
-from ._open import family_of_name, open_udp_socket
-from ._rng import new_rng
+from ._matching import (
+    BadReply,
+    Deadlines,
+    Match,
+    Waiter,
+    request_key,
+    waiter_for_untrusted,
+)
 from ._socket import DatagramEndpoint, UDPSocket
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import AsyncIterator, Hashable
+    from collections.abc import Hashable
 
     from ._datagram import Datagram
 
-__all__ = ["ClientStats", "OnUnreachable", "UDPClient", "open_udp_client"]
+__all__ = ["ClientStats", "OnUnreachable", "UDPClient"]
 
 
 _UNREACHABLE_ERRNOS = frozenset(
@@ -163,9 +172,7 @@ class UDPClient(DatagramEndpoint):
         self._reading: trio.CancelScope | None = None
         # Requests waiting for the reader to hand them their reply.
         self._parked: dict[Waiter, None] = {}
-        # The waiting requests' deadlines, earliest first (see _watch).
-        self._deadlines: list[tuple[float, int, Waiter]] = []
-        self._order = itertools.count()
+        self._deadlines = Deadlines()
         self._sent = 0
         self._retransmitted = 0
         self._received = 0
@@ -412,7 +419,7 @@ class UDPClient(DatagramEndpoint):
         idle CPU costs more than the round trip) nor needs a timer.
 
         Otherwise its deadline joins the client's timers (see
-        :meth:`_expire`): a parked request has no timer of its own, the
+        :class:`~trioudp._matching.Deadlines`): a parked request has no timer of its own, the
         reader's one wait on the socket ends at the earliest deadline."""
         if self._reader is None and self._sock.is_fast:
             # The send just checked for cancellation (send_soon): this is
@@ -441,33 +448,11 @@ class UDPClient(DatagramEndpoint):
 
     def _watch(self, waiter: Waiter, deadline: float) -> None:
         """Add ``waiter``'s deadline to the timers; pull the reader's wait in
-        if it ends later. Entries of requests that stopped waiting are left
-        in the heap and skipped, and the heap is rebuilt once they outnumber
-        the waiting requests, so it stays O(waiting requests)."""
-        heap = self._deadlines
-        if len(heap) > 2 * len(self._waiters) + _READ_BATCH:
-            heap[:] = [entry for entry in heap if entry[2].deadline == entry[0]]
-            heapq.heapify(heap)
-        heapq.heappush(heap, (deadline, next(self._order), waiter))
+        if it ends later."""
+        self._deadlines.add(waiter, deadline, len(self._waiters))
         reading = self._reading
         if reading is not None and deadline < reading.deadline:
             reading.deadline = deadline
-
-    def _expire(self) -> float:
-        """End the attempts whose deadline has come (a parked request is
-        woken to retransmit or time out); return the earliest deadline still
-        ahead (infinity if none)."""
-        heap = self._deadlines
-        now = trio.current_time()
-        while heap:
-            deadline, _, waiter = heap[0]
-            if waiter.deadline == deadline and deadline > now:
-                return deadline
-            heapq.heappop(heap)
-            if waiter.deadline == deadline:
-                waiter.deadline = None
-                waiter.wake()
-        return math.inf
 
     async def _park(self, waiter: Waiter) -> None:
         """Wait until the reader routes a reply to ``waiter``, ends its
@@ -487,7 +472,7 @@ class UDPClient(DatagramEndpoint):
         self._reader = waiter
         try:
             while not waiter.done:
-                earliest = self._expire()
+                earliest = self._deadlines.expire(trio.current_time())
                 if waiter.deadline is None:
                     return
                 with trio.CancelScope(deadline=earliest) as self._reading:
@@ -596,91 +581,8 @@ class UDPClient(DatagramEndpoint):
         return f"<trioudp.UDPClient to {self._peer!r}>"
 
 
-def _is_ipv4_mapped(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
-
-
 def _check_backoff(backoff: object) -> Backoff:
     if not isinstance(backoff, Backoff):
         msg = f"backoff must be a trioudp.Backoff, not {backoff!r}"
         raise TypeError(msg)
     return backoff
-
-
-@asynccontextmanager
-async def open_udp_client(
-    host: str,
-    port: int,
-    *,
-    attempts: int = 3,
-    backoff: Backoff | None = None,
-    match: Match | None = None,
-    on_unreachable: OnUnreachable | str = OnUnreachable.RAISE,
-    family: int = 0,
-    local_address: tuple[str, int] | None = None,
-    rng: random.Random | None = None,
-) -> AsyncIterator[UDPClient]:
-    """Open a :class:`UDPClient` on a socket connected to ``(host, port)``.
-
-    A connected socket only accepts datagrams from the peer, and the kernel
-    reports ICMP "port unreachable" as an error instead of silence.
-
-    Args:
-        host, port: the peer; a name is resolved once, here. An
-            IPv4-mapped address (``::ffff:192.0.2.1``, as a dual-stack
-            server sees IPv4 peers) is reached as that IPv4 peer.
-        attempts: sends per request (1 = no retransmission).
-        backoff: the retransmission schedule; default :class:`Backoff()`
-            (1 s, doubling, +-10% jitter).
-        match: default id extractor for requests; see :data:`Match`.
-        on_unreachable: ``"raise"`` (default) or ``"retry"``; see
-            :class:`OnUnreachable`.
-        family: ``AF_INET`` or ``AF_INET6``; by default, the peer's.
-        local_address: ``(host, port)`` to bind; default any, ephemeral.
-        rng: where jitter comes from; pass ``random.Random(seed)`` for
-            reproducible schedules. By default an unseeded generator, or,
-            while a :class:`~trioudp.testing.VirtualNetwork` is installed,
-            one derived from the network's seed.
-
-    Example (the tutorial's client)::
-
-        async with trioudp.open_udp_client("127.0.0.1", 12345) as client:
-            reply = await client.request(b"Hello, server!")
-            print(f"Received {reply.data.decode()} from server")
-            await client.send(b"exit")
-    """
-    host, port = check_address((host, port))
-    if port == 0:
-        raise InvalidAddress(
-            (host, port), "port 0 is not a destination; give the peer's port"
-        )
-    check_attempts(attempts)
-    if match is not None and not callable(match):
-        msg = f"match must be a function of the bytes, or None, not {match!r}"
-        raise TypeError(msg)
-    backoff = _check_backoff(backoff or Backoff())
-    on_unreachable = OnUnreachable(on_unreachable)
-    family = family or numeric_family(host) or await family_of_name(host, port)
-    local_host, local_port = local_address or (None, 0)
-    # An IPv4-mapped peer (a dual-stack server's view of an IPv4 one) is
-    # reached as IPv4, which an IPv6-only socket cannot do.
-    mapped = _is_ipv4_mapped(host)
-    async with open_udp_socket(
-        local_host, local_port, family=family, dual_stack=mapped or None
-    ) as sock:
-        await sock.connect((host, port))
-        peer = sock.peer_address
-        assert peer is not None
-        yield UDPClient(
-            sock,
-            peer,
-            attempts=attempts,
-            backoff=backoff,
-            match=match,
-            on_unreachable=on_unreachable,
-            rng=rng or new_rng(),
-        )
