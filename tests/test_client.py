@@ -669,3 +669,141 @@ async def test_a_client_is_a_trio_async_resource(fast, nursery):
                 await trio.aclose_forcefully(client)
             with pytest.raises(trio.ClosedResourceError):
                 await client.request(b"after")
+
+
+async def test_parked_requests_retransmit_each_on_its_own_schedule(
+    virtual_network, autojump_clock
+):
+    """Only the reader's wait has a timer; the parked requests' attempts
+    still end exactly at their own deadlines, which interleave."""
+    virtual_network.configure(loss=1.0)
+    schedules = {
+        b"A": Backoff(initial=0.3, jitter=0),  # sends at 0, 0.3, 0.9; ends 2.1
+        b"BB": Backoff(initial=0.5, multiplier=1.5, jitter=0),  # 0, 0.5, 1.25; 2.375
+        b"CCC": Backoff(initial=0.2, multiplier=3, jitter=0),  # 0, 0.2, 0.8; 2.6
+    }
+    ended = {}
+    async with open_udp_client("127.0.0.1", 9, match=first_byte) as client:
+
+        async def one(data):
+            with pytest.raises(RequestTimeout) as info:
+                await client.request(data, backoff=schedules[data])
+            ended[data] = (trio.current_time(), info.value.elapsed)
+
+        async with trio.open_nursery() as requests:
+            for data in schedules:
+                requests.start_soon(one, data)
+    sends = {}
+    for event in virtual_network.trace:
+        if event.kind == "send":
+            sends.setdefault(event.size, []).append(event.time)
+    assert sends == {
+        1: pytest.approx([0, 0.3, 0.9], abs=1e-9),
+        2: pytest.approx([0, 0.5, 1.25], abs=1e-9),
+        3: pytest.approx([0, 0.2, 0.8], abs=1e-9),
+    }
+    assert ended == {
+        b"A": pytest.approx((2.1, 2.1), abs=1e-9),
+        b"BB": pytest.approx((2.375, 2.375), abs=1e-9),
+        b"CCC": pytest.approx((2.6, 2.6), abs=1e-9),
+    }
+    assert client.stats.retransmitted == 6
+
+
+async def test_a_cancelled_parked_request_leaves_the_reader_and_the_rest(
+    virtual_network, autojump_clock, nursery
+):
+    """B reads; A parks and is cancelled at 0.3 s; C parks after that and
+    still times out on its schedule; B gets its reply at 0.7 s."""
+    server = await start_echo(nursery, answer_only_b)
+    times = {}
+    async with open_udp_client("127.0.0.1", server.port, match=first_byte) as client:
+
+        async def b():
+            reply = await client.request(b"B", backoff=Backoff(initial=5, jitter=0))
+            times["B"] = (reply.data, trio.current_time())
+
+        async def a():
+            with trio.move_on_after(0.3):
+                await client.request(b"A", backoff=Backoff(initial=5, jitter=0))
+            times["A"] = trio.current_time()
+
+        async def c():
+            await trio.sleep(0.4)
+            with pytest.raises(RequestTimeout):
+                await client.request(
+                    b"C", attempts=1, backoff=Backoff(initial=0.2, jitter=0)
+                )
+            times["C"] = trio.current_time()
+
+        async with trio.open_nursery() as requests:
+            requests.start_soon(b)
+            await trio.testing.wait_all_tasks_blocked()
+            requests.start_soon(a)
+            requests.start_soon(c)
+    assert times == {
+        "A": 0.3,
+        "B": (b"B", 0.7),
+        "C": pytest.approx(0.6, abs=1e-9),
+    }
+    assert client.stats.replies == 1
+    assert client.stats.timeouts == 1
+
+
+async def test_the_timers_of_finished_requests_do_not_pile_up(
+    virtual_network, autojump_clock, nursery
+):
+    """Thousands of answered requests while one waits 100 s: the client's
+    timers stay a few per waiting request, and the long one still ends on
+    time."""
+    virtual_network.configure(latency=0.001)
+
+    async def all_but_z(datagram):
+        if datagram.data != b"Z":
+            await datagram.reply(datagram.data)
+
+    server = await start_echo(nursery, all_but_z)
+    async with open_udp_client("127.0.0.1", server.port, match=first_byte) as client:
+        outcome = {}
+
+        async def long_one():
+            with pytest.raises(RequestTimeout):
+                await client.request(
+                    b"Z",
+                    attempts=1,
+                    backoff=Backoff(initial=100, maximum=100, jitter=0),
+                )
+            outcome["Z"] = trio.current_time()
+
+        async with trio.open_nursery() as requests:
+            requests.start_soon(long_one)
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(3000):
+                reply = await client.request(b"B", backoff=Backoff(initial=5))
+                assert reply.data == b"B"
+            assert len(client._deadlines) <= 2 * 2 + 64
+    assert client.stats.replies == 3000
+    assert outcome == {"Z": 100.0}
+
+
+async def test_sixty_four_tasks_share_a_client_on_real_loopback(nursery):
+    """The reader drains every queued reply and hands each to its request;
+    the role passes as readers get theirs (real socket: the fast path)."""
+    server = await start_echo(nursery)
+    tasks, each = 64, 40
+    async with open_udp_client("127.0.0.1", server.port, match=by_id) as client:
+
+        async def ask(task):
+            for sequence in range(each):
+                payload = (task << 16 | sequence).to_bytes(4, "big") + bytes(60)
+                reply = await client.request(payload)
+                assert reply.data == payload
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as requests:
+                for task in range(tasks):
+                    requests.start_soon(ask, task)
+        assert client.stats.replies == tasks * each
+        assert client.stats.timeouts == 0
+        assert not client._parked
+        assert client._reader is None

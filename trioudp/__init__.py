@@ -22,7 +22,7 @@ from ._backoff import Backoff as Backoff
 from ._client import ClientStats as ClientStats
 from ._client import OnUnreachable as OnUnreachable
 from ._client import UDPClient as UDPClient
-from ._client import open_udp_client as open_udp_client
+from ._client_open import open_udp_client as open_udp_client
 from ._datagram import Datagram as Datagram
 from ._errors import BindError as BindError
 from ._errors import DatagramTooLarge as DatagramTooLarge

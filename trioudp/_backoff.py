@@ -100,10 +100,13 @@ class Backoff:
             >>> Backoff(initial=1.0, maximum=5.0).base(10)
             5.0
         """
+        initial, maximum = self.initial, self.maximum
+        if attempt == 0:  # every request's first wait: the short way
+            return min(initial, maximum)
         if attempt < 0:
             msg = f"attempt must be >= 0, not {attempt!r}"
             raise ValueError(msg)
-        initial, maximum, multiplier = self.initial, self.maximum, self.multiplier
+        multiplier = self.multiplier
         if initial >= maximum:
             return maximum
         if multiplier == 1:
@@ -134,12 +137,23 @@ class Backoff:
         return self._waits(attempts, rng)
 
     def _waits(self, attempts: int, rng: random.Random) -> Iterator[float]:
-        spread = self.jitter
         attempt = 0
         while attempt < attempts:
-            base = self.base(attempt)
-            yield base * (1 + rng.uniform(-spread, spread) if spread else 1.0)
+            yield self.wait(attempt, rng)
             attempt += 1
+
+    def wait(self, attempt: int, rng: random.Random) -> float:
+        """The wait after attempt ``attempt`` (0-based), jitter drawn from
+        ``rng`` now (one draw, none without jitter): one step of :meth:`waits`.
+
+        Example:
+            >>> import random
+            >>> Backoff(jitter=0.0).wait(2, random.Random(0))
+            4.0
+        """
+        spread = self.jitter
+        base = self.base(attempt)
+        return base * (1 + rng.uniform(-spread, spread)) if spread else base
 
     def timeouts(self, attempts: int, rng: random.Random) -> list[float]:
         """The waits of ``attempts`` attempts as a list (see :meth:`waits`).

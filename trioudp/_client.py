@@ -1,18 +1,27 @@
 """UDPClient: request/response over a connected UDP socket, with retransmission.
 
 No background task: while requests wait, one of the waiting tasks at a time
-(the reader) receives from the socket and routes each reply to the request it
-answers; the others are parked.
+(the reader) receives from the socket, drains every queued reply and
+reschedules the request each one answers; the others are parked. On a real
+socket a request first passes its schedule point and looks at the queue
+itself: with many requests in flight most find their reply there and never
+park.
+
+Timers: a parked request has none. Each waiting request's deadline goes into
+one heap; the reader's wait on the socket has the earliest as its deadline,
+and when it comes the reader ends those attempts (the request wakes,
+retransmits or times out) and waits again. Trio's deadline heap sees one
+entry per reader, not one per request.
 
 Invariants:
 
 - While any request is parked, some task holds or is about to take the
-  reader role: whenever a request stops waiting (its reply came, its attempt
-  timed out, it was cancelled) while no task reads, it wakes a parked
-  request that is not done, never itself (it is not parked), and that one
-  reads or, if it is done by then, passes the role on the same way.
-  Otherwise a reply that arrived would sit in the socket until the parked
-  request times out.
+  reader role: whenever the reader stops waiting (its reply came, its attempt
+  timed out, it was cancelled), it hands the role to a parked request,
+  never itself (it is not parked), which holds the role from then (so that a
+  request starting meanwhile parks) and reads or, if it is done by then,
+  passes the role on the same way. Otherwise a reply that arrived would sit
+  in the socket, and a parked request's deadline would pass unseen.
 - A request fails with :class:`PeerUnreachable` at once, and only for an
   ICMP error reported after it sent a datagram. The kernel reports an error
   on the next call on the socket, so an error that a send reports (and that
@@ -30,30 +39,33 @@ from __future__ import annotations
 
 import enum
 import errno
-import ipaddress
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
 
-from ._address import SocketAddress, check_address, check_payload, numeric_family
+from ._address import SocketAddress, check_payload
 from ._backoff import Backoff
 from ._checks import check_attempts
-from ._errors import InvalidAddress, PeerUnreachable, RequestTimeout
+from ._errors import PeerUnreachable, RequestTimeout
 from ._kernel import TRANSIENT_ERRNOS
-from ._matching import BadReply, Match, Waiter, request_key, waiter_for_untrusted
-from ._open import family_of_name, open_udp_socket
-from ._rng import new_rng
+from ._matching import (
+    BadReply,
+    Deadlines,
+    Match,
+    Waiter,
+    request_key,
+    waiter_for_untrusted,
+)
 from ._socket import DatagramEndpoint, UDPSocket
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import AsyncIterator, Hashable, Iterator
+    from collections.abc import Hashable
 
     from ._datagram import Datagram
 
-__all__ = ["ClientStats", "OnUnreachable", "UDPClient", "open_udp_client"]
+__all__ = ["ClientStats", "OnUnreachable", "UDPClient"]
 
 
 _UNREACHABLE_ERRNOS = frozenset(
@@ -154,11 +166,13 @@ class UDPClient(DatagramEndpoint):
         # How many waiting requests use each match function (usually one).
         self._matches: dict[Match, int] = {}
         self._reader: Waiter | None = None
-        # The reader's wait on the socket: cancelled when another task fails
-        # the reader's request (see _note_unreachable).
+        # The reader's wait on the socket: its deadline is the earliest of
+        # the waiting requests'; cancelled when another task fails the
+        # reader's request (see _note_unreachable).
         self._reading: trio.CancelScope | None = None
         # Requests waiting for the reader to hand them their reply.
         self._parked: dict[Waiter, None] = {}
+        self._deadlines = Deadlines()
         self._sent = 0
         self._retransmitted = 0
         self._received = 0
@@ -278,8 +292,11 @@ class UDPClient(DatagramEndpoint):
             msg = "this UDPClient is closed"
             raise trio.ClosedResourceError(msg)
         check_payload(data, self._sock._outbox.max_payload)
-        attempts = self._attempts if attempts is None else attempts
-        waits = _check_backoff(backoff or self._backoff).waits(attempts, self._rng)
+        if attempts is None:
+            attempts = self._attempts
+        else:
+            check_attempts(attempts)
+        backoff = _check_backoff(backoff) if backoff else self._backoff
         match = match or self._match
         if match is None:
             # Unmatched requests take turns. The lock is taken without a
@@ -290,14 +307,14 @@ class UDPClient(DatagramEndpoint):
                 self._turn.acquire_nowait()
             try:
                 await self._drop_queued()
-                return await self._exchange(data, Waiter(None), waits)
+                return await self._exchange(data, Waiter(None), attempts, backoff)
             finally:
                 self._turn.release()
         key = request_key(match, data)
         if key in self._by_key:
             msg = f"a request with id {key[1]!r} is already waiting for its reply"
             raise trio.BusyResourceError(msg)
-        return await self._exchange(data, Waiter(key), waits)
+        return await self._exchange(data, Waiter(key), attempts, backoff)
 
     async def _drop_queued(self) -> None:
         """Route what is queued before an unmatched request is sent: replies
@@ -331,21 +348,24 @@ class UDPClient(DatagramEndpoint):
         self,
         data: bytes | bytearray | memoryview,
         waiter: Waiter,
-        waits: Iterator[float],
+        attempts: int,
+        backoff: Backoff,
     ) -> Datagram:
         key = waiter.key
         self._waiters[waiter] = None
         if key is not None:
             self._by_key[key] = waiter
             self._matches[key[0]] = self._matches.get(key[0], 0) + 1
-        start = trio.current_time()
-        attempts = 0
+        rng = self._rng
+        start = now = trio.current_time()
+        attempt = 0
         try:
-            for timeout in waits:
-                deadline = trio.current_time() + timeout
-                if attempts:
+            # The schedule is drawn as it is used (see Backoff.waits).
+            while attempt < attempts:
+                deadline = now + backoff.wait(attempt, rng)
+                if attempt:
                     self._retransmitted += 1
-                attempts += 1
+                attempt += 1
                 await self._send_request(data, waiter)
                 await self._wait_until(waiter, deadline)
                 if waiter.reply is not None:
@@ -353,15 +373,19 @@ class UDPClient(DatagramEndpoint):
                     return waiter.reply
                 if waiter.error is not None:
                     raise PeerUnreachable(self._peer, waiter.error)
+                now = trio.current_time()
             self._timeouts += 1
-            raise RequestTimeout(self._peer, attempts, trio.current_time() - start)
+            raise RequestTimeout(self._peer, attempts, now - start)
         finally:
             del self._waiters[waiter]
             if key is not None:
                 del self._by_key[key]
-                remaining = self._matches.pop(key[0]) - 1
+                matches, match = self._matches, key[0]
+                remaining = matches[match] - 1
                 if remaining:
-                    self._matches[key[0]] = remaining
+                    matches[match] = remaining
+                else:
+                    del matches[match]
 
     async def _send_request(
         self, data: bytes | bytearray | memoryview, waiter: Waiter
@@ -392,68 +416,91 @@ class UDPClient(DatagramEndpoint):
         On a real socket with no reader, it passes a schedule point and
         looks before it sleeps: on loopback or a fast LAN the reply often
         arrives meanwhile, and then the request neither sleeps (waking an
-        idle CPU costs more than the round trip) nor needs a timer."""
+        idle CPU costs more than the round trip) nor needs a timer.
+
+        Otherwise its deadline joins the client's timers (see
+        :class:`~trioudp._matching.Deadlines`): a parked request has no timer of its own, the
+        reader's one wait on the socket ends at the earliest deadline."""
         if self._reader is None and self._sock.is_fast:
-            await trio.lowlevel.checkpoint()
+            # The send just checked for cancellation (send_soon): this is
+            # the rest of the request's checkpoint.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             if self._reader is None:
-                self._route_queued(waiter)
+                if not waiter.done:
+                    self._route_queued(waiter, drain=False)
                 if waiter.done:
                     return
-        with trio.move_on_at(deadline):
-            await self._wait(waiter)
-
-    async def _wait(self, waiter: Waiter) -> None:
+        waiter.deadline = deadline
+        self._watch(waiter, deadline)
         try:
-            while not waiter.done:
-                if self._reader is None:
+            while not (waiter.done or waiter.deadline is None):
+                reader = self._reader
+                if reader is None or reader is waiter:
                     await self._read_for(waiter)
                 else:
                     await self._park(waiter)
         finally:
-            if self._reader is None:
+            waiter.deadline = None
+            if self._reader is None or self._reader is waiter:
                 # However this request stops waiting (its reply, its timer,
-                # a cancellation), no one reads now: wake a parked request.
+                # a cancellation), no one reads now: hand the role on.
                 self._hand_over()
 
+    def _watch(self, waiter: Waiter, deadline: float) -> None:
+        """Add ``waiter``'s deadline to the timers; pull the reader's wait in
+        if it ends later."""
+        self._deadlines.add(waiter, deadline, len(self._waiters))
+        reading = self._reading
+        if reading is not None and deadline < reading.deadline:
+            reading.deadline = deadline
+
     async def _park(self, waiter: Waiter) -> None:
-        """Wait until the reader routes a reply to ``waiter`` or hands it the
-        reader role."""
-        waiter.event = event = trio.Event()
+        """Wait until the reader routes a reply to ``waiter``, ends its
+        attempt, or hands it the reader role."""
+        waiter.task = trio.lowlevel.current_task()
         parked = self._parked
         parked[waiter] = None
         try:
-            await event.wait()
+            await trio.lowlevel.wait_task_rescheduled(waiter.abort)
         finally:
             del parked[waiter]
 
     async def _read_for(self, waiter: Waiter) -> None:
-        """Be the reader until ``waiter`` is done (or the wait is cancelled)."""
+        """Be the reader until ``waiter`` is done or its attempt is over (or
+        the wait is cancelled), ending the other requests' attempts as their
+        deadlines come."""
         self._reader = waiter
         try:
-            with trio.CancelScope() as self._reading:
-                while not waiter.done:
-                    if self._sock.is_fast:
-                        await self._sock._inbox.wait_readable()
-                        if not self._route_queued(waiter):
-                            # Woken with nothing to read: errors queued under
-                            # IP_RECVERR, which keep the socket readable until
-                            # taken.
-                            self._sock._inbox.drain_error_queue()
-                        continue
-                    await self._receive_one()
+            while not waiter.done:
+                earliest = self._deadlines.expire(trio.current_time())
+                if waiter.deadline is None:
+                    return
+                with trio.CancelScope(deadline=earliest) as self._reading:
+                    while not waiter.done:
+                        if self._sock.is_fast:
+                            await self._sock._inbox.wait_readable()
+                            if not self._route_queued(waiter):
+                                # Woken with nothing to read: errors queued
+                                # under IP_RECVERR, which keep the socket
+                                # readable until taken.
+                                self._sock._inbox.drain_error_queue()
+                            continue
+                        await self._receive_one()
         finally:
             self._reader = None
             self._reading = None
 
-    def _route_queued(self, waiter: Waiter | None = None) -> int:
+    def _route_queued(self, waiter: Waiter | None = None, *, drain: bool = True) -> int:
         """Route the replies queued on the real socket (up to ``_READ_BATCH``);
         return how many. With ``waiter``, stop once it is done if no other
-        request waits (one system call fewer per request)."""
+        request waits, or without ``drain`` (one system call fewer per
+        request: a request that is not parked routes the queue itself when
+        it runs, and a parked one has a reader)."""
         receive_nowait = self._sock._inbox.receive_nowait
         now = trio.current_time()
         waiters = self._waiters
         for routed in range(_READ_BATCH):
-            if waiter is not None and waiter.done and len(waiters) == 1:
+            if waiter is not None and waiter.done and (not drain or len(waiters) == 1):
                 return routed
             try:
                 datagram = receive_nowait(now)
@@ -473,12 +520,16 @@ class UDPClient(DatagramEndpoint):
             self._note_unreachable(exc)
 
     def _hand_over(self) -> None:
-        """Wake a parked request to take the reader role (the reader itself
-        is never parked, so it cannot hand the role to itself)."""
-        for other in self._parked:
-            if not other.done:
-                assert other.event is not None  # parked requests have one
-                other.event.set()
+        """Make a parked request the reader and wake it (the reader itself
+        is never parked, so it cannot hand the role to itself); no reader if
+        none is parked. The one parked last: its reply is the last to come,
+        so the role moves least often. It holds the role from now on, so
+        requests that start meanwhile park instead of reading too."""
+        self._reader = None
+        for other in reversed(self._parked):
+            if other.task is not None:
+                self._reader = other
+                other.wake()
                 return
 
     def _note_unreachable(self, exc: OSError) -> None:
@@ -530,91 +581,8 @@ class UDPClient(DatagramEndpoint):
         return f"<trioudp.UDPClient to {self._peer!r}>"
 
 
-def _is_ipv4_mapped(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
-
-
 def _check_backoff(backoff: object) -> Backoff:
     if not isinstance(backoff, Backoff):
         msg = f"backoff must be a trioudp.Backoff, not {backoff!r}"
         raise TypeError(msg)
     return backoff
-
-
-@asynccontextmanager
-async def open_udp_client(
-    host: str,
-    port: int,
-    *,
-    attempts: int = 3,
-    backoff: Backoff | None = None,
-    match: Match | None = None,
-    on_unreachable: OnUnreachable | str = OnUnreachable.RAISE,
-    family: int = 0,
-    local_address: tuple[str, int] | None = None,
-    rng: random.Random | None = None,
-) -> AsyncIterator[UDPClient]:
-    """Open a :class:`UDPClient` on a socket connected to ``(host, port)``.
-
-    A connected socket only accepts datagrams from the peer, and the kernel
-    reports ICMP "port unreachable" as an error instead of silence.
-
-    Args:
-        host, port: the peer; a name is resolved once, here. An
-            IPv4-mapped address (``::ffff:192.0.2.1``, as a dual-stack
-            server sees IPv4 peers) is reached as that IPv4 peer.
-        attempts: sends per request (1 = no retransmission).
-        backoff: the retransmission schedule; default :class:`Backoff()`
-            (1 s, doubling, +-10% jitter).
-        match: default id extractor for requests; see :data:`Match`.
-        on_unreachable: ``"raise"`` (default) or ``"retry"``; see
-            :class:`OnUnreachable`.
-        family: ``AF_INET`` or ``AF_INET6``; by default, the peer's.
-        local_address: ``(host, port)`` to bind; default any, ephemeral.
-        rng: where jitter comes from; pass ``random.Random(seed)`` for
-            reproducible schedules. By default an unseeded generator, or,
-            while a :class:`~trioudp.testing.VirtualNetwork` is installed,
-            one derived from the network's seed.
-
-    Example (the tutorial's client)::
-
-        async with trioudp.open_udp_client("127.0.0.1", 12345) as client:
-            reply = await client.request(b"Hello, server!")
-            print(f"Received {reply.data.decode()} from server")
-            await client.send(b"exit")
-    """
-    host, port = check_address((host, port))
-    if port == 0:
-        raise InvalidAddress(
-            (host, port), "port 0 is not a destination; give the peer's port"
-        )
-    check_attempts(attempts)
-    if match is not None and not callable(match):
-        msg = f"match must be a function of the bytes, or None, not {match!r}"
-        raise TypeError(msg)
-    backoff = _check_backoff(backoff or Backoff())
-    on_unreachable = OnUnreachable(on_unreachable)
-    family = family or numeric_family(host) or await family_of_name(host, port)
-    local_host, local_port = local_address or (None, 0)
-    # An IPv4-mapped peer (a dual-stack server's view of an IPv4 one) is
-    # reached as IPv4, which an IPv6-only socket cannot do.
-    mapped = _is_ipv4_mapped(host)
-    async with open_udp_socket(
-        local_host, local_port, family=family, dual_stack=mapped or None
-    ) as sock:
-        await sock.connect((host, port))
-        peer = sock.peer_address
-        assert peer is not None
-        yield UDPClient(
-            sock,
-            peer,
-            attempts=attempts,
-            backoff=backoff,
-            match=match,
-            on_unreachable=on_unreachable,
-            rng=rng or new_rng(),
-        )

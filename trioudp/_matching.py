@@ -7,18 +7,27 @@ No I/O. ``match`` functions run on bytes the peer chose only in
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
+import trio
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    import trio
-
     from ._datagram import Datagram
 
-__all__ = ["BadReply", "Match", "Waiter", "request_key", "waiter_for_untrusted"]
+__all__ = [
+    "BadReply",
+    "Deadlines",
+    "Match",
+    "Waiter",
+    "request_key",
+    "waiter_for_untrusted",
+]
 
 
 class Match(Protocol):
@@ -53,21 +62,72 @@ class Waiter:
     sent: bool = False
     reply: Datagram | None = None
     error: OSError | None = None
-    #: Made only when the request parks (most never do).
-    event: trio.Event | None = None
-
-    @property
-    def done(self) -> bool:
-        """Whether the request has its reply or its error."""
-        return self.reply is not None or self.error is not None
+    #: Whether the request has its reply or its error (set by :meth:`finish`).
+    done: bool = False
+    #: When the current attempt's wait ends; None while the request is not
+    #: waiting (before it waits, or once its attempt is over).
+    deadline: float | None = None
+    #: The task, while it is parked (until something wakes it).
+    task: trio.lowlevel.Task | None = None
 
     def finish(
         self, reply: Datagram | None = None, error: OSError | None = None
     ) -> None:
         """End the wait with ``reply`` or ``error``; wake the request if parked."""
-        self.reply, self.error = reply, error
-        if self.event is not None:
-            self.event.set()
+        self.reply, self.error, self.done = reply, error, True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the request if it is parked (to look at its state again)."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        """The parked request was cancelled: it is no longer parked."""
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class Deadlines:
+    """The waiting requests' deadlines, earliest first: one timer for them all.
+
+    An entry whose request stopped waiting (its ``deadline`` is no longer
+    the entry's) is skipped when it comes up, and the heap is rebuilt once
+    such entries outnumber the waiting requests, so it stays O(waiting).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Waiter]] = []
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, waiter: Waiter, deadline: float, waiting: int) -> None:
+        """Watch ``waiter``'s ``deadline``; ``waiting``: how many wait now."""
+        heap = self._heap
+        if len(heap) > 2 * waiting + 64:
+            heap[:] = [entry for entry in heap if entry[2].deadline == entry[0]]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, next(self._order), waiter))
+
+    def expire(self, now: float) -> float:
+        """End the attempts whose deadline is ``now`` or earlier (their
+        ``deadline`` becomes None; a parked request is woken to retransmit
+        or time out); return the earliest deadline still ahead (infinity
+        if none)."""
+        heap = self._heap
+        while heap:
+            deadline, _, waiter = heap[0]
+            if waiter.deadline == deadline and deadline > now:
+                return deadline
+            heapq.heappop(heap)
+            if waiter.deadline == deadline:
+                waiter.deadline = None
+                waiter.wake()
+        return math.inf
 
 
 class BadReply(Exception):

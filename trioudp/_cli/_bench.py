@@ -17,7 +17,7 @@ import attrs
 import trio
 
 from .._backoff import Backoff
-from .._client import open_udp_client
+from .._client_open import open_udp_client
 from .._errors import RequestTimeout
 from ._argtypes import DEFAULT_HOST, DEFAULT_PORT, destination_port, host, number
 from ._console import say, warn

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._backoff import Backoff
-from .._client import open_udp_client
+from .._client_open import open_udp_client
 from .._open import open_udp_socket
 from ._console import say, warn
 from ._output import EXIT_FAILURE, EXIT_OK, peer_repr, plural
