@@ -382,10 +382,20 @@ class Engine(QuicConnection):
         target = self._data_target()
         if target - max_data.sent >= self._t_data_window // 2:
             max_data.value = max(max_data.value, target)
-        for limit, unidirectional in (
-            (self._local_max_streams_bidi, False),
-            (self._local_max_streams_uni, True),
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        ceiling, step = self._t_max_streams, self._t_streams_step
+        if (
+            bidi.used + ceiling - bidi.sent < step
+            and uni.used + ceiling - uni.sent < step
         ):
+            # The usual case, written out (this runs for every packet built,
+            # empty ones included): no MAX_STREAMS is due (``_streams_due``
+            # returns None for both kinds), so what was sent stands.
+            bidi.value = bidi.sent
+            uni.value = uni.sent
+            if max_data.value == max_data.sent:
+                return
+        for limit, unidirectional in ((bidi, False), (uni, True)):
             # aioquic 1.7 adds to value as it discards streams: what was not
             # sent yet is ours to set; what was sent stands. Raised once half
             # the count is free again, not stream by stream: a MAX_STREAMS
