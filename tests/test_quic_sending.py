@@ -128,13 +128,21 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.ready: list[tuple[bytes, tuple[str, int]]] = []
+        self.fired = []
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
         ready, self.ready = self.ready, []
         return ready
 
-    def get_timer(self) -> None:
-        return None
+    timer: float | None = None
+    fired: list[float]
+
+    def get_timer(self) -> float | None:
+        return self.timer
+
+    def handle_timer(self, now: float) -> None:
+        self.fired.append(now)
+        self.timer = None
 
 
 class FullSocket:
@@ -212,3 +220,55 @@ async def test_a_send_cancelled_while_waiting_for_room_goes_back_first():
     engine.ready = datagrams("3")
     await sender.transmit(trio.current_time(), owner)
     assert socket.sent == [b"1", b"2", b"3"]
+
+
+async def test_a_timer_due_while_the_driver_waits_for_room_fires_and_nothing_is_lost():
+    from trioudp.quic._sending import Sender
+
+    engine, socket = FakeEngine(), FullSocket(takes=0)
+    sender = Sender(engine, socket, None)  # type: ignore[arg-type]
+    owner = Owner()
+    engine.timer = trio.current_time() + 1
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.drive, owner)
+        await trio.testing.wait_all_tasks_blocked()
+        engine.ready = datagrams("1", "2")
+        sender.kick()
+        await trio.testing.wait_all_tasks_blocked()  # waiting for room
+        await trio.sleep(2)  # the timer comes due meanwhile
+        assert len(engine.fired) == 1
+        assert socket.sent == []
+        socket.room.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert socket.sent == [b"1", b"2"]  # in order, none stranded
+        nursery.cancel_scope.cancel()
+
+
+async def test_kicks_keep_the_drivers_sleep_and_move_it_only_with_the_timer():
+    from trioudp.quic._sending import Sender
+
+    engine, socket = FakeEngine(), FullSocket(takes=100)
+    sender = Sender(engine, socket, None)  # type: ignore[arg-type]
+    owner = Owner()
+    engine.timer = trio.current_time() + 10
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.drive, owner)
+        await trio.testing.wait_all_tasks_blocked()
+        scope = sender._timer_scope
+        assert scope is not None
+        assert scope.deadline == engine.timer
+        for name in ("1", "2"):
+            engine.ready = datagrams(name)
+            sender.kick()
+            await trio.testing.wait_all_tasks_blocked()
+        assert socket.sent == [b"1", b"2"]
+        assert sender._timer_scope is scope  # the same sleep served both kicks
+        engine.timer = trio.current_time() + 3
+        sender.kick()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sender._timer_scope is scope
+        assert scope.deadline == engine.timer
+        await trio.sleep(4)
+        assert len(engine.fired) == 1
+        assert engine.fired[0] >= scope.deadline
+        nursery.cancel_scope.cancel()
