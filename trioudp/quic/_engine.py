@@ -49,6 +49,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
+from aioquic import tls
 from aioquic.quic import connection as _aioquic_connection
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
@@ -246,6 +247,19 @@ class Engine(QuicConnection):
             ):
                 return True
         return False
+
+    def ack_with_data(self, now: float) -> None:
+        """Let the packet about to carry the application's data carry the
+        1-RTT acknowledgement still delayed too.
+
+        aioquic writes an ACK frame only once its delay (1 ms) is over, so
+        the reply a peer sends within that millisecond goes without it and
+        an ACK-only packet follows when the delay ends: a packet, and a
+        wake-up of both ends, for every request and reply. An acknowledgement
+        sent early is always allowed (RFC 9000, section 13.2.1)."""
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
 
     def decrypted_any(self) -> bool:
         """Whether any packet received so far could be decrypted (a server's

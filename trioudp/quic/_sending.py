@@ -13,8 +13,15 @@ aioquic's asyncio layer sends them:
   driver after its own schedule point (:meth:`Sender.send_changes`), so
   that what the task does next (its FIN, closing the stream) joins the same
   packet.
+* **Acknowledgements ride on writes**: what the driver sends for the
+  application carries the acknowledgement aioquic still delays
+  (``Engine.ack_with_data``), so a request and its reply cost no
+  acknowledgement-only packets.
 * **Timers** are the driver's sleep deadline (``get_timer()``, on Trio's
   clock, so MockClock works), which input moves earlier without waking it.
+  One sleep serves every kick until the timer is due; its deadline moves
+  only when the timer did (aioquic's asyncio layer re-arms its timer only
+  then too).
 
 Invariants (``tests/test_quic_sending.py``):
 
@@ -255,6 +262,9 @@ class Sender:
                     if now >= scope.deadline:
                         return  # the timer's turn; it sends what is pending too
                     self._kicked = False
+                    # A kick is the application's data (or its close): the
+                    # acknowledgement still delayed goes with it.
+                    self._engine.ack_with_data(now)
                     await self.transmit(now, owner)
                     owner._sweep()
                     deadline = self._deadline()
