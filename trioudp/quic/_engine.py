@@ -49,6 +49,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
+from aioquic import tls
 from aioquic.quic import connection as _aioquic_connection
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
@@ -247,6 +248,19 @@ class Engine(QuicConnection):
                 return True
         return False
 
+    def ack_with_data(self, now: float) -> None:
+        """Let the packet about to carry the application's data carry the
+        1-RTT acknowledgement still delayed too.
+
+        aioquic writes an ACK frame only once its delay (1 ms) is over, so
+        the reply a peer sends within that millisecond goes without it and
+        an ACK-only packet follows when the delay ends: a packet, and a
+        wake-up of both ends, for every request and reply. An acknowledgement
+        sent early is always allowed (RFC 9000, section 13.2.1)."""
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
+
     def decrypted_any(self) -> bool:
         """Whether any packet received so far could be decrypted (a server's
         first Initial that could not is garbage, or another's). A packet
@@ -382,10 +396,20 @@ class Engine(QuicConnection):
         target = self._data_target()
         if target - max_data.sent >= self._t_data_window // 2:
             max_data.value = max(max_data.value, target)
-        for limit, unidirectional in (
-            (self._local_max_streams_bidi, False),
-            (self._local_max_streams_uni, True),
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        ceiling, step = self._t_max_streams, self._t_streams_step
+        if (
+            bidi.used + ceiling - bidi.sent < step
+            and uni.used + ceiling - uni.sent < step
         ):
+            # The usual case, written out (this runs for every packet built,
+            # empty ones included): no MAX_STREAMS is due (``_streams_due``
+            # returns None for both kinds), so what was sent stands.
+            bidi.value = bidi.sent
+            uni.value = uni.sent
+            if max_data.value == max_data.sent:
+                return
+        for limit, unidirectional in ((bidi, False), (uni, True)):
             # aioquic 1.7 adds to value as it discards streams: what was not
             # sent yet is ours to set; what was sent stands. Raised once half
             # the count is free again, not stream by stream: a MAX_STREAMS

@@ -13,8 +13,15 @@ aioquic's asyncio layer sends them:
   driver after its own schedule point (:meth:`Sender.send_changes`), so
   that what the task does next (its FIN, closing the stream) joins the same
   packet.
+* **Acknowledgements ride on writes**: what the driver sends for the
+  application carries the acknowledgement aioquic still delays
+  (``Engine.ack_with_data``), so a request and its reply cost no
+  acknowledgement-only packets.
 * **Timers** are the driver's sleep deadline (``get_timer()``, on Trio's
   clock, so MockClock works), which input moves earlier without waking it.
+  One sleep serves every kick until the timer is due; its deadline moves
+  only when the timer did (aioquic's asyncio layer re-arms its timer only
+  then too).
 
 Invariants (``tests/test_quic_sending.py``):
 
@@ -206,27 +213,21 @@ class Sender:
         self._driving = True
         try:
             while not self.ended:
-                if not self._kicked:
-                    with trio.CancelScope(deadline=self._deadline()) as scope:
-                        self._timer_scope = scope
-                        await self._lot.park()
-                    self._timer_scope = None
-                kicked = self._kicked
-                self._kicked = False
+                await self._send_until_timer(owner)
                 if self.ended:
                     break
                 now = trio.current_time()
-                if now >= self._deadline():
-                    self._handled_at = now
-                    try:
-                        engine.handle_timer(now)
-                    except Exception:
-                        logger.exception("QUIC engine failed on its timer")
-                        owner._end()
-                        break
-                    owner._deliver()
-                elif not kicked:
-                    continue  # the timer moved later since the driver slept
+                if now < self._deadline():
+                    continue  # the timer moved later since it was armed
+                self._handled_at = now
+                try:
+                    engine.handle_timer(now)
+                except Exception:
+                    logger.exception("QUIC engine failed on its timer")
+                    owner._end()
+                    break
+                owner._deliver()
+                self._kicked = False
                 await self.transmit(now, owner)
                 owner._sweep()
         finally:
@@ -237,6 +238,40 @@ class Sender:
                     owner._close_here(0, "")
                     await self.transmit(trio.current_time(), owner)
                 owner._end()
+
+    async def _send_until_timer(self, owner: Driven) -> None:
+        """Send what the application gives the engine, each time it kicks,
+        until the engine's timer is due (or the engine has terminated).
+
+        One sleep scope serves every kick: its deadline is moved only when
+        the timer moved, as aioquic's asyncio layer re-arms its timer only
+        then (a new deadline scope per kick cost about as much as a trip
+        through the scheduler). A send waiting for room when the timer
+        comes due is cancelled before its datagram left, which goes back to
+        the head of the queue and is sent after the timer fired.
+        """
+        with trio.CancelScope(deadline=self._deadline()) as scope:
+            self._timer_scope = scope
+            try:
+                while not self.ended:
+                    if not self._kicked and not self._queue:
+                        await self._lot.park()
+                        if self.ended:
+                            return
+                    now = trio.current_time()
+                    if now >= scope.deadline:
+                        return  # the timer's turn; it sends what is pending too
+                    self._kicked = False
+                    # A kick is the application's data (or its close): the
+                    # acknowledgement still delayed goes with it.
+                    self._engine.ack_with_data(now)
+                    await self.transmit(now, owner)
+                    owner._sweep()
+                    deadline = self._deadline()
+                    if deadline != scope.deadline:
+                        scope.deadline = deadline
+            finally:
+                self._timer_scope = None
 
     def _build(self, now: float) -> bool:
         """Queue the datagrams the engine has to send now; False if the
