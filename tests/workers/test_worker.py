@@ -16,6 +16,9 @@ from trioudp._workers._child import spawn_child
 from .helpers import APP, DEADLINE
 
 
+PROC_FIELDS = ("State", "SigQ", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+
+
 async def run_worker(signal_it):
     """Start a worker, run ``signal_it(process, ready)`` beside it; its exit
     code and the events it reported."""
@@ -28,11 +31,22 @@ async def run_worker(signal_it):
         if reported[-1] == "ready":
             ready.set()
 
-    with trio.fail_after(DEADLINE):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.read_reports, take)
-            await signal_it(child.process, ready)
-            returncode = await child.process.wait()
+    try:
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(child.read_reports, take)
+                await signal_it(child.process, ready)
+                returncode = await child.process.wait()
+    except trio.TooSlowError:
+        # What the worker was doing: its state, signal masks (pending,
+        # blocked, ignored, caught) and where it sleeps in the kernel.
+        pid = child.process.pid
+        with open(f"/proc/{pid}/status") as status:
+            state = [line.strip() for line in status if line.startswith(PROC_FIELDS)]
+        with open(f"/proc/{pid}/wchan") as wchan:
+            state.append(f"wchan: {wchan.read()}")
+        child.process.kill()
+        pytest.fail(f"worker {pid} still running; reported {reported}; {state}")
     await child.control.aclose()
     await child.reports.aclose()
     return returncode, reported
