@@ -7,6 +7,7 @@ from its first instruction until its handlers are in place.
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 import trio
@@ -14,7 +15,6 @@ import trio
 from trioudp._workers._child import spawn_child
 
 from .helpers import APP, DEADLINE
-
 
 PROC_FIELDS = ("State", "SigQ", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
 
@@ -41,10 +41,10 @@ async def run_worker(signal_it):
         # What the worker was doing: its state, signal masks (pending,
         # blocked, ignored, caught) and where it sleeps in the kernel.
         pid = child.process.pid
-        with open(f"/proc/{pid}/status") as status:
-            state = [line.strip() for line in status if line.startswith(PROC_FIELDS)]
-        with open(f"/proc/{pid}/wchan") as wchan:
-            state.append(f"wchan: {wchan.read()}")
+        proc = Path(f"/proc/{pid}")
+        status = proc.joinpath("status").read_text().splitlines()
+        state = [line for line in status if line.startswith(PROC_FIELDS)]
+        state.append(f"wchan: {proc.joinpath('wchan').read_text()}")
         child.process.kill()
         pytest.fail(f"worker {pid} still running; reported {reported}; {state}")
     await child.control.aclose()
