@@ -148,6 +148,12 @@ def _block_startup_signals() -> None:
     # worker before it can handle it (the mask survives exec); the worker
     # unblocks them once its handlers are in place.
     signal.pthread_sigmask(signal.SIG_BLOCK, STARTUP_SIGNALS)
+    # A supervisor started in the background by a shell ignores SIGINT, and
+    # exec keeps "ignored": a worker that inherited it lost a SIGINT sent
+    # while it started (4 of 4 background CI runs). The stop signals are the
+    # worker's own, so they start at their defaults (blocked: none arrives).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def socket_inodes(pid: int) -> set[str]:
